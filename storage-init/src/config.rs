@@ -1,0 +1,475 @@
+//! The runtime configuration: `/etc/initoverlayfs.conf` plus `initoverlayfs.<key>=<value>`
+//! overrides from the kernel command line. Pure functions over strings; no I/O here.
+//!
+//! The file format is upstream's: one `key value` per line, separated by whitespace. Comments
+//! (`#`), blank lines, CRLF line ends, tabs, trailing spaces and a missing final newline are all
+//! accepted. An unknown key is a warning, never an error and never a silent mis-parse.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where the config file lives inside the mini initramfs (upstream's path).
+pub const CONFIG_PATH: &str = "/etc/initoverlayfs.conf";
+
+/// Prefix of kernel command-line overrides: `initoverlayfs.timeout=5`.
+pub const CMDLINE_PREFIX: &str = "initoverlayfs.";
+
+/// Upstream's default for how long to wait for the boot device.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Keys upstream reads only at build time; accepted and kept so the file round-trips.
+const BUILD_TIME_KEYS: [&str; 4] = [
+    "initoverlayfs_builder",
+    "initrd_builder",
+    "erofs_compression",
+    "initoverlayfs_init",
+];
+
+/// How the boot filesystem is named (`bootfs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BootFs {
+    /// `UUID=…`: the filesystem UUID, lower-case, as blkid prints it.
+    Uuid(String),
+    /// `LABEL=…`: the filesystem label.
+    Label(String),
+    /// `PARTUUID=…`: the GPT partition GUID (or MBR `xxxxxxxx-NN`), lower-case.
+    PartUuid(String),
+    /// `PARTLABEL=…`: the GPT partition name.
+    PartLabel(String),
+    /// A device path such as `/dev/vda2`.
+    Path(PathBuf),
+}
+
+impl BootFs {
+    fn parse(value: &str) -> Result<BootFs, String> {
+        let nonempty = |v: &str| {
+            if v.is_empty() {
+                Err("the part after '=' is empty".to_owned())
+            } else {
+                Ok(v.to_owned())
+            }
+        };
+        if let Some(v) = value.strip_prefix("UUID=") {
+            Ok(BootFs::Uuid(nonempty(v)?.to_ascii_lowercase()))
+        } else if let Some(v) = value.strip_prefix("LABEL=") {
+            Ok(BootFs::Label(nonempty(v)?))
+        } else if let Some(v) = value.strip_prefix("PARTUUID=") {
+            Ok(BootFs::PartUuid(nonempty(v)?.to_ascii_lowercase()))
+        } else if let Some(v) = value.strip_prefix("PARTLABEL=") {
+            Ok(BootFs::PartLabel(nonempty(v)?))
+        } else if value.starts_with("/dev/") {
+            Ok(BootFs::Path(PathBuf::from(value)))
+        } else {
+            Err("it names no device".to_owned())
+        }
+    }
+}
+
+impl fmt::Display for BootFs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BootFs::Uuid(v) => write!(f, "UUID={v}"),
+            BootFs::Label(v) => write!(f, "LABEL={v}"),
+            BootFs::PartUuid(v) => write!(f, "PARTUUID={v}"),
+            BootFs::PartLabel(v) => write!(f, "PARTLABEL={v}"),
+            BootFs::Path(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+/// The parsed configuration. Field names follow the config keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// `bootfs`: the filesystem holding the image. Required at boot.
+    pub bootfs: Option<BootFs>,
+    /// `bootfs_hint`: a device path tried before any search.
+    pub bootfs_hint: Option<PathBuf>,
+    /// `bootfstype`: the filesystem type of `bootfs` (e.g. `ext4`); probed when absent.
+    pub bootfstype: Option<String>,
+    /// `fs`: the image path relative to /boot; default `initoverlayfs-<kver>.img`.
+    pub fs: Option<String>,
+    /// `fstype`: the image's filesystem type; default `erofs`.
+    pub fstype: String,
+    /// `timeout`: how long to wait for the boot device, in seconds (ours, not upstream's).
+    pub timeout: Duration,
+    /// `init`: the program to exec in the new root (ours); else `/init`, then `/sbin/init`.
+    pub init: Option<PathBuf>,
+    /// Upstream's build-time keys, kept verbatim in file order so the file round-trips.
+    pub build_time: Vec<(String, String)>,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            bootfs: None,
+            bootfs_hint: None,
+            bootfstype: None,
+            fs: None,
+            fstype: "erofs".to_owned(),
+            timeout: DEFAULT_TIMEOUT,
+            init: None,
+            build_time: Vec::new(),
+        }
+    }
+}
+
+/// Where a key/value pair came from, for messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Line `n` (1-based) of the config file.
+    File { line: usize },
+    /// The kernel command line.
+    Cmdline,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::File { line } => write!(f, "{CONFIG_PATH} line {line}"),
+            Source::Cmdline => write!(f, "kernel command line"),
+        }
+    }
+}
+
+/// A value that cannot be used. Fatal at boot: it names the key, the value and what is accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub source: Source,
+    pub key: String,
+    pub value: String,
+    pub problem: String,
+    pub accepted: &'static str,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: bad value {:?} for key '{}': {}; accepted: {}",
+            self.source, self.value, self.key, self.problem, self.accepted
+        )
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Something worth logging that does not stop the boot (an unknown key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigWarning(pub String);
+
+impl fmt::Display for ConfigWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Config {
+    /// Sets one key. Unknown keys give a warning and change nothing.
+    fn set(
+        &mut self,
+        source: Source,
+        key: &str,
+        value: &str,
+    ) -> Result<Option<ConfigWarning>, ConfigError> {
+        let error = |problem: String, accepted: &'static str| ConfigError {
+            source,
+            key: key.to_owned(),
+            value: value.to_owned(),
+            problem,
+            accepted,
+        };
+        match key {
+            "bootfs" => {
+                let bootfs = BootFs::parse(value).map_err(|p| {
+                    error(p, "UUID=<uuid>, LABEL=<label>, PARTUUID=<guid>, PARTLABEL=<name>, /dev/<path>")
+                })?;
+                self.bootfs = Some(bootfs);
+            }
+            "bootfs_hint" => {
+                if !value.starts_with("/dev/") {
+                    return Err(error("not a device path".to_owned(), "/dev/<path>"));
+                }
+                self.bootfs_hint = Some(PathBuf::from(value));
+            }
+            "bootfstype" => {
+                self.bootfstype = Some(fs_type(value).map_err(|p| error(p, FSTYPE_FORMS))?)
+            }
+            "fs" => {
+                if value.is_empty() || value.starts_with('/') || value.split('/').any(|c| c == "..")
+                {
+                    return Err(error(
+                        "must be a path relative to /boot that stays inside it".to_owned(),
+                        "a relative path such as initoverlayfs-6.12.0.img",
+                    ));
+                }
+                self.fs = Some(value.to_owned());
+            }
+            "fstype" => self.fstype = fs_type(value).map_err(|p| error(p, FSTYPE_FORMS))?,
+            "timeout" => {
+                let seconds: u32 = value.parse().map_err(|_| {
+                    error(
+                        "not a whole number of seconds".to_owned(),
+                        "0 to 4294967295",
+                    )
+                })?;
+                self.timeout = Duration::from_secs(seconds.into());
+            }
+            "init" => {
+                if !value.starts_with('/') {
+                    return Err(error(
+                        "not an absolute path".to_owned(),
+                        "an absolute path such as /sbin/init",
+                    ));
+                }
+                self.init = Some(PathBuf::from(value));
+            }
+            k if BUILD_TIME_KEYS.contains(&k) => {
+                self.build_time.push((k.to_owned(), value.to_owned()));
+            }
+            _ => {
+                return Ok(Some(ConfigWarning(format!(
+                    "{source}: unknown key '{key}' ignored"
+                ))));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Renders the file storage-init reads; `parse_config(render())` gives back `self`.
+    pub fn render(&self) -> String {
+        let mut out = String::from("# initoverlayfs configuration, read by storage-init\n");
+        let mut line = |k: &str, v: &dyn fmt::Display| out.push_str(&format!("{k} {v}\n"));
+        if let Some(v) = &self.bootfs {
+            line("bootfs", v);
+        }
+        if let Some(v) = &self.bootfs_hint {
+            line("bootfs_hint", &v.display());
+        }
+        if let Some(v) = &self.bootfstype {
+            line("bootfstype", v);
+        }
+        if let Some(v) = &self.fs {
+            line("fs", v);
+        }
+        line("fstype", &self.fstype);
+        line("timeout", &self.timeout.as_secs());
+        if let Some(v) = &self.init {
+            line("init", &v.display());
+        }
+        for (k, v) in &self.build_time {
+            line(k, v);
+        }
+        out
+    }
+}
+
+const FSTYPE_FORMS: &str = "a filesystem type name such as ext4, vfat, xfs, erofs";
+
+fn fs_type(value: &str) -> Result<String, String> {
+    if !value.is_empty()
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    {
+        Ok(value.to_owned())
+    } else {
+        Err("not a filesystem type name".to_owned())
+    }
+}
+
+/// Parses the config file text.
+pub fn parse_config(text: &str) -> Result<(Config, Vec<ConfigWarning>), ConfigError> {
+    let mut config = Config::default();
+    let mut warnings = Vec::new();
+    // `lines()` handles a missing final newline and strips one `\r` before each `\n`.
+    for (index, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let source = Source::File { line: index + 1 };
+        let (key, value) = match line.split_once(|c: char| c.is_ascii_whitespace()) {
+            Some((k, v)) => (k, v.trim()),
+            None => (line, ""),
+        };
+        warnings.extend(config.set(source, key, value)?);
+    }
+    Ok((config, warnings))
+}
+
+/// Splits a kernel command line into parameters the way the kernel's `next_arg()` does:
+/// whitespace separates, double quotes group (and are removed), either around the whole
+/// parameter or around the value after `=`.
+pub fn split_cmdline(cmdline: &str) -> Vec<String> {
+    let mut params = Vec::new();
+    let mut current = String::new();
+    let mut in_quotes = false;
+    let mut started = false;
+    for c in cmdline.chars() {
+        match c {
+            '"' => {
+                in_quotes = !in_quotes;
+                started = true;
+            }
+            c if c.is_ascii_whitespace() && !in_quotes => {
+                if started {
+                    params.push(std::mem::take(&mut current));
+                    started = false;
+                }
+            }
+            c => {
+                current.push(c);
+                started = true;
+            }
+        }
+    }
+    if started {
+        params.push(current);
+    }
+    params
+}
+
+/// Applies `initoverlayfs.<key>=<value>` parameters of the kernel command line on top of
+/// `config`. Later parameters win, as with the kernel's own.
+pub fn apply_cmdline(
+    config: &mut Config,
+    cmdline: &str,
+) -> Result<Vec<ConfigWarning>, ConfigError> {
+    let mut warnings = Vec::new();
+    for param in split_cmdline(cmdline) {
+        let Some(rest) = param.strip_prefix(CMDLINE_PREFIX) else {
+            continue;
+        };
+        let (key, value) = rest.split_once('=').unwrap_or((rest, ""));
+        warnings.extend(config.set(Source::Cmdline, key, value)?);
+    }
+    Ok(warnings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check_file(text: &str, expect: impl FnOnce(&Config)) {
+        let (config, _) = parse_config(text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
+        expect(&config);
+    }
+
+    #[test]
+    fn upstream_forms_parse() {
+        check_file("bootfs UUID=ABCD-1234\n", |c| {
+            assert_eq!(c.bootfs, Some(BootFs::Uuid("abcd-1234".into())))
+        });
+        check_file("bootfs\tLABEL=boot\r\nbootfstype ext4\r\n", |c| {
+            assert_eq!(c.bootfs, Some(BootFs::Label("boot".into())));
+            assert_eq!(c.bootfstype.as_deref(), Some("ext4"));
+        });
+        // Upstream's parser chopped the last character of a file without a final newline.
+        check_file("fs initoverlayfs-6.12.img", |c| {
+            assert_eq!(c.fs.as_deref(), Some("initoverlayfs-6.12.img"))
+        });
+        check_file("  # comment\n\n   fstype   erofs   \n", |c| {
+            assert_eq!(c.fstype, "erofs")
+        });
+        check_file("bootfs_hint /dev/vda2\nbootfs PARTLABEL=boot", |c| {
+            assert_eq!(c.bootfs_hint, Some(PathBuf::from("/dev/vda2")));
+            assert_eq!(c.bootfs, Some(BootFs::PartLabel("boot".into())));
+        });
+        check_file(
+            "bootfs PARTUUID=0FC63DAF-8483-4772-8E79-3D69D8477DE4",
+            |c| {
+                assert_eq!(
+                    c.bootfs,
+                    Some(BootFs::PartUuid(
+                        "0fc63daf-8483-4772-8e79-3d69d8477de4".into()
+                    ))
+                )
+            },
+        );
+        check_file("erofs_compression -zlz4hc,11\n", |c| {
+            assert_eq!(
+                c.build_time,
+                vec![("erofs_compression".into(), "-zlz4hc,11".into())]
+            )
+        });
+        check_file("timeout 5", |c| {
+            assert_eq!(c.timeout, Duration::from_secs(5))
+        });
+    }
+
+    #[test]
+    fn unknown_key_is_a_warning() {
+        let (config, warnings) = parse_config("colour blue\nfstype ext4\n").unwrap();
+        assert_eq!(config.fstype, "ext4");
+        assert_eq!(warnings.len(), 1);
+        assert!(
+            warnings[0].0.contains("line 1") && warnings[0].0.contains("colour"),
+            "{warnings:?}"
+        );
+    }
+
+    fn check_error(text: &str, key: &str, fragment: &str) {
+        let err = parse_config(text).expect_err(text);
+        assert_eq!(err.key, key);
+        let shown = err.to_string();
+        assert!(shown.contains(fragment), "{shown}");
+    }
+
+    #[test]
+    fn bad_values_name_key_value_and_forms() {
+        check_error("timeout soon", "timeout", "\"soon\"");
+        check_error("\n\ntimeout -1", "timeout", "line 3");
+        check_error("bootfs vda2", "bootfs", "UUID=<uuid>");
+        check_error("bootfs UUID=", "bootfs", "empty");
+        check_error("fs /etc/passwd", "fs", "relative");
+        check_error("fs ../x.img", "fs", "inside");
+        check_error("fstype ext4;rm", "fstype", "filesystem type");
+        check_error("init sbin/init", "init", "absolute");
+    }
+
+    #[test]
+    fn cmdline_splits_like_the_kernel() {
+        let check =
+            |line: &str, expected: &[&str]| assert_eq!(split_cmdline(line), expected, "{line}");
+        check("", &[]);
+        check("  ro  quiet\n", &["ro", "quiet"]);
+        check("a=\"b c\" d", &["a=b c", "d"]);
+        check("\"a=b c\" d", &["a=b c", "d"]);
+        check("x=\"\"", &["x="]);
+    }
+
+    #[test]
+    fn cmdline_overrides_file() {
+        let (mut config, _) = parse_config("bootfs UUID=aaaa\ntimeout 30\n").unwrap();
+        let warnings = apply_cmdline(
+            &mut config,
+            "BOOT_IMAGE=/vmlinuz root=/dev/sda initoverlayfs.bootfs=UUID=BBBB initoverlayfs.timeout=5 initoverlayfs.nope=1",
+        )
+        .unwrap();
+        assert_eq!(config.bootfs, Some(BootFs::Uuid("bbbb".into())));
+        assert_eq!(config.timeout, Duration::from_secs(5));
+        assert_eq!(warnings.len(), 1);
+        let err = apply_cmdline(&mut config, "initoverlayfs.timeout=x").unwrap_err();
+        assert_eq!(err.source, Source::Cmdline);
+    }
+
+    #[test]
+    fn render_round_trips() {
+        let config = Config {
+            bootfs: Some(BootFs::Uuid("0123-abcd".into())),
+            bootfs_hint: Some("/dev/vda1".into()),
+            bootfstype: Some("ext4".into()),
+            fs: Some("initoverlayfs-6.12.img".into()),
+            fstype: "erofs".into(),
+            timeout: Duration::from_secs(7),
+            init: Some("/init".into()),
+            build_time: vec![("erofs_compression".into(), "-zlz4hc,11".into())],
+        };
+        let (parsed, warnings) = parse_config(&config.render()).unwrap();
+        assert_eq!(parsed, config);
+        assert!(warnings.is_empty());
+        let (parsed, _) = parse_config(&Config::default().render()).unwrap();
+        assert_eq!(parsed, Config::default());
+    }
+}
