@@ -1,5 +1,14 @@
 //! storage-init: the PID 1 of the initoverlayfs mini initramfs, as a library so the boot logic
-//! runs in unit tests and `builder` can write files through the same types storage-init reads.
+//! runs in unit tests and `builder` writes files through the same types storage-init reads.
 
+pub mod blockdev;
+pub mod boot;
 pub mod config;
 pub mod contract;
+pub mod emergency;
+pub mod error;
+pub mod log;
+pub mod modules;
+pub mod mounts;
+pub mod probe;
+pub mod switch_root;

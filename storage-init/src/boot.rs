@@ -1,0 +1,281 @@
+//! The boot sequence of storage-init as PID 1, step by step. Each step logs its elapsed time;
+//! the first failure ends the sequence with a [`Fatal`] that `main` turns into the FATAL line.
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use rustix::mount::MountFlags;
+
+use crate::blockdev;
+use crate::config::{self, CONFIG_PATH, Config};
+use crate::contract::{MODULE_LIST_PATH, ModuleList};
+use crate::error::{Context, Fatal};
+use crate::log::Log;
+use crate::modules;
+use crate::mounts::{mount_fs, mount_overlay, move_mount};
+use crate::switch_root::switch_root;
+
+/// Where the boot filesystem is mounted (read-only) in the initramfs, then moved into the new root.
+const BOOT: &str = "/boot";
+/// The new root: the overlay of the image and a tmpfs.
+const SYSROOT: &str = "/sysroot";
+/// The read-only image mount (the overlay's lower layer). Under /run, which moves into the new
+/// root, so the layers stay visible there at the same path.
+const LOWER: &str = "/run/initoverlayfs/lower";
+/// The tmpfs holding the overlay's upper and work directories. Its own tmpfs, not the initramfs
+/// root, which is emptied at switch-root (an upstream defect we do not repeat).
+const RW: &str = "/run/initoverlayfs/rw";
+/// Tried in order when the config names no init.
+const DEFAULT_INITS: [&str; 2] = ["/init", "/sbin/init"];
+
+/// The API filesystems every init expects; moved into the new root before switching.
+const API_MOUNTS: [(&str, &str, &str, &str); 4] = [
+    ("proc", "/proc", "proc", ""),
+    ("sysfs", "/sys", "sysfs", ""),
+    ("devtmpfs", "/dev", "devtmpfs", "mode=0755"),
+    ("tmpfs", "/run", "tmpfs", "mode=0755"),
+];
+
+/// Runs the whole boot; returns only on failure (on success the process image is replaced).
+pub fn run(log: &mut Log) -> Fatal {
+    match boot(log) {
+        Ok(never) => match never {},
+        Err(fatal) => fatal,
+    }
+}
+
+fn boot(log: &mut Log) -> Result<std::convert::Infallible, Fatal> {
+    for (source, target, fstype, data) in API_MOUNTS {
+        let flags = MountFlags::NOSUID
+            | if fstype == "devtmpfs" {
+                MountFlags::empty()
+            } else {
+                MountFlags::NODEV
+            };
+        mount_fs(source, Path::new(target), fstype, flags, data)?;
+    }
+    log.open_kmsg();
+    log.step("mounted /proc, /sys, /dev, /run");
+
+    let config = read_config(log)?;
+    log.step(&format!(
+        "read config: bootfs {}",
+        config
+            .bootfs
+            .as_ref()
+            .map_or("unset".into(), |b| b.to_string())
+    ));
+
+    let modules = read_module_list()?;
+    let loaded = modules::load_all(&modules, log)?;
+    log.step(&format!(
+        "loaded {loaded} of {} modules",
+        modules.entries.len()
+    ));
+
+    let Some(bootfs) = config.bootfs.as_ref() else {
+        return Err(Fatal::new(
+            "finding the boot filesystem",
+            format!(
+                "no bootfs configured: set 'bootfs UUID=<uuid>' in {CONFIG_PATH} or initoverlayfs.bootfs= on the kernel command line"
+            ),
+        ));
+    };
+    let device = blockdev::find(bootfs, config.bootfs_hint.as_deref(), config.timeout)?;
+    log.step(&format!(
+        "found bootfs {bootfs} on {} ({})",
+        device.path.display(),
+        device.superblock
+    ));
+
+    let bootfstype = config
+        .bootfstype
+        .as_deref()
+        .unwrap_or(device.superblock.fstype);
+    let device_path = device.path.to_string_lossy();
+    mount_fs(
+        &device_path,
+        Path::new(BOOT),
+        bootfstype,
+        MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV,
+        "",
+    )?;
+    log.step(&format!(
+        "mounted {device_path} ({bootfstype}) read-only on {BOOT}"
+    ));
+
+    let image = image_path(&config);
+    if !image.is_file() {
+        return Err(Fatal::new(
+            format!("opening the image {}", image.display()),
+            format!(
+                "no such file on {bootfs} ({device_path}): build it for kernel {} and install it in /boot",
+                kernel_release()
+            ),
+        ));
+    }
+    let image_shown = image.to_string_lossy();
+    // File-backed erofs (Linux 6.12+, CONFIG_EROFS_FS_BACKED_BY_FILE): the kernel reads the
+    // image file directly, no loop device. Older kernels answer ENOTBLK.
+    mount_fs(&image_shown, Path::new(LOWER), &config.fstype, MountFlags::RDONLY, "").map_err(|mut fatal| {
+        if fatal.why.contains("Block device required") {
+            fatal.why.push_str(
+                ": this kernel cannot mount the image from a file (needs CONFIG_EROFS_FS_BACKED_BY_FILE, Linux 6.12+); the loop-device path is not implemented yet",
+            );
+        }
+        fatal
+    })?;
+    log.step(&format!(
+        "mounted {image_shown} ({}, file-backed) on {LOWER}",
+        config.fstype
+    ));
+
+    mount_fs(
+        "tmpfs",
+        Path::new(RW),
+        "tmpfs",
+        MountFlags::NOSUID | MountFlags::NODEV,
+        "mode=0755",
+    )?;
+    let (upper, work) = (Path::new(RW).join("upper"), Path::new(RW).join("work"));
+    for dir in [&upper, &work] {
+        std::fs::create_dir(dir).context(|| format!("creating {}", dir.display()))?;
+    }
+    let volatile = mount_overlay(Path::new(LOWER), &upper, &work, Path::new(SYSROOT))?;
+    log.step(&format!(
+        "mounted overlay on {SYSROOT}{}",
+        if volatile { "" } else { " (without volatile)" }
+    ));
+
+    let sysroot = Path::new(SYSROOT);
+    move_mount(Path::new(BOOT), &sysroot.join("boot"))?;
+    for (_, target, _, _) in API_MOUNTS {
+        move_mount(Path::new(target), &sysroot.join(&target[1..]))?;
+    }
+    log.step("moved /boot, /proc, /sys, /dev, /run into the new root");
+
+    switch_root(sysroot)?;
+    log.step("switched root");
+
+    let init = choose_init(config.init.as_deref(), is_executable)?;
+    log.step(&format!("exec {}", init.display()));
+    log.restore_devkmsg();
+    let error = Command::new(&init).exec();
+    Err(Fatal::new(format!("executing {}", init.display()), error))
+}
+
+fn read_config(log: &mut Log) -> Result<Config, Fatal> {
+    let (mut config, mut warnings) = match std::fs::read_to_string(CONFIG_PATH) {
+        Ok(text) => {
+            config::parse_config(&text).context(|| "reading the configuration".to_owned())?
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            log.warn(&format!(
+                "{CONFIG_PATH} missing: using defaults and the kernel command line"
+            ));
+            (Config::default(), Vec::new())
+        }
+        Err(e) => return Err(e).context(|| format!("reading {CONFIG_PATH}")),
+    };
+    let cmdline =
+        std::fs::read_to_string("/proc/cmdline").context(|| "reading /proc/cmdline".to_owned())?;
+    warnings.extend(
+        config::apply_cmdline(&mut config, &cmdline)
+            .context(|| "reading the configuration".to_owned())?,
+    );
+    for warning in warnings {
+        log.warn(&warning.0);
+    }
+    Ok(config)
+}
+
+fn read_module_list() -> Result<ModuleList, Fatal> {
+    match std::fs::read_to_string(MODULE_LIST_PATH) {
+        Ok(text) => ModuleList::parse(&text).context(|| "reading the module list".to_owned()),
+        // A kernel with everything built in needs no list.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ModuleList::default()),
+        Err(e) => Err(e).context(|| format!("reading {MODULE_LIST_PATH}")),
+    }
+}
+
+fn kernel_release() -> String {
+    rustix::system::uname()
+        .release()
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// `/boot/<fs>`, by default upstream's `/boot/initoverlayfs-<kernel release>.img`.
+fn image_path(config: &Config) -> PathBuf {
+    let name = config
+        .fs
+        .clone()
+        .unwrap_or_else(|| format!("initoverlayfs-{}.img", kernel_release()));
+    Path::new(BOOT).join(name)
+}
+
+fn is_executable(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// The configured init, else the first of [`DEFAULT_INITS`] that is executable.
+fn choose_init(
+    configured: Option<&Path>,
+    executable: impl Fn(&Path) -> bool,
+) -> Result<PathBuf, Fatal> {
+    let candidates: Vec<&Path> = match configured {
+        Some(path) => vec![path],
+        None => DEFAULT_INITS.iter().map(Path::new).collect(),
+    };
+    candidates.iter().find(|p| executable(p)).map(|p| p.to_path_buf()).ok_or_else(|| {
+        let tried: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
+        Fatal::new(
+            "finding the init of the image",
+            format!("none of {} is an executable file in the image: set 'init <path>' in {CONFIG_PATH}", tried.join(", ")),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_choice() {
+        let only = |yes: &'static str| move |p: &Path| p == Path::new(yes);
+        assert_eq!(
+            choose_init(None, only("/sbin/init")).unwrap(),
+            PathBuf::from("/sbin/init")
+        );
+        assert_eq!(choose_init(None, |_| true).unwrap(), PathBuf::from("/init"));
+        assert_eq!(
+            choose_init(Some(Path::new("/bin/sh")), only("/bin/sh")).unwrap(),
+            PathBuf::from("/bin/sh")
+        );
+        let err = choose_init(Some(Path::new("/bin/sh")), only("/init")).unwrap_err();
+        assert!(
+            err.why.contains("/bin/sh") && !err.why.contains("/sbin/init"),
+            "{err}"
+        );
+        let err = choose_init(None, |_| false).unwrap_err();
+        assert!(err.why.contains("/init, /sbin/init"), "{err}");
+    }
+
+    #[test]
+    fn image_path_defaults_to_upstream_name() {
+        let config = Config {
+            fs: Some("custom.img".into()),
+            ..Config::default()
+        };
+        assert_eq!(image_path(&config), PathBuf::from("/boot/custom.img"));
+        let default = image_path(&Config::default());
+        let name = default.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            name.starts_with("initoverlayfs-") && name.ends_with(".img"),
+            "{name}"
+        );
+        assert!(name.contains(&kernel_release()));
+    }
+}

@@ -1,0 +1,93 @@
+//! The mounts storage-init makes, each with the context a FATAL line needs.
+
+use std::path::Path;
+
+use rustix::io::Errno;
+use rustix::mount::{MountFlags, mount, mount_move};
+
+use crate::error::{Context, Fatal};
+
+/// Mounts a filesystem at `target`, creating the mountpoint if needed.
+pub fn mount_fs(
+    source: &str,
+    target: &Path,
+    fstype: &str,
+    flags: MountFlags,
+    data: &str,
+) -> Result<(), Fatal> {
+    let what = || format!("mounting {fstype} {source} on {}", target.display());
+    std::fs::create_dir_all(target).context(what)?;
+    let data = std::ffi::CString::new(data).context(what)?;
+    mount(source, target, fstype, flags, Some(data.as_c_str()))
+        .map_err(|e| Fatal::new(what(), errno_text(e)))
+}
+
+/// Moves the mount at `from` to `to` (creating `to` if needed, e.g. /boot in an image lacking it).
+pub fn move_mount(from: &Path, to: &Path) -> Result<(), Fatal> {
+    let what = || format!("moving mount {} to {}", from.display(), to.display());
+    std::fs::create_dir_all(to).context(what)?;
+    mount_move(from, to).map_err(|e| Fatal::new(what(), errno_text(e)))
+}
+
+/// Overlay mount options, upstream's choice: `volatile` (no syncs: the upper layer is a tmpfs
+/// that dies with the boot anyway) and `redirect_dir=on` (directory renames work).
+pub fn overlay_options(lower: &Path, upper: &Path, work: &Path, volatile: bool) -> String {
+    let mut options = format!(
+        "lowerdir={},upperdir={},workdir={},redirect_dir=on",
+        lower.display(),
+        upper.display(),
+        work.display()
+    );
+    if volatile {
+        options.push_str(",volatile");
+    }
+    options
+}
+
+/// Mounts the overlay; retried without `volatile` on EINVAL, as upstream does, for kernels
+/// before 5.10 that do not know the option. Returns whether `volatile` was used.
+pub fn mount_overlay(
+    lower: &Path,
+    upper: &Path,
+    work: &Path,
+    target: &Path,
+) -> Result<bool, Fatal> {
+    std::fs::create_dir_all(target).context(|| format!("creating {}", target.display()))?;
+    let mut volatile = true;
+    loop {
+        let options = overlay_options(lower, upper, work, volatile);
+        let what = || format!("mounting overlay on {} with {options}", target.display());
+        let data = std::ffi::CString::new(options.as_str()).context(what)?;
+        match mount(
+            "overlay",
+            target,
+            "overlay",
+            MountFlags::empty(),
+            Some(data.as_c_str()),
+        ) {
+            Ok(()) => return Ok(volatile),
+            Err(Errno::INVAL) if volatile => volatile = false,
+            Err(e) => return Err(Fatal::new(what(), errno_text(e))),
+        }
+    }
+}
+
+fn errno_text(e: Errno) -> String {
+    crate::modules::errno_text(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlay_options_match_upstream() {
+        let options = overlay_options(Path::new("/l"), Path::new("/u"), Path::new("/w"), true);
+        assert_eq!(
+            options,
+            "lowerdir=/l,upperdir=/u,workdir=/w,redirect_dir=on,volatile"
+        );
+        let options = overlay_options(Path::new("/l"), Path::new("/u"), Path::new("/w"), false);
+        assert!(!options.contains("volatile"));
+    }
+}
