@@ -1,0 +1,197 @@
+//! The `builder` command line: a thin layer over the library (argument parsing, the
+//! `SOURCE_DATE_EPOCH` default, printing reports).
+//!
+//! Timestamps: every command that writes an image uses `SOURCE_DATE_EPOCH` (the
+//! reproducible-builds convention) when it is set, and 0 otherwise, so two runs always give the
+//! same bytes.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+use builder::erofs::{ErofsCompression, ErofsOptions, build_erofs};
+use builder::mini_initramfs::{MiniInitramfs, list_file};
+use builder::modules::KernelModules;
+
+/// The reproducible-builds timestamp variable.
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "builder",
+    about = "Builds initoverlayfs boot artifacts reproducibly"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Build the mini initramfs (uncompressed newc cpio) holding storage-init as /init.
+    MiniInitramfs(MiniInitramfsArgs),
+    /// Build an erofs image from a directory (needs mkfs.erofs from erofs-utils).
+    Erofs(ErofsArgs),
+    /// Print the module load list computed for a kernel modules tree.
+    Modules(ModulesArgs),
+    /// Print a sorted listing of an uncompressed newc cpio archive.
+    List {
+        /// The cpio file.
+        cpio: PathBuf,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct KernelArgs {
+    /// Directory holding lib/modules/<kver> (as given to `depmod -b`).
+    #[arg(long)]
+    kernel_root: PathBuf,
+    /// Kernel release of the target (`uname -r`).
+    #[arg(long)]
+    kver: String,
+    /// A module (or alias) to load; repeat or separate with commas. Dependencies are added.
+    #[arg(long = "module", value_delimiter = ',')]
+    modules: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct MiniInitramfsArgs {
+    /// The static storage-init binary.
+    #[arg(long)]
+    storage_init: PathBuf,
+    #[command(flatten)]
+    kernel: KernelArgs,
+    /// The boot filesystem: UUID=…, LABEL=…, PARTUUID=…, PARTLABEL=… or /dev/….
+    #[arg(long)]
+    bootfs: String,
+    /// Filesystem type of the boot filesystem (probed at boot when absent).
+    #[arg(long)]
+    bootfstype: Option<String>,
+    /// A device path storage-init tries first.
+    #[arg(long)]
+    bootfs_hint: Option<String>,
+    /// Image path relative to /boot (default at boot: initoverlayfs-<kver>.img).
+    #[arg(long)]
+    fs: Option<String>,
+    /// Seconds to wait for the boot device.
+    #[arg(long)]
+    timeout: Option<u32>,
+    /// Program to exec in the new root.
+    #[arg(long)]
+    init: Option<String>,
+    /// Where to write the archive.
+    #[arg(short, long)]
+    output: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+struct ErofsArgs {
+    /// The directory to put in the image.
+    #[arg(long)]
+    source: PathBuf,
+    /// Where to write the image.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Compressor and level for mkfs.erofs -z, e.g. lz4hc,11 (default: none).
+    #[arg(long)]
+    compression: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct ModulesArgs {
+    #[command(flatten)]
+    kernel: KernelArgs,
+}
+
+/// `SOURCE_DATE_EPOCH` if set, else 0.
+fn build_time() -> Result<u64> {
+    Ok(builder::source_date_epoch()?)
+}
+
+/// Builds the config through storage-init's own parser, so what is written is what it reads.
+fn config(args: &MiniInitramfsArgs) -> Result<storage_init::config::Config> {
+    let timeout = args.timeout.map(|t| t.to_string());
+    let mut text = String::new();
+    for (key, value) in [
+        ("bootfs", Some(&args.bootfs)),
+        ("bootfstype", args.bootfstype.as_ref()),
+        ("bootfs_hint", args.bootfs_hint.as_ref()),
+        ("fs", args.fs.as_ref()),
+        ("timeout", timeout.as_ref()),
+        ("init", args.init.as_ref()),
+    ] {
+        if let Some(value) = value {
+            if value.contains(['\n', '\r']) {
+                bail!("--{key} {value:?}: a value cannot span lines");
+            }
+            text.push_str(&format!("{key} {value}\n"));
+        }
+    }
+    let (config, warnings) = storage_init::config::parse_config(&text)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context("invalid option for the storage-init config")?;
+    if let Some(warning) = warnings.first() {
+        bail!("unexpected config warning: {warning}");
+    }
+    Ok(config)
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // `{:#}` prints the whole cause chain on one line, without a backtrace.
+            eprintln!("builder: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::MiniInitramfs(args) => {
+            let inputs = MiniInitramfs {
+                storage_init: args.storage_init.clone(),
+                config: config(&args)?,
+                kernel: KernelModules::new(&args.kernel.kernel_root, &args.kernel.kver),
+                modules: args.kernel.modules.clone(),
+                mtime: build_time()?,
+            };
+            let report = inputs.write(&args.output)?;
+            print!("{}", report.module_list.render());
+            for note in &report.notes {
+                println!("note: {note}");
+            }
+            println!(
+                "wrote {}: {} entries, {} bytes",
+                args.output.display(),
+                report.entries,
+                report.bytes
+            );
+        }
+        Command::Erofs(args) => {
+            let compression = match &args.compression {
+                Some(value) => ErofsCompression::parse(value)?,
+                None => None,
+            };
+            let options = ErofsOptions {
+                mtime: build_time()?,
+                compression,
+            };
+            let report = build_erofs(&args.source, &args.output, &options)?;
+            println!(
+                "wrote {}: {} bytes, uuid {}",
+                report.output.display(),
+                report.bytes,
+                report.uuid
+            );
+        }
+        Command::Modules(args) => {
+            let kernel = KernelModules::new(&args.kernel.kernel_root, &args.kernel.kver);
+            print!("{}", kernel.resolve(&args.kernel.modules)?);
+        }
+        Command::List { cpio } => print!("{}", list_file(&cpio)?),
+    }
+    Ok(())
+}

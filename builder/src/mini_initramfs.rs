@@ -1,0 +1,344 @@
+//! Assembles the mini initramfs: an uncompressed newc cpio with storage-init as `/init`, its
+//! config, its module list, the (decompressed) modules and the few directories and device nodes
+//! storage-init needs before it mounts anything. Byte-identical on every rebuild from the same
+//! inputs.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use storage_init::config::{CONFIG_PATH, Config};
+use storage_init::contract::{MODULE_LIST_PATH, ModuleList};
+
+use crate::cpio::{self, Archive, CpioError};
+use crate::modules::{self, KernelModules, ModulesError};
+
+/// Where the kernel runs the initramfs's init (`init/main.c`: `ramdisk_execute_command`).
+pub const INIT_PATH: &str = "/init";
+
+/// Directories that exist before storage-init mounts anything: mount points for devtmpfs,
+/// proc, sysfs, the run tmpfs, the boot partition and the new root.
+const DIRECTORIES: [&str; 7] = ["/dev", "/proc", "/sys", "/run", "/boot", "/sysroot", "/etc"];
+
+/// Device nodes the kernel and storage-init use before devtmpfs is mounted; numbers from the
+/// kernel's `Documentation/admin-guide/devices.txt`. `/dev/console` must exist in the
+/// initramfs: the kernel opens it for init's stdin/stdout/stderr before running `/init`.
+const DEVICE_NODES: [(&str, u32, u32, u32); 2] =
+    [("/dev/console", 0o600, 5, 1), ("/dev/kmsg", 0o600, 1, 11)];
+
+const EXECUTABLE_MODE: u32 = 0o755;
+const DIRECTORY_MODE: u32 = 0o755;
+const DATA_FILE_MODE: u32 = 0o644;
+
+/// Why a mini initramfs cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum MiniInitramfsError {
+    #[error(
+        "storage-init binary {path} cannot be read: {error} (build it first, e.g. `cargo build -p storage-init --profile initrd`)",
+        path = .path.display()
+    )]
+    StorageInit { path: PathBuf, error: io::Error },
+    #[error(transparent)]
+    Modules(#[from] ModulesError),
+    #[error(transparent)]
+    Cpio(#[from] CpioError),
+    #[error("writing {path}: {error}", path = .path.display())]
+    Write { path: PathBuf, error: io::Error },
+}
+
+/// Everything a mini initramfs is made from.
+#[derive(Debug, Clone)]
+pub struct MiniInitramfs {
+    /// The static storage-init binary, installed as `/init`.
+    pub storage_init: PathBuf,
+    /// Written to [`CONFIG_PATH`].
+    pub config: Config,
+    /// The kernel modules tree the modules come from.
+    pub kernel: KernelModules,
+    /// Modules to load (names or aliases); their dependencies are added.
+    pub modules: Vec<String>,
+    /// The mtime of every entry (seconds since the epoch; at most `u32::MAX`).
+    pub mtime: u64,
+}
+
+/// What was built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MiniInitramfsReport {
+    /// The list written to [`MODULE_LIST_PATH`].
+    pub module_list: ModuleList,
+    /// Decisions of the module closure (built-in modules skipped, …).
+    pub notes: Vec<String>,
+    /// Archive entries, the trailer not counted.
+    pub entries: usize,
+    /// Size of the archive in bytes.
+    pub bytes: u64,
+}
+
+impl MiniInitramfs {
+    /// The archive and the module list it carries.
+    pub fn archive(&self) -> Result<(Archive, ModuleList, Vec<String>), MiniInitramfsError> {
+        let mut archive = Archive::new();
+        for dir in DIRECTORIES {
+            archive.add_dir(dir, DIRECTORY_MODE)?;
+        }
+        for (path, mode, major, minor) in DEVICE_NODES {
+            archive.add_char_device(path, mode, major, minor)?;
+        }
+        // Checked here so the error names the binary and what to do, not the archive path.
+        fs::metadata(&self.storage_init).map_err(|error| MiniInitramfsError::StorageInit {
+            path: self.storage_init.clone(),
+            error,
+        })?;
+        archive.add_file_from_host(INIT_PATH, EXECUTABLE_MODE, &self.storage_init)?;
+        archive.add_file(
+            CONFIG_PATH,
+            DATA_FILE_MODE,
+            self.config.render().into_bytes(),
+        )?;
+
+        let installed_dir = self.kernel.installed_dir();
+        archive.add_dir(&installed_dir, DIRECTORY_MODE)?;
+        let (module_list, notes) = if self.modules.is_empty() {
+            (ModuleList::default(), Vec::new())
+        } else {
+            let resolution = self.kernel.resolve(&self.modules)?;
+            for module in &resolution.modules {
+                let bytes = modules::read_module(&resolution.dir.join(&module.relative_path))?;
+                let path = format!("{installed_dir}/{}", module.uncompressed_relative_path()?);
+                archive.add_file(&path, DATA_FILE_MODE, bytes)?;
+            }
+            (resolution.module_list(&installed_dir)?, resolution.notes)
+        };
+        archive.add_file(
+            MODULE_LIST_PATH,
+            DATA_FILE_MODE,
+            module_list.render().into_bytes(),
+        )?;
+        Ok((archive, module_list, notes))
+    }
+
+    /// The archive as bytes, with its report.
+    pub fn to_bytes(&self) -> Result<(Vec<u8>, MiniInitramfsReport), MiniInitramfsError> {
+        let (archive, module_list, notes) = self.archive()?;
+        let bytes = archive.to_bytes(self.mtime)?;
+        let report = MiniInitramfsReport {
+            module_list,
+            notes,
+            entries: archive.len(),
+            bytes: bytes.len() as u64,
+        };
+        Ok((bytes, report))
+    }
+
+    /// Writes the archive to `output` (replaced if it exists).
+    pub fn write(&self, output: &Path) -> Result<MiniInitramfsReport, MiniInitramfsError> {
+        let (bytes, report) = self.to_bytes()?;
+        fs::write(output, &bytes).map_err(|error| MiniInitramfsError::Write {
+            path: output.to_owned(),
+            error,
+        })?;
+        Ok(report)
+    }
+}
+
+/// The sorted listing of a cpio file (see [`cpio::listing`]).
+pub fn list_file(path: &Path) -> Result<String, ListError> {
+    let bytes = fs::read(path).map_err(|error| ListError::Read {
+        path: path.to_owned(),
+        error,
+    })?;
+    let entries = cpio::read_archive(&bytes).map_err(|error| ListError::Parse {
+        path: path.to_owned(),
+        error,
+    })?;
+    Ok(cpio::listing(&entries))
+}
+
+/// Why a cpio file cannot be listed.
+#[derive(Debug, thiserror::Error)]
+pub enum ListError {
+    #[error("reading {path}: {error}", path = .path.display())]
+    Read { path: PathBuf, error: io::Error },
+    #[error("{path}: {error}", path = .path.display())]
+    Parse { path: PathBuf, error: CpioError },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write as _;
+    use storage_init::config::BootFs;
+    use storage_init::contract::Necessity;
+
+    const KVER: &str = "6.12.0-test";
+
+    fn xz(bytes: &[u8]) -> Vec<u8> {
+        let mut encoder = liblzma::write::XzEncoder::new(Vec::new(), 6);
+        encoder.write_all(bytes).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    /// A synthetic kernel tree: ext4 with a crc32c softdep through an alias, and a builtin.
+    fn synthetic_inputs(work: &Path) -> MiniInitramfs {
+        let dir = work.join("k/lib/modules").join(KVER);
+        for (relative, content) in [
+            ("kernel/fs/ext4/ext4.ko.xz", "ext4"),
+            ("kernel/fs/jbd2/jbd2.ko.xz", "jbd2"),
+            ("kernel/crypto/crc32c_generic.ko.xz", "crc32c"),
+            ("kernel/drivers/block/virtio_blk.ko.xz", "virtio_blk"),
+        ] {
+            let path = dir.join(relative);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(&path, xz(format!("\x7fELF fake {content}").as_bytes())).unwrap();
+        }
+        fs::write(dir.join("kernel/fs/erofs.ko"), b"\x7fELF plain erofs").unwrap();
+        fs::write(
+            dir.join("modules.dep"),
+            "kernel/fs/ext4/ext4.ko.xz: kernel/fs/jbd2/jbd2.ko.xz\n\
+             kernel/fs/jbd2/jbd2.ko.xz:\n\
+             kernel/crypto/crc32c_generic.ko.xz:\n\
+             kernel/drivers/block/virtio_blk.ko.xz:\n\
+             kernel/fs/erofs.ko:\n",
+        )
+        .unwrap();
+        fs::write(
+            dir.join("modules.softdep"),
+            "softdep ext4 pre: crypto-crc32c\n",
+        )
+        .unwrap();
+        fs::write(
+            dir.join("modules.alias"),
+            "alias crypto-crc32c crc32c_generic\n",
+        )
+        .unwrap();
+        fs::write(
+            dir.join("modules.builtin"),
+            "kernel/drivers/virtio/virtio_pci.ko\n",
+        )
+        .unwrap();
+        let storage_init = work.join("storage-init");
+        fs::write(&storage_init, b"\x7fELF fake storage-init").unwrap();
+        MiniInitramfs {
+            storage_init,
+            config: Config {
+                bootfs: Some(BootFs::Uuid("0123-abcd".into())),
+                bootfstype: Some("ext4".into()),
+                ..Config::default()
+            },
+            kernel: KernelModules::new(work.join("k"), KVER),
+            modules: ["virtio_pci", "virtio_blk", "ext4", "erofs"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            mtime: 0,
+        }
+    }
+
+    #[test]
+    fn synthetic_mini_initramfs_listing() {
+        let work = tempfile::tempdir().unwrap();
+        let inputs = synthetic_inputs(work.path());
+        let output = work.path().join("mini.cpio");
+        let report = inputs.write(&output).unwrap();
+        insta::assert_snapshot!(list_file(&output).unwrap());
+        let necessity: Vec<Necessity> = report
+            .module_list
+            .entries
+            .iter()
+            .map(|e| e.necessity)
+            .collect();
+        assert_eq!(
+            necessity,
+            [
+                Necessity::Required,
+                Necessity::Optional,
+                Necessity::Required,
+                Necessity::Required,
+                Necessity::Required
+            ]
+        );
+        assert_eq!(report.bytes, fs::metadata(&output).unwrap().len());
+        assert_eq!(report.notes.len(), 1, "{:?}", report.notes);
+        // The module list, config and modules round-trip through storage-init's own parsers.
+        let entries = cpio::read_archive(&fs::read(&output).unwrap()).unwrap();
+        assert_eq!(report.entries, entries.len());
+        let file = |path: &str| {
+            entries
+                .iter()
+                .find(|e| format!("/{}", e.name) == path)
+                .unwrap_or_else(|| panic!("{path} missing"))
+                .data
+                .clone()
+        };
+        let list = ModuleList::parse(&String::from_utf8(file(MODULE_LIST_PATH)).unwrap()).unwrap();
+        assert_eq!(list, report.module_list);
+        for entry in &list.entries {
+            assert!(
+                file(&entry.path.to_string_lossy()).starts_with(b"\x7fELF"),
+                "{entry:?}"
+            );
+        }
+        let (config, warnings) =
+            storage_init::config::parse_config(&String::from_utf8(file(CONFIG_PATH)).unwrap())
+                .unwrap();
+        assert_eq!(config, inputs.config);
+        assert!(warnings.is_empty());
+    }
+
+    #[test]
+    fn rebuilds_are_byte_identical() {
+        let work = tempfile::tempdir().unwrap();
+        let inputs = synthetic_inputs(work.path());
+        let (first, _) = inputs.to_bytes().unwrap();
+        let (second, _) = inputs.to_bytes().unwrap();
+        assert!(first == second, "two builds differ");
+        let later = MiniInitramfs {
+            mtime: 1,
+            ..inputs.clone()
+        };
+        assert!(later.to_bytes().unwrap().0 != first, "mtime is not used");
+    }
+
+    #[test]
+    fn errors_name_the_input() {
+        let work = tempfile::tempdir().unwrap();
+        let inputs = synthetic_inputs(work.path());
+        let missing_binary = MiniInitramfs {
+            storage_init: work.path().join("nope"),
+            ..inputs.clone()
+        };
+        let err = missing_binary.to_bytes().unwrap_err().to_string();
+        assert!(err.contains("nope") && err.contains("cargo build"), "{err}");
+        let missing_module = MiniInitramfs {
+            modules: vec!["nvme".into()],
+            ..inputs.clone()
+        };
+        let err = missing_module.to_bytes().unwrap_err().to_string();
+        assert!(err.contains("\"nvme\"") && err.contains(KVER), "{err}");
+    }
+
+    #[test]
+    fn real_debian_tree_builds() {
+        let Some(kernel) = crate::real_kernel_tree() else {
+            return;
+        };
+        let work = tempfile::tempdir().unwrap();
+        let storage_init = work.path().join("storage-init");
+        fs::write(&storage_init, b"\x7fELF fake").unwrap();
+        let inputs = MiniInitramfs {
+            storage_init,
+            config: Config::default(),
+            kernel,
+            modules: ["virtio_blk", "ext4", "erofs", "overlay"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            mtime: 0,
+        };
+        let (bytes, report) = inputs.to_bytes().unwrap();
+        println!("{}", report.module_list.render());
+        println!("{} entries, {} bytes", report.entries, bytes.len());
+        assert_eq!(report.module_list.entries.len(), 10);
+        assert!(inputs.to_bytes().unwrap().0 == bytes, "rebuild differs");
+    }
+}

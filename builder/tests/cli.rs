@@ -1,0 +1,122 @@
+//! End-to-end checks of the `builder` binary: arguments, `SOURCE_DATE_EPOCH`, error exits.
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+fn builder() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_builder"));
+    command.env_remove("SOURCE_DATE_EPOCH");
+    command
+}
+
+/// A kernel tree with one plain module and no dependencies.
+fn tiny_tree(root: &Path) {
+    let dir = root.join("lib/modules/1.0");
+    fs::create_dir_all(dir.join("kernel")).unwrap();
+    fs::write(dir.join("kernel/virtio_blk.ko"), b"\x7fELF virtio_blk").unwrap();
+    fs::write(dir.join("modules.dep"), "kernel/virtio_blk.ko:\n").unwrap();
+    for name in ["modules.softdep", "modules.alias", "modules.builtin"] {
+        fs::write(dir.join(name), "").unwrap();
+    }
+}
+
+#[test]
+fn mini_initramfs_then_list() {
+    let work = tempfile::tempdir().unwrap();
+    tiny_tree(work.path());
+    let storage_init = work.path().join("storage-init");
+    fs::write(&storage_init, b"\x7fELF").unwrap();
+    let build = |output: &Path, epoch: Option<&str>| {
+        let mut command = builder();
+        command
+            .arg("mini-initramfs")
+            .arg("--storage-init")
+            .arg(&storage_init)
+            .arg("--kernel-root")
+            .arg(work.path())
+            .args(["--kver", "1.0", "--module", "virtio-blk"])
+            .args([
+                "--bootfs",
+                "UUID=ABCD",
+                "--bootfstype",
+                "ext4",
+                "--timeout",
+                "5",
+            ])
+            .arg("-o")
+            .arg(output);
+        if let Some(epoch) = epoch {
+            command.env("SOURCE_DATE_EPOCH", epoch);
+        }
+        let result = command.output().unwrap();
+        assert!(result.status.success(), "{result:?}");
+        String::from_utf8(result.stdout).unwrap()
+    };
+    let (a, b, c) = (
+        work.path().join("a.cpio"),
+        work.path().join("b.cpio"),
+        work.path().join("c.cpio"),
+    );
+    let stdout = build(&a, None);
+    assert!(
+        stdout.contains("load /lib/modules/1.0/kernel/virtio_blk.ko"),
+        "{stdout}"
+    );
+    build(&b, None);
+    build(&c, Some("1700000000"));
+    assert!(fs::read(&a).unwrap() == fs::read(&b).unwrap());
+    assert!(fs::read(&a).unwrap() != fs::read(&c).unwrap());
+
+    let listed = builder().arg("list").arg(&a).output().unwrap();
+    assert!(listed.status.success(), "{listed:?}");
+    let listing = String::from_utf8(listed.stdout).unwrap();
+    assert!(listing.contains("c0600 0:0"), "{listing}");
+    assert!(
+        listing.contains("/lib/modules/1.0/kernel/virtio_blk.ko"),
+        "{listing}"
+    );
+}
+
+#[test]
+fn bad_inputs_fail_with_one_clear_line() {
+    let work = tempfile::tempdir().unwrap();
+    let check = |args: &[&str], fragment: &str| {
+        let result = builder().args(args).output().unwrap();
+        assert!(!result.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&result.stderr);
+        assert!(stderr.contains(fragment), "{args:?}: {stderr}");
+    };
+    let root = work.path().to_str().unwrap();
+    check(
+        &[
+            "modules",
+            "--kernel-root",
+            root,
+            "--kver",
+            "9",
+            "--module",
+            "x",
+        ],
+        "depmod -b",
+    );
+    check(
+        &[
+            "mini-initramfs",
+            "--storage-init",
+            "/nonexistent",
+            "--kernel-root",
+            root,
+            "--kver",
+            "9",
+            "--bootfs",
+            "vda",
+            "-o",
+            "/dev/null",
+        ],
+        "bootfs",
+    );
+    let not_cpio = work.path().join("x");
+    fs::write(&not_cpio, b"junk").unwrap();
+    check(&["list", not_cpio.to_str().unwrap()], "070701");
+}
