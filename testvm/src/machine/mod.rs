@@ -1,0 +1,257 @@
+//! Typed QEMU machines that render their command line; building one has no side effects.
+
+pub mod shell;
+
+use std::path::{Path, PathBuf};
+
+/// How the guest CPU runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    /// QEMU's emulator: works everywhere, slow; `-cpu max` enables every feature it models.
+    Tcg,
+    /// Hardware virtualisation through /dev/kvm, with the host's CPU model.
+    Kvm,
+}
+
+impl Accel {
+    fn qemu_args(self) -> [&'static str; 4] {
+        match self {
+            Accel::Tcg => ["-accel", "tcg", "-cpu", "max"],
+            Accel::Kvm => ["-accel", "kvm", "-cpu", "host"],
+        }
+    }
+}
+
+/// The emulated board (and so the QEMU binary).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Board {
+    /// x86_64 PC with the Q35 chipset (PCIe), the one modern distributions target.
+    Q35,
+}
+
+impl Board {
+    /// The QEMU system emulator for this board.
+    pub fn qemu_binary(self) -> &'static str {
+        match self {
+            Board::Q35 => "qemu-system-x86_64",
+        }
+    }
+
+    fn machine_type(self) -> &'static str {
+        match self {
+            Board::Q35 => "q35",
+        }
+    }
+}
+
+/// How a disk is attached to the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DiskBus {
+    /// A virtio-blk PCI device (`/dev/vdX` in the guest).
+    VirtioBlk,
+}
+
+/// A raw disk image attached to the guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disk {
+    /// The raw image on the host.
+    pub path: PathBuf,
+    /// The controller it hangs off.
+    pub bus: DiskBus,
+    /// The serial number the guest sees (`/dev/disk/by-id/virtio-<serial>`); virtio-blk keeps
+    /// at most 20 bytes (`VIRTIO_BLK_ID_BYTES` in linux/virtio_blk.h).
+    pub serial: String,
+    /// Attach read-only; the guest sees a write-protected device.
+    pub read_only: bool,
+}
+
+impl Disk {
+    /// The argv of this disk; `index` makes its QEMU node names unique.
+    fn qemu_args(&self, index: usize) -> Vec<String> {
+        let node = format!("disk{index}");
+        let read_only = on_off(self.read_only);
+        let blockdev = format!(
+            "driver=raw,node-name={node},read-only={read_only},\
+             file.driver=file,file.filename={},file.read-only={read_only}",
+            option_value(&self.path.to_string_lossy()),
+        );
+        let device = match self.bus {
+            DiskBus::VirtioBlk => format!(
+                "virtio-blk-pci,drive={node},serial={}",
+                option_value(&self.serial)
+            ),
+        };
+        vec!["-blockdev".into(), blockdev, "-device".into(), device]
+    }
+}
+
+/// A whole virtual machine: board, CPU, memory, direct kernel boot and disks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Machine {
+    /// The emulated board.
+    pub board: Board,
+    /// How the CPU runs.
+    pub accel: Accel,
+    /// Guest RAM.
+    pub memory_mib: u32,
+    /// Guest CPUs.
+    pub cpus: u32,
+    /// The kernel image booted directly (`-kernel`).
+    pub kernel: PathBuf,
+    /// The initramfs (`-initrd`), if any.
+    pub initrd: Option<PathBuf>,
+    /// The kernel command line.
+    pub cmdline: String,
+    /// Disks, in the order the guest enumerates them.
+    pub disks: Vec<Disk>,
+}
+
+/// Where the serial console and the QMP monitor go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Io {
+    /// Unix sockets for a harness: QEMU waits for a client on `serial` before starting the
+    /// guest, so no output is lost; it also copies the console to `console_log`. QMP listens
+    /// on `qmp` without waiting.
+    Sockets {
+        /// Serial console socket.
+        serial: PathBuf,
+        /// QEMU's own copy of everything the console printed.
+        console_log: PathBuf,
+        /// QMP socket.
+        qmp: PathBuf,
+    },
+    /// The console and the human monitor on the terminal (Ctrl-A X quits): the line a person
+    /// pastes to rerun the same boot by hand.
+    Interactive,
+}
+
+impl Machine {
+    /// The whole command line; the first element is the QEMU binary. Paths that are not
+    /// UTF-8 are rendered lossily.
+    pub fn qemu_args(&self, io: &Io) -> Vec<String> {
+        let mut argv: Vec<String> = vec![self.board.qemu_binary().into()];
+        argv.extend(["-machine".into(), self.board.machine_type().into()]);
+        argv.extend(self.accel.qemu_args().map(String::from));
+        argv.extend([
+            "-m".into(),
+            self.memory_mib.to_string(),
+            "-smp".into(),
+            self.cpus.to_string(),
+        ]);
+        // Nothing implicit: no default NIC, VGA, config file or window; a guest reboot or
+        // panic ends QEMU instead of booting again.
+        argv.extend(
+            [
+                "-nodefaults",
+                "-no-user-config",
+                "-display",
+                "none",
+                "-no-reboot",
+            ]
+            .map(String::from),
+        );
+        argv.extend(["-kernel".into(), path_arg(&self.kernel)]);
+        if let Some(initrd) = &self.initrd {
+            argv.extend(["-initrd".into(), path_arg(initrd)]);
+        }
+        argv.extend(["-append".into(), self.cmdline.clone()]);
+        for (index, disk) in self.disks.iter().enumerate() {
+            argv.extend(disk.qemu_args(index));
+        }
+        argv.extend(io_args(io));
+        argv
+    }
+}
+
+fn io_args(io: &Io) -> Vec<String> {
+    match io {
+        Io::Sockets {
+            serial,
+            console_log,
+            qmp,
+        } => vec![
+            // QMP first: QEMU creates chardevs in order and blocks on the serial one until a
+            // client connects, so the QMP socket already exists by then.
+            "-chardev".into(),
+            format!(
+                "socket,id=qmp0,path={},server=on,wait=off",
+                option_value(&qmp.to_string_lossy())
+            ),
+            "-mon".into(),
+            "chardev=qmp0,mode=control".into(),
+            "-chardev".into(),
+            format!(
+                "socket,id=serial0,path={},server=on,wait=on,logfile={}",
+                option_value(&serial.to_string_lossy()),
+                option_value(&console_log.to_string_lossy()),
+            ),
+            "-serial".into(),
+            "chardev:serial0".into(),
+        ],
+        Io::Interactive => vec!["-serial".into(), "mon:stdio".into()],
+    }
+}
+
+/// A path given as a whole argument (not inside a `key=value,…` list).
+fn path_arg(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
+}
+
+/// A value inside QEMU's `key=value,…` option syntax, where a comma is written twice.
+fn option_value(value: &str) -> String {
+    value.replace(',', ",,")
+}
+
+fn on_off(flag: bool) -> &'static str {
+    if flag { "on" } else { "off" }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn machine() -> Machine {
+        Machine {
+            board: Board::Q35,
+            accel: Accel::Tcg,
+            memory_mib: 512,
+            cpus: 2,
+            kernel: "/fake/vmlinuz".into(),
+            initrd: Some("/fake/initrd.img".into()),
+            cmdline: "console=ttyS0 panic=-1 root=PARTLABEL=boot".into(),
+            disks: vec![
+                Disk {
+                    path: "/fake/boot.img".into(),
+                    bus: DiskBus::VirtioBlk,
+                    serial: "boot".into(),
+                    read_only: true,
+                },
+                Disk {
+                    path: "/fake/odd,name.img".into(),
+                    bus: DiskBus::VirtioBlk,
+                    serial: "data".into(),
+                    read_only: false,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn sockets_command_line() {
+        let io = Io::Sockets {
+            serial: "/run/t/serial.sock".into(),
+            console_log: "/art/console.log".into(),
+            qmp: "/run/t/qmp.sock".into(),
+        };
+        insta::assert_snapshot!(shell::join(&machine().qemu_args(&io)));
+    }
+
+    #[test]
+    fn interactive_command_line() {
+        let mut machine = machine();
+        machine.accel = Accel::Kvm;
+        machine.initrd = None;
+        insta::assert_snapshot!(shell::join(&machine.qemu_args(&Io::Interactive)));
+    }
+}

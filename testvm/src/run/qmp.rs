@@ -1,0 +1,100 @@
+//! A small QMP client over the `qapi` crate that survives a QEMU newer than its schema.
+
+use std::io::{self, BufReader};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use qapi::{Command, ExecuteError, Qmp, Stream};
+
+use super::error::InfraError;
+
+/// How long one QMP read may block: QEMU answers in milliseconds unless it is wedged.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How many undecodable messages to skip while waiting for one response. qapi 0.15 carries
+/// QEMU 9.1's schema: an event or enum value added since fails to deserialize.
+const MAX_UNDECODABLE: usize = 16;
+
+type QmpStream = Qmp<Stream<BufReader<UnixStream>, UnixStream>>;
+
+/// A connected, negotiated QMP session.
+pub(crate) struct QmpClient {
+    qmp: QmpStream,
+}
+
+impl std::fmt::Debug for QmpClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("QmpClient")
+    }
+}
+
+impl QmpClient {
+    /// Reads the greeting and leaves capabilities negotiation mode.
+    pub(crate) fn handshake(stream: UnixStream) -> Result<QmpClient, InfraError> {
+        let io = |what| move |source| InfraError::Io { what, source };
+        stream
+            .set_read_timeout(Some(READ_TIMEOUT))
+            .map_err(io("setting the QMP read timeout"))?;
+        let reader = stream.try_clone().map_err(io("cloning the QMP socket"))?;
+        let mut qmp = Qmp::new(Stream::new(BufReader::new(reader), stream));
+        qmp.handshake().map_err(|e| qmp_error("handshake", e))?;
+        Ok(QmpClient { qmp })
+    }
+
+    /// The VM's run state (`running`, `paused`, …).
+    pub(crate) fn status(&mut self) -> Result<String, InfraError> {
+        let info = self.execute(&qapi::qmp::query_status {}, "query-status")?;
+        Ok(serde_json::to_value(info.status)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_else(|| "unknown".to_owned()))
+    }
+
+    /// Asks QEMU to exit. QEMU may close the socket before or instead of answering, so only
+    /// sending the command can fail.
+    pub(crate) fn quit(&mut self) -> Result<(), InfraError> {
+        self.qmp
+            .write_command(&qapi::qmp::quit {})
+            .map_err(|e| qmp_error("quit", ExecuteError::Io(e)))?;
+        // Best effort: the answer races the socket close; QEMU's exit is what is checked.
+        let _ = self.read_response::<qapi::qmp::quit>();
+        Ok(())
+    }
+
+    fn execute<C: Command>(
+        &mut self,
+        command: &C,
+        what: &'static str,
+    ) -> Result<C::Ok, InfraError> {
+        self.qmp
+            .write_command(command)
+            .map_err(|e| qmp_error(what, ExecuteError::Io(e)))?;
+        self.read_response::<C>().map_err(|e| qmp_error(what, e))
+    }
+
+    /// Reads the response to `C`, skipping messages the schema cannot decode.
+    fn read_response<C: Command>(&mut self) -> Result<C::Ok, ExecuteError> {
+        let mut skipped = 0;
+        loop {
+            match self.qmp.read_response::<C>() {
+                Err(ExecuteError::Io(e))
+                    if e.kind() == io::ErrorKind::InvalidData && skipped < MAX_UNDECODABLE =>
+                {
+                    skipped += 1;
+                }
+                other => {
+                    // Queued events are not used; drop them so they do not pile up.
+                    self.qmp.events().for_each(drop);
+                    return other;
+                }
+            }
+        }
+    }
+}
+
+fn qmp_error(what: &'static str, error: ExecuteError) -> InfraError {
+    InfraError::Qmp {
+        what,
+        detail: error.to_string(),
+    }
+}

@@ -1,0 +1,72 @@
+//! What a boot must show on the console, and how it must end.
+
+use std::time::Duration;
+
+use regex::Regex;
+
+/// A console pattern the guest must print, within `timeout` of the previous milestone (or of
+/// QEMU's start, for the first one).
+#[derive(Debug, Clone)]
+pub struct Milestone {
+    /// Short name for reports and tables (`kernel`, `storage-init`, `systemd`).
+    pub name: String,
+    /// Matched against the console text as it arrives; the console is Latin-1 decoded, so
+    /// match ASCII only.
+    pub pattern: Regex,
+    /// How long to wait for it, counted from the previous milestone.
+    pub timeout: Duration,
+}
+
+impl Milestone {
+    /// A milestone from a pattern text.
+    pub fn new(name: &str, pattern: &str, timeout: Duration) -> Result<Milestone, regex::Error> {
+        Ok(Milestone {
+            name: name.to_owned(),
+            pattern: Regex::new(pattern)?,
+            timeout,
+        })
+    }
+}
+
+/// A console pattern that ends the boot as failed as soon as it shows up.
+#[derive(Debug, Clone)]
+pub struct Fatal {
+    /// Short name for reports (`kernel panic`).
+    pub name: String,
+    /// Matched like [`Milestone::pattern`].
+    pub pattern: Regex,
+}
+
+impl Fatal {
+    /// A fatal pattern from a pattern text.
+    pub fn new(name: &str, pattern: &str) -> Result<Fatal, regex::Error> {
+        Ok(Fatal {
+            name: name.to_owned(),
+            pattern: Regex::new(pattern)?,
+        })
+    }
+}
+
+/// How a boot ends once every milestone has been reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// The guest powers off (or, with `-no-reboot`, reboots) by itself and QEMU exits within
+    /// `timeout`; fatal patterns are still watched until then.
+    GuestPowersOff {
+        /// How long to wait after the last milestone.
+        timeout: Duration,
+    },
+    /// The harness ends QEMU over QMP `quit` (for boards that cannot power off).
+    Quit,
+}
+
+/// Everything a boot is checked against.
+#[derive(Debug, Clone)]
+pub struct BootSpec {
+    /// In the order the guest reaches them.
+    pub milestones: Vec<Milestone>,
+    /// Raced against every milestone and the end.
+    pub fatal: Vec<Fatal>,
+    /// What happens after the last milestone.
+    pub end: End,
+}

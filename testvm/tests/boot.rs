@@ -1,0 +1,173 @@
+//! Real boots under QEMU. They need a kernel: set `TESTVM_KERNEL` (and optionally
+//! `TESTVM_INITRD`); without it each test says why it did not run and passes.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use testvm::machine::{Accel, Board, Io, Machine};
+use testvm::run::{
+    BootSpec, End, Event, Fatal, GuestFailureReason, InfraError, Milestone, Timings, VmError,
+    artifact, boot, boot_with_events,
+};
+
+/// Generous for TCG on a loaded CI runner; a 6.12 kernel reaches userspace in ~3 s here.
+const STEP_TIMEOUT: Duration = Duration::from_secs(90);
+
+fn kernel() -> Option<PathBuf> {
+    let kernel = std::env::var_os("TESTVM_KERNEL").map(PathBuf::from);
+    if kernel.is_none() {
+        println!("skipped: TESTVM_KERNEL unset");
+    }
+    kernel
+}
+
+fn machine(kernel: &Path, initrd: Option<PathBuf>) -> Machine {
+    Machine {
+        board: Board::Q35,
+        accel: Accel::Tcg,
+        memory_mib: 512,
+        cpus: 1,
+        kernel: kernel.to_owned(),
+        initrd,
+        // panic=-1 reboots at once on a panic, which -no-reboot turns into QEMU exiting.
+        cmdline: "console=ttyS0 panic=-1".into(),
+        disks: vec![],
+    }
+}
+
+fn milestone(name: &str, pattern: &str) -> Milestone {
+    Milestone::new(name, pattern, STEP_TIMEOUT).unwrap()
+}
+
+fn read_timings(artifacts: &Path) -> Timings {
+    let text = std::fs::read_to_string(artifacts.join(artifact::TIMINGS_JSON)).unwrap();
+    println!("{text}");
+    serde_json::from_str(&text).unwrap()
+}
+
+#[test]
+fn kernel_without_root_reaches_its_milestones_and_powers_off() {
+    let Some(kernel) = kernel() else { return };
+    let artifacts = tempfile::tempdir().unwrap();
+    let spec = BootSpec {
+        milestones: vec![
+            milestone("linux", r"Linux version"),
+            milestone("no-root", r"VFS: Unable to mount root"),
+        ],
+        fatal: vec![],
+        end: End::GuestPowersOff {
+            timeout: STEP_TIMEOUT,
+        },
+    };
+    let mut events = Vec::new();
+    let report = boot_with_events(&machine(&kernel, None), &spec, artifacts.path(), &mut |e| {
+        events.push(e.clone());
+    })
+    .unwrap_or_else(|e| panic!("{}", e.detail()));
+
+    let names: Vec<_> = report.milestones.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, ["linux", "no-root"]);
+    let [linux, no_root] = &report.milestones[..] else {
+        unreachable!()
+    };
+    assert!(linux.line.contains("Linux version"), "{linux:?}");
+    assert_eq!(linux.guest_s, Some(0.0), "the banner is printed at time 0");
+    assert!(no_root.guest_s.unwrap() > 0.0, "{no_root:?}");
+    assert!(no_root.host_ms >= linux.host_ms);
+    assert!(matches!(events.first(), Some(Event::QemuStarted { .. })));
+    assert!(matches!(events.last(), Some(Event::Finished { outcome }) if outcome == "passed"));
+
+    let timings = read_timings(artifacts.path());
+    assert_eq!(timings.milestones, report.milestones);
+    assert_eq!(timings.qmp_status.as_deref(), Some("running"));
+    let console = std::fs::read_to_string(artifacts.path().join(artifact::CONSOLE_LOG)).unwrap();
+    assert!(console.contains("VFS: Unable to mount root"));
+    let cmdline = std::fs::read_to_string(artifacts.path().join(artifact::QEMU_CMDLINE)).unwrap();
+    assert!(cmdline.contains("-serial mon:stdio"), "{cmdline}");
+}
+
+#[test]
+fn fatal_pattern_fails_the_boot_with_its_line() {
+    let Some(kernel) = kernel() else { return };
+    let artifacts = tempfile::tempdir().unwrap();
+    let spec = BootSpec {
+        milestones: vec![milestone("never", r"this line is never printed")],
+        fatal: vec![Fatal::new("kernel panic", r"Kernel panic").unwrap()],
+        end: End::Quit,
+    };
+    let error = boot(&machine(&kernel, None), &spec, artifacts.path()).unwrap_err();
+    println!("{}", error.detail());
+    let VmError::Guest(failure) = &error else {
+        panic!("expected a guest failure: {error}")
+    };
+    assert_eq!(failure.milestone, "never");
+    let GuestFailureReason::Fatal { name, line } = &failure.reason else {
+        panic!("expected a fatal pattern: {error}")
+    };
+    assert_eq!(name, "kernel panic");
+    assert!(line.contains("Kernel panic - not syncing"), "{line}");
+    assert!(failure.console_tail.lines().count() > 1);
+    let timings = read_timings(artifacts.path());
+    assert!(
+        timings
+            .outcome
+            .starts_with("failed: guest: never: kernel panic")
+    );
+}
+
+#[test]
+fn initrd_reaches_init_and_quits_over_qmp() {
+    let Some(kernel) = kernel() else { return };
+    let Some(initrd) = std::env::var_os("TESTVM_INITRD").map(PathBuf::from) else {
+        println!("skipped: TESTVM_INITRD unset");
+        return;
+    };
+    let artifacts = tempfile::tempdir().unwrap();
+    let spec = BootSpec {
+        milestones: vec![
+            milestone("linux", r"Linux version"),
+            milestone("init", r"Run /init as init process"),
+        ],
+        fatal: vec![Fatal::new("kernel panic", r"Kernel panic").unwrap()],
+        end: End::Quit,
+    };
+    let report = boot(&machine(&kernel, Some(initrd)), &spec, artifacts.path())
+        .unwrap_or_else(|e| panic!("{}", e.detail()));
+    let init = &report.milestones[1];
+    assert!(init.guest_s.unwrap() > 0.0, "{init:?}");
+    read_timings(artifacts.path());
+}
+
+#[test]
+fn qemu_failing_at_start_is_an_infra_error_quoting_its_stderr() {
+    let qemu = Board::Q35.qemu_binary();
+    if Command::new(qemu).arg("--version").output().is_err() {
+        println!("skipped: {qemu} not installed");
+        return;
+    }
+    let artifacts = tempfile::tempdir().unwrap();
+    let missing = artifacts.path().join("no-such-kernel");
+    let spec = BootSpec {
+        milestones: vec![milestone("linux", r"Linux version")],
+        fatal: vec![],
+        end: End::Quit,
+    };
+    let error = boot(&machine(&missing, None), &spec, artifacts.path()).unwrap_err();
+    let VmError::Infra(InfraError::QemuExitedAtStart { stderr, .. }) = &error else {
+        panic!("expected QEMU to fail at start: {error}")
+    };
+    assert!(stderr.contains("no-such-kernel"), "{stderr}");
+    assert!(
+        read_timings(artifacts.path())
+            .outcome
+            .starts_with("failed: infra:")
+    );
+    // The interactive rendering needs no sockets.
+    assert!(
+        !machine(&missing, None)
+            .qemu_args(&Io::Interactive)
+            .iter()
+            .any(|a| a.contains("sock"))
+    );
+}

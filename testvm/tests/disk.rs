@@ -1,0 +1,193 @@
+//! The GPT/ext4 disk writer against the real tools: two builds are byte-identical, and
+//! sfdisk, sgdisk, blkid and debugfs read back what was asked for.
+
+use std::fs;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::Path;
+use std::process::Command;
+
+use testvm::Guid;
+use testvm::disk::{Ext4Partition, GptDisk};
+
+const DISK_GUID: &str = "6f2b0e0a-1c4d-4e8f-9a0b-1c2d3e4f5a6b";
+const BOOT_PART: &str = "0b1c2d3e-4f5a-4b6c-8d7e-9f0a1b2c3d4e";
+const BOOT_FS: &str = "a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d";
+const DATA_PART: &str = "11223344-5566-4778-899a-abbccddeeff0";
+const DATA_FS: &str = "99887766-5544-4332-8110-ffeeddccbbaa";
+
+/// Offset of the ext4 superblock in its filesystem and of fields in it
+/// (linux/fs/ext4/ext4.h, struct ext4_super_block).
+const EXT4_SUPERBLOCK_OFFSET: u64 = 1024;
+const EXT4_MAGIC_OFFSET: usize = 0x38;
+const EXT4_UUID_OFFSET: usize = 0x68;
+const EXT4_MAGIC: u16 = 0xEF53;
+
+fn has_tool(name: &str) -> bool {
+    Command::new(name).arg("--version").output().is_ok()
+}
+
+fn tools_present(names: &[&str]) -> bool {
+    let missing: Vec<_> = names.iter().filter(|n| !has_tool(n)).collect();
+    if !missing.is_empty() {
+        println!("skipped: missing tools {missing:?}");
+    }
+    missing.is_empty()
+}
+
+fn make_contents(dir: &Path) {
+    fs::create_dir_all(dir.join("sub/deeper")).unwrap();
+    fs::write(dir.join("initoverlayfs.conf"), "bootfs LABEL=boot\n").unwrap();
+    fs::write(dir.join("sub/run.sh"), "#!/bin/sh\n").unwrap();
+    fs::set_permissions(dir.join("sub/run.sh"), fs::Permissions::from_mode(0o750)).unwrap();
+    for i in 0..100 {
+        fs::write(dir.join(format!("sub/deeper/f{i}")), format!("{i}\n")).unwrap();
+    }
+    symlink("sub/run.sh", dir.join("link")).unwrap();
+    // Best effort: only root can give a file away; otherwise the files are the user's anyway.
+    let _ = std::os::unix::fs::chown(dir.join("initoverlayfs.conf"), Some(1000), Some(1000));
+}
+
+fn disk(boot: &Path, data: &Path) -> GptDisk {
+    GptDisk {
+        disk_guid: DISK_GUID.parse().unwrap(),
+        partitions: vec![
+            Ext4Partition {
+                name: "boot".into(),
+                part_guid: BOOT_PART.parse().unwrap(),
+                fs_uuid: BOOT_FS.parse().unwrap(),
+                label: "boot".into(),
+                size_mib: 8,
+                contents: boot.to_owned(),
+            },
+            Ext4Partition {
+                name: "data partition".into(),
+                part_guid: DATA_PART.parse().unwrap(),
+                fs_uuid: DATA_FS.parse().unwrap(),
+                label: "data".into(),
+                size_mib: 3,
+                contents: data.to_owned(),
+            },
+        ],
+        timestamp: 1_700_000_000,
+    }
+}
+
+#[test]
+fn two_builds_are_byte_identical() {
+    if !tools_present(&["mkfs.ext4", "debugfs"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (boot, data) = (tmp.path().join("boot"), tmp.path().join("data"));
+    make_contents(&boot);
+    fs::create_dir(&data).unwrap();
+    let spec = disk(&boot, &data);
+    spec.write(&tmp.path().join("one.img")).unwrap();
+    // Reading the sources moved their atimes; touching one moves its ctime. Neither may show.
+    fs::write(dir_file(&boot), "bootfs LABEL=boot\n").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    spec.write(&tmp.path().join("two.img")).unwrap();
+    let one = fs::read(tmp.path().join("one.img")).unwrap();
+    let two = fs::read(tmp.path().join("two.img")).unwrap();
+    assert_eq!(one.len(), 13 << 20, "1 MiB GPT + 8 + 3 + 1 MiB backup GPT");
+    assert!(one == two, "two builds differ");
+}
+
+fn dir_file(boot: &Path) -> std::path::PathBuf {
+    boot.join("initoverlayfs.conf")
+}
+
+#[test]
+fn tools_read_back_the_layout() {
+    if !tools_present(&["mkfs.ext4", "debugfs", "sfdisk", "blkid"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (boot, data) = (tmp.path().join("boot"), tmp.path().join("data"));
+    make_contents(&boot);
+    fs::create_dir(&data).unwrap();
+    let image = tmp.path().join("disk.img");
+    disk(&boot, &data).write(&image).unwrap();
+
+    let output = Command::new("sfdisk")
+        .arg("--json")
+        .arg(&image)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let table: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let table = &table["partitiontable"];
+    assert_eq!(table["label"], "gpt");
+    assert_eq!(table["id"].as_str().unwrap().to_lowercase(), DISK_GUID);
+    let parts = table["partitions"].as_array().unwrap();
+    let expected = [
+        (2048, 8 * 2048, BOOT_PART, "boot"),
+        (9 * 2048, 3 * 2048, DATA_PART, "data partition"),
+    ];
+    assert_eq!(parts.len(), expected.len());
+    for (part, (start, size, uuid, name)) in parts.iter().zip(expected) {
+        assert_eq!(part["start"], start);
+        assert_eq!(part["size"], size);
+        assert_eq!(part["uuid"].as_str().unwrap().to_lowercase(), uuid);
+        assert_eq!(part["name"], name);
+        assert_eq!(
+            part["type"].as_str().unwrap().to_lowercase(),
+            Guid::LINUX_FILESYSTEM.to_string()
+        );
+    }
+
+    if has_tool("sgdisk") {
+        // sgdisk checks both headers, both entry arrays and their CRCs.
+        let verify = Command::new("sgdisk")
+            .arg("-v")
+            .arg(&image)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&verify.stdout);
+        assert!(text.contains("No problems found"), "{text}");
+    }
+
+    let bytes = fs::read(&image).unwrap();
+    for (offset, fs_uuid, label) in [(1u64 << 20, BOOT_FS, "boot"), (9 << 20, DATA_FS, "data")] {
+        let superblock = &bytes[(offset + EXT4_SUPERBLOCK_OFFSET) as usize..][..1024];
+        let magic = u16::from_le_bytes([
+            superblock[EXT4_MAGIC_OFFSET],
+            superblock[EXT4_MAGIC_OFFSET + 1],
+        ]);
+        assert_eq!(magic, EXT4_MAGIC);
+        let uuid: [u8; 16] = superblock[EXT4_UUID_OFFSET..][..16].try_into().unwrap();
+        assert_eq!(Guid::from_bytes(uuid).to_string(), fs_uuid);
+
+        let probe = Command::new("blkid")
+            .args(["-p", "-o", "export", "-O", &offset.to_string()])
+            .arg(&image)
+            .output()
+            .unwrap();
+        let probe = String::from_utf8_lossy(&probe.stdout);
+        assert!(probe.contains(&format!("UUID={fs_uuid}")), "{probe}");
+        assert!(probe.contains(&format!("LABEL={label}")), "{probe}");
+        assert!(probe.contains("TYPE=ext4"), "{probe}");
+    }
+
+    // Modes kept, owners root, times clamped, symlink intact.
+    let boot_fs = format!("{}?offset={}", image.display(), 1u64 << 20);
+    let stat = |path: &str| {
+        let output = Command::new("debugfs")
+            .args(["-R", &format!("stat {path}"), &boot_fs])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let script = stat("/sub/run.sh");
+    assert!(script.contains("Mode:  0750"), "{script}");
+    assert!(script.contains("User:     0   Group:     0"), "{script}");
+    assert!(
+        !script.contains(" 2026 ") && script.contains("mtime: 0x"),
+        "{script}"
+    );
+    let conf = stat("/initoverlayfs.conf");
+    assert!(conf.contains("User:     0   Group:     0"), "{conf}");
+    let link = stat("/link");
+    assert!(link.contains("Type: symlink"), "{link}");
+    assert!(link.contains("Fast link dest: \"sub/run.sh\""), "{link}");
+}
