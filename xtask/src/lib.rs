@@ -1,1 +1,9 @@
-//! placeholder
+//! cargo xtask: the project's automation as plain Rust, one module per task. A library so the
+//! VM tests run the very code `cargo xtask vm-test` runs.
+
+pub mod cells;
+pub mod fixtures;
+pub mod images;
+pub mod provision;
+pub mod test;
+pub mod vm_test;

@@ -1,0 +1,126 @@
+//! The VM test cells as data: `fixtures/cells.toml`, parsed and validated.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+
+pub const CELLS_TOML: &str = "fixtures/cells.toml";
+
+/// What the erofs image holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Flow {
+    /// Static busybox whose /init writes the marker to /dev/kmsg and powers off.
+    Busybox,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Tier {
+    /// What the README's test command boots: a few minutes.
+    Smoke,
+    /// What `cargo xtask vm-test` boots by default.
+    Default,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MilestoneSpec {
+    pub name: String,
+    /// Regular expression; `{nonce}` stands for the run's marker.
+    pub pattern: String,
+    /// Seconds from the previous milestone.
+    pub timeout: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cell {
+    pub name: String,
+    pub tier: Tier,
+    /// An `id` of fixtures/kernels.toml.
+    pub kernel: String,
+    pub flow: Flow,
+    /// Appended to the kernel command line.
+    #[serde(default)]
+    pub cmdline: String,
+    /// Console patterns that fail the cell at once.
+    pub fatal: Vec<String>,
+    pub milestones: Vec<MilestoneSpec>,
+}
+
+impl Cell {
+    pub fn milestones(&self, nonce: &str) -> Result<Vec<testvm::run::Milestone>> {
+        self.milestones
+            .iter()
+            .map(|m| {
+                let pattern = m.pattern.replace("{nonce}", nonce);
+                testvm::run::Milestone::new(&m.name, &pattern, Duration::from_secs(m.timeout))
+                    .with_context(|| {
+                        format!("cell {}: milestone {}: bad pattern", self.name, m.name)
+                    })
+            })
+            .collect()
+    }
+
+    pub fn fatal(&self) -> Result<Vec<testvm::run::Fatal>> {
+        self.fatal
+            .iter()
+            .map(|p| {
+                testvm::run::Fatal::new(p, p)
+                    .with_context(|| format!("cell {}: bad fatal pattern {p:?}", self.name))
+            })
+            .collect()
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct CellsFile {
+    cell: Vec<Cell>,
+}
+
+pub fn read_cells(root: &Path) -> Result<Vec<Cell>> {
+    let path = root.join(CELLS_TOML);
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let file: CellsFile =
+        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    for (i, cell) in file.cell.iter().enumerate() {
+        if file.cell[..i].iter().any(|c| c.name == cell.name) {
+            bail!("{}: cell {} is declared twice", path.display(), cell.name);
+        }
+        if cell.milestones.is_empty() {
+            bail!(
+                "{}: cell {} has no milestones: it could not fail",
+                path.display(),
+                cell.name
+            );
+        }
+        cell.milestones("0")?;
+        cell.fatal()?;
+    }
+    Ok(file.cell)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_committed_cells_are_valid() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let cells = read_cells(&root).unwrap();
+        let kernels = crate::fixtures::read_kernels(&root).unwrap();
+        for cell in &cells {
+            assert!(
+                kernels.kernel.iter().any(|k| k.id == cell.kernel),
+                "{}: unknown kernel {}",
+                cell.name,
+                cell.kernel
+            );
+        }
+        assert!(cells.iter().any(|c| c.tier == Tier::Smoke));
+    }
+}

@@ -1,0 +1,416 @@
+//! Fixtures: the pinned Debian packages (kernels, busybox) the VM tests are made from. Fetched
+//! with `apt-get download`, verified by sha256, unpacked into a cache keyed by that sha256 and
+//! shared by every run and every concurrent test process (a lock, a temporary name, a rename).
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use xshell::{Shell, cmd};
+
+pub const KERNELS_TOML: &str = "fixtures/kernels.toml";
+pub const PACKAGES_TOML: &str = "fixtures/packages.toml";
+/// Overrides where fetched fixtures are cached.
+pub const CACHE_ENV: &str = "INITOVERLAYFS_CACHE";
+/// Marks a cache entry as complete (written last).
+const COMPLETE: &str = ".complete";
+
+/// A Debian package pinned by version and file hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DebPin {
+    pub id: String,
+    pub package: String,
+    pub version: String,
+    pub sha256: String,
+    /// A regular expression over package names: the fallback when the pin has left the archive.
+    pub series: String,
+}
+
+/// A kernel fixture: a pinned `linux-image-*` package.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelPin {
+    pub id: String,
+    /// QEMU's name for the architecture: `x86_64`, `aarch64`.
+    pub arch: String,
+    pub distro: String,
+    pub package: String,
+    pub version: String,
+    pub sha256: String,
+    pub series: String,
+}
+
+impl KernelPin {
+    fn deb(&self) -> DebPin {
+        DebPin {
+            id: self.id.clone(),
+            package: self.package.clone(),
+            version: self.version.clone(),
+            sha256: self.sha256.clone(),
+            series: self.series.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct KernelManifest {
+    #[serde(default)]
+    pub kernel: Vec<KernelPin>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct PackageManifest {
+    #[serde(default)]
+    pub package: Vec<DebPin>,
+}
+
+pub fn read_kernels(root: &Path) -> Result<KernelManifest> {
+    read_toml(&root.join(KERNELS_TOML))
+}
+
+pub fn read_packages(root: &Path) -> Result<PackageManifest> {
+    read_toml(&root.join(PACKAGES_TOML))
+}
+
+fn read_toml<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// What a run actually used: the pin, or the fallback version when the pin was gone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Fetched {
+    pub id: String,
+    pub package: String,
+    pub version: String,
+    pub sha256: String,
+    /// False when the pinned version was not offered and a newer one of the series was used.
+    pub pinned: bool,
+    /// The unpacked package.
+    pub root: PathBuf,
+}
+
+/// An unpacked kernel package, ready to boot.
+#[derive(Debug, Clone, Serialize)]
+pub struct Kernel {
+    pub fetched: Fetched,
+    /// The release string, `uname -r` in the guest (`6.12.95+deb12-amd64`).
+    pub release: String,
+    pub vmlinuz: PathBuf,
+}
+
+impl Kernel {
+    /// The modules tree root as builder wants it: the directory holding `lib/modules/<release>`.
+    pub fn modules_root(&self) -> &Path {
+        &self.fetched.root
+    }
+}
+
+pub fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os(CACHE_ENV) {
+        return PathBuf::from(dir);
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cache")
+        });
+    base.join("initoverlayfs-rs")
+}
+
+/// Fetches and unpacks a kernel; runs depmod (Debian packages ship no modules.dep).
+pub fn fetch_kernel(sh: &Shell, pin: &KernelPin) -> Result<Kernel> {
+    let fetched = fetch_deb(sh, &pin.deb(), true)?;
+    let modules = fetched.root.join("lib/modules");
+    let release = single_dir_name(&modules)?;
+    let vmlinuz = fetched.root.join("boot").join(format!("vmlinuz-{release}"));
+    if !vmlinuz.is_file() {
+        bail!("{} has no boot/vmlinuz-{release}", fetched.package);
+    }
+    Ok(Kernel {
+        fetched,
+        release,
+        vmlinuz,
+    })
+}
+
+fn single_dir_name(dir: &Path) -> Result<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .with_context(|| format!("listing {}", dir.display()))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    match names.len() {
+        1 => Ok(names.remove(0)),
+        n => bail!(
+            "expected one kernel release under {}, found {n}: {names:?}",
+            dir.display()
+        ),
+    }
+}
+
+/// Fetches, verifies and unpacks one pinned package into the cache (or finds it there).
+pub fn fetch_deb(sh: &Shell, pin: &DebPin, is_kernel: bool) -> Result<Fetched> {
+    let debs = cache_dir().join("debs");
+    std::fs::create_dir_all(&debs).with_context(|| format!("creating {}", debs.display()))?;
+    let lock_path = debs.join(format!("{}.lock", pin.id));
+    let lock =
+        File::create(&lock_path).with_context(|| format!("creating {}", lock_path.display()))?;
+    // Serialises concurrent test processes filling the same entry; released when `lock` drops.
+    lock.lock()
+        .with_context(|| format!("locking {}", lock_path.display()))?;
+
+    let cached = debs.join(&pin.sha256);
+    if cached.join(COMPLETE).is_file() {
+        return Ok(fetched(pin, &pin.version, &pin.sha256, true, cached));
+    }
+
+    let work = debs.join(format!("tmp-{}-{}", pin.id, std::process::id()));
+    let _ = std::fs::remove_dir_all(&work); // a leftover of a killed run; absent is fine
+    std::fs::create_dir_all(&work)?;
+    let (version, pinned) = match apt_download(sh, &work, &pin.package, &pin.version) {
+        Ok(()) => (pin.version.clone(), true),
+        Err(error) => {
+            let (package, version) = newest_in_series(sh, &pin.series).with_context(|| {
+                format!("{error:#}; and no fallback in series {:?}", pin.series)
+            })?;
+            eprintln!(
+                "\nWARNING: fixture {}: pinned {} {} is no longer offered by apt ({error:#});\n\
+                 WARNING: using {package} {version} instead. Re-pin with `cargo xtask fixtures update`.\n",
+                pin.id, pin.package, pin.version
+            );
+            apt_download(sh, &work, &package, &version)?;
+            (version, false)
+        }
+    };
+    let deb = single_deb(&work)?;
+    let sha256 = sha256_file(&deb)?;
+    if pinned && sha256 != pin.sha256 {
+        bail!(
+            "sha256 mismatch for {}: the manifest pins {}, the downloaded file has {sha256}; refusing to use it \
+             (if Debian rebuilt the package on purpose, re-pin with `cargo xtask fixtures update`)",
+            deb.display(),
+            pin.sha256
+        );
+    }
+    let tree = work.join("tree");
+    cmd!(sh, "dpkg-deb -x {deb} {tree}")
+        .quiet()
+        .run()
+        .with_context(|| format!("unpacking {}", deb.display()))?;
+    if is_kernel {
+        let release = single_dir_name(&tree.join("lib/modules"))?;
+        cmd!(sh, "depmod -b {tree} {release}")
+            .quiet()
+            .run()
+            .context("building modules.dep with depmod")?;
+    }
+    std::fs::write(
+        tree.join(COMPLETE),
+        format!("{} {version} {sha256}\n", pin.package),
+    )?;
+    let cached = debs.join(&sha256);
+    if !cached.join(COMPLETE).is_file() {
+        let _ = std::fs::remove_dir_all(&cached); // an incomplete entry from a killed run
+        std::fs::rename(&tree, &cached)
+            .with_context(|| format!("moving {} to {}", tree.display(), cached.display()))?;
+    }
+    let _ = std::fs::remove_dir_all(&work); // the .deb itself is not kept
+    Ok(fetched(pin, &version, &sha256, pinned, cached))
+}
+
+fn fetched(pin: &DebPin, version: &str, sha256: &str, pinned: bool, root: PathBuf) -> Fetched {
+    Fetched {
+        id: pin.id.clone(),
+        package: pin.package.clone(),
+        version: version.to_owned(),
+        sha256: sha256.to_owned(),
+        pinned,
+        root,
+    }
+}
+
+/// `apt-get download package=version` into `dir`; refreshes the package lists once when apt
+/// does not know the package (a fresh machine may have none).
+fn apt_download(sh: &Shell, dir: &Path, package: &str, version: &str) -> Result<()> {
+    let _cd = sh.push_dir(dir);
+    let spec = format!("{package}={version}");
+    // As root apt drops to the _apt user, who cannot write to our cache: download as ourselves.
+    let download = || {
+        cmd!(sh, "apt-get download -q -o APT::Sandbox::User=root {spec}")
+            .quiet()
+            .ignore_stdout()
+            .run()
+    };
+    if download().is_ok() {
+        return Ok(());
+    }
+    eprintln!("fixtures: {spec} not found in the apt lists; running apt-get update");
+    let _ = cmd!(sh, "apt-get update -q").quiet().ignore_stdout().run(); // best effort: not root is fine when lists are current
+    download().with_context(|| format!("apt-get download {spec}"))
+}
+
+/// The newest `(package, version)` whose package name matches `series`.
+fn newest_in_series(sh: &Shell, series: &str) -> Result<(String, String)> {
+    let pattern =
+        regex::Regex::new(series).with_context(|| format!("series {series:?} is not a regex"))?;
+    let names = cmd!(sh, "apt-cache pkgnames").quiet().read()?;
+    let mut candidates: Vec<(String, String)> = Vec::new();
+    for name in names.lines().filter(|n| pattern.is_match(n)) {
+        let madison = cmd!(sh, "apt-cache madison {name}").quiet().read()?;
+        for line in madison.lines() {
+            let fields: Vec<&str> = line.split('|').map(str::trim).collect();
+            if let [package, version, ..] = fields[..] {
+                candidates.push((package.to_owned(), version.to_owned()));
+            }
+        }
+    }
+    let mut best: Option<(String, String)> = None;
+    for candidate in candidates {
+        let newer = match &best {
+            None => true,
+            Some((_, best_version)) => {
+                let v = &candidate.1;
+                cmd!(sh, "dpkg --compare-versions {v} gt {best_version}")
+                    .quiet()
+                    .run()
+                    .is_ok()
+            }
+        };
+        if newer {
+            best = Some(candidate);
+        }
+    }
+    best.with_context(|| format!("apt offers no package matching {series:?}"))
+}
+
+fn single_deb(dir: &Path) -> Result<PathBuf> {
+    std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "deb"))
+        .with_context(|| format!("apt-get download left no .deb in {}", dir.display()))
+}
+
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let n = file
+            .read(&mut buffer)
+            .with_context(|| format!("reading {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// `cargo xtask fixtures update`: re-pins every kernel and package to the newest version in its
+/// series, downloading each to record its sha256.
+pub fn update(sh: &Shell, root: &Path) -> Result<()> {
+    let mut kernels = read_kernels(root)?;
+    for kernel in &mut kernels.kernel {
+        let (package, version, sha256) = newest_pin(sh, &kernel.series)?;
+        report_repin(
+            &kernel.id,
+            &kernel.package,
+            &kernel.version,
+            &package,
+            &version,
+        );
+        (kernel.package, kernel.version, kernel.sha256) = (package, version, sha256);
+    }
+    let mut packages = read_packages(root)?;
+    for pin in &mut packages.package {
+        let (package, version, sha256) = newest_pin(sh, &pin.series)?;
+        report_repin(&pin.id, &pin.package, &pin.version, &package, &version);
+        (pin.package, pin.version, pin.sha256) = (package, version, sha256);
+    }
+    write_manifest(&root.join(KERNELS_TOML), &kernels)?;
+    write_manifest(&root.join(PACKAGES_TOML), &packages)
+}
+
+fn report_repin(id: &str, old_package: &str, old_version: &str, package: &str, version: &str) {
+    if (old_package, old_version) == (package, version) {
+        eprintln!("fixtures: {id}: {package} {version} is current");
+    } else {
+        eprintln!("fixtures: {id}: {old_package} {old_version} -> {package} {version}");
+    }
+}
+
+fn newest_pin(sh: &Shell, series: &str) -> Result<(String, String, String)> {
+    let (package, version) = newest_in_series(sh, series)?;
+    let work = cache_dir().join(format!("update-{}", std::process::id()));
+    std::fs::create_dir_all(&work)?;
+    apt_download(sh, &work, &package, &version)?;
+    let sha256 = sha256_file(&single_deb(&work)?)?;
+    let _ = std::fs::remove_dir_all(&work); // temporary download
+    Ok((package, version, sha256))
+}
+
+/// Rewrites a manifest, keeping its leading comment block.
+fn write_manifest<T: Serialize>(path: &Path, manifest: &T) -> Result<()> {
+    let old = std::fs::read_to_string(path).unwrap_or_default();
+    let header: String = old
+        .lines()
+        .take_while(|l| l.starts_with('#') || l.is_empty())
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let body = toml::to_string(manifest).context("serialising the manifest")?;
+    std::fs::write(path, format!("{header}{body}"))
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn root() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    }
+
+    #[test]
+    fn manifests_parse_and_pin_hashes() {
+        let kernels = read_kernels(&root()).unwrap();
+        let packages = read_packages(&root()).unwrap();
+        assert!(!kernels.kernel.is_empty());
+        let sha256s = kernels
+            .kernel
+            .iter()
+            .map(|k| &k.sha256)
+            .chain(packages.package.iter().map(|p| &p.sha256));
+        for sha256 in sha256s {
+            assert!(
+                sha256.len() == 64 && sha256.bytes().all(|b| b.is_ascii_hexdigit()),
+                "{sha256}"
+            );
+        }
+        for kernel in &kernels.kernel {
+            let series = regex::Regex::new(&kernel.series).unwrap();
+            assert!(
+                series.is_match(&kernel.package),
+                "{} is outside its own series",
+                kernel.id
+            );
+        }
+    }
+
+    #[test]
+    fn hashing_matches_sha256sum() {
+        let dir = std::env::temp_dir().join(format!("xtask-sha-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("abc");
+        std::fs::write(&file, b"abc").unwrap();
+        assert_eq!(
+            sha256_file(&file).unwrap(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

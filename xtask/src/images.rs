@@ -1,0 +1,196 @@
+//! Building a cell's boot artefacts from fixtures: the static storage-init, the busybox content
+//! tree, its erofs image, the mini initramfs and the GPT disk holding /boot.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use xshell::{Shell, cmd};
+
+use crate::fixtures::{Fetched, Kernel};
+
+/// The boot filesystem's UUID on every test disk (what `bootfs UUID=` names).
+pub const BOOT_FS_UUID: &str = "3f1b2c4d-5e6f-4780-91a2-b3c4d5e6f708";
+/// Fixed GUIDs keep the disk image byte-for-byte reproducible.
+const DISK_GUID: &str = "6e2b1c3a-7d4f-4a5b-9c8d-0e1f2a3b4c5d";
+const BOOT_PART_GUID: &str = "9a8b7c6d-5e4f-4321-8765-43210fedcba9";
+/// Room for the image plus ext4 metadata; the busybox image is about 1 MB.
+const BOOT_PART_MIB: u64 = 64;
+/// Kernel modules the mini initramfs needs on virtio-blk with an ext4 /boot; builder adds their
+/// dependencies, soft dependencies and crypto aliases.
+pub const VIRTIO_BLK_EXT4_MODULES: [&str; 4] = ["virtio_blk", "ext4", "erofs", "overlay"];
+/// Kernel command-line key the content's /init echoes back in its marker line.
+pub const MARKER_PARAM: &str = "initoverlayfs_test.marker";
+
+/// The /init of the busybox content: proves it runs from the overlay and powers off. Its marker
+/// goes to /dev/kmsg so it carries the guest's printk timestamp.
+const BUSYBOX_INIT: &str = r#"#!/bin/busybox sh
+bb=/bin/busybox
+nonce=$($bb sed -n 's/.*initoverlayfs_test\.marker=\([0-9a-z]*\).*/\1/p' /proc/cmdline)
+root=$($bb awk '$2 == "/" { print $3 }' /proc/mounts | $bb tail -n 1)
+echo "<5>initoverlayfs-test: marker $nonce root=$root" > /dev/kmsg
+$bb sync
+$bb poweroff -f
+"#;
+
+/// Everything a cell boots from.
+#[derive(Debug, Clone)]
+pub struct BootArtefacts {
+    pub mini_initramfs: PathBuf,
+    pub erofs_image: PathBuf,
+    pub disk: PathBuf,
+}
+
+/// Builds the static storage-init for x86_64 with the `initrd` size profile.
+pub fn build_storage_init(sh: &Shell, root: &Path) -> Result<PathBuf> {
+    const TRIPLE: &str = "x86_64-unknown-linux-gnu";
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let _dir = sh.push_dir(root);
+    // An explicit --target keeps these flags off build scripts and proc macros. A set
+    // CARGO_ENCODED_RUSTFLAGS (even empty) would override RUSTFLAGS, so it goes.
+    cmd!(
+        sh,
+        "{cargo} build --quiet --package storage-init --profile initrd --target {TRIPLE}"
+    )
+    .env_remove("CARGO_ENCODED_RUSTFLAGS")
+    .env("RUSTFLAGS", "-C target-feature=+crt-static")
+    .run()
+    .context("building the static storage-init")?;
+    let target_dir =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let binary = target_dir.join(TRIPLE).join("initrd").join("storage-init");
+    if !binary.is_file() {
+        bail!(
+            "cargo built storage-init but {} is missing",
+            binary.display()
+        );
+    }
+    if has_interpreter(&std::fs::read(&binary)?) {
+        bail!(
+            "{} is dynamically linked: it cannot run as PID 1 of the mini initramfs",
+            binary.display()
+        );
+    }
+    Ok(binary)
+}
+
+/// Whether a 64-bit little-endian ELF file asks for a dynamic loader (has a `PT_INTERP`
+/// program header; layout from the System V ABI, `Elf64_Ehdr` and `Elf64_Phdr`).
+fn has_interpreter(elf: &[u8]) -> bool {
+    const PT_INTERP: u32 = 3;
+    let le16 = |at: usize| {
+        elf.get(at..at + 2)
+            .map_or(0, |b| u16::from_le_bytes([b[0], b[1]]) as usize)
+    };
+    let le32 = |at: usize| {
+        elf.get(at..at + 4)
+            .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let le64 = |at: usize| {
+        elf.get(at..at + 8).map_or(0, |b| {
+            u64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as usize
+        })
+    };
+    let (phoff, phentsize, phnum) = (le64(0x20), le16(0x36), le16(0x38));
+    (0..phnum).any(|i| le32(phoff + i * phentsize) == PT_INTERP)
+}
+
+/// Lays out the busybox content tree in `dir` (emptied first).
+pub fn busybox_content(busybox: &Fetched, dir: &Path) -> Result<()> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).with_context(|| format!("emptying {}", dir.display()))?;
+    }
+    for sub in ["bin", "dev", "proc", "sys", "run", "tmp"] {
+        std::fs::create_dir_all(dir.join(sub))?;
+    }
+    // /boot is left out on purpose: storage-init must create the mountpoint in the overlay.
+    let binary = busybox.root.join("bin/busybox");
+    std::fs::copy(&binary, dir.join("bin/busybox"))
+        .with_context(|| format!("copying {}", binary.display()))?;
+    std::os::unix::fs::symlink("busybox", dir.join("bin/sh"))?;
+    let init = dir.join("init");
+    std::fs::write(&init, BUSYBOX_INIT)?;
+    std::fs::set_permissions(&init, std::fs::Permissions::from_mode(0o755))?;
+    Ok(())
+}
+
+/// Builds every artefact of a busybox cell into `work`.
+pub fn build_busybox_cell(
+    storage_init: &Path,
+    kernel: &Kernel,
+    busybox: &Fetched,
+    work: &Path,
+) -> Result<BootArtefacts> {
+    std::fs::create_dir_all(work)?;
+    let content = work.join("content");
+    busybox_content(busybox, &content)?;
+    let boot = work.join("boot");
+    if boot.exists() {
+        std::fs::remove_dir_all(&boot)?;
+    }
+    std::fs::create_dir_all(&boot)?;
+    let erofs_image = boot.join(format!("initoverlayfs-{}.img", kernel.release));
+    build_erofs(&content, &erofs_image)?;
+    let mini_initramfs = work.join("mini-initramfs.img");
+    build_mini_initramfs(storage_init, kernel, &mini_initramfs)?;
+    let disk = work.join("disk.img");
+    build_boot_disk(&boot, &disk)?;
+    Ok(BootArtefacts {
+        mini_initramfs,
+        erofs_image,
+        disk,
+    })
+}
+
+pub fn build_erofs(content: &Path, image: &Path) -> Result<()> {
+    let options = builder::erofs::ErofsOptions {
+        mtime: builder::source_date_epoch()?,
+        compression: None,
+    };
+    builder::erofs::build_erofs(content, image, &options)
+        .with_context(|| format!("building {}", image.display()))?;
+    Ok(())
+}
+
+pub fn build_mini_initramfs(storage_init: &Path, kernel: &Kernel, output: &Path) -> Result<()> {
+    let config = storage_init::config::Config {
+        bootfs: Some(storage_init::config::BootFs::Uuid(BOOT_FS_UUID.to_owned())),
+        bootfstype: Some("ext4".to_owned()),
+        ..storage_init::config::Config::default()
+    };
+    let spec = builder::mini_initramfs::MiniInitramfs {
+        storage_init: storage_init.to_path_buf(),
+        config,
+        kernel: builder::modules::KernelModules::new(kernel.modules_root(), &kernel.release),
+        modules: VIRTIO_BLK_EXT4_MODULES
+            .iter()
+            .map(|m| (*m).to_owned())
+            .collect(),
+        mtime: builder::source_date_epoch()?,
+    };
+    spec.write(output)
+        .with_context(|| format!("building {}", output.display()))?;
+    Ok(())
+}
+
+pub fn build_boot_disk(boot: &Path, disk: &Path) -> Result<()> {
+    let guid = |s: &str| {
+        s.parse::<testvm::Guid>()
+            .map_err(|e| anyhow::anyhow!("{s}: {e}"))
+    };
+    let gpt = testvm::disk::GptDisk {
+        disk_guid: guid(DISK_GUID)?,
+        partitions: vec![testvm::disk::Ext4Partition {
+            name: "boot".to_owned(),
+            part_guid: guid(BOOT_PART_GUID)?,
+            fs_uuid: guid(BOOT_FS_UUID)?,
+            label: "boot".to_owned(),
+            size_mib: BOOT_PART_MIB,
+            contents: boot.to_path_buf(),
+        }],
+        timestamp: testvm::disk::source_date_epoch(),
+    };
+    gpt.write(disk)
+        .with_context(|| format!("building {}", disk.display()))?;
+    Ok(())
+}

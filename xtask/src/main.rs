@@ -1,0 +1,99 @@
+//! `cargo xtask <task>`: dispatches to one module per task.
+
+use std::process::ExitCode;
+
+use anyhow::{Result, bail};
+use xshell::Shell;
+use xtask::{cells::Tier, fixtures, provision, test, vm_test};
+
+const USAGE: &str = "\
+usage: cargo xtask <task>
+
+tasks:
+  vm-test [--cell TEXT] [--tier smoke|default] [--list]
+                      boot the VM cells (fixtures/cells.toml) and print a result table
+  test [NEXTEST ARGS]   provision, fetch fixtures, run every test with cargo nextest
+  provision             install the host tools the VM tests need (apt; root or sudo)
+  fixtures fetch        fetch and unpack every pinned package into the cache
+  fixtures update       re-pin fixtures/kernels.toml and packages.toml to what apt offers now
+";
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let sh = Shell::new()?;
+    let root = vm_test::project_root();
+    sh.change_dir(&root);
+    let Some((task, rest)) = args.split_first() else {
+        print!("{USAGE}");
+        return Ok(());
+    };
+    match (task.as_str(), rest) {
+        ("vm-test", rest) => vm_test::run(&sh, &root, &parse_vm_test(rest)?),
+        ("test", rest) => test::run(&sh, &root, rest),
+        ("provision", []) => provision::ensure(&sh),
+        ("fixtures", [sub]) if sub == "update" => fixtures::update(&sh, &root),
+        ("fixtures", [sub]) if sub == "fetch" => {
+            for kernel in fixtures::read_kernels(&root)?.kernel {
+                let kernel = fixtures::fetch_kernel(&sh, &kernel)?;
+                println!(
+                    "{} {} {}",
+                    kernel.fetched.id,
+                    kernel.fetched.version,
+                    kernel.fetched.root.display()
+                );
+            }
+            for package in fixtures::read_packages(&root)?.package {
+                let fetched = fixtures::fetch_deb(&sh, &package, false)?;
+                println!(
+                    "{} {} {}",
+                    fetched.id,
+                    fetched.version,
+                    fetched.root.display()
+                );
+            }
+            Ok(())
+        }
+        ("help" | "--help" | "-h", _) => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        _ => bail!("unknown task {:?}\n\n{USAGE}", args.join(" ")),
+    }
+}
+
+fn parse_vm_test(args: &[String]) -> Result<vm_test::Options> {
+    let mut options = vm_test::Options::default();
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--cell" => options.filter = Some(value(&mut args, "--cell")?),
+            "--tier" => {
+                options.tier = Some(match value(&mut args, "--tier")?.as_str() {
+                    "smoke" => Tier::Smoke,
+                    "default" => Tier::Default,
+                    other => bail!("--tier {other:?}: expected smoke or default"),
+                })
+            }
+            "--list" => options.list = true,
+            other => bail!("vm-test: unknown option {other:?}\n\n{USAGE}"),
+        }
+    }
+    Ok(options)
+}
+
+fn value(args: &mut std::slice::Iter<'_, String>, flag: &str) -> Result<String> {
+    match args.next() {
+        Some(v) => Ok(v.clone()),
+        None => bail!("{flag} needs a value"),
+    }
+}

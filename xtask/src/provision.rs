@@ -1,0 +1,406 @@
+//! `cargo xtask provision`: checks every host tool the VM tests need and installs what is
+//! missing with apt, printing each step. Debian and Debian-like hosts only for now.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use xshell::{Shell, cmd};
+
+/// A host tool and the Debian package that ships it.
+#[derive(Debug, Clone, Copy)]
+struct Tool {
+    command: &'static str,
+    package: &'static str,
+    /// Install from the backports suite on Debian 12 (QEMU 10: bookworm's 7.2 conflicts with the
+    /// qemu-utils 10 these machines ship, and raspi4b needs 10).
+    backports: bool,
+}
+
+const TOOLS: [Tool; 9] = [
+    Tool {
+        command: "qemu-system-x86_64",
+        package: "qemu-system-x86",
+        backports: true,
+    },
+    Tool {
+        command: "mkfs.erofs",
+        package: "erofs-utils",
+        backports: false,
+    },
+    Tool {
+        command: "mkfs.ext4",
+        package: "e2fsprogs",
+        backports: false,
+    },
+    Tool {
+        command: "depmod",
+        package: "kmod",
+        backports: false,
+    },
+    Tool {
+        command: "dpkg-deb",
+        package: "dpkg",
+        backports: false,
+    },
+    Tool {
+        command: "apt-get",
+        package: "apt",
+        backports: false,
+    },
+    // Used by the tests to check what we write: disk images (sfdisk, sgdisk) and cpio archives.
+    Tool {
+        command: "sfdisk",
+        package: "fdisk",
+        backports: false,
+    },
+    Tool {
+        command: "sgdisk",
+        package: "gdisk",
+        backports: false,
+    },
+    Tool {
+        command: "cpio",
+        package: "cpio",
+        backports: false,
+    },
+];
+
+/// The QEMU major version the harness needs.
+const MIN_QEMU_MAJOR: u32 = 10;
+
+const BACKPORTS_SOURCE: &str = "/etc/apt/sources.list.d/initoverlayfs-rs-backports.sources";
+
+/// Makes sure every tool is present, installing the missing ones.
+pub fn ensure(sh: &Shell) -> Result<()> {
+    let missing: Vec<Tool> = TOOLS.iter().copied().filter(|t| !tool_ok(sh, t)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&str> = missing.iter().map(|t| t.package).collect();
+    eprintln!("provision: missing host packages: {}", names.join(" "));
+    let privilege = Privilege::detect(sh);
+    if let Privilege::None = privilege {
+        bail!(
+            "provision: installing packages needs root; run as root or with passwordless sudo:\n  \
+             sudo apt-get install -y {}\n(on Debian 12, add the bookworm-backports suite first and install qemu-system-x86 from it)",
+            names.join(" ")
+        );
+    }
+    let codename = os_codename().unwrap_or_default();
+    let backports_suite = format!("{codename}-backports");
+    let needs_backports = codename == "bookworm" && missing.iter().any(|t| t.backports);
+    if needs_backports {
+        ensure_backports_source(sh, &privilege, &backports_suite)?;
+    }
+    eprintln!("provision: apt-get update");
+    privilege.run(sh, "apt-get", &["update", "-q"])?;
+    let (from_backports, plain): (Vec<Tool>, Vec<Tool>) =
+        missing.iter().partition(|t| t.backports && needs_backports);
+    if !plain.is_empty() {
+        let packages: Vec<&str> = plain.iter().map(|t| t.package).collect();
+        eprintln!("provision: apt-get install {}", packages.join(" "));
+        let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
+        args.extend(packages);
+        privilege.run(sh, "apt-get", &args)?;
+    }
+    if !from_backports.is_empty() {
+        let packages: Vec<&str> = from_backports.iter().map(|t| t.package).collect();
+        eprintln!(
+            "provision: apt-get install -t {backports_suite} {}",
+            packages.join(" ")
+        );
+        let mut args = vec![
+            "install",
+            "-y",
+            "-q",
+            "--no-install-recommends",
+            "-t",
+            &backports_suite,
+        ];
+        args.extend(packages);
+        privilege.run(sh, "apt-get", &args)?;
+    }
+    let still: Vec<&str> = TOOLS
+        .iter()
+        .filter(|t| !tool_ok(sh, t))
+        .map(|t| t.command)
+        .collect();
+    if !still.is_empty() {
+        bail!(
+            "provision: still missing after installing: {}",
+            still.join(" ")
+        );
+    }
+    eprintln!("provision: all host tools present");
+    Ok(())
+}
+
+/// Whether the tool exists (and, for QEMU, is new enough).
+fn tool_ok(sh: &Shell, tool: &Tool) -> bool {
+    let Some(path) = find_in_path(tool.command) else {
+        return false;
+    };
+    if tool.command.starts_with("qemu-system") {
+        let version = cmd!(sh, "{path} --version")
+            .quiet()
+            .ignore_stderr()
+            .read()
+            .unwrap_or_default();
+        return qemu_major(&version).is_some_and(|major| major >= MIN_QEMU_MAJOR);
+    }
+    true
+}
+
+/// `QEMU emulator version 10.0.2 (Debian …)` → 10.
+pub fn qemu_major(version_output: &str) -> Option<u32> {
+    let rest = version_output.split("version ").nth(1)?;
+    rest.split('.').next()?.trim().parse().ok()
+}
+
+/// Looks a command up in PATH plus the sbin directories (a non-root PATH may lack them).
+pub fn find_in_path(command: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join(command))
+        .find(|candidate| candidate.is_file())
+}
+
+fn os_codename() -> Option<String> {
+    let text = std::fs::read_to_string("/etc/os-release").ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("VERSION_CODENAME="))
+        .map(|v| v.trim_matches('"').to_owned())
+}
+
+/// How packages get installed.
+#[derive(Debug)]
+enum Privilege {
+    Root,
+    Sudo,
+    None,
+}
+
+impl Privilege {
+    fn detect(sh: &Shell) -> Privilege {
+        if rustix::process::geteuid().is_root() {
+            Privilege::Root
+        } else if cmd!(sh, "sudo -n true")
+            .quiet()
+            .ignore_stderr()
+            .run()
+            .is_ok()
+        {
+            Privilege::Sudo
+        } else {
+            Privilege::None
+        }
+    }
+
+    fn run(&self, sh: &Shell, program: &str, args: &[&str]) -> Result<()> {
+        let _env = sh.push_env("DEBIAN_FRONTEND", "noninteractive");
+        match self {
+            Privilege::Root => cmd!(sh, "{program} {args...}").run(),
+            Privilege::Sudo => cmd!(
+                sh,
+                "sudo -n env DEBIAN_FRONTEND=noninteractive {program} {args...}"
+            )
+            .run(),
+            Privilege::None => bail!("not root and no sudo"),
+        }
+        .with_context(|| format!("running {program} {}", args.join(" ")))
+    }
+
+    fn write_file(&self, sh: &Shell, path: &str, contents: &str) -> Result<()> {
+        match self {
+            Privilege::Root => {
+                std::fs::write(path, contents).with_context(|| format!("writing {path}"))
+            }
+            _ => cmd!(sh, "sudo -n tee {path}")
+                .stdin(contents)
+                .quiet()
+                .ignore_stdout()
+                .run()
+                .with_context(|| format!("writing {path} through sudo")),
+        }
+    }
+}
+
+/// Adds `<codename>-backports` as an apt source, copying the URI and keyring of the machine's
+/// existing Debian entry: no mirror is ever written into this repository.
+fn ensure_backports_source(sh: &Shell, privilege: &Privilege, suite: &str) -> Result<()> {
+    let sources = read_apt_sources();
+    if sources.iter().any(|s| s.suites.iter().any(|x| x == suite)) {
+        return Ok(());
+    }
+    let Some(main) = sources.iter().find(|s| is_main_debian_entry(s)) else {
+        bail!(
+            "provision: no Debian apt source found to derive the {suite} mirror from; add a line such as \
+             'deb <your mirror> {suite} main' to /etc/apt/sources.list.d/ and rerun"
+        );
+    };
+    let mut text = format!(
+        "# Added by cargo xtask provision (initoverlayfs-rs): QEMU 10 for Debian 12\nTypes: deb\nURIs: {}\nSuites: {suite}\nComponents: main\n",
+        main.uri
+    );
+    if let Some(key) = &main.signed_by {
+        text.push_str(&format!("Signed-By: {key}\n"));
+    }
+    eprintln!(
+        "provision: adding apt source {BACKPORTS_SOURCE} ({suite} from {})",
+        main.uri
+    );
+    privilege.write_file(sh, BACKPORTS_SOURCE, &text)
+}
+
+/// One apt source entry, from either the one-line or the deb822 format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AptSource {
+    pub uri: String,
+    pub suites: Vec<String>,
+    pub signed_by: Option<String>,
+}
+
+fn is_main_debian_entry(source: &AptSource) -> bool {
+    source
+        .suites
+        .iter()
+        .any(|s| !s.contains('-') && !s.contains('/'))
+        && !source.uri.contains("security")
+}
+
+fn read_apt_sources() -> Vec<AptSource> {
+    let mut sources = Vec::new();
+    let mut files: Vec<PathBuf> = vec![PathBuf::from("/etc/apt/sources.list")];
+    if let Ok(entries) = std::fs::read_dir("/etc/apt/sources.list.d") {
+        let mut extra: Vec<PathBuf> = entries.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+        extra.sort();
+        files.extend(extra);
+    }
+    for file in files {
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
+        match file.extension().and_then(|e| e.to_str()) {
+            Some("sources") => sources.extend(parse_deb822(&text)),
+            Some("list") => sources.extend(parse_one_line(&text)),
+            _ if file == Path::new("/etc/apt/sources.list") => {
+                sources.extend(parse_one_line(&text))
+            }
+            _ => {}
+        }
+    }
+    sources
+}
+
+/// `deb [signed-by=/k.gpg] http://mirror/debian bookworm main`
+pub fn parse_one_line(text: &str) -> Vec<AptSource> {
+    let mut out = Vec::new();
+    for line in text.lines().map(str::trim) {
+        let Some(rest) = line.strip_prefix("deb ") else {
+            continue;
+        };
+        let mut signed_by = None;
+        let mut rest = rest.trim();
+        if let Some(options) = rest.strip_prefix('[') {
+            let Some((options, after)) = options.split_once(']') else {
+                continue;
+            };
+            signed_by = options
+                .split_whitespace()
+                .find_map(|o| o.strip_prefix("signed-by="))
+                .map(str::to_owned);
+            rest = after.trim();
+        }
+        let mut words = rest.split_whitespace();
+        let (Some(uri), Some(suite)) = (words.next(), words.next()) else {
+            continue;
+        };
+        out.push(AptSource {
+            uri: uri.to_owned(),
+            suites: vec![suite.to_owned()],
+            signed_by,
+        });
+    }
+    out
+}
+
+/// deb822 stanzas: `Types`, `URIs`, `Suites`, `Signed-By`, separated by blank lines.
+pub fn parse_deb822(text: &str) -> Vec<AptSource> {
+    let mut out = Vec::new();
+    for stanza in text.split("\n\n") {
+        let field = |name: &str| {
+            stanza.lines().find_map(|l| {
+                let (key, value) = l.split_once(':')?;
+                key.trim()
+                    .eq_ignore_ascii_case(name)
+                    .then(|| value.trim().to_owned())
+            })
+        };
+        let enabled = field("Enabled").is_none_or(|v| v != "no");
+        let is_deb = field("Types").is_some_and(|t| t.split_whitespace().any(|x| x == "deb"));
+        let (Some(uris), Some(suites)) = (field("URIs"), field("Suites")) else {
+            continue;
+        };
+        if !enabled || !is_deb {
+            continue;
+        }
+        for uri in uris.split_whitespace() {
+            out.push(AptSource {
+                uri: uri.to_owned(),
+                suites: suites.split_whitespace().map(str::to_owned).collect(),
+                signed_by: field("Signed-By"),
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIRROR: &str = "http://mirror.invalid/debian";
+
+    #[test]
+    fn deb822_sources() {
+        let text = format!(
+            "Types: deb\n# comment\nURIs: {MIRROR}\nSuites: bookworm bookworm-updates\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n\nTypes: deb\nURIs: http://mirror.invalid/debian-security\nSuites: bookworm-security\nComponents: main\n"
+        );
+        let sources = parse_deb822(&text);
+        assert_eq!(sources.len(), 2);
+        assert_eq!(sources[0].uri, MIRROR);
+        assert_eq!(sources[0].suites, ["bookworm", "bookworm-updates"]);
+        assert!(is_main_debian_entry(&sources[0]));
+        assert!(!is_main_debian_entry(&sources[1]));
+        assert_eq!(
+            parse_deb822("Types: deb-src\nURIs: x\nSuites: bookworm\n"),
+            []
+        );
+    }
+
+    #[test]
+    fn one_line_sources() {
+        let text = format!(
+            "# c\ndeb [arch=amd64 signed-by=/k.gpg] {MIRROR} bookworm main\ndeb-src {MIRROR} bookworm main\n"
+        );
+        assert_eq!(
+            parse_one_line(&text),
+            [AptSource {
+                uri: MIRROR.into(),
+                suites: vec!["bookworm".into()],
+                signed_by: Some("/k.gpg".into())
+            }]
+        );
+    }
+
+    #[test]
+    fn qemu_versions() {
+        assert_eq!(
+            qemu_major("QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2+deb13u1~bpo12+1)\n"),
+            Some(10)
+        );
+        assert_eq!(qemu_major("QEMU emulator version 7.2.15"), Some(7));
+        assert_eq!(qemu_major("garbage"), None);
+    }
+}

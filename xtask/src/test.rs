@@ -1,0 +1,58 @@
+//! `cargo xtask test`: the README's test command. Provisions the host, fetches the fixtures,
+//! then runs every test of the workspace (unit tests and the VM cells) under cargo-nextest.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use xshell::{Shell, cmd};
+
+use crate::fixtures::Kernel;
+use crate::provision::find_in_path;
+
+pub fn run(sh: &Shell, root: &Path, extra: &[String]) -> Result<()> {
+    crate::provision::ensure(sh)?;
+    ensure_nextest(sh)?;
+    let kernel = prefetch(sh, root)?;
+    let _dir = sh.push_dir(root);
+    // builder's tests of the module closure run against the real kernel tree too.
+    let tree = format!("{}:{}", kernel.modules_root().display(), kernel.release);
+    let _tree = sh.push_env("BUILDER_REAL_KERNEL_TREE", tree);
+    cmd!(
+        sh,
+        "cargo nextest run --workspace --no-fail-fast {extra...}"
+    )
+    .run()
+    .context("cargo nextest run")?;
+    Ok(())
+}
+
+/// Fetches every fixture once up front, so the VM tests spend their time budget on booting.
+/// Returns the first kernel of the manifest.
+fn prefetch(sh: &Shell, root: &Path) -> Result<Kernel> {
+    let mut first = None;
+    for pin in crate::fixtures::read_kernels(root)?.kernel {
+        let kernel = crate::fixtures::fetch_kernel(sh, &pin)?;
+        eprintln!(
+            "fixtures: {} {} ready",
+            kernel.fetched.package, kernel.fetched.version
+        );
+        first.get_or_insert(kernel);
+    }
+    for package in crate::fixtures::read_packages(root)?.package {
+        let fetched = crate::fixtures::fetch_deb(sh, &package, false)?;
+        eprintln!("fixtures: {} {} ready", fetched.package, fetched.version);
+    }
+    first.context("fixtures/kernels.toml names no kernel")
+}
+
+fn ensure_nextest(sh: &Shell) -> Result<()> {
+    if find_in_path("cargo-nextest").is_some() {
+        return Ok(());
+    }
+    eprintln!(
+        "provision: cargo-nextest missing; installing it with `cargo install cargo-nextest --locked`"
+    );
+    cmd!(sh, "cargo install cargo-nextest --locked")
+        .run()
+        .context("installing cargo-nextest")
+}

@@ -1,0 +1,31 @@
+//! The VM cells of fixtures/cells.toml as tests: each boots a real kernel under QEMU through the
+//! same code as `cargo xtask vm-test`. They need root (or sudo) to provision on a fresh machine;
+//! `cargo xtask test` provisions and fetches first.
+
+use xtask::vm_test::{Verdict, run_named_cell};
+
+fn check_cell(name: &str) {
+    let result = run_named_cell(name).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+    match &result.verdict {
+        Verdict::Passed => {}
+        other => panic!(
+            "{name}: {other:?}\nartifacts: {}",
+            result.artifacts.display()
+        ),
+    }
+    assert!(
+        result.milestones.iter().all(|m| m.guest_s.is_some()),
+        "{name}: a milestone has no guest timestamp: {:?}",
+        result.milestones
+    );
+}
+
+#[test]
+fn cell_x86_64_q35_virtio_blk_debian12_6_12_busybox() {
+    check_cell("x86_64-q35-virtio-blk-debian12-6.12-busybox");
+}
+
+#[test]
+fn cell_x86_64_q35_virtio_blk_debian12_6_12_fault_wrong_uuid() {
+    check_cell("x86_64-q35-virtio-blk-debian12-6.12-fault-wrong-uuid");
+}
