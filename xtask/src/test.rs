@@ -17,6 +17,10 @@ pub fn run(sh: &Shell, root: &Path, extra: &[String]) -> Result<()> {
     // builder's tests of the module closure run against the real kernel tree too.
     let tree = format!("{}:{}", kernel.modules_root().display(), kernel.release);
     let _tree = sh.push_env("BUILDER_REAL_KERNEL_TREE", tree);
+    // testvm's own boot tests: the kernel, and an initrd whose /init is busybox (init applet).
+    let _kernel = sh.push_env("TESTVM_KERNEL", &kernel.vmlinuz);
+    let initrd = busybox_initrd(sh, root)?;
+    let _initrd = sh.push_env("TESTVM_INITRD", &initrd);
     cmd!(
         sh,
         "cargo nextest run --workspace --no-fail-fast {extra...}"
@@ -43,6 +47,23 @@ fn prefetch(sh: &Shell, root: &Path) -> Result<Kernel> {
         eprintln!("fixtures: {} {} ready", fetched.package, fetched.version);
     }
     first.context("fixtures/kernels.toml names no kernel")
+}
+
+/// `target/testvm-initrd.cpio`: busybox as /init, enough for testvm to reach userspace.
+fn busybox_initrd(sh: &Shell, root: &Path) -> Result<std::path::PathBuf> {
+    let packages = crate::fixtures::read_packages(root)?;
+    let pin = packages
+        .package
+        .first()
+        .context("fixtures/packages.toml names no package")?;
+    let busybox = crate::fixtures::fetch_deb(sh, pin, false)?;
+    let mut archive = builder::cpio::Archive::new();
+    archive.add_file_from_host("/init", 0o755, &busybox.root.join("bin/busybox"))?;
+    archive.add_char_device("/dev/console", 0o600, 5, 1)?;
+    let path = root.join("target/testvm-initrd.cpio");
+    std::fs::write(&path, archive.to_bytes(0)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
 }
 
 fn ensure_nextest(sh: &Shell) -> Result<()> {
