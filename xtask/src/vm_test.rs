@@ -220,7 +220,21 @@ fn boot_cell(
             timeout: POWER_OFF_TIMEOUT,
         },
     };
-    match testvm::run::boot(&machine, &spec, artifacts) {
+    let mut progress = |event: &testvm::run::Event| match event {
+        testvm::run::Event::QemuStarted { pid } => {
+            eprintln!("vm-test: {}: QEMU started (pid {pid})", cell.name)
+        }
+        testvm::run::Event::Milestone(m) => eprintln!(
+            "vm-test: {}: {} at {} ms host{}",
+            cell.name,
+            m.name,
+            m.host_ms,
+            m.guest_s
+                .map_or(String::new(), |s| format!(", {s:.3} s guest"))
+        ),
+        testvm::run::Event::Finished { .. } => {}
+    };
+    match testvm::run::boot_with_events(&machine, &spec, artifacts, &mut progress) {
         Ok(report) => {
             result.milestones = report.milestones;
             Ok(())
