@@ -621,17 +621,18 @@ mod tests {
 
     const DIR: &str = "/trees/lib/modules/1.0";
 
+    fn parse(tree: &Tree) -> Result<ModuleIndex, ModulesError> {
+        let files = IndexFiles {
+            dep: tree.dep,
+            softdep: tree.softdep,
+            alias: tree.alias,
+            builtin: tree.builtin,
+        };
+        ModuleIndex::parse(Path::new(DIR), &files)
+    }
+
     fn index(tree: &Tree) -> ModuleIndex {
-        ModuleIndex::parse(
-            Path::new(DIR),
-            &IndexFiles {
-                dep: tree.dep,
-                softdep: tree.softdep,
-                alias: tree.alias,
-                builtin: tree.builtin,
-            },
-        )
-        .unwrap()
+        parse(tree).unwrap()
     }
 
     /// `expected`: one `load name` / `try name` per line, then `note: …` lines.
@@ -806,17 +807,7 @@ note: optional missing (needed by a) is no module, built-in or alias of this ker
     #[test]
     fn malformed_index_lines_are_named() {
         let check_parse = |tree: Tree, fragment: &str| {
-            let err = ModuleIndex::parse(
-                Path::new(DIR),
-                &IndexFiles {
-                    dep: tree.dep,
-                    softdep: tree.softdep,
-                    alias: tree.alias,
-                    builtin: tree.builtin,
-                },
-            )
-            .unwrap_err()
-            .to_string();
+            let err = parse(&tree).unwrap_err().to_string();
             assert!(err.contains(fragment), "{err}");
         };
         let empty = || Tree {
