@@ -2,74 +2,96 @@
 //! `/sys/class/block`, read the first bytes of each device node devtmpfs made, probe them.
 //! Devices appear while drivers probe, so the search repeats until the timeout.
 
-use std::fmt::Write as _;
+use std::fmt;
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::config::BootFs;
 use crate::error::Fatal;
+use crate::partition::{self, PartitionId};
 use crate::probe::{PROBE_LEN, Superblock, probe};
 
 const SYS_CLASS_BLOCK: &str = "/sys/class/block";
 /// How long to sleep between scans: short against boot time, long enough not to spin a core.
 const RESCAN_INTERVAL: Duration = Duration::from_millis(10);
+/// When sysfs does not say: the sector size of nearly every disk.
+const DEFAULT_BLOCK_SIZE: u64 = 512;
+/// The usual 128 entries of 128 bytes are 16 KiB; more than 1 MiB is not a table we trust.
+const MAX_GPT_ENTRIES_BYTES: usize = 1 << 20;
 
 /// The device holding the boot filesystem.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BootDevice {
     pub path: PathBuf,
-    pub superblock: Superblock,
+    /// `None` when a partition matched by PARTUUID/PARTLABEL holds no filesystem we probe;
+    /// `bootfstype` then says how to mount it.
+    pub superblock: Option<Superblock>,
+    pub partition: Option<PartitionId>,
 }
 
-/// One block device seen during the search, for the error message.
-#[derive(Debug, Clone)]
-struct Seen {
-    name: String,
-    found: Option<Superblock>,
+impl fmt::Display for BootDevice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.path.display())?;
+        let mut details = Vec::new();
+        if let Some(sb) = &self.superblock {
+            details.push(sb.to_string());
+        }
+        if let Some(part) = &self.partition {
+            details.push(format!("PARTUUID={}", part.partuuid));
+            if let Some(label) = &part.partlabel {
+                details.push(format!("PARTLABEL={label}"));
+            }
+        }
+        if details.is_empty() {
+            details.push("no known filesystem".to_owned());
+        }
+        write!(f, " ({})", details.join(" "))
+    }
 }
 
-/// Whether `sb` (on device `path`) is the one `wanted` names.
-pub fn matches(wanted: &BootFs, path: &Path, sb: &Superblock) -> bool {
+/// Whether `device` is the one `wanted` names.
+pub fn matches(wanted: &BootFs, device: &BootDevice) -> bool {
+    let part = device.partition.as_ref();
     match wanted {
-        BootFs::Uuid(uuid) => sb.uuid == *uuid,
-        BootFs::Label(label) => sb.label == *label,
-        BootFs::Path(p) => p == path,
-        // Partition table lookups come with the GPT reader (issue 3); `find` refuses them first.
-        BootFs::PartUuid(_) | BootFs::PartLabel(_) => false,
+        BootFs::Uuid(uuid) => device
+            .superblock
+            .as_ref()
+            .is_some_and(|sb| sb.uuid == *uuid),
+        BootFs::Label(label) => device
+            .superblock
+            .as_ref()
+            .is_some_and(|sb| sb.label == *label),
+        BootFs::Path(p) => *p == device.path,
+        BootFs::PartUuid(uuid) => part.is_some_and(|p| p.partuuid == *uuid),
+        BootFs::PartLabel(label) => part.is_some_and(|p| p.partlabel.as_ref() == Some(label)),
     }
 }
 
 /// Waits until a device matching `wanted` appears (trying `hint` first on every scan).
 pub fn find(wanted: &BootFs, hint: Option<&Path>, timeout: Duration) -> Result<BootDevice, Fatal> {
-    if matches!(wanted, BootFs::PartUuid(_) | BootFs::PartLabel(_)) {
-        return Err(Fatal::new(
-            format!("finding bootfs {wanted}"),
-            "PARTUUID= and PARTLABEL= are not supported by this storage-init yet: use UUID=, LABEL= or a /dev path",
-        ));
-    }
     let deadline = Instant::now() + timeout;
     loop {
-        let mut seen = Vec::new();
+        let mut seen: Vec<BootDevice> = Vec::new();
+        let mut tables = PartitionTables::default();
         let candidates = hint
             .map(Path::to_path_buf)
             .into_iter()
             .chain(device_nodes());
         for path in candidates {
-            let found = read_head(&path).and_then(|head| probe(&head));
-            if let Some(sb) = &found
-                && matches(wanted, &path, sb)
-            {
-                return Ok(BootDevice {
-                    path,
-                    superblock: sb.clone(),
-                });
+            if seen.iter().any(|s| s.path == path) {
+                continue;
             }
-            let name = path.display().to_string();
-            if !seen.iter().any(|s: &Seen| s.name == name) {
-                seen.push(Seen { name, found });
+            let device = BootDevice {
+                superblock: read_head(&path, 0, PROBE_LEN).and_then(|head| probe(&head)),
+                partition: tables.partition_of(&path),
+                path,
+            };
+            if matches(wanted, &device) {
+                return Ok(device);
             }
+            seen.push(device);
         }
         if Instant::now() >= deadline {
             return Err(Fatal::new(
@@ -85,20 +107,12 @@ pub fn find(wanted: &BootFs, hint: Option<&Path>, timeout: Duration) -> Result<B
     }
 }
 
-fn describe(seen: &[Seen]) -> String {
+fn describe(seen: &[BootDevice]) -> String {
     if seen.is_empty() {
         return "no block devices seen (is the storage driver in the mini initramfs?)".to_owned();
     }
-    let mut out = String::from("seen:");
-    for s in seen {
-        match &s.found {
-            Some(sb) => write!(out, " {} ({sb});", s.name),
-            None => write!(out, " {} (no known filesystem);", s.name),
-        }
-        .expect("writing to a String cannot fail");
-    }
-    out.pop();
-    out
+    let listed: Vec<String> = seen.iter().map(BootDevice::to_string).collect();
+    format!("seen: {}", listed.join("; "))
 }
 
 /// `/dev/<name>` for every entry of /sys/class/block, sorted so scans are repeatable.
@@ -117,11 +131,70 @@ fn device_nodes() -> Vec<PathBuf> {
         .collect()
 }
 
-/// Reads the first bytes of a device; `None` when it cannot be opened or read (no medium, a
-/// node not created yet, a dead device), which only means "not this one, not yet".
-fn read_head(path: &Path) -> Option<Vec<u8>> {
+/// The partition tables of the disks seen in one scan, read once per disk.
+#[derive(Debug, Default)]
+struct PartitionTables {
+    by_disk: Vec<(String, Vec<PartitionId>)>,
+}
+
+impl PartitionTables {
+    /// The table entry of partition `/dev/<name>`, from sysfs: `<name>/partition` holds its
+    /// number and the sysfs directory's parent is its disk.
+    fn partition_of(&mut self, path: &Path) -> Option<PartitionId> {
+        let name = path.file_name()?.to_str()?;
+        let sys = Path::new(SYS_CLASS_BLOCK).join(name);
+        let number: u32 = std::fs::read_to_string(sys.join("partition"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        let disk = std::fs::canonicalize(&sys)
+            .ok()?
+            .parent()?
+            .file_name()?
+            .to_str()?
+            .to_owned();
+        if !self.by_disk.iter().any(|(d, _)| *d == disk) {
+            let table = read_partition_table(&disk);
+            self.by_disk.push((disk.clone(), table));
+        }
+        let (_, table) = self.by_disk.iter().find(|(d, _)| *d == disk)?;
+        table.iter().find(|p| p.number == number).cloned()
+    }
+}
+
+/// Reads the GPT of `/dev/<disk>`, else its MBR; empty when it has neither or cannot be read.
+fn read_partition_table(disk: &str) -> Vec<PartitionId> {
+    let block_size: u64 = std::fs::read_to_string(
+        Path::new(SYS_CLASS_BLOCK)
+            .join(disk)
+            .join("queue/logical_block_size"),
+    )
+    .ok()
+    .and_then(|s| s.trim().parse().ok())
+    .unwrap_or(DEFAULT_BLOCK_SIZE);
+    let dev = Path::new("/dev").join(disk);
+    let Some(head) = read_head(&dev, 0, 2 * block_size as usize) else {
+        return Vec::new();
+    };
+    let header = head.get(block_size as usize..).unwrap_or(&[]);
+    match partition::gpt_entries_location(header, block_size) {
+        Some((offset, len)) if len <= MAX_GPT_ENTRIES_BYTES => read_head(&dev, offset, len)
+            .map(|entries| partition::parse_gpt_entries(&entries, header))
+            .unwrap_or_default(),
+        Some(_) => Vec::new(),
+        None => partition::parse_mbr(&head),
+    }
+}
+
+/// Reads up to `len` bytes at `offset` of a device; `None` when it cannot be opened or read (no
+/// medium, a node not created yet, a dead device), which only means "not this one, not yet".
+fn read_head(path: &Path, offset: u64, len: usize) -> Option<Vec<u8>> {
     let mut file = File::open(path).ok()?;
-    let mut head = vec![0u8; PROBE_LEN];
+    if offset > 0 {
+        file.seek(SeekFrom::Start(offset)).ok()?;
+    }
+    let mut head = vec![0u8; len];
     let mut filled = 0;
     while filled < head.len() {
         match file.read(&mut head[filled..]) {
@@ -138,23 +211,27 @@ fn read_head(path: &Path) -> Option<Vec<u8>> {
 mod tests {
     use super::*;
 
-    fn sb(uuid: &str, label: &str) -> Superblock {
-        Superblock {
-            fstype: "ext4",
-            uuid: uuid.into(),
-            label: label.into(),
+    fn device(path: &str, sb: Option<(&str, &str)>, part: Option<(&str, &str)>) -> BootDevice {
+        BootDevice {
+            path: path.into(),
+            superblock: sb.map(|(uuid, label)| Superblock {
+                fstype: "ext4",
+                uuid: uuid.into(),
+                label: label.into(),
+            }),
+            partition: part.map(|(uuid, label)| PartitionId {
+                number: 1,
+                partuuid: uuid.into(),
+                partlabel: Some(label.into()),
+            }),
         }
     }
 
     #[test]
     fn matching() {
-        let dev = Path::new("/dev/vda1");
+        let boot = device("/dev/vda1", Some(("aa-bb", "boot")), Some(("cc-dd", "esp")));
         let check = |wanted: BootFs, expected: bool| {
-            assert_eq!(
-                matches(&wanted, dev, &sb("aa-bb", "boot")),
-                expected,
-                "{wanted}"
-            )
+            assert_eq!(matches(&wanted, &boot), expected, "{wanted}")
         };
         check(BootFs::Uuid("aa-bb".into()), true);
         check(BootFs::Uuid("aa-bc".into()), false);
@@ -162,29 +239,25 @@ mod tests {
         check(BootFs::Label("Boot".into()), false);
         check(BootFs::Path("/dev/vda1".into()), true);
         check(BootFs::Path("/dev/vda2".into()), false);
+        check(BootFs::PartUuid("cc-dd".into()), true);
+        check(BootFs::PartUuid("aa-bb".into()), false);
+        check(BootFs::PartLabel("esp".into()), true);
+        check(BootFs::PartLabel("boot".into()), false);
+        let bare = device("/dev/vdb", None, None);
+        assert!(!matches(&BootFs::Uuid("aa-bb".into()), &bare));
+        assert!(!matches(&BootFs::PartLabel("esp".into()), &bare));
     }
 
     #[test]
     fn timeout_lists_what_was_seen() {
         let text = describe(&[
-            Seen {
-                name: "/dev/vda".into(),
-                found: None,
-            },
-            Seen {
-                name: "/dev/vda1".into(),
-                found: Some(sb("aa-bb", "boot")),
-            },
+            device("/dev/vda", None, None),
+            device("/dev/vda1", Some(("aa-bb", "boot")), Some(("cc-dd", "esp"))),
         ]);
         assert_eq!(
             text,
-            "seen: /dev/vda (no known filesystem); /dev/vda1 (ext4 UUID=aa-bb LABEL=boot)"
+            "seen: /dev/vda (no known filesystem); /dev/vda1 (ext4 UUID=aa-bb LABEL=boot PARTUUID=cc-dd PARTLABEL=esp)"
         );
-    }
-
-    #[test]
-    fn partition_table_names_are_refused_clearly() {
-        let err = find(&BootFs::PartLabel("boot".into()), None, Duration::ZERO).unwrap_err();
-        assert!(err.to_string().contains("not supported"), "{err}");
+        assert!(describe(&[]).contains("storage driver"));
     }
 }

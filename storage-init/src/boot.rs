@@ -84,16 +84,20 @@ fn boot(log: &mut Log) -> Result<std::convert::Infallible, Fatal> {
         ));
     };
     let device = blockdev::find(bootfs, config.bootfs_hint.as_deref(), config.timeout)?;
-    log.step(&format!(
-        "found bootfs {bootfs} on {} ({})",
-        device.path.display(),
-        device.superblock
-    ));
+    log.step(&format!("found bootfs {bootfs} on {device}"));
 
-    let bootfstype = config
+    let Some(bootfstype) = config
         .bootfstype
         .as_deref()
-        .unwrap_or(device.superblock.fstype);
+        .or(device.superblock.as_ref().map(|sb| sb.fstype))
+    else {
+        return Err(Fatal::new(
+            format!("mounting bootfs {bootfs} ({device})"),
+            format!(
+                "its filesystem type is not one storage-init recognises: set 'bootfstype <type>' in {CONFIG_PATH}"
+            ),
+        ));
+    };
     let device_path = device.path.to_string_lossy();
     mount_fs(
         &device_path,

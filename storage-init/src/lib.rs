@@ -10,5 +10,6 @@ pub mod error;
 pub mod log;
 pub mod modules;
 pub mod mounts;
+pub mod partition;
 pub mod probe;
 pub mod switch_root;

@@ -26,6 +26,11 @@ fn cell_x86_64_q35_virtio_blk_debian12_6_12_busybox() {
 }
 
 #[test]
+fn cell_x86_64_q35_virtio_blk_debian12_6_12_busybox_partlabel() {
+    check_cell("x86_64-q35-virtio-blk-debian12-6.12-busybox-partlabel");
+}
+
+#[test]
 fn cell_x86_64_q35_virtio_blk_debian12_6_12_fault_wrong_uuid() {
     check_cell("x86_64-q35-virtio-blk-debian12-6.12-fault-wrong-uuid");
 }
