@@ -4,7 +4,7 @@
 
 use xtask::vm_test::{Verdict, run_named_cell};
 
-fn check_cell(name: &str) {
+fn check_cell(name: &str) -> xtask::vm_test::CellResult {
     let result = run_named_cell(name).unwrap_or_else(|e| panic!("{name}: {e:#}"));
     match &result.verdict {
         Verdict::Passed => {}
@@ -18,11 +18,24 @@ fn check_cell(name: &str) {
         "{name}: a milestone has no guest timestamp: {:?}",
         result.milestones
     );
+    result
+}
+
+fn console_lines_containing(result: &xtask::vm_test::CellResult, needle: &str) -> usize {
+    let console =
+        std::fs::read_to_string(result.artifacts.join(testvm::run::artifact::CONSOLE_LOG)).unwrap();
+    console.lines().filter(|l| l.contains(needle)).count()
 }
 
 #[test]
 fn cell_x86_64_q35_virtio_blk_debian12_6_12_busybox() {
-    check_cell("x86_64-q35-virtio-blk-debian12-6.12-busybox");
+    let result = check_cell("x86_64-q35-virtio-blk-debian12-6.12-busybox");
+    assert_eq!(console_lines_containing(&result, "storage-init: FATAL"), 0);
+    assert_eq!(
+        console_lines_containing(&result, "storage-init: warning"),
+        0,
+        "a clean boot warns of nothing"
+    );
 }
 
 #[test]
@@ -32,5 +45,10 @@ fn cell_x86_64_q35_virtio_blk_debian12_6_12_busybox_partlabel() {
 
 #[test]
 fn cell_x86_64_q35_virtio_blk_debian12_6_12_fault_wrong_uuid() {
-    check_cell("x86_64-q35-virtio-blk-debian12-6.12-fault-wrong-uuid");
+    let result = check_cell("x86_64-q35-virtio-blk-debian12-6.12-fault-wrong-uuid");
+    assert_eq!(
+        console_lines_containing(&result, "storage-init: FATAL"),
+        1,
+        "exactly one FATAL line"
+    );
 }

@@ -66,6 +66,12 @@ impl<R: Read> Read for TeeReader<R> {
 }
 
 impl Transcript {
+    /// The whole transcript as text (the console is Latin-1 at heart; invalid UTF-8 is
+    /// replaced, never dropped).
+    pub(crate) fn text(&self) -> String {
+        String::from_utf8_lossy(&self.bytes).into_owned()
+    }
+
     /// When the byte before `end` arrived.
     pub(crate) fn arrival_of(&self, end: usize) -> Option<Duration> {
         let index = self

@@ -39,8 +39,13 @@ const CONSOLE_TAIL_LINES: usize = 40;
 
 /// Names of the files a boot writes into its artifacts directory.
 pub mod artifact {
-    /// Everything the serial console printed, written by QEMU itself.
+    /// Everything the serial console printed, as the harness read it.
     pub const CONSOLE_LOG: &str = "console.log";
+    /// QEMU's own copy of the console (`logfile=`), complete even if the harness died. It can
+    /// repeat a character: QEMU 10 logs a serial byte again when a socket write of it is
+    /// retried after EAGAIN (a 1-byte write per character fills the socket quickly), so
+    /// `console.log` is the one to read.
+    pub const QEMU_CONSOLE_LOG: &str = "qemu-console.log";
     /// QEMU's stderr.
     pub const QEMU_STDERR: &str = "qemu.stderr";
     /// One shell line that reruns the boot interactively (console on the terminal).
@@ -50,8 +55,9 @@ pub mod artifact {
     /// Milestones and outcome, see [`super::Timings`].
     pub const TIMINGS_JSON: &str = "timings.json";
     /// Everything above, cleared before a boot.
-    pub const ALL: [&str; 5] = [
+    pub const ALL: [&str; 6] = [
         CONSOLE_LOG,
+        QEMU_CONSOLE_LOG,
         QEMU_STDERR,
         QEMU_CMDLINE,
         QEMU_ARGV,
@@ -84,9 +90,16 @@ pub fn boot_with_events(
         outcome: outcome.clone(),
     };
     let written = write_artifact(artifacts, artifact::TIMINGS_JSON, &timings_json(&timings));
+    let console_written = match &state.transcript {
+        Some(transcript) => {
+            write_artifact(artifacts, artifact::CONSOLE_LOG, &transcript.lock().text())
+        }
+        None => Ok(()),
+    };
     on_event(&Event::Finished { outcome });
     let report = result?;
     written?;
+    console_written?;
     Ok(report)
 }
 
@@ -96,6 +109,8 @@ struct BootState {
     reached: Vec<MilestoneReached>,
     qemu_exit: Option<i32>,
     qmp_status: Option<String>,
+    /// What the harness read from the console, once connected.
+    transcript: Option<SharedTranscript>,
 }
 
 fn run(
@@ -117,7 +132,7 @@ fn run(
         })?;
     let io = Io::Sockets {
         serial: sockets.path().join("serial.sock"),
-        console_log: artifacts.join(artifact::CONSOLE_LOG),
+        console_log: artifacts.join(artifact::QEMU_CONSOLE_LOG),
         qmp: sockets.path().join("qmp.sock"),
     };
     let Io::Sockets { serial, qmp, .. } = &io else {
@@ -153,6 +168,7 @@ fn run(
         }
     };
     state.qmp_status = Some(status);
+    state.transcript = Some(watcher.transcript());
 
     for milestone in &spec.milestones {
         match watcher.wait_for(Some(milestone), milestone.timeout)? {

@@ -150,6 +150,11 @@ impl Watcher {
     }
 
     /// The last `lines` console lines.
+    /// The shared transcript of everything read so far.
+    pub(crate) fn transcript(&self) -> SharedTranscript {
+        self.transcript.clone()
+    }
+
     pub(crate) fn console_tail(&self, lines: usize) -> String {
         self.transcript.lock().tail(lines)
     }
