@@ -80,6 +80,9 @@ struct MiniInitramfsArgs {
     /// Program to exec in the new root.
     #[arg(long)]
     init: Option<String>,
+    /// What storage-init does after a FATAL error: halt (default), poweroff, reboot, shell.
+    #[arg(long)]
+    emergency: Option<String>,
     /// Where to write the archive.
     #[arg(short, long)]
     output: PathBuf,
@@ -120,6 +123,7 @@ fn config(args: &MiniInitramfsArgs) -> Result<storage_init::config::Config> {
         ("fs", args.fs.as_ref()),
         ("timeout", timeout.as_ref()),
         ("init", args.init.as_ref()),
+        ("emergency", args.emergency.as_ref()),
     ] {
         if let Some(value) = value {
             if value.contains(['\n', '\r']) {

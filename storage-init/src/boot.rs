@@ -9,12 +9,12 @@ use std::process::Command;
 use rustix::mount::MountFlags;
 
 use crate::blockdev;
-use crate::config::{self, CONFIG_PATH, Config};
+use crate::config::{self, CONFIG_PATH, Config, Emergency};
 use crate::contract::{MODULE_LIST_PATH, ModuleList};
 use crate::error::{Context, Fatal};
 use crate::log::Log;
 use crate::modules;
-use crate::mounts::{mount_fs, mount_overlay, move_mount};
+use crate::mounts::{mount_fs, mount_image, mount_overlay, move_mount};
 use crate::switch_root::switch_root;
 
 /// Where the boot filesystem is mounted (read-only) in the initramfs, then moved into the new root.
@@ -27,6 +27,8 @@ const LOWER: &str = "/run/initoverlayfs/lower";
 /// The tmpfs holding the overlay's upper and work directories. Its own tmpfs, not the initramfs
 /// root, which is emptied at switch-root (an upstream defect we do not repeat).
 const RW: &str = "/run/initoverlayfs/rw";
+/// systemd runs in initrd mode only when this file exists in its root.
+const INITRD_RELEASE: &str = "/etc/initrd-release";
 /// Tried in order when the config names no init.
 const DEFAULT_INITS: [&str; 2] = ["/init", "/sbin/init"];
 
@@ -38,15 +40,17 @@ const API_MOUNTS: [(&str, &str, &str, &str); 4] = [
     ("tmpfs", "/run", "tmpfs", "mode=0755"),
 ];
 
-/// Runs the whole boot; returns only on failure (on success the process image is replaced).
-pub fn run(log: &mut Log) -> Fatal {
-    match boot(log) {
+/// Runs the whole boot; returns only on failure (on success the process image is replaced),
+/// with the emergency action configured as far as the boot got.
+pub fn run(log: &mut Log) -> (Fatal, Emergency) {
+    let mut emergency = Emergency::default();
+    match boot(log, &mut emergency) {
         Ok(never) => match never {},
-        Err(fatal) => fatal,
+        Err(fatal) => (fatal, emergency),
     }
 }
 
-fn boot(log: &mut Log) -> Result<std::convert::Infallible, Fatal> {
+fn boot(log: &mut Log, emergency: &mut Emergency) -> Result<std::convert::Infallible, Fatal> {
     for (source, target, fstype, data) in API_MOUNTS {
         let flags = MountFlags::NOSUID
             | if fstype == "devtmpfs" {
@@ -59,7 +63,7 @@ fn boot(log: &mut Log) -> Result<std::convert::Infallible, Fatal> {
     log.open_kmsg();
     log.step("mounted /proc, /sys, /dev, /run");
 
-    let config = read_config(log)?;
+    let config = read_config(log, emergency)?;
     log.step(&format!(
         "read config: bootfs {}",
         config
@@ -121,16 +125,7 @@ fn boot(log: &mut Log) -> Result<std::convert::Infallible, Fatal> {
         ));
     }
     let image_shown = image.to_string_lossy();
-    // File-backed erofs (Linux 6.12+, CONFIG_EROFS_FS_BACKED_BY_FILE): the kernel reads the
-    // image file directly, no loop device. Older kernels answer ENOTBLK.
-    mount_fs(&image_shown, Path::new(LOWER), &config.fstype, MountFlags::RDONLY, "").map_err(|mut fatal| {
-        if fatal.why.contains("Block device required") {
-            fatal.why.push_str(
-                ": this kernel cannot mount the image from a file (needs CONFIG_EROFS_FS_BACKED_BY_FILE, Linux 6.12+); the loop-device path is not implemented yet",
-            );
-        }
-        fatal
-    })?;
+    mount_image(&image, Path::new(LOWER), &config.fstype)?;
     log.step(&format!(
         "mounted {image_shown} ({}, file-backed) on {LOWER}",
         config.fstype
@@ -162,15 +157,28 @@ fn boot(log: &mut Log) -> Result<std::convert::Infallible, Fatal> {
 
     switch_root(sysroot)?;
     log.step("switched root");
+    if !Path::new(INITRD_RELEASE).exists() {
+        log.warn(&format!(
+            "the image has no {INITRD_RELEASE}: systemd in it will not run in initrd mode"
+        ));
+    }
 
     let init = choose_init(config.init.as_deref(), is_executable)?;
     log.step(&format!("exec {}", init.display()));
     log.restore_devkmsg();
-    let error = Command::new(&init).exec();
+    // The kernel hands init the arguments it did not recognise; they belong to the next init.
+    let error = Command::new(&init).args(std::env::args_os().skip(1)).exec();
     Err(Fatal::new(format!("executing {}", init.display()), error))
 }
 
-fn read_config(log: &mut Log) -> Result<Config, Fatal> {
+/// Reads the config file and the command line; sets `emergency` as soon as it is known, so a
+/// malformed value still ends in the configured action (the command line's, else the file's).
+fn read_config(log: &mut Log, emergency: &mut Emergency) -> Result<Config, Fatal> {
+    let cmdline =
+        std::fs::read_to_string("/proc/cmdline").context(|| "reading /proc/cmdline".to_owned())?;
+    if let Some(action) = config::emergency_from_cmdline(&cmdline) {
+        *emergency = action;
+    }
     let (mut config, mut warnings) = match std::fs::read_to_string(CONFIG_PATH) {
         Ok(text) => {
             config::parse_config(&text).context(|| "reading the configuration".to_owned())?
@@ -183,8 +191,8 @@ fn read_config(log: &mut Log) -> Result<Config, Fatal> {
         }
         Err(e) => return Err(e).context(|| format!("reading {CONFIG_PATH}")),
     };
-    let cmdline =
-        std::fs::read_to_string("/proc/cmdline").context(|| "reading /proc/cmdline".to_owned())?;
+    let from_cmdline = config::emergency_from_cmdline(&cmdline);
+    *emergency = from_cmdline.unwrap_or(config.emergency);
     warnings.extend(
         config::apply_cmdline(&mut config, &cmdline)
             .context(|| "reading the configuration".to_owned())?,

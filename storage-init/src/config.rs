@@ -78,6 +78,45 @@ impl fmt::Display for BootFs {
     }
 }
 
+/// What storage-init does after its FATAL line (`emergency`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Emergency {
+    /// Stop, repeating the FATAL line every 10 s so a console attached later still shows it.
+    #[default]
+    Halt,
+    /// Power the machine off (what the test harness uses: the VM ends).
+    PowerOff,
+    /// Reboot.
+    Reboot,
+    /// Exec `/bin/sh` if the mini initramfs has one, else halt.
+    Shell,
+}
+
+impl Emergency {
+    const FORMS: &'static str = "halt, poweroff, reboot, shell";
+
+    fn parse(value: &str) -> Option<Emergency> {
+        match value {
+            "halt" => Some(Emergency::Halt),
+            "poweroff" => Some(Emergency::PowerOff),
+            "reboot" => Some(Emergency::Reboot),
+            "shell" => Some(Emergency::Shell),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Emergency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Emergency::Halt => "halt",
+            Emergency::PowerOff => "poweroff",
+            Emergency::Reboot => "reboot",
+            Emergency::Shell => "shell",
+        })
+    }
+}
+
 /// The parsed configuration. Field names follow the config keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -95,6 +134,8 @@ pub struct Config {
     pub timeout: Duration,
     /// `init`: the program to exec in the new root (ours); else `/init`, then `/sbin/init`.
     pub init: Option<PathBuf>,
+    /// `emergency`: what follows a FATAL line (ours); default `halt`.
+    pub emergency: Emergency,
     /// Upstream's build-time keys, kept verbatim in file order so the file round-trips.
     pub build_time: Vec<(String, String)>,
 }
@@ -109,6 +150,7 @@ impl Default for Config {
             fstype: "erofs".to_owned(),
             timeout: DEFAULT_TIMEOUT,
             init: None,
+            emergency: Emergency::default(),
             build_time: Vec::new(),
         }
     }
@@ -224,6 +266,10 @@ impl Config {
                 }
                 self.init = Some(PathBuf::from(value));
             }
+            "emergency" => {
+                self.emergency = Emergency::parse(value)
+                    .ok_or_else(|| error("not an emergency action".to_owned(), Emergency::FORMS))?;
+            }
             k if BUILD_TIME_KEYS.contains(&k) => {
                 self.build_time.push((k.to_owned(), value.to_owned()));
             }
@@ -257,6 +303,7 @@ impl Config {
         if let Some(v) = &self.init {
             line("init", &v.display());
         }
+        line("emergency", &self.emergency);
         for (k, v) in &self.build_time {
             line(k, v);
         }
@@ -347,6 +394,16 @@ pub fn apply_cmdline(
     Ok(warnings)
 }
 
+/// The last valid `initoverlayfs.emergency=` of the command line: what to do when the config
+/// itself cannot be read.
+pub fn emergency_from_cmdline(cmdline: &str) -> Option<Emergency> {
+    split_cmdline(cmdline)
+        .iter()
+        .filter_map(|p| p.strip_prefix(CMDLINE_PREFIX)?.strip_prefix("emergency="))
+        .filter_map(Emergency::parse)
+        .next_back()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -426,6 +483,11 @@ mod tests {
         check_error("fs ../x.img", "fs", "inside");
         check_error("fstype ext4;rm", "fstype", "filesystem type");
         check_error("init sbin/init", "init", "absolute");
+        check_error(
+            "emergency panic",
+            "emergency",
+            "halt, poweroff, reboot, shell",
+        );
     }
 
     #[test]
@@ -455,6 +517,22 @@ mod tests {
     }
 
     #[test]
+    fn emergency_hint_from_cmdline() {
+        let check =
+            |line: &str, expected| assert_eq!(emergency_from_cmdline(line), expected, "{line}");
+        check("quiet", None);
+        check("initoverlayfs.emergency=reboot", Some(Emergency::Reboot));
+        check(
+            "initoverlayfs.emergency=shell initoverlayfs.emergency=bogus",
+            Some(Emergency::Shell),
+        );
+        check(
+            "initoverlayfs.emergency=halt initoverlayfs.emergency=poweroff",
+            Some(Emergency::PowerOff),
+        );
+    }
+
+    #[test]
     fn render_round_trips() {
         let config = Config {
             bootfs: Some(BootFs::Uuid("0123-abcd".into())),
@@ -464,6 +542,7 @@ mod tests {
             fstype: "erofs".into(),
             timeout: Duration::from_secs(7),
             init: Some("/init".into()),
+            emergency: Emergency::PowerOff,
             build_time: vec![("erofs_compression".into(), "-zlz4hc,11".into())],
         };
         let (parsed, warnings) = parse_config(&config.render()).unwrap();

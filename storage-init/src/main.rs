@@ -1,6 +1,6 @@
 //! The storage-init binary: PID 1 of the mini initramfs. All logic is in the library.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 fn main() {
     let start = Instant::now();
@@ -13,11 +13,8 @@ fn main() {
         std::process::exit(2);
     }
     let mut log = storage_init::log::Log::new(start);
-    let fatal = storage_init::boot::run(&mut log);
-    log.fatal(&fatal.to_string());
-    storage_init::emergency::power_off(&mut log);
-    // PID 1 must never exit (the kernel would panic and hide the FATAL line above).
-    loop {
-        std::thread::sleep(Duration::from_secs(3600));
-    }
+    let (fatal, emergency) = storage_init::boot::run(&mut log);
+    let line = fatal.to_string();
+    log.fatal(&line);
+    storage_init::emergency::act(emergency, &mut log, &line)
 }

@@ -22,6 +22,30 @@ pub fn mount_fs(
         .map_err(|e| Fatal::new(what(), errno_text(e)))
 }
 
+/// Mounts the image read-only straight from its file: file-backed erofs (Linux 6.12+,
+/// `CONFIG_EROFS_FS_BACKED_BY_FILE`) needs no loop device. The errors a user can act on get
+/// a sentence saying what to do.
+pub fn mount_image(image: &Path, target: &Path, fstype: &str) -> Result<(), Fatal> {
+    let what = || {
+        format!(
+            "mounting {fstype} {} on {}",
+            image.display(),
+            target.display()
+        )
+    };
+    std::fs::create_dir_all(target).context(what)?;
+    let why = match mount(image, target, fstype, MountFlags::RDONLY, None) {
+        Ok(()) => return Ok(()),
+        Err(Errno::NOTBLK) => "this kernel cannot mount an image from a file (erofs needs CONFIG_EROFS_FS_BACKED_BY_FILE, Linux 6.12+) and the loop-device path is not implemented yet".to_owned(),
+        Err(Errno::INVAL) => format!(
+            "the kernel rejected it (EINVAL): the file is not a valid {fstype} image (corrupt or of another type); rebuild it with `builder erofs` (the kernel's own reason is logged just above)"
+        ),
+        Err(Errno::NODEV) => format!("this kernel has no {fstype} filesystem: add its module to the mini initramfs"),
+        Err(e) => errno_text(e),
+    };
+    Err(Fatal::new(what(), why))
+}
+
 /// Moves the mount at `from` to `to` (creating `to` if needed, e.g. /boot in an image lacking it).
 pub fn move_mount(from: &Path, to: &Path) -> Result<(), Fatal> {
     let what = || format!("moving mount {} to {}", from.display(), to.display());

@@ -16,6 +16,17 @@ pub enum Flow {
     Busybox,
 }
 
+/// How a cell's VM ends after its last milestone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CellEnd {
+    /// The guest powers off by itself.
+    #[default]
+    PowerOff,
+    /// The harness ends QEMU over QMP (a guest that halts, a board that cannot power off).
+    Quit,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Tier {
@@ -46,6 +57,8 @@ pub struct Cell {
     /// Appended to the kernel command line.
     #[serde(default)]
     pub cmdline: String,
+    #[serde(default)]
+    pub end: CellEnd,
     /// Console patterns that fail the cell at once.
     pub fatal: Vec<String>,
     pub milestones: Vec<MilestoneSpec>,

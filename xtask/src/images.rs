@@ -33,6 +33,23 @@ $bb sync
 $bb poweroff -f
 "#;
 
+/// A file on every test /boot that is not a filesystem (`initoverlayfs.fs=corrupt.img`).
+pub const CORRUPT_IMAGE: &str = "corrupt.img";
+const CORRUPT_IMAGE_LEN: usize = 64 * 1024;
+
+/// Deterministic noise (xorshift64), so the disk stays reproducible.
+fn corrupt_bytes(len: usize) -> Vec<u8> {
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state.to_le_bytes()[0]
+        })
+        .collect()
+}
+
 /// Everything a cell boots from.
 #[derive(Debug, Clone)]
 pub struct BootArtefacts {
@@ -100,7 +117,7 @@ pub fn busybox_content(busybox: &Fetched, dir: &Path) -> Result<()> {
     if dir.exists() {
         std::fs::remove_dir_all(dir).with_context(|| format!("emptying {}", dir.display()))?;
     }
-    for sub in ["bin", "dev", "proc", "sys", "run", "tmp"] {
+    for sub in ["bin", "dev", "etc", "proc", "sys", "run", "tmp"] {
         std::fs::create_dir_all(dir.join(sub))?;
     }
     // /boot is left out on purpose: storage-init must create the mountpoint in the overlay.
@@ -108,6 +125,11 @@ pub fn busybox_content(busybox: &Fetched, dir: &Path) -> Result<()> {
     std::fs::copy(&binary, dir.join("bin/busybox"))
         .with_context(|| format!("copying {}", binary.display()))?;
     std::os::unix::fs::symlink("busybox", dir.join("bin/sh"))?;
+    // Marks the content as an initrd (systemd's initrd mode; storage-init warns without it).
+    std::fs::write(
+        dir.join("etc/initrd-release"),
+        "NAME=\"initoverlayfs-rs busybox test content\"\n",
+    )?;
     let init = dir.join("init");
     std::fs::write(&init, BUSYBOX_INIT)?;
     std::fs::set_permissions(&init, std::fs::Permissions::from_mode(0o755))?;
@@ -130,6 +152,8 @@ pub fn build_busybox_cell(
     }
     std::fs::create_dir_all(&boot)?;
     let erofs_image = boot.join(format!("initoverlayfs-{}.img", kernel.release));
+    // For the corrupt-image fault cell: bytes that are no filesystem, the same on every build.
+    std::fs::write(boot.join(CORRUPT_IMAGE), corrupt_bytes(CORRUPT_IMAGE_LEN))?;
     build_erofs(&content, &erofs_image)?;
     let mini_initramfs = work.join("mini-initramfs.img");
     build_mini_initramfs(storage_init, kernel, &mini_initramfs)?;
@@ -156,6 +180,8 @@ pub fn build_mini_initramfs(storage_init: &Path, kernel: &Kernel, output: &Path)
     let config = storage_init::config::Config {
         bootfs: Some(storage_init::config::BootFs::Uuid(BOOT_FS_UUID.to_owned())),
         bootfstype: Some("ext4".to_owned()),
+        // A failed boot must end the VM, so a fault cell finishes as soon as it has spoken.
+        emergency: storage_init::config::Emergency::PowerOff,
         ..storage_init::config::Config::default()
     };
     let spec = builder::mini_initramfs::MiniInitramfs {

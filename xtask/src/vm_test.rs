@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use xshell::Shell;
 
-use crate::cells::{Cell, Flow, Tier, read_cells};
+use crate::cells::{Cell, CellEnd, Flow, Tier, read_cells};
 use crate::fixtures::{self, Fetched};
 use crate::images;
 
@@ -216,8 +216,11 @@ fn boot_cell(
     let spec = testvm::run::BootSpec {
         milestones: cell.milestones(&nonce)?,
         fatal: cell.fatal()?,
-        end: testvm::run::End::GuestPowersOff {
-            timeout: POWER_OFF_TIMEOUT,
+        end: match cell.end {
+            CellEnd::PowerOff => testvm::run::End::GuestPowersOff {
+                timeout: POWER_OFF_TIMEOUT,
+            },
+            CellEnd::Quit => testvm::run::End::Quit,
         },
     };
     let mut progress = |event: &testvm::run::Event| match event {
