@@ -28,6 +28,8 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+// Parsed once per run: the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Build the mini initramfs (uncompressed newc cpio) holding storage-init as /init.
     MiniInitramfs(MiniInitramfsArgs),
@@ -83,6 +85,10 @@ struct MiniInitramfsArgs {
     /// What storage-init does after a FATAL error: halt (default), poweroff, reboot, shell.
     #[arg(long)]
     emergency: Option<String>,
+    /// The image built for this mini initramfs: its UUID is recorded, and storage-init refuses
+    /// an image on /boot with another one (a stale image).
+    #[arg(long)]
+    image: Option<PathBuf>,
     /// Where to write the archive.
     #[arg(short, long)]
     output: PathBuf,
@@ -115,6 +121,7 @@ fn build_time() -> Result<u64> {
 /// Builds the config through storage-init's own parser, so what is written is what it reads.
 fn config(args: &MiniInitramfsArgs) -> Result<storage_init::config::Config> {
     let timeout = args.timeout.map(|t| t.to_string());
+    let image_uuid = args.image.as_deref().map(image_uuid).transpose()?;
     let mut text = String::new();
     for (key, value) in [
         ("bootfs", Some(&args.bootfs)),
@@ -124,6 +131,8 @@ fn config(args: &MiniInitramfsArgs) -> Result<storage_init::config::Config> {
         ("timeout", timeout.as_ref()),
         ("init", args.init.as_ref()),
         ("emergency", args.emergency.as_ref()),
+        ("kernel_release", Some(&args.kernel.kver)),
+        ("image_uuid", image_uuid.as_ref()),
     ] {
         if let Some(value) = value {
             if value.contains(['\n', '\r']) {
@@ -139,6 +148,26 @@ fn config(args: &MiniInitramfsArgs) -> Result<storage_init::config::Config> {
         bail!("unexpected config warning: {warning}");
     }
     Ok(config)
+}
+
+/// The UUID of an image file, read the way storage-init reads it at boot.
+fn image_uuid(image: &std::path::Path) -> Result<String> {
+    let mut head = Vec::new();
+    std::fs::File::open(image)
+        .and_then(|file| {
+            std::io::Read::read_to_end(
+                &mut std::io::Read::take(file, storage_init::probe::PROBE_LEN as u64),
+                &mut head,
+            )
+        })
+        .with_context(|| format!("reading --image {}", image.display()))?;
+    match storage_init::probe::probe(&head) {
+        Some(sb) => Ok(sb.uuid),
+        None => bail!(
+            "--image {}: no erofs or ext4 superblock in it",
+            image.display()
+        ),
+    }
 }
 
 fn main() -> ExitCode {

@@ -120,3 +120,74 @@ fn bad_inputs_fail_with_one_clear_line() {
     fs::write(&not_cpio, b"junk").unwrap();
     check(&["list", not_cpio.to_str().unwrap()], "070701");
 }
+
+#[test]
+fn mini_initramfs_records_the_kernel_and_the_image_it_was_built_with() {
+    let work = tempfile::tempdir().unwrap();
+    tiny_tree(work.path());
+    let storage_init = work.path().join("storage-init");
+    fs::write(&storage_init, b"\x7fELF").unwrap();
+    let content = work.path().join("content");
+    fs::create_dir_all(&content).unwrap();
+    fs::write(content.join("init"), b"#!/bin/sh\n").unwrap();
+    let image = work.path().join("image.erofs");
+    let erofs = builder()
+        .arg("erofs")
+        .arg("--source")
+        .arg(&content)
+        .arg("-o")
+        .arg(&image)
+        .output()
+        .unwrap();
+    if !erofs.status.success() && String::from_utf8_lossy(&erofs.stderr).contains("erofs-utils") {
+        println!("skipped: mkfs.erofs unavailable");
+        return;
+    }
+    assert!(erofs.status.success(), "{erofs:?}");
+    let output = work.path().join("mini.cpio");
+    let result = builder()
+        .arg("mini-initramfs")
+        .arg("--storage-init")
+        .arg(&storage_init)
+        .arg("--kernel-root")
+        .arg(work.path())
+        .args(["--kver", "1.0", "--bootfs", "LABEL=boot", "--image"])
+        .arg(&image)
+        .arg("-o")
+        .arg(&output)
+        .output()
+        .unwrap();
+    assert!(result.status.success(), "{result:?}");
+
+    let archive = builder::cpio::read_archive(&fs::read(&output).unwrap()).unwrap();
+    let conf = archive
+        .iter()
+        .find(|e| e.name == "etc/initoverlayfs.conf")
+        .expect("the config is in the archive");
+    let (config, _) =
+        storage_init::config::parse_config(std::str::from_utf8(&conf.data).unwrap()).unwrap();
+    let head = fs::read(&image).unwrap();
+    let image_uuid = storage_init::probe::probe(&head[..storage_init::probe::PROBE_LEN])
+        .unwrap()
+        .uuid;
+    assert_eq!(config.kernel_release.as_deref(), Some("1.0"));
+    assert_eq!(config.image_uuid, Some(image_uuid));
+
+    let not_an_image = builder()
+        .arg("mini-initramfs")
+        .arg("--storage-init")
+        .arg(&storage_init)
+        .arg("--kernel-root")
+        .arg(work.path())
+        .args(["--kver", "1.0", "--bootfs", "LABEL=boot", "--image"])
+        .arg(&storage_init)
+        .arg("-o")
+        .arg(&output)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&not_an_image.stderr);
+    assert!(
+        !not_an_image.status.success() && stderr.contains("no erofs or ext4 superblock"),
+        "{stderr}"
+    );
+}

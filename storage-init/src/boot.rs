@@ -1,6 +1,7 @@
 //! The boot sequence of storage-init as PID 1, step by step. Each step logs its elapsed time;
 //! the first failure ends the sequence with a [`Fatal`] that `main` turns into the FATAL line.
 
+use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -15,6 +16,7 @@ use crate::error::{Context, Fatal};
 use crate::log::Log;
 use crate::modules;
 use crate::mounts::{mount_fs, mount_image, mount_overlay, move_mount};
+use crate::probe::{PROBE_LEN, Superblock, probe};
 use crate::switch_root::switch_root;
 
 /// Where the boot filesystem is mounted (read-only) in the initramfs, then moved into the new root.
@@ -64,6 +66,7 @@ fn boot(log: &mut Log, emergency: &mut Emergency) -> Result<std::convert::Infall
     log.step("mounted /proc, /sys, /dev, /run");
 
     let config = read_config(log, emergency)?;
+    check_kernel_release(config.kernel_release.as_deref(), &kernel_release())?;
     log.step(&format!(
         "read config: bootfs {}",
         config
@@ -125,6 +128,8 @@ fn boot(log: &mut Log, emergency: &mut Emergency) -> Result<std::convert::Infall
         ));
     }
     let image_shown = image.to_string_lossy();
+    let found = image_superblock(&image)?;
+    check_image_identity(&image, config.image_uuid.as_deref(), found.as_ref())?;
     mount_image(&image, Path::new(LOWER), &config.fstype)?;
     log.step(&format!(
         "mounted {image_shown} ({}, file-backed) on {LOWER}",
@@ -203,6 +208,49 @@ fn read_config(log: &mut Log, emergency: &mut Emergency) -> Result<Config, Fatal
     Ok(config)
 }
 
+/// The running kernel must be the one the mini initramfs (and its modules) was built for.
+fn check_kernel_release(built_for: Option<&str>, running: &str) -> Result<(), Fatal> {
+    match built_for {
+        Some(built_for) if built_for != running => Err(Fatal::new(
+            "checking the mini initramfs against the running kernel",
+            format!(
+                "it was built for kernel {built_for} but {running} is running: the mini initramfs is stale; rebuild it with `builder mini-initramfs --kver {running} …`"
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The superblock at the start of the image file, if it has one we recognise.
+fn image_superblock(image: &Path) -> Result<Option<Superblock>, Fatal> {
+    let mut head = Vec::with_capacity(PROBE_LEN);
+    std::fs::File::open(image)
+        .and_then(|file| file.take(PROBE_LEN as u64).read_to_end(&mut head))
+        .context(|| format!("reading {}", image.display()))?;
+    Ok(probe(&head))
+}
+
+/// An image whose UUID differs from the one recorded at build time is stale: never boot it
+/// silently. An image without a superblock we know is left for the mount to judge.
+fn check_image_identity(
+    image: &Path,
+    recorded: Option<&str>,
+    found: Option<&Superblock>,
+) -> Result<(), Fatal> {
+    match (recorded, found) {
+        (Some(recorded), Some(found)) if found.uuid != recorded => Err(Fatal::new(
+            format!("checking the image {}", image.display()),
+            format!(
+                "its {} UUID is {} but this mini initramfs was built with the image {recorded}: one of them is stale; rebuild both for kernel {} (`builder erofs`, then `builder mini-initramfs --image …`)",
+                found.fstype,
+                found.uuid,
+                kernel_release()
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn read_module_list() -> Result<ModuleList, Fatal> {
     match std::fs::read_to_string(MODULE_LIST_PATH) {
         Ok(text) => ModuleList::parse(&text).context(|| "reading the module list".to_owned()),
@@ -273,6 +321,52 @@ mod tests {
         );
         let err = choose_init(None, |_| false).unwrap_err();
         assert!(err.why.contains("/init, /sbin/init"), "{err}");
+    }
+
+    #[test]
+    fn kernel_release_must_match() {
+        assert!(check_kernel_release(None, "6.12.0").is_ok());
+        assert!(check_kernel_release(Some("6.12.0"), "6.12.0").is_ok());
+        let err = check_kernel_release(Some("6.1.0"), "6.12.0")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("built for kernel 6.1.0 but 6.12.0 is running")
+                && err.contains("--kver 6.12.0"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn image_identity_must_match() {
+        let image = Path::new("/boot/initoverlayfs-6.12.img");
+        let sb = Superblock {
+            fstype: "erofs",
+            uuid: "0a1b2c3d-4e5f-4061-8273-94a5b6c7d8e9".into(),
+            label: String::new(),
+        };
+        assert!(
+            check_image_identity(image, None, Some(&sb)).is_ok(),
+            "nothing recorded: nothing to check"
+        );
+        assert!(check_image_identity(image, Some(&sb.uuid), Some(&sb)).is_ok());
+        assert!(
+            check_image_identity(image, Some(&sb.uuid), None).is_ok(),
+            "no superblock: the mount judges"
+        );
+        let err = check_image_identity(
+            image,
+            Some("11111111-2222-4333-8444-555555555555"),
+            Some(&sb),
+        )
+        .unwrap_err();
+        let err = err.to_string();
+        assert!(
+            err.contains(&sb.uuid)
+                && err.contains("11111111-2222-4333-8444-555555555555")
+                && err.contains("stale"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -136,6 +136,12 @@ pub struct Config {
     pub init: Option<PathBuf>,
     /// `emergency`: what follows a FATAL line (ours); default `halt`.
     pub emergency: Emergency,
+    /// `kernel_release`: the kernel this mini initramfs was built for (ours, written by builder);
+    /// a different running kernel is fatal.
+    pub kernel_release: Option<String>,
+    /// `image_uuid`: the erofs UUID of the image built with this mini initramfs (ours, written by
+    /// builder); an image on /boot with another UUID is stale, which is fatal.
+    pub image_uuid: Option<String>,
     /// Upstream's build-time keys, kept verbatim in file order so the file round-trips.
     pub build_time: Vec<(String, String)>,
 }
@@ -151,6 +157,8 @@ impl Default for Config {
             timeout: DEFAULT_TIMEOUT,
             init: None,
             emergency: Emergency::default(),
+            kernel_release: None,
+            image_uuid: None,
             build_time: Vec::new(),
         }
     }
@@ -266,6 +274,24 @@ impl Config {
                 }
                 self.init = Some(PathBuf::from(value));
             }
+            "kernel_release" => {
+                if value.is_empty() || value.contains(['/', ' ']) {
+                    return Err(error(
+                        "not a kernel release".to_owned(),
+                        "a release as uname -r prints it, e.g. 6.12.0-1-amd64",
+                    ));
+                }
+                self.kernel_release = Some(value.to_owned());
+            }
+            "image_uuid" => {
+                if !is_uuid(value) {
+                    return Err(error(
+                        "not a UUID".to_owned(),
+                        "8-4-4-4-12 hexadecimal digits",
+                    ));
+                }
+                self.image_uuid = Some(value.to_ascii_lowercase());
+            }
             "emergency" => {
                 self.emergency = Emergency::parse(value)
                     .ok_or_else(|| error("not an emergency action".to_owned(), Emergency::FORMS))?;
@@ -304,11 +330,25 @@ impl Config {
             line("init", &v.display());
         }
         line("emergency", &self.emergency);
+        if let Some(v) = &self.kernel_release {
+            line("kernel_release", v);
+        }
+        if let Some(v) = &self.image_uuid {
+            line("image_uuid", v);
+        }
         for (k, v) in &self.build_time {
             line(k, v);
         }
         out
     }
+}
+
+fn is_uuid(value: &str) -> bool {
+    let groups: Vec<&str> = value.split('-').collect();
+    groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
+        && groups
+            .iter()
+            .all(|g| g.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 const FSTYPE_FORMS: &str = "a filesystem type name such as ext4, vfat, xfs, erofs";
@@ -543,6 +583,8 @@ mod tests {
             timeout: Duration::from_secs(7),
             init: Some("/init".into()),
             emergency: Emergency::PowerOff,
+            kernel_release: Some("6.12.95+deb12-amd64".into()),
+            image_uuid: Some("0a1b2c3d-4e5f-4061-8273-94a5b6c7d8e9".into()),
             build_time: vec![("erofs_compression".into(), "-zlz4hc,11".into())],
         };
         let (parsed, warnings) = parse_config(&config.render()).unwrap();

@@ -23,6 +23,16 @@ mod ext4 {
     pub const INCOMPAT_EXT3_MASK: u32 = 0x0002 | 0x0004 | 0x0008; // filetype, recover, journal_dev
 }
 
+/// EROFS on-disk superblock (Linux `fs/erofs/erofs_fs.h`, `struct erofs_super_block`): 1024
+/// bytes into the image, like ext4's.
+mod erofs {
+    pub const SUPERBLOCK_OFFSET: usize = 1024;
+    pub const MAGIC: u32 = 0xE0F5_E1E2;
+    pub const UUID_OFFSET: usize = 48;
+    pub const VOLUME_NAME_OFFSET: usize = 64;
+    pub const VOLUME_NAME_LEN: usize = 16;
+}
+
 /// A filesystem found on a device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Superblock {
@@ -45,7 +55,28 @@ impl fmt::Display for Superblock {
 
 /// Recognises the filesystem at the start of `head` (the first [`PROBE_LEN`] bytes or fewer).
 pub fn probe(head: &[u8]) -> Option<Superblock> {
-    probe_ext(head)
+    probe_ext(head).or_else(|| probe_erofs(head))
+}
+
+fn probe_erofs(head: &[u8]) -> Option<Superblock> {
+    let sb = head.get(erofs::SUPERBLOCK_OFFSET..PROBE_LEN)?;
+    if u32::from_le_bytes(sb[..4].try_into().ok()?) != erofs::MAGIC {
+        return None;
+    }
+    let uuid = format_uuid(&sb[erofs::UUID_OFFSET..erofs::UUID_OFFSET + 16]);
+    let label = nul_terminated(
+        &sb[erofs::VOLUME_NAME_OFFSET..erofs::VOLUME_NAME_OFFSET + erofs::VOLUME_NAME_LEN],
+    );
+    Some(Superblock {
+        fstype: "erofs",
+        uuid,
+        label,
+    })
+}
+
+fn nul_terminated(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
 
 fn probe_ext(head: &[u8]) -> Option<Superblock> {
@@ -65,12 +96,7 @@ fn probe_ext(head: &[u8]) -> Option<Superblock> {
         "ext2"
     };
     let uuid = format_uuid(&sb[ext4::UUID_OFFSET..ext4::UUID_OFFSET + 16]);
-    let label_bytes = &sb[ext4::LABEL_OFFSET..ext4::LABEL_OFFSET + ext4::LABEL_LEN];
-    let end = label_bytes
-        .iter()
-        .position(|&b| b == 0)
-        .unwrap_or(label_bytes.len());
-    let label = String::from_utf8_lossy(&label_bytes[..end]).into_owned();
+    let label = nul_terminated(&sb[ext4::LABEL_OFFSET..ext4::LABEL_OFFSET + ext4::LABEL_LEN]);
     Some(Superblock {
         fstype,
         uuid,
@@ -134,6 +160,43 @@ mod tests {
             probe(&[0xffu8; 100]),
             None,
             "short reads are not a filesystem"
+        );
+    }
+
+    #[test]
+    fn real_mkfs_erofs_image() {
+        let dir = std::env::temp_dir().join(format!("storage-init-erofs-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("tree")).expect("create a temporary directory");
+        std::fs::write(dir.join("tree/file"), b"content").expect("write a file");
+        let image = dir.join("image.erofs");
+        let status = std::process::Command::new("mkfs.erofs")
+            .args([
+                "-q",
+                "-U",
+                "0a1b2c3d-4e5f-4061-8273-94a5b6c7d8e9",
+                "-L",
+                "initrd",
+            ])
+            .arg(&image)
+            .arg(dir.join("tree"))
+            .status();
+        match status {
+            Ok(s) if s.success() => {}
+            other => {
+                println!("skipped: mkfs.erofs unavailable ({other:?})");
+                return;
+            }
+        }
+        let bytes = std::fs::read(&image).expect("read image");
+        let _ = std::fs::remove_dir_all(&dir); // best effort: a leftover temp dir is harmless
+        let sb = probe(&bytes[..PROBE_LEN]).expect("mkfs.erofs output probes");
+        assert_eq!(
+            sb,
+            Superblock {
+                fstype: "erofs",
+                uuid: "0a1b2c3d-4e5f-4061-8273-94a5b6c7d8e9".into(),
+                label: "initrd".into()
+            }
         );
     }
 

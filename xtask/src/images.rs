@@ -35,6 +35,9 @@ $bb poweroff -f
 
 /// A file on every test /boot that is not a filesystem (`initoverlayfs.fs=corrupt.img`).
 pub const CORRUPT_IMAGE: &str = "corrupt.img";
+/// A valid erofs image on every test /boot that the mini initramfs does not record
+/// (`initoverlayfs.fs=stale.img`).
+pub const STALE_IMAGE: &str = "stale.img";
 const CORRUPT_IMAGE_LEN: usize = 64 * 1024;
 
 /// Deterministic noise (xorshift64), so the disk stays reproducible.
@@ -154,9 +157,15 @@ pub fn build_busybox_cell(
     let erofs_image = boot.join(format!("initoverlayfs-{}.img", kernel.release));
     // For the corrupt-image fault cell: bytes that are no filesystem, the same on every build.
     std::fs::write(boot.join(CORRUPT_IMAGE), corrupt_bytes(CORRUPT_IMAGE_LEN))?;
-    build_erofs(&content, &erofs_image)?;
+    let image_uuid = build_erofs(&content, &erofs_image)?;
+    // For the stale-image fault cell: a valid image, but not the one the mini initramfs records.
+    std::fs::write(
+        content.join("etc/stale"),
+        "built after the mini initramfs\n",
+    )?;
+    build_erofs(&content, &boot.join(STALE_IMAGE))?;
     let mini_initramfs = work.join("mini-initramfs.img");
-    build_mini_initramfs(storage_init, kernel, &mini_initramfs)?;
+    build_mini_initramfs(storage_init, kernel, &image_uuid, &mini_initramfs)?;
     let disk = work.join("disk.img");
     build_boot_disk(&boot, &disk)?;
     Ok(BootArtefacts {
@@ -166,22 +175,30 @@ pub fn build_busybox_cell(
     })
 }
 
-pub fn build_erofs(content: &Path, image: &Path) -> Result<()> {
+/// Builds an erofs image of `content`; returns its UUID.
+pub fn build_erofs(content: &Path, image: &Path) -> Result<String> {
     let options = builder::erofs::ErofsOptions {
         mtime: builder::source_date_epoch()?,
         compression: None,
     };
-    builder::erofs::build_erofs(content, image, &options)
+    let report = builder::erofs::build_erofs(content, image, &options)
         .with_context(|| format!("building {}", image.display()))?;
-    Ok(())
+    Ok(report.uuid)
 }
 
-pub fn build_mini_initramfs(storage_init: &Path, kernel: &Kernel, output: &Path) -> Result<()> {
+pub fn build_mini_initramfs(
+    storage_init: &Path,
+    kernel: &Kernel,
+    image_uuid: &str,
+    output: &Path,
+) -> Result<()> {
     let config = storage_init::config::Config {
         bootfs: Some(storage_init::config::BootFs::Uuid(BOOT_FS_UUID.to_owned())),
         bootfstype: Some("ext4".to_owned()),
         // A failed boot must end the VM, so a fault cell finishes as soon as it has spoken.
         emergency: storage_init::config::Emergency::PowerOff,
+        kernel_release: Some(kernel.release.clone()),
+        image_uuid: Some(image_uuid.to_owned()),
         ..storage_init::config::Config::default()
     };
     let spec = builder::mini_initramfs::MiniInitramfs {

@@ -74,6 +74,16 @@ fn cell_x86_64_q35_virtio_blk_debian12_6_12_fault_image_corrupt() {
 }
 
 #[test]
+fn cell_x86_64_q35_virtio_blk_debian12_6_12_fault_image_stale() {
+    let result = check_cell("x86_64-q35-virtio-blk-debian12-6.12-fault-image-stale");
+    assert_eq!(
+        console_lines_containing(&result, "storage-init: FATAL"),
+        1,
+        "exactly one FATAL line"
+    );
+}
+
+#[test]
 fn cell_x86_64_q35_virtio_blk_debian12_6_12_fault_bad_config_halt() {
     // `halt` repeats the line every 10 s: two occurrences before QMP ends the VM.
     let result = check_cell("x86_64-q35-virtio-blk-debian12-6.12-fault-bad-config-halt");
