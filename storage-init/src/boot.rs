@@ -127,12 +127,12 @@ fn boot(log: &mut Log, emergency: &mut Emergency) -> Result<std::convert::Infall
             ),
         ));
     }
-    let image_shown = image.to_string_lossy();
     let found = image_superblock(&image)?;
     check_image_identity(&image, config.image_uuid.as_deref(), found.as_ref())?;
-    mount_image(&image, Path::new(LOWER), &config.fstype)?;
+    let how = mount_image(&image, Path::new(LOWER), &config.fstype)?;
     log.step(&format!(
-        "mounted {image_shown} ({}, file-backed) on {LOWER}",
+        "mounted {} ({}, {how}) on {LOWER}",
+        image.display(),
         config.fstype
     ));
 

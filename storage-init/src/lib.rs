@@ -8,6 +8,7 @@ pub mod contract;
 pub mod emergency;
 pub mod error;
 pub mod log;
+pub mod loop_device;
 pub mod modules;
 pub mod mounts;
 pub mod partition;

@@ -1,6 +1,7 @@
 //! The mounts storage-init makes, each with the context a FATAL line needs.
 
-use std::path::Path;
+use std::fmt;
+use std::path::{Path, PathBuf};
 
 use rustix::io::Errno;
 use rustix::mount::{MountFlags, mount, mount_move};
@@ -22,10 +23,27 @@ pub fn mount_fs(
         .map_err(|e| Fatal::new(what(), errno_text(e)))
 }
 
-/// Mounts the image read-only straight from its file: file-backed erofs (Linux 6.12+,
-/// `CONFIG_EROFS_FS_BACKED_BY_FILE`) needs no loop device. The errors a user can act on get
-/// a sentence saying what to do.
-pub fn mount_image(image: &Path, target: &Path, fstype: &str) -> Result<(), Fatal> {
+/// How the image got mounted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageMount {
+    /// Straight from the file: file-backed erofs (Linux 6.12+, `CONFIG_EROFS_FS_BACKED_BY_FILE`).
+    FileBacked,
+    /// Through this loop device (older kernels, or a filesystem that needs a block device).
+    Loop(PathBuf),
+}
+
+impl fmt::Display for ImageMount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ImageMount::FileBacked => f.write_str("file-backed"),
+            ImageMount::Loop(path) => write!(f, "loop device {}", path.display()),
+        }
+    }
+}
+
+/// Mounts the image read-only: from the file where the kernel can, else through a loop device
+/// (the kernel answers ENOTBLK when the filesystem needs a block device).
+pub fn mount_image(image: &Path, target: &Path, fstype: &str) -> Result<ImageMount, Fatal> {
     let what = || {
         format!(
             "mounting {fstype} {} on {}",
@@ -34,16 +52,39 @@ pub fn mount_image(image: &Path, target: &Path, fstype: &str) -> Result<(), Fata
         )
     };
     std::fs::create_dir_all(target).context(what)?;
-    let why = match mount(image, target, fstype, MountFlags::RDONLY, None) {
-        Ok(()) => return Ok(()),
-        Err(Errno::NOTBLK) => "this kernel cannot mount an image from a file (erofs needs CONFIG_EROFS_FS_BACKED_BY_FILE, Linux 6.12+) and the loop-device path is not implemented yet".to_owned(),
-        Err(Errno::INVAL) => format!(
+    match mount(image, target, fstype, MountFlags::RDONLY, None) {
+        Ok(()) => return Ok(ImageMount::FileBacked),
+        Err(Errno::NOTBLK) => {}
+        Err(e) => return Err(Fatal::new(what(), explain_image_error(e, fstype))),
+    }
+    let device = crate::loop_device::attach(image)?;
+    let what = || {
+        format!(
+            "mounting {fstype} {} (on {}) on {}",
+            image.display(),
+            device.path.display(),
+            target.display()
+        )
+    };
+    match mount(&device.path, target, fstype, MountFlags::RDONLY, None) {
+        // `device` closes here; the mount now holds the loop device, and autoclear detaches it
+        // when the image is unmounted, leaving /boot releasable.
+        Ok(()) => Ok(ImageMount::Loop(device.path.clone())),
+        Err(e) => Err(Fatal::new(what(), explain_image_error(e, fstype))),
+    }
+}
+
+/// The errors a user can act on get a sentence saying what to do.
+fn explain_image_error(e: Errno, fstype: &str) -> String {
+    match e {
+        Errno::INVAL => format!(
             "the kernel rejected it (EINVAL): the file is not a valid {fstype} image (corrupt or of another type); rebuild it with `builder erofs` (the kernel's own reason is logged just above)"
         ),
-        Err(Errno::NODEV) => format!("this kernel has no {fstype} filesystem: add its module to the mini initramfs"),
-        Err(e) => errno_text(e),
-    };
-    Err(Fatal::new(what(), why))
+        Errno::NODEV => {
+            format!("this kernel has no {fstype} filesystem: add its module to the mini initramfs")
+        }
+        e => errno_text(e),
+    }
 }
 
 /// Moves the mount at `from` to `to` (creating `to` if needed, e.g. /boot in an image lacking it).

@@ -17,8 +17,11 @@ const BOOT_PART_GUID: &str = "9a8b7c6d-5e4f-4321-8765-43210fedcba9";
 /// Room for the image plus ext4 metadata; the busybox image is about 1 MB.
 const BOOT_PART_MIB: u64 = 64;
 /// Kernel modules the mini initramfs needs on virtio-blk with an ext4 /boot; builder adds their
-/// dependencies, soft dependencies and crypto aliases.
-pub const VIRTIO_BLK_EXT4_MODULES: [&str; 4] = ["virtio_blk", "ext4", "erofs", "overlay"];
+/// dependencies, soft dependencies and crypto aliases, and skips the built-in ones. virtio_pci
+/// is named although no module depends on it: it is built into Debian's 6.12 but a module in
+/// 6.1, and without it the virtio-blk disk never appears (udev would load it by modalias).
+pub const VIRTIO_BLK_EXT4_MODULES: [&str; 5] =
+    ["virtio_pci", "virtio_blk", "ext4", "erofs", "overlay"];
 /// Kernel command-line key the content's /init echoes back in its marker line.
 pub const MARKER_PARAM: &str = "initoverlayfs_test.marker";
 
@@ -205,15 +208,34 @@ pub fn build_mini_initramfs(
         storage_init: storage_init.to_path_buf(),
         config,
         kernel: builder::modules::KernelModules::new(kernel.modules_root(), &kernel.release),
-        modules: VIRTIO_BLK_EXT4_MODULES
-            .iter()
-            .map(|m| (*m).to_owned())
-            .collect(),
+        modules: modules_for(kernel)?,
         mtime: builder::source_date_epoch()?,
     };
     spec.write(output)
         .with_context(|| format!("building {}", output.display()))?;
     Ok(())
+}
+
+/// The modules the mini initramfs loads on `kernel`: the virtio-blk/ext4 preset, plus `loop`
+/// when the kernel cannot mount erofs from a file (before 6.12).
+fn modules_for(kernel: &Kernel) -> Result<Vec<String>> {
+    let config_path = kernel
+        .modules_root()
+        .join("boot")
+        .join(format!("config-{}", kernel.release));
+    let config = std::fs::read_to_string(&config_path)
+        .with_context(|| format!("reading {}", config_path.display()))?;
+    let mut modules: Vec<String> = VIRTIO_BLK_EXT4_MODULES
+        .iter()
+        .map(|m| (*m).to_owned())
+        .collect();
+    if !config
+        .lines()
+        .any(|l| l == "CONFIG_EROFS_FS_BACKED_BY_FILE=y")
+    {
+        modules.push("loop".to_owned());
+    }
+    Ok(modules)
 }
 
 pub fn build_boot_disk(boot: &Path, disk: &Path) -> Result<()> {
