@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use crate::config::BootFs;
 use crate::error::Fatal;
 use crate::partition::{self, PartitionId};
-use crate::probe::{PROBE_LEN, Superblock, probe};
+use crate::probe::{
+    BTRFS_PROBE_LEN, BTRFS_SUPERBLOCK_OFFSET, PROBE_LEN, Superblock, probe, probe_btrfs,
+};
 
 const SYS_CLASS_BLOCK: &str = "/sys/class/block";
 /// How long to sleep between scans: short against boot time, long enough not to spin a core.
@@ -55,10 +57,11 @@ impl fmt::Display for BootDevice {
 pub fn matches(wanted: &BootFs, device: &BootDevice) -> bool {
     let part = device.partition.as_ref();
     match wanted {
+        // The config lower-cases UUIDs; FAT's are upper-case, as blkid prints them.
         BootFs::Uuid(uuid) => device
             .superblock
             .as_ref()
-            .is_some_and(|sb| sb.uuid == *uuid),
+            .is_some_and(|sb| sb.uuid.eq_ignore_ascii_case(uuid)),
         BootFs::Label(label) => device
             .superblock
             .as_ref()
@@ -84,7 +87,7 @@ pub fn find(wanted: &BootFs, hint: Option<&Path>, timeout: Duration) -> Result<B
                 continue;
             }
             let device = BootDevice {
-                superblock: read_head(&path, 0, PROBE_LEN).and_then(|head| probe(&head)),
+                superblock: probe_device(&path),
                 partition: tables.partition_of(&path),
                 path,
             };
@@ -113,6 +116,15 @@ fn describe(seen: &[BootDevice]) -> String {
     }
     let listed: Vec<String> = seen.iter().map(BootDevice::to_string).collect();
     format!("seen: {}", listed.join("; "))
+}
+
+/// The filesystem on a device: the probes of the first 2 KiB, then btrfs at 64 KiB.
+fn probe_device(path: &Path) -> Option<Superblock> {
+    let head = read_head(path, 0, PROBE_LEN)?;
+    probe(&head).or_else(|| {
+        let block = read_head(path, BTRFS_SUPERBLOCK_OFFSET, BTRFS_PROBE_LEN)?;
+        probe_btrfs(&block)
+    })
 }
 
 /// `/dev/<name>` for every entry of /sys/class/block, sorted so scans are repeatable.
@@ -235,6 +247,7 @@ mod tests {
         };
         check(BootFs::Uuid("aa-bb".into()), true);
         check(BootFs::Uuid("aa-bc".into()), false);
+        check(BootFs::Uuid("AA-BB".into()), true);
         check(BootFs::Label("boot".into()), true);
         check(BootFs::Label("Boot".into()), false);
         check(BootFs::Path("/dev/vda1".into()), true);

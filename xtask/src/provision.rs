@@ -16,7 +16,7 @@ struct Tool {
     backports: bool,
 }
 
-const TOOLS: [Tool; 9] = [
+const TOOLS: [Tool; 12] = [
     Tool {
         command: "qemu-system-x86_64",
         package: "qemu-system-x86",
@@ -61,6 +61,22 @@ const TOOLS: [Tool; 9] = [
     Tool {
         command: "cpio",
         package: "cpio",
+        backports: false,
+    },
+    // storage-init's probes are checked against filesystems these make (and blkid reads).
+    Tool {
+        command: "mkfs.vfat",
+        package: "dosfstools",
+        backports: false,
+    },
+    Tool {
+        command: "mkfs.xfs",
+        package: "xfsprogs",
+        backports: false,
+    },
+    Tool {
+        command: "mkfs.btrfs",
+        package: "btrfs-progs",
         backports: false,
     },
 ];
