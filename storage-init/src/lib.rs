@@ -7,6 +7,7 @@ pub mod config;
 pub mod contract;
 pub mod emergency;
 pub mod error;
+pub mod fs_context;
 pub mod log;
 pub mod loop_device;
 pub mod modules;

@@ -4,9 +4,10 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use rustix::io::Errno;
-use rustix::mount::{MountFlags, mount, mount_move};
+use rustix::mount::{MountFlags, mount_move};
 
 use crate::error::{Context, Fatal};
+use crate::fs_context::{MountFailure, mount};
 
 /// Mounts a filesystem at `target`, creating the mountpoint if needed.
 pub fn mount_fs(
@@ -18,9 +19,7 @@ pub fn mount_fs(
 ) -> Result<(), Fatal> {
     let what = || format!("mounting {fstype} {source} on {}", target.display());
     std::fs::create_dir_all(target).context(what)?;
-    let data = std::ffi::CString::new(data).context(what)?;
-    mount(source, target, fstype, flags, Some(data.as_c_str()))
-        .map_err(|e| Fatal::new(what(), errno_text(e)))
+    mount(source, target, fstype, flags, data).map_err(|failure| Fatal::new(what(), failure))
 }
 
 /// How the image got mounted.
@@ -52,10 +51,14 @@ pub fn mount_image(image: &Path, target: &Path, fstype: &str) -> Result<ImageMou
         )
     };
     std::fs::create_dir_all(target).context(what)?;
-    match mount(image, target, fstype, MountFlags::RDONLY, None) {
+    let source = image.to_string_lossy();
+    match mount(&source, target, fstype, MountFlags::RDONLY, "") {
         Ok(()) => return Ok(ImageMount::FileBacked),
-        Err(Errno::NOTBLK) => {}
-        Err(e) => return Err(Fatal::new(what(), explain_image_error(e, fstype))),
+        Err(MountFailure {
+            errno: Errno::NOTBLK,
+            ..
+        }) => {}
+        Err(failure) => return Err(Fatal::new(what(), explain_image_error(failure, fstype))),
     }
     let device = crate::loop_device::attach(image)?;
     let what = || {
@@ -66,24 +69,32 @@ pub fn mount_image(image: &Path, target: &Path, fstype: &str) -> Result<ImageMou
             target.display()
         )
     };
-    match mount(&device.path, target, fstype, MountFlags::RDONLY, None) {
+    match mount(
+        &device.path.to_string_lossy(),
+        target,
+        fstype,
+        MountFlags::RDONLY,
+        "",
+    ) {
         // `device` closes here; the mount now holds the loop device, and autoclear detaches it
         // when the image is unmounted, leaving /boot releasable.
         Ok(()) => Ok(ImageMount::Loop(device.path.clone())),
-        Err(e) => Err(Fatal::new(what(), explain_image_error(e, fstype))),
+        Err(failure) => Err(Fatal::new(what(), explain_image_error(failure, fstype))),
     }
 }
 
 /// The errors a user can act on get a sentence saying what to do.
-fn explain_image_error(e: Errno, fstype: &str) -> String {
-    match e {
+fn explain_image_error(failure: MountFailure, fstype: &str) -> String {
+    match failure.errno {
         Errno::INVAL => format!(
-            "the kernel rejected it (EINVAL): the file is not a valid {fstype} image (corrupt or of another type); rebuild it with `builder erofs` (the kernel's own reason is logged just above)"
+            "{failure}: the file is not a valid {fstype} image (corrupt or of another type; erofs logs its reason just above); rebuild it with `builder erofs`"
         ),
         Errno::NODEV => {
-            format!("this kernel has no {fstype} filesystem: add its module to the mini initramfs")
+            format!(
+                "{failure}: this kernel has no {fstype} filesystem; add its module to the mini initramfs"
+            )
         }
-        e => errno_text(e),
+        _ => failure.to_string(),
     }
 }
 
@@ -122,17 +133,13 @@ pub fn mount_overlay(
     loop {
         let options = overlay_options(lower, upper, work, volatile);
         let what = || format!("mounting overlay on {} with {options}", target.display());
-        let data = std::ffi::CString::new(options.as_str()).context(what)?;
-        match mount(
-            "overlay",
-            target,
-            "overlay",
-            MountFlags::empty(),
-            Some(data.as_c_str()),
-        ) {
+        match mount("overlay", target, "overlay", MountFlags::empty(), &options) {
             Ok(()) => return Ok(volatile),
-            Err(Errno::INVAL) if volatile => volatile = false,
-            Err(e) => return Err(Fatal::new(what(), errno_text(e))),
+            Err(MountFailure {
+                errno: Errno::INVAL,
+                ..
+            }) if volatile => volatile = false,
+            Err(failure) => return Err(Fatal::new(what(), failure)),
         }
     }
 }
