@@ -27,6 +27,13 @@ impl Guid {
         0xe4,
     ]);
 
+    /// The EFI System Partition type, c12a7328-f81f-11d2-ba4b-00a0c93ec93b (UEFI spec, "GPT
+    /// partition type GUIDs"): where a vfat /boot shared with the firmware lives.
+    pub const EFI_SYSTEM: Guid = Guid([
+        0xc1, 0x2a, 0x73, 0x28, 0xf8, 0x1f, 0x11, 0xd2, 0xba, 0x4b, 0x00, 0xa0, 0xc9, 0x3e, 0xc9,
+        0x3b,
+    ]);
+
     /// The all-zero GUID, which GPT uses for an unused partition entry.
     pub const NIL: Guid = Guid([0; 16]);
 

@@ -7,13 +7,17 @@ use std::path::Path;
 use std::process::Command;
 
 use testvm::Guid;
-use testvm::disk::{Ext4Partition, GptDisk};
+use testvm::disk::{Filesystem, GptDisk, Partition};
 
 const DISK_GUID: &str = "6f2b0e0a-1c4d-4e8f-9a0b-1c2d3e4f5a6b";
 const BOOT_PART: &str = "0b1c2d3e-4f5a-4b6c-8d7e-9f0a1b2c3d4e";
 const BOOT_FS: &str = "a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d";
 const DATA_PART: &str = "11223344-5566-4778-899a-abbccddeeff0";
 const DATA_FS: &str = "99887766-5544-4332-8110-ffeeddccbbaa";
+const ESP_PART: &str = "c0ffee00-1234-4abc-8def-001122334455";
+const ESP_VOLUME_ID: u32 = 0x1234_ABCD;
+/// Where the third partition starts: 1 MiB, + 8 MiB boot, + 3 MiB data.
+const ESP_OFFSET: u64 = 12 << 20;
 
 /// Offset of the ext4 superblock in its filesystem and of fields in it
 /// (linux/fs/ext4/ext4.h, struct ext4_super_block).
@@ -47,24 +51,45 @@ fn make_contents(dir: &Path) {
     let _ = std::os::unix::fs::chown(dir.join("initoverlayfs.conf"), Some(1000), Some(1000));
 }
 
+/// Contents a vfat partition can hold: regular files at the top (see `disk/vfat.rs`).
+fn make_flat_contents(dir: &Path) {
+    fs::create_dir_all(dir).unwrap();
+    fs::write(dir.join("readme.txt"), "kernels go here\n").unwrap();
+    fs::write(dir.join("initoverlayfs-6.12.img"), vec![0x5a; 70_000]).unwrap();
+}
+
 fn disk(boot: &Path, data: &Path) -> GptDisk {
     GptDisk {
         disk_guid: DISK_GUID.parse().unwrap(),
         partitions: vec![
-            Ext4Partition {
+            Partition {
                 name: "boot".into(),
                 part_guid: BOOT_PART.parse().unwrap(),
-                fs_uuid: BOOT_FS.parse().unwrap(),
+                filesystem: Filesystem::Ext4 {
+                    uuid: BOOT_FS.parse().unwrap(),
+                },
                 label: "boot".into(),
                 size_mib: 8,
                 contents: boot.to_owned(),
             },
-            Ext4Partition {
+            Partition {
                 name: "data partition".into(),
                 part_guid: DATA_PART.parse().unwrap(),
-                fs_uuid: DATA_FS.parse().unwrap(),
+                filesystem: Filesystem::Ext4 {
+                    uuid: DATA_FS.parse().unwrap(),
+                },
                 label: "data".into(),
                 size_mib: 3,
+                contents: data.to_owned(),
+            },
+            Partition {
+                name: "esp".into(),
+                part_guid: ESP_PART.parse().unwrap(),
+                filesystem: Filesystem::Vfat {
+                    volume_id: ESP_VOLUME_ID,
+                },
+                label: "ESP".into(),
+                size_mib: 8,
                 contents: data.to_owned(),
             },
         ],
@@ -80,7 +105,7 @@ fn two_builds_are_byte_identical() {
     let tmp = tempfile::tempdir().unwrap();
     let (boot, data) = (tmp.path().join("boot"), tmp.path().join("data"));
     make_contents(&boot);
-    fs::create_dir(&data).unwrap();
+    make_flat_contents(&data);
     let spec = disk(&boot, &data);
     spec.write(&tmp.path().join("one.img")).unwrap();
     // Reading the sources moved their atimes; touching one moves its ctime. Neither may show.
@@ -89,7 +114,11 @@ fn two_builds_are_byte_identical() {
     spec.write(&tmp.path().join("two.img")).unwrap();
     let one = fs::read(tmp.path().join("one.img")).unwrap();
     let two = fs::read(tmp.path().join("two.img")).unwrap();
-    assert_eq!(one.len(), 13 << 20, "1 MiB GPT + 8 + 3 + 1 MiB backup GPT");
+    assert_eq!(
+        one.len(),
+        21 << 20,
+        "1 MiB GPT + 8 + 3 + 8 + 1 MiB backup GPT"
+    );
     assert!(one == two, "two builds differ");
 }
 
@@ -105,7 +134,7 @@ fn tools_read_back_the_layout() {
     let tmp = tempfile::tempdir().unwrap();
     let (boot, data) = (tmp.path().join("boot"), tmp.path().join("data"));
     make_contents(&boot);
-    fs::create_dir(&data).unwrap();
+    make_flat_contents(&data);
     let image = tmp.path().join("disk.img");
     disk(&boot, &data).write(&image).unwrap();
 
@@ -123,6 +152,7 @@ fn tools_read_back_the_layout() {
     let expected = [
         (2048, 8 * 2048, BOOT_PART, "boot"),
         (9 * 2048, 3 * 2048, DATA_PART, "data partition"),
+        (12 * 2048, 8 * 2048, ESP_PART, "esp"),
     ];
     assert_eq!(parts.len(), expected.len());
     for (part, (start, size, uuid, name)) in parts.iter().zip(expected) {
@@ -130,9 +160,48 @@ fn tools_read_back_the_layout() {
         assert_eq!(part["size"], size);
         assert_eq!(part["uuid"].as_str().unwrap().to_lowercase(), uuid);
         assert_eq!(part["name"], name);
+        let expected_type = if name == "esp" {
+            Guid::EFI_SYSTEM
+        } else {
+            Guid::LINUX_FILESYSTEM
+        };
         assert_eq!(
             part["type"].as_str().unwrap().to_lowercase(),
-            Guid::LINUX_FILESYSTEM.to_string()
+            expected_type.to_string()
+        );
+    }
+
+    // The FAT partition as blkid sees it, and fsck.fat's check of the whole filesystem.
+    let probe = Command::new("blkid")
+        .args(["-p", "-o", "export", "-O", &ESP_OFFSET.to_string()])
+        .arg(&image)
+        .output()
+        .unwrap();
+    let probe = String::from_utf8_lossy(&probe.stdout);
+    assert!(
+        probe.contains("TYPE=vfat")
+            && probe.contains("UUID=1234-ABCD")
+            && probe.contains("LABEL=ESP"),
+        "{probe}"
+    );
+    if has_tool("fsck.fat") {
+        let esp = tmp.path().join("esp.img");
+        let bytes = fs::read(&image).unwrap();
+        fs::write(
+            &esp,
+            &bytes[ESP_OFFSET as usize..(ESP_OFFSET + (8 << 20)) as usize],
+        )
+        .unwrap();
+        let check = Command::new("fsck.fat")
+            .args(["-n", "-v"])
+            .arg(&esp)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&check.stdout);
+        assert!(
+            check.status.success(),
+            "fsck.fat: {text}{}",
+            String::from_utf8_lossy(&check.stderr)
         );
     }
 
@@ -190,4 +259,33 @@ fn tools_read_back_the_layout() {
     let link = stat("/link");
     assert!(link.contains("Type: symlink"), "{link}");
     assert!(link.contains("Fast link dest: \"sub/run.sh\""), "{link}");
+}
+
+#[test]
+fn vfat_partitions_refuse_subdirectories() {
+    let tmp = tempfile::tempdir().unwrap();
+    let contents = tmp.path().join("esp");
+    fs::create_dir_all(contents.join("EFI")).unwrap();
+    let disk = GptDisk {
+        disk_guid: DISK_GUID.parse().unwrap(),
+        partitions: vec![Partition {
+            name: "esp".into(),
+            part_guid: ESP_PART.parse().unwrap(),
+            filesystem: Filesystem::Vfat {
+                volume_id: ESP_VOLUME_ID,
+            },
+            label: "ESP".into(),
+            size_mib: 8,
+            contents,
+        }],
+        timestamp: 0,
+    };
+    let error = disk
+        .write(&tmp.path().join("disk.img"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("subdirectories are not supported"),
+        "{error}"
+    );
 }

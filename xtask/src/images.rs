@@ -245,10 +245,12 @@ pub fn build_boot_disk(boot: &Path, disk: &Path) -> Result<()> {
     };
     let gpt = testvm::disk::GptDisk {
         disk_guid: guid(DISK_GUID)?,
-        partitions: vec![testvm::disk::Ext4Partition {
+        partitions: vec![testvm::disk::Partition {
             name: "boot".to_owned(),
             part_guid: guid(BOOT_PART_GUID)?,
-            fs_uuid: guid(BOOT_FS_UUID)?,
+            filesystem: testvm::disk::Filesystem::Ext4 {
+                uuid: guid(BOOT_FS_UUID)?,
+            },
             label: "boot".to_owned(),
             size_mib: BOOT_PART_MIB,
             contents: boot.to_path_buf(),

@@ -3,6 +3,7 @@
 
 mod ext4;
 mod gpt;
+mod vfat;
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -27,16 +28,31 @@ const COPY_CHUNK_BYTES: usize = 64 * 1024;
 /// The environment variable of the reproducible-builds convention for "the time of the build".
 pub const SOURCE_DATE_EPOCH_ENV: &str = "SOURCE_DATE_EPOCH";
 
-/// An ext4 partition and what goes into it.
+/// The filesystem of a partition, with its identity (`UUID=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Filesystem {
+    /// ext4 (a Linux filesystem partition), made with e2fsprogs.
+    Ext4 {
+        /// Filesystem UUID.
+        uuid: Guid,
+    },
+    /// FAT (an EFI System Partition), made in Rust; `UUID=` is the volume id as `XXXX-XXXX`.
+    Vfat {
+        /// The 32-bit volume id.
+        volume_id: u32,
+    },
+}
+
+/// A partition and what goes into it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Ext4Partition {
+pub struct Partition {
     /// GPT partition name (`PARTLABEL=`), at most 36 UTF-16 code units.
     pub name: String,
     /// GPT unique partition GUID (`PARTUUID=`).
     pub part_guid: Guid,
-    /// Filesystem UUID (`UUID=`).
-    pub fs_uuid: Guid,
-    /// Filesystem label (`LABEL=`), at most 16 bytes.
+    /// The filesystem and its identity.
+    pub filesystem: Filesystem,
+    /// Filesystem label (`LABEL=`), at most 16 bytes for ext4 and 11 for vfat.
     pub label: String,
     /// Partition and filesystem size.
     pub size_mib: u64,
@@ -51,7 +67,7 @@ pub struct GptDisk {
     /// The GPT disk GUID.
     pub disk_guid: Guid,
     /// Partitions, laid out one after the other on 1 MiB boundaries.
-    pub partitions: Vec<Ext4Partition>,
+    pub partitions: Vec<Partition>,
     /// Seconds since the epoch that every filesystem timestamp is clamped to; see
     /// [`source_date_epoch`].
     pub timestamp: u64,
@@ -138,14 +154,28 @@ impl GptDisk {
 
         for (partition, extent) in self.partitions.iter().zip(&extents) {
             let fs_image = tempfile::NamedTempFile::new_in(dir).map_err(io_error)?;
-            let spec = Ext4Spec {
-                fs_uuid: partition.fs_uuid,
-                label: &partition.label,
-                size_bytes: extent.sectors * SECTOR_SIZE,
-                contents: &partition.contents,
-                timestamp: self.timestamp,
-            };
-            make_ext4(&spec, fs_image.path())?;
+            let size_bytes = extent.sectors * SECTOR_SIZE;
+            match partition.filesystem {
+                Filesystem::Ext4 { uuid } => {
+                    let spec = Ext4Spec {
+                        fs_uuid: uuid,
+                        label: &partition.label,
+                        size_bytes,
+                        contents: &partition.contents,
+                        timestamp: self.timestamp,
+                    };
+                    make_ext4(&spec, fs_image.path())?;
+                }
+                Filesystem::Vfat { volume_id } => {
+                    vfat::make_vfat(
+                        volume_id,
+                        &partition.label,
+                        size_bytes,
+                        &partition.contents,
+                        fs_image.path(),
+                    )?;
+                }
+            }
             let mut source = File::open(fs_image.path()).map_err(io_error)?;
             copy_sparse(
                 &mut source,
@@ -160,7 +190,10 @@ impl GptDisk {
             .iter()
             .zip(&extents)
             .map(|(partition, extent)| GptEntry {
-                type_guid: Guid::LINUX_FILESYSTEM,
+                type_guid: match partition.filesystem {
+                    Filesystem::Ext4 { .. } => Guid::LINUX_FILESYSTEM,
+                    Filesystem::Vfat { .. } => Guid::EFI_SYSTEM,
+                },
                 unique_guid: partition.part_guid,
                 first_lba: extent.first_lba,
                 last_lba: extent.first_lba + extent.sectors - 1,
@@ -188,9 +221,13 @@ impl GptDisk {
                     "GPT name longer than {NAME_UNITS} UTF-16 units"
                 )));
             }
-            if partition.label.len() > EXT4_LABEL_MAX {
+            let label_max = match partition.filesystem {
+                Filesystem::Ext4 { .. } => EXT4_LABEL_MAX,
+                Filesystem::Vfat { .. } => vfat::LABEL_MAX,
+            };
+            if partition.label.len() > label_max {
                 return Err(invalid(format!(
-                    "ext4 label `{}` longer than {EXT4_LABEL_MAX} bytes",
+                    "label `{}` longer than {label_max} bytes",
                     partition.label
                 )));
             }
@@ -262,11 +299,11 @@ fn write_at(file: &mut File, offset: u64, bytes: &[u8]) -> io::Result<()> {
 mod tests {
     use super::*;
 
-    fn partition(size_mib: u64) -> Ext4Partition {
-        Ext4Partition {
+    fn partition(size_mib: u64) -> Partition {
+        Partition {
             name: "p".to_owned(),
             part_guid: Guid::NIL,
-            fs_uuid: Guid::NIL,
+            filesystem: Filesystem::Ext4 { uuid: Guid::NIL },
             label: "l".to_owned(),
             size_mib,
             contents: PathBuf::new(),
