@@ -59,6 +59,9 @@ pub struct Cell {
     pub cmdline: String,
     #[serde(default)]
     pub end: CellEnd,
+    /// The filesystem of the test disk's /boot.
+    #[serde(default)]
+    pub boot_fs: crate::images::BootFsKind,
     /// Console patterns that fail the cell at once.
     pub fatal: Vec<String>,
     pub milestones: Vec<MilestoneSpec>,

@@ -16,12 +16,12 @@ const DISK_GUID: &str = "6e2b1c3a-7d4f-4a5b-9c8d-0e1f2a3b4c5d";
 const BOOT_PART_GUID: &str = "9a8b7c6d-5e4f-4321-8765-43210fedcba9";
 /// Room for the image plus ext4 metadata; the busybox image is about 1 MB.
 const BOOT_PART_MIB: u64 = 64;
-/// Kernel modules the mini initramfs needs on virtio-blk with an ext4 /boot; builder adds their
+/// Kernel modules the mini initramfs needs on virtio-blk (plus the /boot filesystem's, see
+/// [`BootFsKind::modules`]); builder adds their
 /// dependencies, soft dependencies and crypto aliases, and skips the built-in ones. virtio_pci
 /// is named although no module depends on it: it is built into Debian's 6.12 but a module in
 /// 6.1, and without it the virtio-blk disk never appears (udev would load it by modalias).
-pub const VIRTIO_BLK_EXT4_MODULES: [&str; 5] =
-    ["virtio_pci", "virtio_blk", "ext4", "erofs", "overlay"];
+pub const VIRTIO_BLK_MODULES: [&str; 4] = ["virtio_pci", "virtio_blk", "erofs", "overlay"];
 /// Kernel command-line key the content's /init echoes back in its marker line.
 pub const MARKER_PARAM: &str = "initoverlayfs_test.marker";
 
@@ -54,6 +54,42 @@ fn corrupt_bytes(len: usize) -> Vec<u8> {
             state.to_le_bytes()[0]
         })
         .collect()
+}
+
+/// The filesystem of the test disk's /boot partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BootFsKind {
+    #[default]
+    Ext4,
+    /// An EFI System Partition, as systemd-boot setups have it.
+    Vfat,
+}
+
+/// The FAT volume id of a vfat /boot, `UUID=1234-ABCD` as blkid prints it.
+const BOOT_VFAT_VOLUME_ID: u32 = 0x1234_ABCD;
+
+impl BootFsKind {
+    /// What `bootfs UUID=` names and `bootfstype` says.
+    fn identity(self) -> (String, &'static str) {
+        match self {
+            BootFsKind::Ext4 => (BOOT_FS_UUID.to_owned(), "ext4"),
+            BootFsKind::Vfat => {
+                let id = BOOT_VFAT_VOLUME_ID;
+                (format!("{:04X}-{:04X}", id >> 16, id & 0xFFFF), "vfat")
+            }
+        }
+    }
+
+    /// The modules that mount it. vfat also needs its codepage and its I/O charset (Debian:
+    /// `CONFIG_FAT_DEFAULT_CODEPAGE=437`, `CONFIG_FAT_DEFAULT_IOCHARSET="ascii"`): the kernel
+    /// would request them from modprobe, which the mini initramfs does not have.
+    fn modules(self) -> &'static [&'static str] {
+        match self {
+            BootFsKind::Ext4 => &["ext4"],
+            BootFsKind::Vfat => &["vfat", "nls_cp437", "nls_ascii"],
+        }
+    }
 }
 
 /// Everything a cell boots from.
@@ -147,6 +183,7 @@ pub fn build_busybox_cell(
     storage_init: &Path,
     kernel: &Kernel,
     busybox: &Fetched,
+    boot_fs: BootFsKind,
     work: &Path,
 ) -> Result<BootArtefacts> {
     std::fs::create_dir_all(work)?;
@@ -168,9 +205,9 @@ pub fn build_busybox_cell(
     )?;
     build_erofs(&content, &boot.join(STALE_IMAGE))?;
     let mini_initramfs = work.join("mini-initramfs.img");
-    build_mini_initramfs(storage_init, kernel, &image_uuid, &mini_initramfs)?;
+    build_mini_initramfs(storage_init, kernel, boot_fs, &image_uuid, &mini_initramfs)?;
     let disk = work.join("disk.img");
-    build_boot_disk(&boot, &disk)?;
+    build_boot_disk(&boot, boot_fs, &disk)?;
     Ok(BootArtefacts {
         mini_initramfs,
         erofs_image,
@@ -192,12 +229,16 @@ pub fn build_erofs(content: &Path, image: &Path) -> Result<String> {
 pub fn build_mini_initramfs(
     storage_init: &Path,
     kernel: &Kernel,
+    boot_fs: BootFsKind,
     image_uuid: &str,
     output: &Path,
 ) -> Result<()> {
+    let (uuid, fstype) = boot_fs.identity();
     let config = storage_init::config::Config {
-        bootfs: Some(storage_init::config::BootFs::Uuid(BOOT_FS_UUID.to_owned())),
-        bootfstype: Some("ext4".to_owned()),
+        bootfs: Some(storage_init::config::BootFs::Uuid(
+            uuid.to_ascii_lowercase(),
+        )),
+        bootfstype: Some(fstype.to_owned()),
         // A failed boot must end the VM, so a fault cell finishes as soon as it has spoken.
         emergency: storage_init::config::Emergency::PowerOff,
         kernel_release: Some(kernel.release.clone()),
@@ -208,7 +249,7 @@ pub fn build_mini_initramfs(
         storage_init: storage_init.to_path_buf(),
         config,
         kernel: builder::modules::KernelModules::new(kernel.modules_root(), &kernel.release),
-        modules: modules_for(kernel)?,
+        modules: modules_for(kernel, boot_fs)?,
         mtime: builder::source_date_epoch()?,
     };
     spec.write(output)
@@ -216,17 +257,18 @@ pub fn build_mini_initramfs(
     Ok(())
 }
 
-/// The modules the mini initramfs loads on `kernel`: the virtio-blk/ext4 preset, plus `loop`
-/// when the kernel cannot mount erofs from a file (before 6.12).
-fn modules_for(kernel: &Kernel) -> Result<Vec<String>> {
+/// The modules the mini initramfs loads on `kernel`: the virtio-blk preset and the /boot
+/// filesystem's, plus `loop` when the kernel cannot mount erofs from a file (before 6.12).
+fn modules_for(kernel: &Kernel, boot_fs: BootFsKind) -> Result<Vec<String>> {
     let config_path = kernel
         .modules_root()
         .join("boot")
         .join(format!("config-{}", kernel.release));
     let config = std::fs::read_to_string(&config_path)
         .with_context(|| format!("reading {}", config_path.display()))?;
-    let mut modules: Vec<String> = VIRTIO_BLK_EXT4_MODULES
+    let mut modules: Vec<String> = VIRTIO_BLK_MODULES
         .iter()
+        .chain(boot_fs.modules())
         .map(|m| (*m).to_owned())
         .collect();
     if !config
@@ -238,7 +280,7 @@ fn modules_for(kernel: &Kernel) -> Result<Vec<String>> {
     Ok(modules)
 }
 
-pub fn build_boot_disk(boot: &Path, disk: &Path) -> Result<()> {
+pub fn build_boot_disk(boot: &Path, boot_fs: BootFsKind, disk: &Path) -> Result<()> {
     let guid = |s: &str| {
         s.parse::<testvm::Guid>()
             .map_err(|e| anyhow::anyhow!("{s}: {e}"))
@@ -248,8 +290,13 @@ pub fn build_boot_disk(boot: &Path, disk: &Path) -> Result<()> {
         partitions: vec![testvm::disk::Partition {
             name: "boot".to_owned(),
             part_guid: guid(BOOT_PART_GUID)?,
-            filesystem: testvm::disk::Filesystem::Ext4 {
-                uuid: guid(BOOT_FS_UUID)?,
+            filesystem: match boot_fs {
+                BootFsKind::Ext4 => testvm::disk::Filesystem::Ext4 {
+                    uuid: guid(BOOT_FS_UUID)?,
+                },
+                BootFsKind::Vfat => testvm::disk::Filesystem::Vfat {
+                    volume_id: BOOT_VFAT_VOLUME_ID,
+                },
             },
             label: "boot".to_owned(),
             size_mib: BOOT_PART_MIB,

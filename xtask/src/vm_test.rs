@@ -189,8 +189,13 @@ fn boot_cell(
     result.fixtures.push(busybox.clone());
 
     let storage_init = images::build_storage_init(sh, root)?;
-    let built =
-        images::build_busybox_cell(&storage_init, &kernel, &busybox, &artifacts.join("build"))?;
+    let built = images::build_busybox_cell(
+        &storage_init,
+        &kernel,
+        &busybox,
+        cell.boot_fs,
+        &artifacts.join("build"),
+    )?;
 
     let nonce = nonce();
     let cmdline = format!(

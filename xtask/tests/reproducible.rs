@@ -22,7 +22,14 @@ fn boot_artefacts_are_byte_identical_across_builds() {
     let base = root.join("target/reproducible");
     let build = |name: &str| {
         let work = base.join(name);
-        let built = images::build_busybox_cell(&storage_init, &kernel, &busybox, &work).unwrap();
+        let built = images::build_busybox_cell(
+            &storage_init,
+            &kernel,
+            &busybox,
+            images::BootFsKind::Ext4,
+            &work,
+        )
+        .unwrap();
         (built, work)
     };
     let (first, _) = build("a");

@@ -49,6 +49,16 @@ fn cell_x86_64_q35_virtio_blk_debian12_6_1_busybox() {
 }
 
 #[test]
+fn cell_x86_64_q35_virtio_blk_debian12_6_12_busybox_vfat_boot() {
+    let result = check_cell("x86_64-q35-virtio-blk-debian12-6.12-busybox-vfat-boot");
+    assert_eq!(
+        console_lines_containing(&result, "storage-init: warning"),
+        0,
+        "a clean boot warns of nothing"
+    );
+}
+
+#[test]
 fn cell_x86_64_q35_virtio_blk_debian12_6_12_busybox_partlabel() {
     check_cell("x86_64-q35-virtio-blk-debian12-6.12-busybox-partlabel");
 }
