@@ -4,8 +4,8 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
-use xshell::{Shell, cmd};
+use anyhow::{Context, Result};
+use xshell::Shell;
 
 use crate::fixtures::{Fetched, Kernel};
 
@@ -100,58 +100,9 @@ pub struct BootArtefacts {
     pub disk: PathBuf,
 }
 
-/// Builds the static storage-init for x86_64 with the `initrd` size profile.
+/// Builds the static storage-init the mini initramfs carries (musl where possible).
 pub fn build_storage_init(sh: &Shell, root: &Path) -> Result<PathBuf> {
-    const TRIPLE: &str = "x86_64-unknown-linux-gnu";
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let _dir = sh.push_dir(root);
-    // An explicit --target keeps these flags off build scripts and proc macros. A set
-    // CARGO_ENCODED_RUSTFLAGS (even empty) would override RUSTFLAGS, so it goes.
-    cmd!(
-        sh,
-        "{cargo} build --quiet --package storage-init --profile initrd --target {TRIPLE}"
-    )
-    .env_remove("CARGO_ENCODED_RUSTFLAGS")
-    .env("RUSTFLAGS", "-C target-feature=+crt-static")
-    .run()
-    .context("building the static storage-init")?;
-    let target_dir =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    let binary = target_dir.join(TRIPLE).join("initrd").join("storage-init");
-    if !binary.is_file() {
-        bail!(
-            "cargo built storage-init but {} is missing",
-            binary.display()
-        );
-    }
-    if has_interpreter(&std::fs::read(&binary)?) {
-        bail!(
-            "{} is dynamically linked: it cannot run as PID 1 of the mini initramfs",
-            binary.display()
-        );
-    }
-    Ok(binary)
-}
-
-/// Whether a 64-bit little-endian ELF file asks for a dynamic loader (has a `PT_INTERP`
-/// program header; layout from the System V ABI, `Elf64_Ehdr` and `Elf64_Phdr`).
-fn has_interpreter(elf: &[u8]) -> bool {
-    const PT_INTERP: u32 = 3;
-    let le16 = |at: usize| {
-        elf.get(at..at + 2)
-            .map_or(0, |b| u16::from_le_bytes([b[0], b[1]]) as usize)
-    };
-    let le32 = |at: usize| {
-        elf.get(at..at + 4)
-            .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    };
-    let le64 = |at: usize| {
-        elf.get(at..at + 8).map_or(0, |b| {
-            u64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as usize
-        })
-    };
-    let (phoff, phentsize, phnum) = (le64(0x20), le16(0x36), le16(0x38));
-    (0..phnum).any(|i| le32(phoff + i * phentsize) == PT_INTERP)
+    Ok(crate::static_build::build_preferred(sh, root)?.0)
 }
 
 /// Lays out the busybox content tree in `dir` (emptied first).

@@ -5,5 +5,6 @@ pub mod cells;
 pub mod fixtures;
 pub mod images;
 pub mod provision;
+pub mod static_build;
 pub mod test;
 pub mod vm_test;

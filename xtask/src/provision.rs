@@ -9,6 +9,7 @@ use xshell::{Shell, cmd};
 /// A host tool and the Debian package that ships it.
 #[derive(Debug, Clone, Copy)]
 struct Tool {
+    /// A command looked up in PATH, or the absolute path of a file the package ships.
     command: &'static str,
     package: &'static str,
     /// Install from the backports suite on Debian 12 (QEMU 10: bookworm's 7.2 conflicts with the
@@ -16,7 +17,7 @@ struct Tool {
     backports: bool,
 }
 
-const TOOLS: [Tool; 12] = [
+const TOOLS: [Tool; 17] = [
     Tool {
         command: "qemu-system-x86_64",
         package: "qemu-system-x86",
@@ -77,6 +78,33 @@ const TOOLS: [Tool; 12] = [
     Tool {
         command: "mkfs.btrfs",
         package: "btrfs-progs",
+        backports: false,
+    },
+    // The musl build of storage-init (see static_build.rs): Debian's Rust with std's sources,
+    // the musl linker wrapper and LLVM's libunwind. The same list as MUSL_BUILD_FILES.
+    Tool {
+        command: "/usr/bin/rustc",
+        package: "rustc-web",
+        backports: false,
+    },
+    Tool {
+        command: "/usr/bin/cargo",
+        package: "cargo-web",
+        backports: false,
+    },
+    Tool {
+        command: "/usr/lib/rustlib/src/rust/library/Cargo.lock",
+        package: "rust-web-src",
+        backports: false,
+    },
+    Tool {
+        command: "/usr/bin/musl-gcc",
+        package: "musl-tools",
+        backports: false,
+    },
+    Tool {
+        command: "/usr/lib/llvm-14/lib/libunwind.a",
+        package: "libunwind-14-dev",
         backports: false,
     },
 ];
@@ -375,6 +403,16 @@ pub fn parse_deb822(text: &str) -> Vec<AptSource> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_musl_toolchain_is_provisioned() {
+        for file in crate::static_build::MUSL_BUILD_FILES {
+            assert!(
+                TOOLS.iter().any(|t| t.command == file),
+                "{file} is not provisioned"
+            );
+        }
+    }
 
     const MIRROR: &str = "http://mirror.invalid/debian";
 

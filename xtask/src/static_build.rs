@@ -1,0 +1,149 @@
+//! Building storage-init as the static binary the mini initramfs runs: with musl (the
+//! production build: ~400 KiB) where the Debian toolchain for it is installed, else with glibc
+//! (static-pie, ~1.2 MiB). rustup cannot fetch a musl target here, so the musl build uses
+//! Debian's rustc-web with `-Z build-std` against its rust-web-src (BRIEF §6).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use xshell::{Shell, cmd};
+
+/// The C library storage-init is linked against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Libc {
+    Musl,
+    Glibc,
+}
+
+impl Libc {
+    fn triple(self) -> &'static str {
+        match self {
+            Libc::Musl => "x86_64-unknown-linux-musl",
+            Libc::Glibc => "x86_64-unknown-linux-gnu",
+        }
+    }
+}
+
+/// Debian's Rust toolchain (rustc-web, cargo-web), used for the musl build only.
+const DEBIAN_CARGO: &str = "/usr/bin/cargo";
+const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
+/// What the musl build needs besides the toolchain: std's sources (rust-web-src), the musl
+/// linker wrapper (musl-tools) and LLVM's libunwind (libunwind-14-dev).
+pub const MUSL_BUILD_FILES: [&str; 5] = [
+    DEBIAN_CARGO,
+    DEBIAN_RUSTC,
+    "/usr/lib/rustlib/src/rust/library/Cargo.lock",
+    "/usr/bin/musl-gcc",
+    "/usr/lib/llvm-14/lib/libunwind.a",
+];
+/// Where musl builds go: Debian's cargo is another version than rustup's, so it gets its own
+/// target directory rather than invalidating the main one.
+const MUSL_TARGET_DIR: &str = "target/musl";
+
+/// Whether this machine can make the musl build.
+pub fn musl_available() -> bool {
+    MUSL_BUILD_FILES.iter().all(|f| Path::new(f).is_file())
+}
+
+/// Builds with musl where possible, else glibc (saying so once per call).
+pub fn build_preferred(sh: &Shell, root: &Path) -> Result<(PathBuf, Libc)> {
+    if musl_available() {
+        return Ok((build(sh, root, Libc::Musl)?, Libc::Musl));
+    }
+    eprintln!(
+        "storage-init: the musl toolchain is missing (cargo xtask provision installs it); building with glibc"
+    );
+    Ok((build(sh, root, Libc::Glibc)?, Libc::Glibc))
+}
+
+/// Builds the static storage-init with the `initrd` size profile and checks it is static.
+pub fn build(sh: &Shell, root: &Path, libc: Libc) -> Result<PathBuf> {
+    let triple = libc.triple();
+    let _dir = sh.push_dir(root);
+    let target_dir = match libc {
+        Libc::Glibc => {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+            // An explicit --target keeps these flags off build scripts and proc macros. A set
+            // CARGO_ENCODED_RUSTFLAGS (even empty) would override RUSTFLAGS, so it goes.
+            cmd!(
+                sh,
+                "{cargo} build --quiet --package storage-init --profile initrd --target {triple}"
+            )
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .env("RUSTFLAGS", "-C target-feature=+crt-static")
+            .run()
+            .context("building the static storage-init (glibc)")?;
+            std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from)
+        }
+        Libc::Musl => {
+            let target_dir = root.join(MUSL_TARGET_DIR);
+            // Debian's std is built here from source for musl (RUSTC_BOOTSTRAP unlocks -Z on a
+            // stable compiler); linking goes through musl-gcc, static and not PIE.
+            cmd!(
+                sh,
+                "{DEBIAN_CARGO} build --quiet -Z build-std=std,panic_abort --package storage-init --profile initrd --target {triple}"
+            )
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .env_remove("RUSTUP_TOOLCHAIN")
+            .env("RUSTC", DEBIAN_RUSTC)
+            .env("RUSTC_BOOTSTRAP", "1")
+            .env("CARGO_TARGET_DIR", &target_dir)
+            .env(
+                "RUSTFLAGS",
+                "-C link-self-contained=no -C linker=musl-gcc -C target-feature=+crt-static -C relocation-model=static -L /usr/lib/llvm-14/lib",
+            )
+            .run()
+            .context("building the static storage-init (musl, Debian's rustc-web)")?;
+            target_dir
+        }
+    };
+    let binary = target_dir.join(triple).join("initrd").join("storage-init");
+    if !binary.is_file() {
+        bail!(
+            "cargo built storage-init but {} is missing",
+            binary.display()
+        );
+    }
+    if has_interpreter(&std::fs::read(&binary)?) {
+        bail!(
+            "{} is dynamically linked: it cannot run as PID 1 of the mini initramfs",
+            binary.display()
+        );
+    }
+    Ok(binary)
+}
+
+/// Whether a 64-bit little-endian ELF file asks for a dynamic loader (has a `PT_INTERP`
+/// program header; layout from the System V ABI, `Elf64_Ehdr` and `Elf64_Phdr`).
+fn has_interpreter(elf: &[u8]) -> bool {
+    const PT_INTERP: u32 = 3;
+    let le16 = |at: usize| {
+        elf.get(at..at + 2)
+            .map_or(0, |b| u16::from_le_bytes([b[0], b[1]]) as usize)
+    };
+    let le32 = |at: usize| {
+        elf.get(at..at + 4)
+            .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let le64 = |at: usize| {
+        elf.get(at..at + 8).map_or(0, |b| {
+            u64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as usize
+        })
+    };
+    let (phoff, phentsize, phnum) = (le64(0x20), le16(0x36), le16(0x38));
+    (0..phnum).any(|i| le32(phoff + i * phentsize) == PT_INTERP)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dynamic_executables_are_told_apart() {
+        // The test binary itself is dynamically linked; /bin/sh is too on Debian.
+        let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        assert!(has_interpreter(&me));
+        assert!(!has_interpreter(b"not an ELF file"));
+    }
+}
