@@ -64,6 +64,21 @@ fn cell_x86_64_q35_virtio_blk_debian12_6_12_busybox_partlabel() {
 }
 
 #[test]
+fn cell_x86_64_q35_virtio_blk_debian12_6_12_busybox_label() {
+    check_cell("x86_64-q35-virtio-blk-debian12-6.12-busybox-label");
+}
+
+#[test]
+fn cell_x86_64_q35_virtio_blk_debian12_6_12_busybox_partuuid() {
+    check_cell("x86_64-q35-virtio-blk-debian12-6.12-busybox-partuuid");
+}
+
+#[test]
+fn cell_x86_64_q35_virtio_blk_debian12_6_12_busybox_device_path() {
+    check_cell("x86_64-q35-virtio-blk-debian12-6.12-busybox-device-path");
+}
+
+#[test]
 fn cell_x86_64_q35_virtio_blk_debian12_6_12_fault_wrong_uuid() {
     let result = check_cell("x86_64-q35-virtio-blk-debian12-6.12-fault-wrong-uuid");
     assert_eq!(
