@@ -136,12 +136,16 @@ fn boot(log: &mut Log, emergency: &mut Emergency) -> Result<std::convert::Infall
         config.fstype
     ));
 
+    let rw_options = match &config.overlay_size {
+        Some(size) => format!("mode=0755,size={size}"),
+        None => "mode=0755".to_owned(),
+    };
     mount_fs(
         "tmpfs",
         Path::new(RW),
         "tmpfs",
         MountFlags::NOSUID | MountFlags::NODEV,
-        "mode=0755",
+        &rw_options,
     )?;
     let (upper, work) = (Path::new(RW).join("upper"), Path::new(RW).join("work"));
     for dir in [&upper, &work] {

@@ -136,6 +136,9 @@ pub struct Config {
     pub init: Option<PathBuf>,
     /// `emergency`: what follows a FATAL line (ours); default `halt`.
     pub emergency: Emergency,
+    /// `overlay_size`: the size of the tmpfs holding the overlay's writable layer, in tmpfs'
+    /// `size=` syntax (`512M`, `2G`, `25%`); default: tmpfs' own (half of RAM).
+    pub overlay_size: Option<String>,
     /// `kernel_release`: the kernel this mini initramfs was built for (ours, written by builder);
     /// a different running kernel is fatal.
     pub kernel_release: Option<String>,
@@ -157,6 +160,7 @@ impl Default for Config {
             timeout: DEFAULT_TIMEOUT,
             init: None,
             emergency: Emergency::default(),
+            overlay_size: None,
             kernel_release: None,
             image_uuid: None,
             build_time: Vec::new(),
@@ -274,6 +278,15 @@ impl Config {
                 }
                 self.init = Some(PathBuf::from(value));
             }
+            "overlay_size" => {
+                if !is_tmpfs_size(value) {
+                    return Err(error(
+                        "not a tmpfs size".to_owned(),
+                        "a number with an optional k, m, g or % suffix, e.g. 512M or 25%",
+                    ));
+                }
+                self.overlay_size = Some(value.to_owned());
+            }
             "kernel_release" => {
                 if value.is_empty() || value.contains(['/', ' ']) {
                     return Err(error(
@@ -330,6 +343,9 @@ impl Config {
             line("init", &v.display());
         }
         line("emergency", &self.emergency);
+        if let Some(v) = &self.overlay_size {
+            line("overlay_size", v);
+        }
         if let Some(v) = &self.kernel_release {
             line("kernel_release", v);
         }
@@ -341,6 +357,14 @@ impl Config {
         }
         out
     }
+}
+
+/// tmpfs' `size=`: digits, then at most one of k, m, g (any case) or %.
+fn is_tmpfs_size(value: &str) -> bool {
+    let digits = value.trim_end_matches(['k', 'K', 'm', 'M', 'g', 'G', '%']);
+    value.len() - digits.len() <= 1
+        && !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
 }
 
 fn is_uuid(value: &str) -> bool {
@@ -583,6 +607,7 @@ mod tests {
             timeout: Duration::from_secs(7),
             init: Some("/init".into()),
             emergency: Emergency::PowerOff,
+            overlay_size: Some("25%".into()),
             kernel_release: Some("6.12.95+deb12-amd64".into()),
             image_uuid: Some("0a1b2c3d-4e5f-4061-8273-94a5b6c7d8e9".into()),
             build_time: vec![("erofs_compression".into(), "-zlz4hc,11".into())],

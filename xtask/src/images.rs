@@ -22,6 +22,8 @@ const BOOT_PART_MIB: u64 = 64;
 /// is named although no module depends on it: it is built into Debian's 6.12 but a module in
 /// 6.1, and without it the virtio-blk disk never appears (udev would load it by modalias).
 pub const VIRTIO_BLK_MODULES: [&str; 4] = ["virtio_pci", "virtio_blk", "erofs", "overlay"];
+/// The writable layer's tmpfs size in the test mini initramfs; the smoke cell checks it.
+const OVERLAY_SIZE: &str = "64M";
 /// Kernel command-line key the content's /init echoes back in its marker line.
 pub const MARKER_PARAM: &str = "initoverlayfs_test.marker";
 
@@ -31,7 +33,8 @@ const BUSYBOX_INIT: &str = r#"#!/bin/busybox sh
 bb=/bin/busybox
 nonce=$($bb sed -n 's/.*initoverlayfs_test\.marker=\([0-9a-z]*\).*/\1/p' /proc/cmdline)
 root=$($bb awk '$2 == "/" { print $3 }' /proc/mounts | $bb tail -n 1)
-echo "<5>initoverlayfs-test: marker $nonce root=$root" > /dev/kmsg
+rw=$($bb awk '$2 == "/run/initoverlayfs/rw" { print $4 }' /proc/mounts)
+echo "<5>initoverlayfs-test: marker $nonce root=$root rw=$rw" > /dev/kmsg
 $bb sync
 $bb poweroff -f
 "#;
@@ -192,6 +195,7 @@ pub fn build_mini_initramfs(
         bootfstype: Some(fstype.to_owned()),
         // A failed boot must end the VM, so a fault cell finishes as soon as it has spoken.
         emergency: storage_init::config::Emergency::PowerOff,
+        overlay_size: Some(OVERLAY_SIZE.to_owned()),
         kernel_release: Some(kernel.release.clone()),
         image_uuid: Some(image_uuid.to_owned()),
         ..storage_init::config::Config::default()
