@@ -2,9 +2,9 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use xshell::Shell;
-use xtask::{cells::Tier, fixtures, provision, test, vm_test};
+use xtask::{bench_storage_init, cells::Tier, fixtures, provision, test, vm_test};
 
 const USAGE: &str = "\
 usage: cargo xtask <task>
@@ -12,6 +12,9 @@ usage: cargo xtask <task>
 tasks:
   vm-test [--cell TEXT] [--tier smoke|default] [--list]
                       boot the VM cells (fixtures/cells.toml) and print a result table
+  bench-storage-init [--cell NAME] [--runs N]
+                      boot a cell N times (default: the 6.12 smoke cell, 5) and report where
+                      storage-init's time goes, step by step (target/bench/storage-init.md)
   test [NEXTEST ARGS]   provision, fetch fixtures, run every test with cargo nextest
   provision             install the host tools the VM tests need (apt; root or sudo)
   fixtures fetch        fetch and unpack every pinned package into the cache
@@ -40,6 +43,23 @@ fn run() -> Result<()> {
     match (task.as_str(), rest) {
         ("vm-test", rest) => vm_test::run(&sh, &root, &parse_vm_test(rest)?),
         ("test", rest) => test::run(&sh, &root, rest),
+        ("bench-storage-init", rest) => {
+            let (mut cell, mut runs) =
+                ("x86_64-q35-virtio-blk-debian12-6.12-busybox".to_owned(), 5);
+            let mut args = rest.iter();
+            while let Some(arg) = args.next() {
+                match arg.as_str() {
+                    "--cell" => cell = value(&mut args, "--cell")?,
+                    "--runs" => {
+                        runs = value(&mut args, "--runs")?
+                            .parse()
+                            .context("--runs takes a number")?
+                    }
+                    other => bail!("bench-storage-init: unknown option {other:?}\n\n{USAGE}"),
+                }
+            }
+            bench_storage_init::run(&sh, &root, &cell, runs)
+        }
         ("provision", []) => provision::ensure(&sh),
         ("fixtures", [sub]) if sub == "update" => fixtures::update(&sh, &root),
         ("fixtures", [sub]) if sub == "fetch" => {

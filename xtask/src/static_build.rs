@@ -46,8 +46,19 @@ pub fn musl_available() -> bool {
     MUSL_BUILD_FILES.iter().all(|f| Path::new(f).is_file())
 }
 
-/// Builds with musl where possible, else glibc (saying so once per call).
+/// Set to `glibc` or `musl` to choose the C library instead of the default (musl where its
+/// toolchain is installed), e.g. to compare the two in `cargo xtask bench-storage-init`.
+pub const LIBC_ENV: &str = "INITOVERLAYFS_LIBC";
+
+/// Builds with musl where possible, else glibc (saying so once per call), unless
+/// [`LIBC_ENV`] chooses.
 pub fn build_preferred(sh: &Shell, root: &Path) -> Result<(PathBuf, Libc)> {
+    match std::env::var(LIBC_ENV).as_deref() {
+        Ok("glibc") => return Ok((build(sh, root, Libc::Glibc)?, Libc::Glibc)),
+        Ok("musl") => return Ok((build(sh, root, Libc::Musl)?, Libc::Musl)),
+        Ok(other) => bail!("{LIBC_ENV}={other:?}: expected glibc or musl"),
+        Err(_) => {}
+    }
     if musl_available() {
         return Ok((build(sh, root, Libc::Musl)?, Libc::Musl));
     }
