@@ -15,3 +15,5 @@ pub mod mounts;
 pub mod partition;
 pub mod probe;
 pub mod switch_root;
+#[cfg(test)]
+mod test_tools;

@@ -159,26 +159,8 @@ mod tests {
         std::fs::create_dir_all(&dir).ok()?;
         let image = dir.join("disk.img");
         std::fs::write(&image, vec![0u8; 8 << 20]).ok()?;
-        let child = Command::new("sfdisk")
-            .arg("-q")
-            .arg(&image)
-            .stdin(std::process::Stdio::piped())
-            .spawn()
-            .and_then(|mut c| {
-                use std::io::Write;
-                c.stdin
-                    .take()
-                    .expect("piped")
-                    .write_all(script.as_bytes())?;
-                c.wait()
-            });
-        let bytes = match child {
-            Ok(status) if status.success() => std::fs::read(&image).ok(),
-            other => {
-                println!("skipped: sfdisk unavailable ({other:?})");
-                None
-            }
-        };
+        let bytes = crate::test_tools::run(Command::new("sfdisk").arg("-q").arg(&image), script)
+            .then(|| std::fs::read(&image).expect("read the disk image"));
         let _ = std::fs::remove_dir_all(&dir); // best effort: a leftover temp dir is harmless
         bytes
     }
