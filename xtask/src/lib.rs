@@ -4,6 +4,7 @@
 pub mod bench_storage_init;
 pub mod cells;
 pub mod fixtures;
+pub mod fuzz;
 pub mod images;
 pub mod provision;
 pub mod static_build;

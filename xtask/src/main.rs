@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use xshell::Shell;
-use xtask::{bench_storage_init, cells::Tier, fixtures, provision, test, vm_test};
+use xtask::{bench_storage_init, cells::Tier, fixtures, fuzz, provision, test, vm_test};
 
 const USAGE: &str = "\
 usage: cargo xtask <task>
@@ -16,6 +16,8 @@ tasks:
                       boot a cell N times (default: the 6.12 smoke cell, 5) and report where
                       storage-init's time goes, step by step (target/bench/storage-init.md)
   test [NEXTEST ARGS]   provision, fetch fixtures, run every test with cargo nextest
+  fuzz [--seconds N] [--target T]
+                      run storage-init's cargo-fuzz targets N seconds each (default 60)
   provision             install the host tools the VM tests need (apt; root or sudo)
   fixtures fetch        fetch and unpack every pinned package into the cache
   fixtures update       re-pin fixtures/kernels.toml and packages.toml to what apt offers now
@@ -61,6 +63,22 @@ fn run() -> Result<()> {
             bench_storage_init::run(&sh, &root, &cell, runs)
         }
         ("provision", []) => provision::ensure(&sh),
+        ("fuzz", rest) => {
+            let (mut seconds, mut target) = (60, None);
+            let mut args = rest.iter();
+            while let Some(arg) = args.next() {
+                match arg.as_str() {
+                    "--seconds" => {
+                        seconds = value(&mut args, "--seconds")?
+                            .parse()
+                            .context("--seconds takes a number")?
+                    }
+                    "--target" => target = Some(value(&mut args, "--target")?),
+                    other => bail!("fuzz: unknown option {other:?}\n\n{USAGE}"),
+                }
+            }
+            fuzz::run(&sh, &root, seconds, target.as_deref())
+        }
         ("fixtures", [sub]) if sub == "update" => fixtures::update(&sh, &root),
         ("fixtures", [sub]) if sub == "fetch" => {
             for kernel in fixtures::read_kernels(&root)?.kernel {
