@@ -15,7 +15,7 @@ use crate::contract::{MODULE_LIST_PATH, ModuleList};
 use crate::error::{Context, Fatal};
 use crate::log::Log;
 use crate::modules;
-use crate::mounts::{mount_api_fs, mount_fs, mount_image, mount_overlay, move_mount};
+use crate::mounts::{mount_fs, mount_image, mount_overlay, move_mount};
 use crate::probe::{PROBE_LEN, Superblock, probe};
 use crate::switch_root::switch_root;
 
@@ -60,7 +60,7 @@ fn boot(log: &mut Log, emergency: &mut Emergency) -> Result<std::convert::Infall
             } else {
                 MountFlags::NODEV
             };
-        mount_api_fs(source, Path::new(target), fstype, flags, data)?;
+        mount_fs(source, Path::new(target), fstype, flags, data)?;
     }
     log.open_kmsg();
     log.step("mounted /proc, /sys, /dev, /run");

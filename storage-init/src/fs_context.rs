@@ -136,9 +136,7 @@ fn strip_level(message: &str) -> String {
     }
 }
 
-/// mount(2): one syscall, for mounts that cannot fail in ways worth explaining (the API
-/// filesystems), where the new API's half-dozen calls would only cost boot time.
-pub fn classic_mount(
+fn classic_mount(
     source: &str,
     target: &Path,
     fstype: &str,

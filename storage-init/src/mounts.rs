@@ -22,20 +22,6 @@ pub fn mount_fs(
     mount(source, target, fstype, flags, data).map_err(|failure| Fatal::new(what(), failure))
 }
 
-/// Mounts one of the API filesystems (/proc, /sys, /dev, /run) with plain mount(2).
-pub fn mount_api_fs(
-    source: &str,
-    target: &Path,
-    fstype: &str,
-    flags: MountFlags,
-    data: &str,
-) -> Result<(), Fatal> {
-    let what = || format!("mounting {fstype} {source} on {}", target.display());
-    std::fs::create_dir_all(target).context(what)?;
-    crate::fs_context::classic_mount(source, target, fstype, flags, data)
-        .map_err(|failure| Fatal::new(what(), failure))
-}
-
 /// How the image got mounted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ImageMount {
