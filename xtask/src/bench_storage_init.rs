@@ -11,6 +11,8 @@ use xshell::Shell;
 use crate::cells::read_cells;
 use crate::vm_test::{ARTIFACTS_DIR, Verdict, run_cell};
 
+/// The milestone that says the image's init ran (fixtures/cells.toml).
+const MARKER: &str = "marker";
 /// Where the report goes.
 const REPORT: &str = "target/bench/storage-init.md";
 
@@ -104,6 +106,7 @@ pub fn run(sh: &Shell, root: &Path, cell_name: &str, runs: usize) -> Result<()> 
         .with_context(|| format!("no cell named {cell_name}"))?;
     crate::provision::ensure(sh)?;
     let mut all = Vec::new();
+    let mut last_milestones = Vec::new();
     for run in 1..=runs {
         let result = run_cell(sh, root, &cell);
         if !matches!(result.verdict, Verdict::Passed) {
@@ -113,6 +116,14 @@ pub fn run(sh: &Shell, root: &Path, cell_name: &str, runs: usize) -> Result<()> 
                 result.verdict
             );
         }
+        // The content's marker: how long until the image's init had run.
+        last_milestones.push(
+            result
+                .milestones
+                .iter()
+                .find(|m| m.name == MARKER)
+                .and_then(|m| Some((m.name.clone(), m.guest_s? * 1000.0))),
+        );
         let console = std::fs::read_to_string(
             root.join(ARTIFACTS_DIR)
                 .join(&cell.name)
@@ -125,7 +136,16 @@ pub fn run(sh: &Shell, root: &Path, cell_name: &str, runs: usize) -> Result<()> 
         );
         all.push(phases);
     }
-    let report = render(&cell.name, &all);
+    let mut report = render(&cell.name, &all);
+    let ends: Vec<(String, f64)> = last_milestones.into_iter().flatten().collect();
+    if let Some((name, _)) = ends.first() {
+        let (median, min, max) = summary(ends.iter().map(|(_, ms)| *ms).collect());
+        writeln!(
+            report,
+            "| kernel start to milestone `{name}` | {median:.1} | {min:.1}-{max:.1} |"
+        )
+        .expect("writing to a String");
+    }
     print!("{report}");
     let path = root.join(REPORT);
     std::fs::create_dir_all(path.parent().unwrap_or(root))?;
