@@ -62,12 +62,22 @@ pub struct Cell {
     /// The filesystem of the test disk's /boot.
     #[serde(default)]
     pub boot_fs: crate::images::BootFsKind,
+    /// The filesystem of the initoverlayfs image.
+    #[serde(default)]
+    pub image_fs: crate::images::ImageFsKind,
     /// Console patterns that fail the cell at once.
     pub fatal: Vec<String>,
     pub milestones: Vec<MilestoneSpec>,
 }
 
 impl Cell {
+    pub fn layout(&self) -> crate::images::Layout {
+        crate::images::Layout {
+            boot_fs: self.boot_fs,
+            image_fs: self.image_fs,
+        }
+    }
+
     pub fn milestones(&self, nonce: &str) -> Result<Vec<testvm::run::Milestone>> {
         self.milestones
             .iter()

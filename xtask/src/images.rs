@@ -95,11 +95,34 @@ impl BootFsKind {
     }
 }
 
+/// The filesystem of the initoverlayfs image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ImageFsKind {
+    #[default]
+    Erofs,
+    /// `fstype ext4`: mounted through a loop device on every kernel (ext4 needs a block device).
+    Ext4,
+}
+
+/// The ext4 image's UUID (fixed: the disk stays reproducible).
+const EXT4_IMAGE_UUID: &str = "5e7a1c2b-3d4e-4f50-8a9b-0c1d2e3f4a5b";
+/// Room for the busybox content and ext4's metadata.
+const EXT4_IMAGE_MIB: u64 = 16;
+
+/// How a cell's disk and images are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Layout {
+    pub boot_fs: BootFsKind,
+    pub image_fs: ImageFsKind,
+}
+
 /// Everything a cell boots from.
 #[derive(Debug, Clone)]
 pub struct BootArtefacts {
     pub mini_initramfs: PathBuf,
-    pub erofs_image: PathBuf,
+    /// The initoverlayfs image (erofs, or ext4 where the cell says so).
+    pub image: PathBuf,
     pub disk: PathBuf,
 }
 
@@ -137,7 +160,7 @@ pub fn build_busybox_cell(
     storage_init: &Path,
     kernel: &Kernel,
     busybox: &Fetched,
-    boot_fs: BootFsKind,
+    layout: Layout,
     work: &Path,
 ) -> Result<BootArtefacts> {
     std::fs::create_dir_all(work)?;
@@ -148,10 +171,27 @@ pub fn build_busybox_cell(
         std::fs::remove_dir_all(&boot)?;
     }
     std::fs::create_dir_all(&boot)?;
-    let erofs_image = boot.join(format!("initoverlayfs-{}.img", kernel.release));
+    let image = boot.join(format!("initoverlayfs-{}.img", kernel.release));
     // For the corrupt-image fault cell: bytes that are no filesystem, the same on every build.
     std::fs::write(boot.join(CORRUPT_IMAGE), corrupt_bytes(CORRUPT_IMAGE_LEN))?;
-    let image_uuid = build_erofs(&content, &erofs_image)?;
+    let image_uuid = match layout.image_fs {
+        ImageFsKind::Erofs => build_erofs(&content, &image)?,
+        ImageFsKind::Ext4 => {
+            let uuid = EXT4_IMAGE_UUID
+                .parse::<testvm::Guid>()
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            testvm::disk::write_ext4_image(
+                &content,
+                uuid,
+                "initoverlayfs",
+                EXT4_IMAGE_MIB,
+                testvm::disk::source_date_epoch(),
+                &image,
+            )
+            .with_context(|| format!("building {}", image.display()))?;
+            EXT4_IMAGE_UUID.to_owned()
+        }
+    };
     // For the stale-image fault cell: a valid image, but not the one the mini initramfs records.
     std::fs::write(
         content.join("etc/stale"),
@@ -159,12 +199,12 @@ pub fn build_busybox_cell(
     )?;
     build_erofs(&content, &boot.join(STALE_IMAGE))?;
     let mini_initramfs = work.join("mini-initramfs.img");
-    build_mini_initramfs(storage_init, kernel, boot_fs, &image_uuid, &mini_initramfs)?;
+    build_mini_initramfs(storage_init, kernel, layout, &image_uuid, &mini_initramfs)?;
     let disk = work.join("disk.img");
-    build_boot_disk(&boot, boot_fs, &disk)?;
+    build_boot_disk(&boot, layout.boot_fs, &disk)?;
     Ok(BootArtefacts {
         mini_initramfs,
-        erofs_image,
+        image,
         disk,
     })
 }
@@ -183,11 +223,11 @@ pub fn build_erofs(content: &Path, image: &Path) -> Result<String> {
 pub fn build_mini_initramfs(
     storage_init: &Path,
     kernel: &Kernel,
-    boot_fs: BootFsKind,
+    layout: Layout,
     image_uuid: &str,
     output: &Path,
 ) -> Result<()> {
-    let (uuid, fstype) = boot_fs.identity();
+    let (uuid, fstype) = layout.boot_fs.identity();
     let config = storage_init::config::Config {
         bootfs: Some(storage_init::config::BootFs::Uuid(
             uuid.to_ascii_lowercase(),
@@ -198,13 +238,17 @@ pub fn build_mini_initramfs(
         overlay_size: Some(OVERLAY_SIZE.to_owned()),
         kernel_release: Some(kernel.release.clone()),
         image_uuid: Some(image_uuid.to_owned()),
+        fstype: match layout.image_fs {
+            ImageFsKind::Erofs => "erofs".to_owned(),
+            ImageFsKind::Ext4 => "ext4".to_owned(),
+        },
         ..storage_init::config::Config::default()
     };
     let spec = builder::mini_initramfs::MiniInitramfs {
         storage_init: storage_init.to_path_buf(),
         config,
         kernel: builder::modules::KernelModules::new(kernel.modules_root(), &kernel.release),
-        modules: modules_for(kernel, boot_fs)?,
+        modules: modules_for(kernel, layout)?,
         mtime: builder::source_date_epoch()?,
     };
     spec.write(output)
@@ -213,8 +257,9 @@ pub fn build_mini_initramfs(
 }
 
 /// The modules the mini initramfs loads on `kernel`: the virtio-blk preset and the /boot
-/// filesystem's, plus `loop` when the kernel cannot mount erofs from a file (before 6.12).
-fn modules_for(kernel: &Kernel, boot_fs: BootFsKind) -> Result<Vec<String>> {
+/// filesystem's, plus `loop` when the image needs one: erofs before 6.12 (no file-backed
+/// mounts), ext4 always.
+fn modules_for(kernel: &Kernel, layout: Layout) -> Result<Vec<String>> {
     let config_path = kernel
         .modules_root()
         .join("boot")
@@ -223,14 +268,21 @@ fn modules_for(kernel: &Kernel, boot_fs: BootFsKind) -> Result<Vec<String>> {
         .with_context(|| format!("reading {}", config_path.display()))?;
     let mut modules: Vec<String> = VIRTIO_BLK_MODULES
         .iter()
-        .chain(boot_fs.modules())
+        .chain(layout.boot_fs.modules())
         .map(|m| (*m).to_owned())
         .collect();
-    if !config
+    let file_backed = config
         .lines()
-        .any(|l| l == "CONFIG_EROFS_FS_BACKED_BY_FILE=y")
-    {
-        modules.push("loop".to_owned());
+        .any(|l| l == "CONFIG_EROFS_FS_BACKED_BY_FILE=y");
+    let needs = match layout.image_fs {
+        ImageFsKind::Ext4 => &["ext4", "loop"][..],
+        ImageFsKind::Erofs if !file_backed => &["loop"][..],
+        ImageFsKind::Erofs => &[][..],
+    };
+    for module in needs {
+        if !modules.iter().any(|m| m == module) {
+            modules.push((*module).to_owned());
+        }
     }
     Ok(modules)
 }

@@ -193,7 +193,7 @@ fn boot_cell(
         &storage_init,
         &kernel,
         &busybox,
-        cell.boot_fs,
+        cell.layout(),
         &artifacts.join("build"),
     )?;
 

@@ -26,7 +26,7 @@ fn boot_artefacts_are_byte_identical_across_builds() {
             &storage_init,
             &kernel,
             &busybox,
-            images::BootFsKind::Ext4,
+            images::Layout::default(),
             &work,
         )
         .unwrap();
@@ -46,6 +46,6 @@ fn boot_artefacts_are_byte_identical_across_builds() {
         );
     };
     check(&first.mini_initramfs, &second.mini_initramfs);
-    check(&first.erofs_image, &second.erofs_image);
+    check(&first.image, &second.image);
     check(&first.disk, &second.disk);
 }

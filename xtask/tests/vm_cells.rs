@@ -59,6 +59,11 @@ fn cell_x86_64_q35_virtio_blk_debian12_6_12_busybox_vfat_boot() {
 }
 
 #[test]
+fn cell_x86_64_q35_virtio_blk_debian12_6_12_busybox_ext4_image() {
+    check_cell("x86_64-q35-virtio-blk-debian12-6.12-busybox-ext4-image");
+}
+
+#[test]
 fn cell_x86_64_q35_virtio_blk_debian12_6_12_busybox_partlabel() {
     check_cell("x86_64-q35-virtio-blk-debian12-6.12-busybox-partlabel");
 }

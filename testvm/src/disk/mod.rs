@@ -118,6 +118,33 @@ pub enum DiskError {
     },
 }
 
+/// Writes a bare ext4 filesystem image (no partition table) of `contents`, reproducibly, as
+/// the partitions are made: for images that are themselves files on a disk (an ext4
+/// initoverlayfs image, mounted through a loop device).
+pub fn write_ext4_image(
+    contents: &Path,
+    uuid: Guid,
+    label: &str,
+    size_mib: u64,
+    timestamp: u64,
+    image: &Path,
+) -> Result<(), DiskError> {
+    if label.len() > EXT4_LABEL_MAX {
+        return Err(DiskError::Invalid {
+            partition: image.display().to_string(),
+            problem: format!("label `{label}` longer than {EXT4_LABEL_MAX} bytes"),
+        });
+    }
+    let spec = Ext4Spec {
+        fs_uuid: uuid,
+        label,
+        size_bytes: size_mib * MIB,
+        contents,
+        timestamp,
+    };
+    make_ext4(&spec, image)
+}
+
 /// `SOURCE_DATE_EPOCH` if it is set to a number, else 0.
 pub fn source_date_epoch() -> u64 {
     std::env::var(SOURCE_DATE_EPOCH_ENV)
