@@ -33,6 +33,7 @@ fn machine(kernel: &Path, initrd: Option<PathBuf>) -> Machine {
         // panic=-1 reboots at once on a panic, which -no-reboot turns into QEMU exiting.
         cmdline: "console=ttyS0 panic=-1".into(),
         disks: vec![],
+        hotplug_ports: 0,
     }
 }
 
@@ -59,6 +60,7 @@ fn kernel_without_root_reaches_its_milestones_and_powers_off() {
         end: End::GuestPowersOff {
             timeout: STEP_TIMEOUT,
         },
+        hotplug: Vec::new(),
     };
     let mut events = Vec::new();
     let report = boot_with_events(&machine(&kernel, None), &spec, artifacts.path(), &mut |e| {
@@ -95,6 +97,7 @@ fn fatal_pattern_fails_the_boot_with_its_line() {
         milestones: vec![milestone("never", r"this line is never printed")],
         fatal: vec![Fatal::new("kernel panic", r"Kernel panic").unwrap()],
         end: End::Quit,
+        hotplug: Vec::new(),
     };
     let error = boot(&machine(&kernel, None), &spec, artifacts.path()).unwrap_err();
     println!("{}", error.detail());
@@ -131,6 +134,7 @@ fn initrd_reaches_init_and_quits_over_qmp() {
         ],
         fatal: vec![Fatal::new("kernel panic", r"Kernel panic").unwrap()],
         end: End::Quit,
+        hotplug: Vec::new(),
     };
     let report = boot(&machine(&kernel, Some(initrd)), &spec, artifacts.path())
         .unwrap_or_else(|e| panic!("{}", e.detail()));
@@ -152,6 +156,7 @@ fn qemu_failing_at_start_is_an_infra_error_quoting_its_stderr() {
         milestones: vec![milestone("linux", r"Linux version")],
         fatal: vec![],
         end: End::Quit,
+        hotplug: Vec::new(),
     };
     let error = boot(&machine(&missing, None), &spec, artifacts.path()).unwrap_err();
     let VmError::Infra(InfraError::QemuExitedAtStart { stderr, .. }) = &error else {

@@ -16,6 +16,16 @@ pub enum Flow {
     Busybox,
 }
 
+/// The boot disk is plugged in while the guest runs instead of at start.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HotplugSpec {
+    /// The milestone after which to plug it.
+    pub after: String,
+    /// Seconds after that milestone.
+    pub delay: u64,
+}
+
 /// How a cell's VM ends after its last milestone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -62,6 +72,9 @@ pub struct Cell {
     /// The filesystem of the test disk's /boot.
     #[serde(default)]
     pub boot_fs: crate::images::BootFsKind,
+    /// Plug the boot disk in late, over QMP.
+    #[serde(default)]
+    pub hotplug: Option<HotplugSpec>,
     /// The filesystem of the initoverlayfs image.
     #[serde(default)]
     pub image_fs: crate::images::ImageFsKind,

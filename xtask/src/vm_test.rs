@@ -203,6 +203,12 @@ fn boot_cell(
         images::MARKER_PARAM,
         cell.cmdline
     );
+    let boot_disk = testvm::machine::Disk {
+        path: built.disk.clone(),
+        bus: testvm::machine::DiskBus::VirtioBlk,
+        serial: "boot0".to_owned(),
+        read_only: true,
+    };
     let machine = testvm::machine::Machine {
         board: testvm::machine::Board::Q35,
         accel: testvm::machine::Accel::Tcg,
@@ -211,12 +217,12 @@ fn boot_cell(
         kernel: kernel.vmlinuz.clone(),
         initrd: Some(built.mini_initramfs.clone()),
         cmdline: cmdline.trim().to_owned(),
-        disks: vec![testvm::machine::Disk {
-            path: built.disk.clone(),
-            bus: testvm::machine::DiskBus::VirtioBlk,
-            serial: "boot0".to_owned(),
-            read_only: true,
-        }],
+        disks: if cell.hotplug.is_some() {
+            Vec::new()
+        } else {
+            vec![boot_disk.clone()]
+        },
+        hotplug_ports: u32::from(cell.hotplug.is_some()),
     };
     let spec = testvm::run::BootSpec {
         milestones: cell.milestones(&nonce)?,
@@ -227,6 +233,16 @@ fn boot_cell(
             },
             CellEnd::Quit => testvm::run::End::Quit,
         },
+        hotplug: cell
+            .hotplug
+            .iter()
+            .map(|h| testvm::run::Hotplug {
+                after: h.after.clone(),
+                delay: Duration::from_secs(h.delay),
+                disk: boot_disk.clone(),
+                port: 0,
+            })
+            .collect(),
     };
     let mut progress = |event: &testvm::run::Event| match event {
         testvm::run::Event::QemuStarted { pid } => {

@@ -84,6 +84,11 @@ fn cell_x86_64_q35_virtio_blk_debian12_6_12_busybox_device_path() {
 }
 
 #[test]
+fn cell_x86_64_q35_virtio_blk_debian12_6_12_busybox_hotplug() {
+    check_cell("x86_64-q35-virtio-blk-debian12-6.12-busybox-hotplug");
+}
+
+#[test]
 fn cell_x86_64_q35_virtio_blk_debian12_6_12_fault_wrong_uuid() {
     let result = check_cell("x86_64-q35-virtio-blk-debian12-6.12-fault-wrong-uuid");
     assert_eq!(

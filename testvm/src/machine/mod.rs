@@ -86,6 +86,36 @@ impl Disk {
     }
 }
 
+/// The id of hotplug root port `port`.
+pub(crate) fn hotplug_port(port: u32) -> String {
+    format!("hotplug{port}")
+}
+
+impl Disk {
+    /// The QMP `blockdev-add` and `device_add` arguments that plug this disk into hotplug root
+    /// port `port` of a running machine.
+    pub(crate) fn hotplug_arguments(&self, port: u32) -> (serde_json::Value, serde_json::Value) {
+        let node = format!("hotplug-disk{port}");
+        let blockdev = serde_json::json!({
+            "driver": "raw",
+            "node-name": node,
+            "read-only": self.read_only,
+            "file": { "driver": "file", "filename": self.path, "read-only": self.read_only },
+        });
+        let driver = match self.bus {
+            DiskBus::VirtioBlk => "virtio-blk-pci",
+        };
+        let device = serde_json::json!({
+            "driver": driver,
+            "id": format!("{node}-device"),
+            "drive": node,
+            "serial": self.serial,
+            "bus": hotplug_port(port),
+        });
+        (blockdev, device)
+    }
+}
+
 /// A whole virtual machine: board, CPU, memory, direct kernel boot and disks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Machine {
@@ -105,6 +135,9 @@ pub struct Machine {
     pub cmdline: String,
     /// Disks, in the order the guest enumerates them.
     pub disks: Vec<Disk>,
+    /// Empty PCIe root ports (`hotplug0`, `hotplug1`, …) that disks can be plugged into while
+    /// the guest runs (see [`crate::run::Hotplug`]).
+    pub hotplug_ports: u32,
 }
 
 /// Where the serial console and the QMP monitor go.
@@ -158,6 +191,17 @@ impl Machine {
         argv.extend(["-append".into(), self.cmdline.clone()]);
         for (index, disk) in self.disks.iter().enumerate() {
             argv.extend(disk.qemu_args(index));
+        }
+        for port in 0..self.hotplug_ports {
+            // q35 has no hotplug on its root bus; each root port is a slot of its own.
+            argv.extend([
+                "-device".into(),
+                format!(
+                    "pcie-root-port,id={},chassis={}",
+                    hotplug_port(port),
+                    port + 1
+                ),
+            ]);
         }
         argv.extend(io_args(io));
         argv
@@ -234,6 +278,7 @@ mod tests {
                     read_only: false,
                 },
             ],
+            hotplug_ports: 1,
         }
     }
 

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 pub use error::{END_MILESTONE, GuestFailure, GuestFailureReason, InfraError, VmError};
 pub use report::{BootReport, Event, MilestoneReached, OUTCOME_PASSED, Timings};
-pub use spec::{BootSpec, End, Fatal, Milestone};
+pub use spec::{BootSpec, End, Fatal, Hotplug, Milestone};
 
 use crate::machine::{Io, Machine, shell};
 use console::{SharedTranscript, TeeReader};
@@ -174,6 +174,11 @@ fn run(
         match watcher.wait_for(Some(milestone), milestone.timeout)? {
             Seen::Milestone(reached) => {
                 on_event(&Event::Milestone(reached.clone()));
+                for hotplug in spec.hotplug.iter().filter(|h| h.after == reached.name) {
+                    // The console keeps being read meanwhile: rexpect's reader thread buffers it.
+                    std::thread::sleep(hotplug.delay);
+                    qmp.hotplug(&hotplug.disk, hotplug.port)?;
+                }
                 state.reached.push(reached);
             }
             other => {

@@ -50,6 +50,18 @@ impl QmpClient {
             .unwrap_or_else(|| "unknown".to_owned()))
     }
 
+    /// Plugs `disk` into hotplug root port `port`: `blockdev-add`, then `device_add`.
+    pub(crate) fn hotplug(
+        &mut self,
+        disk: &crate::machine::Disk,
+        port: u32,
+    ) -> Result<(), InfraError> {
+        let (blockdev, device) = disk.hotplug_arguments(port);
+        self.execute(&BlockdevAdd(blockdev), "blockdev-add")?;
+        self.execute(&DeviceAdd(device), "device_add")?;
+        Ok(())
+    }
+
     /// Asks QEMU to exit. QEMU may close the socket before or instead of answering, so only
     /// sending the command can fail.
     pub(crate) fn quit(&mut self) -> Result<(), InfraError> {
@@ -90,6 +102,29 @@ impl QmpClient {
             }
         }
     }
+}
+
+/// `blockdev-add` with its arguments as JSON: qapi's typed `BlockdevOptions` follows QEMU
+/// 9.1's schema, and the raw form is both shorter and version-proof.
+#[derive(Debug, serde::Serialize)]
+#[serde(transparent)]
+struct BlockdevAdd(serde_json::Value);
+
+impl Command for BlockdevAdd {
+    type Ok = serde_json::Value;
+    const NAME: &'static str = "blockdev-add";
+    const ALLOW_OOB: bool = false;
+}
+
+/// `device_add` with its arguments as JSON (driver properties are free-form).
+#[derive(Debug, serde::Serialize)]
+#[serde(transparent)]
+struct DeviceAdd(serde_json::Value);
+
+impl Command for DeviceAdd {
+    type Ok = serde_json::Value;
+    const NAME: &'static str = "device_add";
+    const ALLOW_OOB: bool = false;
 }
 
 fn qmp_error(what: &'static str, error: ExecuteError) -> InfraError {

@@ -69,4 +69,19 @@ pub struct BootSpec {
     pub fatal: Vec<Fatal>,
     /// What happens after the last milestone.
     pub end: End,
+    /// Disks plugged in while the guest runs.
+    pub hotplug: Vec<Hotplug>,
+}
+
+/// A disk plugged into the running guest over QMP, `delay` after a milestone: a disk that
+/// appears late, as USB sticks and slow controllers do.
+#[derive(Debug, Clone)]
+pub struct Hotplug {
+    /// The milestone after which to plug it.
+    pub after: String,
+    /// How long after that milestone.
+    pub delay: Duration,
+    pub disk: crate::machine::Disk,
+    /// The machine's hotplug root port to use (`0..Machine::hotplug_ports`).
+    pub port: u32,
 }
