@@ -152,16 +152,9 @@ fn config(args: &MiniInitramfsArgs) -> Result<storage_init::config::Config> {
 
 /// The UUID of an image file, read the way storage-init reads it at boot.
 fn image_uuid(image: &std::path::Path) -> Result<String> {
-    let mut head = Vec::new();
-    std::fs::File::open(image)
-        .and_then(|file| {
-            std::io::Read::read_to_end(
-                &mut std::io::Read::take(file, storage_init::probe::PROBE_LEN as u64),
-                &mut head,
-            )
-        })
-        .with_context(|| format!("reading --image {}", image.display()))?;
-    match storage_init::probe::probe(&head) {
+    match storage_init::probe::probe_file(image)
+        .with_context(|| format!("reading --image {}", image.display()))?
+    {
         Some(sb) => Ok(sb.uuid),
         None => bail!(
             "--image {}: no erofs or ext4 superblock in it",

@@ -1,7 +1,6 @@
 //! The boot sequence of storage-init as PID 1, step by step. Each step logs its elapsed time;
 //! the first failure ends the sequence with a [`Fatal`] that `main` turns into the FATAL line.
 
-use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -16,7 +15,7 @@ use crate::error::{Context, Fatal};
 use crate::log::Log;
 use crate::modules;
 use crate::mounts::{mount_fs, mount_image, mount_overlay, move_mount};
-use crate::probe::{PROBE_LEN, Superblock, probe};
+use crate::probe::{Superblock, probe_file};
 use crate::switch_root::switch_root;
 
 /// Where the boot filesystem is mounted (read-only) in the initramfs, then moved into the new root.
@@ -118,16 +117,20 @@ fn boot(log: &mut Log, emergency: &mut Emergency) -> Result<std::convert::Infall
     ));
 
     let image = image_path(&config);
-    if !image.is_file() {
-        return Err(Fatal::new(
-            format!("opening the image {}", image.display()),
-            format!(
-                "no such file on {bootfs} ({device_path}): build it for kernel {} and install it in /boot",
-                kernel_release()
-            ),
-        ));
-    }
-    let found = image_superblock(&image)?;
+    // One open tells both whether the image is there and what it is.
+    let found = match probe_file(&image) {
+        Ok(found) => found,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Fatal::new(
+                format!("opening the image {}", image.display()),
+                format!(
+                    "no such file on {bootfs} ({device_path}): build it for kernel {} and install it in /boot",
+                    kernel_release()
+                ),
+            ));
+        }
+        Err(e) => return Err(e).context(|| format!("reading {}", image.display())),
+    };
     check_image_identity(&image, config.image_uuid.as_deref(), found.as_ref())?;
     let how = mount_image(&image, Path::new(LOWER), &config.fstype)?;
     log.step(&format!(
@@ -223,15 +226,6 @@ fn check_kernel_release(built_for: Option<&str>, running: &str) -> Result<(), Fa
         )),
         _ => Ok(()),
     }
-}
-
-/// The superblock at the start of the image file, if it has one we recognise.
-fn image_superblock(image: &Path) -> Result<Option<Superblock>, Fatal> {
-    let mut head = Vec::with_capacity(PROBE_LEN);
-    std::fs::File::open(image)
-        .and_then(|file| file.take(PROBE_LEN as u64).read_to_end(&mut head))
-        .context(|| format!("reading {}", image.display()))?;
-    Ok(probe(&head))
 }
 
 /// An image whose UUID differs from the one recorded at build time is stale: never boot it

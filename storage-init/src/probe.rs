@@ -95,6 +95,17 @@ impl fmt::Display for Superblock {
     }
 }
 
+/// Recognises the filesystem at the start of a file (an image): reads only its first
+/// [`PROBE_LEN`] bytes.
+pub fn probe_file(path: &std::path::Path) -> std::io::Result<Option<Superblock>> {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(PROBE_LEN);
+    std::fs::File::open(path)?
+        .take(PROBE_LEN as u64)
+        .read_to_end(&mut head)?;
+    Ok(probe(&head))
+}
+
 /// Recognises the filesystem at the start of `head` (the first [`PROBE_LEN`] bytes or fewer).
 pub fn probe(head: &[u8]) -> Option<Superblock> {
     probe_ext(head)
