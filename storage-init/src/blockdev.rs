@@ -75,6 +75,7 @@ pub fn matches(wanted: &BootFs, device: &BootDevice) -> bool {
 /// Waits until a device matching `wanted` appears (trying `hint` first on every scan).
 pub fn find(wanted: &BootFs, hint: Option<&Path>, timeout: Duration) -> Result<BootDevice, Fatal> {
     let deadline = Instant::now() + timeout;
+    let wants_partition = matches!(wanted, BootFs::PartUuid(_) | BootFs::PartLabel(_));
     loop {
         let mut seen: Vec<BootDevice> = Vec::new();
         let mut tables = PartitionTables::default();
@@ -86,9 +87,16 @@ pub fn find(wanted: &BootFs, hint: Option<&Path>, timeout: Duration) -> Result<B
             if seen.iter().any(|s| s.path == path) {
                 continue;
             }
+            // Partition tables are read only when the search needs them (PARTUUID=,
+            // PARTLABEL=) or to describe what was seen when it fails: not on every scan.
+            let partition = if wants_partition {
+                tables.partition_of(&path)
+            } else {
+                None
+            };
             let device = BootDevice {
                 superblock: probe_device(&path),
-                partition: tables.partition_of(&path),
+                partition,
                 path,
             };
             if matches(wanted, &device) {
@@ -97,6 +105,11 @@ pub fn find(wanted: &BootFs, hint: Option<&Path>, timeout: Duration) -> Result<B
             seen.push(device);
         }
         if Instant::now() >= deadline {
+            if !wants_partition {
+                for device in &mut seen {
+                    device.partition = tables.partition_of(&device.path);
+                }
+            }
             return Err(Fatal::new(
                 format!("finding bootfs {wanted}"),
                 format!(
