@@ -5,7 +5,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use xshell::Shell;
 
 use crate::fixtures::{Fetched, Kernel};
 
@@ -124,11 +123,6 @@ pub struct BootArtefacts {
     /// The initoverlayfs image (erofs, or ext4 where the cell says so).
     pub image: PathBuf,
     pub disk: PathBuf,
-}
-
-/// Builds the static storage-init the mini initramfs carries (musl where possible).
-pub fn build_storage_init(sh: &Shell, root: &Path) -> Result<PathBuf> {
-    Ok(crate::static_build::build_preferred(sh, root)?.0)
 }
 
 /// Lays out the busybox content tree in `dir` (emptied first).

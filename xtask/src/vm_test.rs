@@ -188,7 +188,7 @@ fn boot_cell(
     let busybox = fixtures::fetch_deb(sh, busybox_pin, false)?;
     result.fixtures.push(busybox.clone());
 
-    let storage_init = images::build_storage_init(sh, root)?;
+    let storage_init = crate::static_build::build_preferred(sh, root)?.0;
     let built = images::build_busybox_cell(
         &storage_init,
         &kernel,

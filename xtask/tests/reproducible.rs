@@ -17,7 +17,7 @@ fn boot_artefacts_are_byte_identical_across_builds() {
         fixtures::fetch_kernel(&sh, &fixtures::read_kernels(&root).unwrap().kernel[0]).unwrap();
     let busybox_pin = fixtures::read_packages(&root).unwrap().package.remove(0);
     let busybox = fixtures::fetch_deb(&sh, &busybox_pin, false).unwrap();
-    let storage_init = images::build_storage_init(&sh, &root).unwrap();
+    let storage_init = xtask::static_build::build_preferred(&sh, &root).unwrap().0;
 
     let base = root.join("target/reproducible");
     let build = |name: &str| {
