@@ -1,60 +1,54 @@
-//! Finding the boot filesystem among the machine's block devices, without udev: list
-//! `/sys/class/block`, read the first bytes of each device node devtmpfs made, probe them.
-//! Devices appear while drivers probe, so the search repeats until the timeout.
+//! Finding the boot filesystem among the machine's block devices, without udev: one scan of
+//! `/sys/class/block` (coldplug), then the kernel's uevents for devices that appear or change
+//! later (hotplug), each device read through the bounded [`Inspector`]. Without a uevent socket
+//! (a kernel built without networking) the scan repeats instead.
 
 use std::fmt;
-use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::config::BootFs;
 use crate::error::Fatal;
-use crate::partition::{self, PartitionId};
-use crate::probe::{
-    BTRFS_PROBE_LEN, BTRFS_SUPERBLOCK_OFFSET, PROBE_LEN, Superblock, probe, probe_btrfs,
-};
+pub use crate::inspect::BlockDevice;
+use crate::inspect::{Inspector, SYS_CLASS_BLOCK};
+use crate::uevent::UeventSocket;
 
-const SYS_CLASS_BLOCK: &str = "/sys/class/block";
-/// How long to sleep between scans: short against boot time, long enough not to spin a core.
+/// Without uevents: how long to sleep between scans, short against boot time, long enough not
+/// to spin a core.
 const RESCAN_INTERVAL: Duration = Duration::from_millis(10);
-/// When sysfs does not say: the sector size of nearly every disk.
-const DEFAULT_BLOCK_SIZE: u64 = 512;
-/// The usual 128 entries of 128 bytes are 16 KiB; more than 1 MiB is not a table we trust.
-const MAX_GPT_ENTRIES_BYTES: usize = 1 << 20;
+/// While a device that did not answer in time is pending: how often to look for its answer.
+const PENDING_INTERVAL: Duration = Duration::from_millis(100);
 
-/// The device holding the boot filesystem.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BootDevice {
-    pub path: PathBuf,
-    /// `None` when a partition matched by PARTUUID/PARTLABEL holds no filesystem we probe;
-    /// `bootfstype` then says how to mount it.
-    pub superblock: Option<Superblock>,
-    pub partition: Option<PartitionId>,
+/// The device found, and how the search came to it (the log says which, so a late disk shows it
+/// was found through its uevent).
+#[derive(Debug)]
+pub struct Found {
+    pub device: BlockDevice,
+    pub via: Via,
 }
 
-impl fmt::Display for BootDevice {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// The first scan of /sys/class/block.
+    Coldplug,
+    /// A uevent announcing the device (or its new medium).
+    Uevent,
+    /// A rescan: after a uevent overflow, without a uevent socket, or a slow device's late answer.
+    Rescan,
+}
+
+impl fmt::Display for Via {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.path.display())?;
-        let mut details = Vec::new();
-        if let Some(sb) = &self.superblock {
-            details.push(sb.to_string());
-        }
-        if let Some(part) = &self.partition {
-            details.push(format!("PARTUUID={}", part.partuuid));
-            if let Some(label) = &part.partlabel {
-                details.push(format!("PARTLABEL={label}"));
-            }
-        }
-        if details.is_empty() {
-            details.push("no known filesystem".to_owned());
-        }
-        write!(f, " ({})", details.join(" "))
+        f.write_str(match self {
+            Via::Coldplug => "at coldplug",
+            Via::Uevent => "from a uevent",
+            Via::Rescan => "on a rescan",
+        })
     }
 }
 
 /// Whether `device` is the one `wanted` names.
-pub fn matches(wanted: &BootFs, device: &BootDevice) -> bool {
+pub fn matches(wanted: &BootFs, device: &BlockDevice) -> bool {
     let part = device.partition.as_ref();
     match wanted {
         // The config lower-cases UUIDs; FAT's are upper-case, as blkid prints them.
@@ -72,72 +66,139 @@ pub fn matches(wanted: &BootFs, device: &BootDevice) -> bool {
     }
 }
 
-/// Waits until a device matching `wanted` appears (trying `hint` first on every scan).
-pub fn find(wanted: &BootFs, hint: Option<&Path>, timeout: Duration) -> Result<BootDevice, Fatal> {
-    let deadline = Instant::now() + timeout;
-    let wants_partition = matches!(wanted, BootFs::PartUuid(_) | BootFs::PartLabel(_));
-    loop {
-        let mut seen: Vec<BootDevice> = Vec::new();
-        let mut tables = PartitionTables::default();
+/// One search: what was seen so far, by path, in the order first seen.
+struct Search<'a> {
+    wanted: &'a BootFs,
+    /// Partition tables are read only when the search needs them (PARTUUID=, PARTLABEL=) or to
+    /// describe what was seen when it fails: not for every device of every event.
+    wants_partition: bool,
+    inspector: Inspector,
+    seen: Vec<BlockDevice>,
+}
+
+impl Search<'_> {
+    /// Reads `path` and records it; returns it when it is the one wanted.
+    fn consider(&mut self, path: PathBuf) -> Option<BlockDevice> {
+        let device = self.inspector.inspect(path, self.wants_partition);
+        self.record(device)
+    }
+
+    fn record(&mut self, device: BlockDevice) -> Option<BlockDevice> {
+        if matches(self.wanted, &device) {
+            return Some(device);
+        }
+        match self.seen.iter_mut().find(|s| s.path == device.path) {
+            Some(known) => *known = device,
+            None => self.seen.push(device),
+        }
+        None
+    }
+
+    /// Every device sysfs lists now, `hint` first.
+    fn scan(&mut self, hint: Option<&Path>) -> Option<BlockDevice> {
         let candidates = hint
             .map(Path::to_path_buf)
             .into_iter()
             .chain(device_nodes());
+        let mut done: Vec<PathBuf> = Vec::new();
         for path in candidates {
-            if seen.iter().any(|s| s.path == path) {
+            if done.contains(&path) {
                 continue;
             }
-            // Partition tables are read only when the search needs them (PARTUUID=,
-            // PARTLABEL=) or to describe what was seen when it fails: not on every scan.
-            let partition = if wants_partition {
-                tables.partition_of(&path)
-            } else {
-                None
-            };
-            let device = BootDevice {
-                superblock: probe_device(&path),
-                partition,
-                path,
-            };
-            if matches(wanted, &device) {
-                return Ok(device);
+            done.push(path.clone());
+            if let Some(found) = self.consider(path) {
+                return Some(found);
             }
-            seen.push(device);
         }
-        if Instant::now() >= deadline {
-            if !wants_partition {
-                for device in &mut seen {
-                    device.partition = tables.partition_of(&device.path);
-                }
-            }
-            return Err(Fatal::new(
-                format!("finding bootfs {wanted}"),
-                format!(
-                    "no block device matched within {} s; {}",
-                    timeout.as_secs(),
-                    describe(&seen)
-                ),
-            ));
+        None
+    }
+
+    fn late_answers(&mut self) -> Option<BlockDevice> {
+        let answers = self.inspector.late_answers();
+        answers.into_iter().find_map(|device| self.record(device))
+    }
+
+    fn fail(mut self, timeout: Duration) -> Fatal {
+        if !self.wants_partition {
+            let paths: Vec<PathBuf> = self.seen.iter().map(|d| d.path.clone()).collect();
+            self.seen = paths
+                .into_iter()
+                .map(|path| self.inspector.inspect(path, true))
+                .collect();
         }
-        std::thread::sleep(RESCAN_INTERVAL);
+        Fatal::new(
+            format!("finding bootfs {}", self.wanted),
+            format!(
+                "no block device matched within {} s; {}",
+                timeout.as_secs(),
+                describe(&self.seen)
+            ),
+        )
     }
 }
 
-fn describe(seen: &[BootDevice]) -> String {
+/// Waits until a device matching `wanted` appears (trying `hint` first). `events` must have been
+/// opened before the modules that create block devices were loaded.
+pub fn find(
+    wanted: &BootFs,
+    hint: Option<&Path>,
+    timeout: Duration,
+    events: Option<&UeventSocket>,
+) -> Result<Found, Fatal> {
+    let deadline = Instant::now() + timeout;
+    let mut search = Search {
+        wanted,
+        wants_partition: matches!(wanted, BootFs::PartUuid(_) | BootFs::PartLabel(_)),
+        inspector: Inspector::default(),
+        seen: Vec::new(),
+    };
+    let found = |device, via| Ok(Found { device, via });
+    if let Some(device) = search.scan(hint) {
+        return found(device, Via::Coldplug);
+    }
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(search.fail(timeout));
+        }
+        let mut wait = deadline - now;
+        if search.inspector.has_pending() {
+            wait = wait.min(PENDING_INTERVAL);
+        }
+        let received = match events {
+            Some(socket) => socket.wait(wait).map_err(|e| {
+                Fatal::new("waiting for block devices", format!("reading uevents: {e}"))
+            })?,
+            None => {
+                std::thread::sleep(wait.min(RESCAN_INTERVAL));
+                Default::default()
+            }
+        };
+        if (received.overflowed || events.is_none())
+            && let Some(device) = search.scan(hint)
+        {
+            return found(device, Via::Rescan);
+        }
+        for event in received.events.iter().filter(|e| e.is_block_device_news()) {
+            let Some(name) = &event.devname else {
+                continue;
+            };
+            if let Some(device) = search.consider(Path::new("/dev").join(name)) {
+                return found(device, Via::Uevent);
+            }
+        }
+        if let Some(device) = search.late_answers() {
+            return found(device, Via::Rescan);
+        }
+    }
+}
+
+fn describe(seen: &[BlockDevice]) -> String {
     if seen.is_empty() {
         return "no block devices seen (is the storage driver in the mini initramfs?)".to_owned();
     }
-    let listed: Vec<String> = seen.iter().map(BootDevice::to_string).collect();
+    let listed: Vec<String> = seen.iter().map(BlockDevice::to_string).collect();
     format!("seen: {}", listed.join("; "))
-}
-
-/// The filesystem on a device: the probes of the first 2 KiB, then btrfs at 64 KiB.
-fn probe_device(path: &Path) -> Option<Superblock> {
-    let head = read_head(path, 0, PROBE_LEN)?;
-    probe(&head).or_else(|| {
-        let block = read_head(path, BTRFS_SUPERBLOCK_OFFSET, BTRFS_PROBE_LEN)?;
-        probe_btrfs(&block)
-    })
 }
 
 /// `/dev/<name>` for every entry of /sys/class/block, sorted so scans are repeatable.
@@ -156,88 +217,14 @@ fn device_nodes() -> Vec<PathBuf> {
         .collect()
 }
 
-/// The partition tables of the disks seen in one scan, read once per disk.
-#[derive(Debug, Default)]
-struct PartitionTables {
-    by_disk: Vec<(String, Vec<PartitionId>)>,
-}
-
-impl PartitionTables {
-    /// The table entry of partition `/dev/<name>`, from sysfs: `<name>/partition` holds its
-    /// number and the sysfs directory's parent is its disk.
-    fn partition_of(&mut self, path: &Path) -> Option<PartitionId> {
-        let name = path.file_name()?.to_str()?;
-        let sys = Path::new(SYS_CLASS_BLOCK).join(name);
-        let number: u32 = std::fs::read_to_string(sys.join("partition"))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()?;
-        let disk = std::fs::canonicalize(&sys)
-            .ok()?
-            .parent()?
-            .file_name()?
-            .to_str()?
-            .to_owned();
-        if !self.by_disk.iter().any(|(d, _)| *d == disk) {
-            let table = read_partition_table(&disk);
-            self.by_disk.push((disk.clone(), table));
-        }
-        let (_, table) = self.by_disk.iter().find(|(d, _)| *d == disk)?;
-        table.iter().find(|p| p.number == number).cloned()
-    }
-}
-
-/// Reads the GPT of `/dev/<disk>`, else its MBR; empty when it has neither or cannot be read.
-fn read_partition_table(disk: &str) -> Vec<PartitionId> {
-    let block_size: u64 = std::fs::read_to_string(
-        Path::new(SYS_CLASS_BLOCK)
-            .join(disk)
-            .join("queue/logical_block_size"),
-    )
-    .ok()
-    .and_then(|s| s.trim().parse().ok())
-    .unwrap_or(DEFAULT_BLOCK_SIZE);
-    let dev = Path::new("/dev").join(disk);
-    let Some(head) = read_head(&dev, 0, 2 * block_size as usize) else {
-        return Vec::new();
-    };
-    let header = head.get(block_size as usize..).unwrap_or(&[]);
-    match partition::gpt_entries_location(header, block_size) {
-        Some((offset, len)) if len <= MAX_GPT_ENTRIES_BYTES => read_head(&dev, offset, len)
-            .map(|entries| partition::parse_gpt_entries(&entries, header))
-            .unwrap_or_default(),
-        Some(_) => Vec::new(),
-        None => partition::parse_mbr(&head),
-    }
-}
-
-/// Reads up to `len` bytes at `offset` of a device; `None` when it cannot be opened or read (no
-/// medium, a node not created yet, a dead device), which only means "not this one, not yet".
-fn read_head(path: &Path, offset: u64, len: usize) -> Option<Vec<u8>> {
-    let mut file = File::open(path).ok()?;
-    if offset > 0 {
-        file.seek(SeekFrom::Start(offset)).ok()?;
-    }
-    let mut head = vec![0u8; len];
-    let mut filled = 0;
-    while filled < head.len() {
-        match file.read(&mut head[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(_) => return None,
-        }
-    }
-    head.truncate(filled);
-    Some(head)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::partition::PartitionId;
+    use crate::probe::Superblock;
 
-    fn device(path: &str, sb: Option<(&str, &str)>, part: Option<(&str, &str)>) -> BootDevice {
-        BootDevice {
+    fn device(path: &str, sb: Option<(&str, &str)>, part: Option<(&str, &str)>) -> BlockDevice {
+        BlockDevice {
             path: path.into(),
             superblock: sb.map(|(uuid, label)| Superblock {
                 fstype: "ext4",
@@ -249,6 +236,7 @@ mod tests {
                 partuuid: uuid.into(),
                 partlabel: Some(label.into()),
             }),
+            unreadable: None,
         }
     }
 

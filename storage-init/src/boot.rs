@@ -8,7 +8,7 @@ use std::process::Command;
 
 use rustix::mount::MountFlags;
 
-use crate::blockdev;
+use crate::blockdev::{self, Found};
 use crate::config::{self, CONFIG_PATH, Config, Emergency};
 use crate::contract::{MODULE_LIST_PATH, ModuleList};
 use crate::error::{Context, Fatal};
@@ -17,6 +17,7 @@ use crate::modules;
 use crate::mounts::{mount_fs, mount_image, mount_overlay, move_mount};
 use crate::probe::{Superblock, probe_file};
 use crate::switch_root::switch_root;
+use crate::uevent::UeventSocket;
 
 /// Where the boot filesystem is mounted (read-only) in the initramfs, then moved into the new root.
 const BOOT: &str = "/boot";
@@ -74,6 +75,18 @@ fn boot(log: &mut Log, emergency: &mut Emergency) -> Result<std::convert::Infall
             .map_or("unset".into(), |b| b.to_string())
     ));
 
+    // Before the modules: the devices their drivers create must not slip between the first
+    // scan and the first wait (see uevent.rs).
+    let events = match UeventSocket::open() {
+        Ok(socket) => Some(socket),
+        Err(e) => {
+            log.warn(&format!(
+                "no uevent socket ({}): rescanning /sys/class/block instead",
+                modules::errno_text(e)
+            ));
+            None
+        }
+    };
     let modules = read_module_list()?;
     let loaded = modules::load_all(&modules, log)?;
     log.step(&format!(
@@ -89,8 +102,14 @@ fn boot(log: &mut Log, emergency: &mut Emergency) -> Result<std::convert::Infall
             ),
         ));
     };
-    let device = blockdev::find(bootfs, config.bootfs_hint.as_deref(), config.timeout)?;
-    log.step(&format!("found bootfs {bootfs} on {device}"));
+    let Found { device, via } = blockdev::find(
+        bootfs,
+        config.bootfs_hint.as_deref(),
+        config.timeout,
+        events.as_ref(),
+    )?;
+    drop(events);
+    log.step(&format!("found bootfs {bootfs} on {device} {via}"));
 
     let Some(bootfstype) = config
         .bootfstype

@@ -8,6 +8,7 @@ pub mod contract;
 pub mod emergency;
 pub mod error;
 pub mod fs_context;
+pub mod inspect;
 pub mod log;
 pub mod loop_device;
 pub mod modules;
@@ -17,3 +18,4 @@ pub mod probe;
 pub mod switch_root;
 #[cfg(test)]
 mod test_tools;
+pub mod uevent;
