@@ -19,10 +19,26 @@ use crate::probe::{Superblock, probe_file};
 use crate::switch_root::switch_root;
 use crate::uevent::UeventSocket;
 
-/// Where the boot filesystem is mounted (read-only) in the initramfs, then moved into the new root.
-const BOOT: &str = "/boot";
-/// The new root: the overlay of the image and a tmpfs.
-const SYSROOT: &str = "/sysroot";
+/// Where each mode mounts the boot filesystem (read-only, before moving it to `<new root>/boot`)
+/// and the new root (the overlay of the image and a tmpfs).
+#[derive(Debug, Clone, Copy)]
+struct Layout {
+    boot: &'static str,
+    sysroot: &'static str,
+}
+
+/// PID 1 of the mini initramfs: the initramfs is ours, mount where dracut would.
+const PID1: Layout = Layout {
+    boot: "/boot",
+    sysroot: "/sysroot",
+};
+/// `--prepare-only` under systemd: touch nothing of PID 1's but our own directories under
+/// /run, and the new root at upstream's `/initoverlayfs`, which
+/// `systemctl switch-root /initoverlayfs` then enters.
+const SERVICE: Layout = Layout {
+    boot: "/run/initoverlayfs/boot",
+    sysroot: "/initoverlayfs",
+};
 /// The read-only image mount (the overlay's lower layer). Under /run, which moves into the new
 /// root, so the layers stay visible there at the same path.
 const LOWER: &str = "/run/initoverlayfs/lower";
@@ -52,6 +68,35 @@ pub fn run(log: &mut Log) -> (Fatal, Emergency) {
     }
 }
 
+/// `storage-init --prepare-only`, a systemd service in a mini initramfs that runs systemd: the
+/// same steps as PID 1 up to the overlay, into [`SERVICE`]`.sysroot`; no API mounts, no switch.
+pub fn prepare_only(log: &mut Log) -> Result<(), Fatal> {
+    if !Path::new("/proc/self").exists() || !Path::new("/sys/class").exists() {
+        return Err(Fatal::new(
+            "preparing /initoverlayfs",
+            "/proc and /sys are not mounted: --prepare-only runs as a service under systemd in the initramfs; as the initramfs's /init, run storage-init without arguments",
+        ));
+    }
+    if !Path::new(INITRD_RELEASE).exists() {
+        return Err(Fatal::new(
+            "preparing /initoverlayfs",
+            format!(
+                "{INITRD_RELEASE} is missing: --prepare-only runs only in an initramfs (systemd's initrd mode), not on a booted system"
+            ),
+        ));
+    }
+    log.open_kmsg();
+    let mut emergency = Emergency::default();
+    let result = prepare(log, &mut emergency, SERVICE);
+    log.restore_devkmsg();
+    result?;
+    log.step(&format!(
+        "prepared {root}: ready for `systemctl switch-root {root}`",
+        root = SERVICE.sysroot
+    ));
+    Ok(())
+}
+
 fn boot(log: &mut Log, emergency: &mut Emergency) -> Result<std::convert::Infallible, Fatal> {
     for (source, target, fstype, data) in API_MOUNTS {
         let flags = MountFlags::NOSUID
@@ -65,6 +110,32 @@ fn boot(log: &mut Log, emergency: &mut Emergency) -> Result<std::convert::Infall
     log.open_kmsg();
     log.step("mounted /proc, /sys, /dev, /run");
 
+    let config = prepare(log, emergency, PID1)?;
+    let sysroot = Path::new(PID1.sysroot);
+    for (_, target, _, _) in API_MOUNTS {
+        move_mount(Path::new(target), &sysroot.join(&target[1..]))?;
+    }
+    log.step("moved /proc, /sys, /dev, /run into the new root");
+
+    switch_root(sysroot)?;
+    log.step("switched root");
+    if !Path::new(INITRD_RELEASE).exists() {
+        log.warn(&format!(
+            "the image has no {INITRD_RELEASE}: systemd in it will not run in initrd mode"
+        ));
+    }
+
+    let init = choose_init(config.init.as_deref(), is_executable)?;
+    log.step(&format!("exec {}", init.display()));
+    log.restore_devkmsg();
+    // The kernel hands init the arguments it did not recognise; they belong to the next init.
+    let error = Command::new(&init).args(std::env::args_os().skip(1)).exec();
+    Err(Fatal::new(format!("executing {}", init.display()), error))
+}
+
+/// Steps 1-4 of both modes: the config, the modules, the boot device, the image, the overlay on
+/// `layout.sysroot` with the boot filesystem moved to its /boot. Returns the config.
+fn prepare(log: &mut Log, emergency: &mut Emergency, layout: Layout) -> Result<Config, Fatal> {
     let config = read_config(log, emergency)?;
     check_kernel_release(config.kernel_release.as_deref(), &kernel_release())?;
     log.step(&format!(
@@ -126,16 +197,17 @@ fn boot(log: &mut Log, emergency: &mut Emergency) -> Result<std::convert::Infall
     let device_path = device.path.to_string_lossy();
     mount_fs(
         &device_path,
-        Path::new(BOOT),
+        Path::new(layout.boot),
         bootfstype,
         MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV,
         "",
     )?;
     log.step(&format!(
-        "mounted {device_path} ({bootfstype}) read-only on {BOOT}"
+        "mounted {device_path} ({bootfstype}) read-only on {}",
+        layout.boot
     ));
 
-    let image = image_path(&config);
+    let image = image_path(&config, Path::new(layout.boot));
     // One open tells both whether the image is there and what it is.
     let found = match probe_file(&image) {
         Ok(found) => found,
@@ -173,33 +245,17 @@ fn boot(log: &mut Log, emergency: &mut Emergency) -> Result<std::convert::Infall
     for dir in [&upper, &work] {
         std::fs::create_dir(dir).context(|| format!("creating {}", dir.display()))?;
     }
-    let volatile = mount_overlay(Path::new(LOWER), &upper, &work, Path::new(SYSROOT))?;
+    let volatile = mount_overlay(Path::new(LOWER), &upper, &work, Path::new(layout.sysroot))?;
     log.step(&format!(
-        "mounted overlay on {SYSROOT}{}",
+        "mounted overlay on {}{}",
+        layout.sysroot,
         if volatile { "" } else { " (without volatile)" }
     ));
 
-    let sysroot = Path::new(SYSROOT);
-    move_mount(Path::new(BOOT), &sysroot.join("boot"))?;
-    for (_, target, _, _) in API_MOUNTS {
-        move_mount(Path::new(target), &sysroot.join(&target[1..]))?;
-    }
-    log.step("moved /boot, /proc, /sys, /dev, /run into the new root");
-
-    switch_root(sysroot)?;
-    log.step("switched root");
-    if !Path::new(INITRD_RELEASE).exists() {
-        log.warn(&format!(
-            "the image has no {INITRD_RELEASE}: systemd in it will not run in initrd mode"
-        ));
-    }
-
-    let init = choose_init(config.init.as_deref(), is_executable)?;
-    log.step(&format!("exec {}", init.display()));
-    log.restore_devkmsg();
-    // The kernel hands init the arguments it did not recognise; they belong to the next init.
-    let error = Command::new(&init).args(std::env::args_os().skip(1)).exec();
-    Err(Fatal::new(format!("executing {}", init.display()), error))
+    let sysroot = Path::new(layout.sysroot);
+    move_mount(Path::new(layout.boot), &sysroot.join("boot"))?;
+    log.step(&format!("moved {} to {}/boot", layout.boot, layout.sysroot));
+    Ok(config)
 }
 
 /// Reads the config file and the command line; sets `emergency` as soon as it is known, so a
@@ -284,13 +340,13 @@ fn kernel_release() -> String {
         .into_owned()
 }
 
-/// `/boot/<fs>`, by default upstream's `/boot/initoverlayfs-<kernel release>.img`.
-fn image_path(config: &Config) -> PathBuf {
+/// `<boot>/<fs>`, by default upstream's `/boot/initoverlayfs-<kernel release>.img`.
+fn image_path(config: &Config, boot: &Path) -> PathBuf {
     let name = config
         .fs
         .clone()
         .unwrap_or_else(|| format!("initoverlayfs-{}.img", kernel_release()));
-    Path::new(BOOT).join(name)
+    boot.join(name)
 }
 
 fn is_executable(path: &Path) -> bool {
@@ -392,8 +448,11 @@ mod tests {
             fs: Some("custom.img".into()),
             ..Config::default()
         };
-        assert_eq!(image_path(&config), PathBuf::from("/boot/custom.img"));
-        let default = image_path(&Config::default());
+        assert_eq!(
+            image_path(&config, Path::new(PID1.boot)),
+            PathBuf::from("/boot/custom.img")
+        );
+        let default = image_path(&Config::default(), Path::new(PID1.boot));
         let name = default.file_name().unwrap().to_string_lossy().into_owned();
         assert!(
             name.starts_with("initoverlayfs-") && name.ends_with(".img"),

@@ -1,20 +1,40 @@
-//! The storage-init binary: PID 1 of the mini initramfs. All logic is in the library.
+//! The storage-init binary: PID 1 of the mini initramfs, or with `--prepare-only` a systemd
+//! service in a mini initramfs that runs systemd. All logic is in the library.
 
 use std::time::Instant;
 
+const USAGE: &str = "usage: storage-init               (as PID 1: the /init of a mini initramfs)
+       storage-init --prepare-only (as a systemd service in the initramfs: mount the
+                                    initoverlayfs on /initoverlayfs, then exit)";
+
 fn main() {
     let start = Instant::now();
-    if !rustix::process::getpid().is_init() {
-        // It mounts over /dev, /proc, /sys and /run and deletes the root filesystem's files:
-        // only ever as the PID 1 of an initramfs (switch_root also checks for ramfs/tmpfs).
-        eprintln!(
-            "storage-init: refusing to run: not PID 1 (it is the /init of the mini initramfs)"
-        );
-        std::process::exit(2);
-    }
     let mut log = storage_init::log::Log::new(start);
-    let (fatal, emergency) = storage_init::boot::run(&mut log);
-    let line = fatal.to_string();
-    log.fatal(&line);
-    storage_init::emergency::act(emergency, &mut log, &line)
+    if rustix::process::getpid().is_init() {
+        // As PID 1 the arguments are the kernel's init arguments, passed on to the next init.
+        let (fatal, emergency) = storage_init::boot::run(&mut log);
+        let line = fatal.to_string();
+        log.fatal(&line);
+        storage_init::emergency::act(emergency, &mut log, &line)
+    }
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        ["--prepare-only"] => match storage_init::boot::prepare_only(&mut log) {
+            Ok(()) => std::process::exit(0),
+            Err(fatal) => {
+                let line = fatal.to_string();
+                // Once, through the kernel log (which the journal reads and the console
+                // prints); the unit's OnFailure= then takes over.
+                log.fatal(&line);
+                std::process::exit(1)
+            }
+        },
+        ["--help"] => println!("{USAGE}"),
+        _ => {
+            // As PID 1 it mounts over /dev, /proc, /sys and /run and deletes the root
+            // filesystem's files: only ever as the /init of an initramfs.
+            eprintln!("storage-init: refusing to run: not PID 1 and not --prepare-only\n{USAGE}");
+            std::process::exit(2)
+        }
+    }
 }

@@ -14,6 +14,10 @@ pub const CELLS_TOML: &str = "fixtures/cells.toml";
 pub enum Flow {
     /// Static busybox whose /init writes the marker to /dev/kmsg and powers off.
     Busybox,
+    /// The same content, but the mini initramfs runs `storage-init --prepare-only` as a service:
+    /// its /init is a busybox script standing in for systemd (mount the API filesystems, run
+    /// the service, `switch-root /initoverlayfs`).
+    PrepareOnly,
 }
 
 /// The boot disk is plugged in while the guest runs instead of at start.

@@ -38,6 +38,26 @@ $bb sync
 $bb poweroff -f
 "#;
 
+/// The /init of the `prepare-only` flow's mini initramfs: what systemd does around
+/// `initoverlayfs-prepare.service` and `initoverlayfs-switch-root.service`, in busybox sh, with
+/// what storage-init left behind reported to /dev/kmsg for the cell to check.
+const SERVICE_STAND_IN_INIT: &str = r#"#!/bin/busybox sh
+bb=/bin/busybox
+$bb mount -t proc proc /proc
+$bb mount -t sysfs sysfs /sys
+$bb mount -t devtmpfs -o mode=0755 devtmpfs /dev
+$bb mount -t tmpfs -o mode=0755 tmpfs /run
+/usr/lib/initoverlayfs/storage-init --prepare-only
+echo "<5>initoverlayfs-test: prepare-only exited $?" > /dev/kmsg
+root=$($bb awk '$2 == "/initoverlayfs" { print $3 }' /proc/mounts)
+boot=$($bb awk '$2 == "/initoverlayfs/boot" { split($4, o, ","); print o[1] }' /proc/mounts)
+echo "<5>initoverlayfs-test: /initoverlayfs is $root, its /boot is $boot" > /dev/kmsg
+for m in /dev /proc /sys /run; do $bb mount --move $m /initoverlayfs$m; done
+exec $bb switch_root /initoverlayfs /init
+"#;
+/// Where the service units expect the binary.
+const SERVICE_STORAGE_INIT: &str = "/usr/lib/initoverlayfs/storage-init";
+
 /// A file on every test /boot that is not a filesystem (`initoverlayfs.fs=corrupt.img`).
 pub const CORRUPT_IMAGE: &str = "corrupt.img";
 /// A valid erofs image on every test /boot that the mini initramfs does not record
@@ -201,6 +221,36 @@ pub fn build_busybox_cell(
         image,
         disk,
     })
+}
+
+/// Turns a built mini initramfs into the `prepare-only` flow's: a second newc archive appended
+/// to it (the kernel unpacks them in order, a later file replacing an earlier one) carries
+/// storage-init at the units' path, busybox, an initrd-release and the stand-in /init.
+pub fn add_service_stand_in(
+    mini_initramfs: &Path,
+    storage_init: &Path,
+    busybox: &Fetched,
+) -> Result<()> {
+    let mut archive = builder::cpio::Archive::new();
+    for dir in ["/bin", "/usr", "/usr/lib", "/usr/lib/initoverlayfs"] {
+        archive.add_dir(dir, 0o755)?;
+    }
+    archive.add_file_from_host(SERVICE_STORAGE_INIT, 0o755, storage_init)?;
+    archive.add_file_from_host("/bin/busybox", 0o755, &busybox.root.join("bin/busybox"))?;
+    archive.add_file(
+        "/etc/initrd-release",
+        0o644,
+        b"NAME=\"initoverlayfs-rs service-mode test initramfs\"\n".to_vec(),
+    )?;
+    archive.add_file("/init", 0o755, SERVICE_STAND_IN_INIT.as_bytes().to_vec())?;
+    let bytes = archive.to_bytes(builder::source_date_epoch()?)?;
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(mini_initramfs)
+        .with_context(|| format!("opening {}", mini_initramfs.display()))?;
+    std::io::Write::write_all(&mut file, &bytes)
+        .with_context(|| format!("appending to {}", mini_initramfs.display()))?;
+    Ok(())
 }
 
 /// Builds an erofs image of `content`; returns its UUID.

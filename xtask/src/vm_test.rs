@@ -178,7 +178,6 @@ fn boot_cell(
         })?;
     let kernel = fixtures::fetch_kernel(sh, pin)?;
     result.fixtures.push(kernel.fetched.clone());
-    let Flow::Busybox = cell.flow;
     let packages = fixtures::read_packages(root)?;
     let busybox_pin = packages
         .package
@@ -196,6 +195,9 @@ fn boot_cell(
         cell.layout(),
         &artifacts.join("build"),
     )?;
+    if cell.flow == Flow::PrepareOnly {
+        images::add_service_stand_in(&built.mini_initramfs, &storage_init, &busybox)?;
+    }
 
     let nonce = nonce();
     let cmdline = format!(

@@ -134,3 +134,12 @@ fn cell_x86_64_q35_virtio_blk_debian12_6_12_fault_bad_config_halt() {
     let result = check_cell("x86_64-q35-virtio-blk-debian12-6.12-fault-bad-config-halt");
     assert!(console_lines_containing(&result, "storage-init: FATAL") >= 2);
 }
+
+#[test]
+fn cell_x86_64_q35_virtio_blk_debian12_6_12_busybox_prepare_only() {
+    let result = check_cell("x86_64-q35-virtio-blk-debian12-6.12-busybox-prepare-only");
+    // Service mode makes no API mounts and does not switch root itself.
+    for step in ["storage-init: mounted /proc", "storage-init: switched root"] {
+        assert_eq!(console_lines_containing(&result, step), 0, "{step}");
+    }
+}
