@@ -6,11 +6,15 @@
 //! * `modules.dep`: `path/to/mod.ko[.xz]: dep.ko[.xz] …`, every module with its full set of hard
 //!   dependencies; the last listed is the deepest, so modprobe loads them from the end.
 //! * `modules.softdep`: `softdep <mod> pre: <name>… post: <name>…`.
-//! * `modules.alias`: `alias <alias> <mod>`; only exact aliases are used (not glob patterns such
-//!   as `pci:v*d*`), because requests here are names, never hardware ids.
+//! * `modules.alias`: `alias <alias> <mod>`. Exact aliases resolve requested names
+//!   (`crypto-crc32c`); device aliases (`<bus>:<ids>`, usually globs such as `pci:v*d*…`) are
+//!   what storage-init matches against devices' modaliases at boot.
 //! * `modules.builtin`: `kernel/path/mod.ko` for each module built into the kernel image.
 //!
-//! Rules: names compare with `-` and `_` as the same character (as kmod does). A requested name
+//! Rules: names compare with `-` and `_` as the same character (as kmod does). A requested module
+//! with device aliases (a storage driver) is [`Necessity::OnDemand`]: shipped with its aliases,
+//! loaded at boot only if such a device exists; so is everything it alone pulls in. Every other
+//! requested name is required at start. A requested name
 //! that is built in is skipped with a note. A name that is no module is looked up as an alias;
 //! with several candidates, each is loaded as [`Necessity::Optional`]. Hard dependencies come
 //! before their dependent and share its necessity; `pre:` softdeps come before the module, `post:`
@@ -24,7 +28,7 @@ use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use storage_init::contract::{ModuleEntry, ModuleList, Necessity};
+use storage_init::contract::{DeviceAlias, ModuleEntry, ModuleList, Necessity};
 
 /// The index files depmod writes (kmod `depmod.c`), relative to `lib/modules/<kver>`.
 const MODULES_DEP: &str = "modules.dep";
@@ -163,6 +167,8 @@ pub struct ModuleIndex {
     builtin: BTreeSet<String>,
     /// Normalised alias → normalised module names, in file order.
     aliases: BTreeMap<String, Vec<String>>,
+    /// Normalised module name → the modalias patterns of the devices it drives, in file order.
+    device_aliases: BTreeMap<String, Vec<String>>,
     softdeps: BTreeMap<String, SoftDeps>,
 }
 
@@ -218,6 +224,15 @@ fn meaningful(text: &str) -> Vec<(usize, &str)> {
 
 fn is_glob(alias: &str) -> bool {
     alias.contains(['*', '?', '['])
+}
+
+/// Whether an alias names devices (`<bus>:<ids>`, matched against a device's modalias) rather
+/// than a name (`fs-ext4`, `crypto-crc32c`, `block-major-7-*`) or a device node
+/// (`devname:loop-control`).
+fn is_device_alias(alias: &str) -> bool {
+    alias
+        .split_once(':')
+        .is_some_and(|(bus, _)| !bus.is_empty() && bus != "devname")
 }
 
 impl ModuleIndex {
@@ -301,6 +316,7 @@ impl ModuleIndex {
         }
 
         let mut aliases: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut device_aliases: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (number, line) in meaningful(files.alias) {
             let mut words = line.split_whitespace();
             let (Some("alias"), Some(alias), Some(module)) =
@@ -312,11 +328,17 @@ impl ModuleIndex {
                     format!("expected 'alias <alias> <module>', found {line:?}"),
                 ));
             };
+            let module = normalize_name(module);
+            if is_device_alias(alias) {
+                let patterns = device_aliases.entry(module.clone()).or_default();
+                if !patterns.iter().any(|p| p == alias) {
+                    patterns.push(alias.to_owned());
+                }
+            }
             if is_glob(alias) {
                 continue;
             }
             let candidates = aliases.entry(normalize_name(alias)).or_default();
-            let module = normalize_name(module);
             if !candidates.contains(&module) {
                 candidates.push(module);
             }
@@ -332,29 +354,63 @@ impl ModuleIndex {
             modules,
             builtin,
             aliases,
+            device_aliases,
             softdeps,
         })
     }
 
-    /// Computes the ordered closure of `requested`, all of them required.
+    /// Computes the ordered closure of `requested`. A requested module that drives devices
+    /// (it has modalias patterns) is loaded on demand, when such a device shows up; every other
+    /// requested name is required at start.
     pub fn resolve(&self, requested: &[String]) -> Result<Resolution, ModulesError> {
         let mut walk = Walk {
             index: self,
             order: Vec::new(),
             necessity: BTreeMap::new(),
+            after: BTreeMap::new(),
             in_progress: BTreeSet::new(),
             notes: Vec::new(),
         };
         for name in requested {
-            walk.visit_name(name, Necessity::Required, None)?;
+            let necessity = if self.device_aliases.contains_key(&normalize_name(name))
+                && self.modules.contains_key(&normalize_name(name))
+            {
+                Necessity::OnDemand
+            } else {
+                Necessity::Required
+            };
+            walk.visit_name(name, necessity, None)?;
         }
+        let position: BTreeMap<&str, usize> = walk
+            .order
+            .iter()
+            .enumerate()
+            .map(|(i, name)| (name.as_str(), i))
+            .collect();
         let modules = walk
             .order
             .iter()
-            .map(|name| ResolvedModule {
-                name: name.clone(),
-                relative_path: self.modules[name].relative_path.clone(),
-                necessity: walk.necessity[name],
+            .enumerate()
+            .map(|(i, name)| {
+                let necessity = walk.necessity[name];
+                // Only what comes earlier: a dependency cut from a cycle is not waited for.
+                let mut after: Vec<String> = Vec::new();
+                for dep in walk.after.get(name).into_iter().flatten() {
+                    if position.get(dep.as_str()).is_some_and(|&p| p < i) && !after.contains(dep) {
+                        after.push(dep.clone());
+                    }
+                }
+                ResolvedModule {
+                    name: name.clone(),
+                    relative_path: self.modules[name].relative_path.clone(),
+                    necessity,
+                    after,
+                    device_aliases: if necessity == Necessity::OnDemand {
+                        self.device_aliases.get(name).cloned().unwrap_or_default()
+                    } else {
+                        Vec::new()
+                    },
+                }
             })
             .collect();
         Ok(Resolution {
@@ -371,6 +427,8 @@ struct Walk<'a> {
     /// Load order, each module once.
     order: Vec<String>,
     necessity: BTreeMap<String, Necessity>,
+    /// Module → the modules to load before it (hard dependencies, `pre:` softdeps).
+    after: BTreeMap<String, Vec<String>>,
     /// Modules whose dependencies are being visited, to cut cycles.
     in_progress: BTreeSet<String>,
     notes: Vec<String>,
@@ -378,34 +436,38 @@ struct Walk<'a> {
 
 impl Walk<'_> {
     /// Visits a name that may be a module, a built-in module or an alias.
+    /// Returns the modules the name stands for.
     fn visit_name(
         &mut self,
         name: &str,
         necessity: Necessity,
         needed_by: Option<&str>,
-    ) -> Result<(), ModulesError> {
+    ) -> Result<Vec<String>, ModulesError> {
         let normalized = normalize_name(name);
         let via = needed_by
             .map(|m| format!(" (needed by {m})"))
             .unwrap_or_default();
         if self.index.modules.contains_key(&normalized) {
-            return self.visit_module(&normalized, necessity);
+            self.visit_module(&normalized, necessity)?;
+            return Ok(vec![normalized]);
         }
         if self.index.builtin.contains(&normalized) {
             self.note(format!(
                 "{name} is built into the kernel{via}: nothing to load"
             ));
-            return Ok(());
+            return Ok(Vec::new());
         }
         if let Some(candidates) = self.index.aliases.get(&normalized) {
             let candidate_necessity = if candidates.len() == 1 {
                 necessity
             } else {
-                Necessity::Optional
+                necessity.min(Necessity::Optional)
             };
+            let mut modules = Vec::new();
             for candidate in candidates {
                 if self.index.modules.contains_key(candidate) {
                     self.visit_module(candidate, candidate_necessity)?;
+                    modules.push(candidate.clone());
                 } else if self.index.builtin.contains(candidate) {
                     self.note(format!(
                         "{candidate} (for alias {name}{via}) is built into the kernel: nothing to load"
@@ -416,7 +478,7 @@ impl Walk<'_> {
                     ));
                 }
             }
-            return Ok(());
+            return Ok(modules);
         }
         match necessity {
             Necessity::Required => Err(ModulesError::UnknownModule {
@@ -424,11 +486,11 @@ impl Walk<'_> {
                 dir: self.index.dir.clone(),
                 via,
             }),
-            Necessity::Optional => {
+            Necessity::Optional | Necessity::OnDemand => {
                 self.note(format!(
                     "optional {name}{via} is no module, built-in or alias of this kernel: skipped"
                 ));
-                Ok(())
+                Ok(Vec::new())
             }
         }
     }
@@ -447,16 +509,24 @@ impl Walk<'_> {
             return Ok(());
         }
         let info = &self.index.modules[name];
+        let softdeps = self.index.softdeps.get(name).cloned().unwrap_or_default();
+        let soft = soft_necessity(necessity);
         match self.necessity.get(name).copied() {
-            Some(Necessity::Required) => return Ok(()),
-            Some(Necessity::Optional) if necessity == Necessity::Optional => return Ok(()),
-            Some(Necessity::Optional) => {
-                // Reached again as required: upgrade it and its hard dependencies, which are
-                // already earlier in the order.
-                self.necessity.insert(name.to_owned(), Necessity::Required);
+            Some(known) if known >= necessity => return Ok(()),
+            Some(_) => {
+                // Reached again with a stronger need (required, or at start instead of on
+                // demand): upgrade it and what it pulls in, which are already earlier in the
+                // order.
+                self.necessity.insert(name.to_owned(), necessity);
                 self.in_progress.insert(name.to_owned());
+                for pre in &softdeps.pre {
+                    self.visit_name(pre, soft, Some(name))?;
+                }
                 for dep in info.deps.iter().rev() {
-                    self.visit_dep(dep, name, Necessity::Required)?;
+                    self.visit_dep(dep, name, necessity)?;
+                }
+                for post in &softdeps.post {
+                    self.visit_name(post, soft, Some(name))?;
                 }
                 self.in_progress.remove(name);
                 return Ok(());
@@ -464,17 +534,19 @@ impl Walk<'_> {
             None => {}
         }
         self.in_progress.insert(name.to_owned());
-        let softdeps = self.index.softdeps.get(name).cloned().unwrap_or_default();
+        let mut after = Vec::new();
         for pre in &softdeps.pre {
-            self.visit_name(pre, Necessity::Optional, Some(name))?;
+            after.extend(self.visit_name(pre, soft, Some(name))?);
         }
         for dep in info.deps.iter().rev() {
             self.visit_dep(dep, name, necessity)?;
+            after.push(dep.clone());
         }
         self.necessity.insert(name.to_owned(), necessity);
+        self.after.insert(name.to_owned(), after);
         self.order.push(name.to_owned());
         for post in &softdeps.post {
-            self.visit_name(post, Necessity::Optional, Some(name))?;
+            self.visit_name(post, soft, Some(name))?;
         }
         self.in_progress.remove(name);
         Ok(())
@@ -498,6 +570,12 @@ impl Walk<'_> {
     }
 }
 
+/// What a soft dependency of a module with `necessity` gets: never required, and on demand
+/// when the module itself is.
+fn soft_necessity(necessity: Necessity) -> Necessity {
+    necessity.min(Necessity::Optional)
+}
+
 /// One module of a closure.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResolvedModule {
@@ -506,6 +584,10 @@ pub struct ResolvedModule {
     /// As in modules.dep: relative to `lib/modules/<kver>`, compression suffix included.
     pub relative_path: String,
     pub necessity: Necessity,
+    /// Modules to load before it, all earlier in the order.
+    pub after: Vec<String>,
+    /// For an on-demand module: the modalias patterns that ask for it.
+    pub device_aliases: Vec<String>,
 }
 
 impl ResolvedModule {
@@ -539,15 +621,27 @@ impl Resolution {
             .iter()
             .map(|module| {
                 Ok(ModuleEntry {
+                    name: module.name.clone(),
                     path: PathBuf::from(format!(
                         "{installed_dir}/{}",
                         module.uncompressed_relative_path()?
                     )),
                     necessity: module.necessity,
+                    after: module.after.clone(),
                 })
             })
             .collect::<Result<Vec<_>, ModulesError>>()?;
-        Ok(ModuleList { entries })
+        let aliases = self
+            .modules
+            .iter()
+            .flat_map(|module| {
+                module.device_aliases.iter().map(|pattern| DeviceAlias {
+                    pattern: pattern.clone(),
+                    module: module.name.clone(),
+                })
+            })
+            .collect();
+        Ok(ModuleList { entries, aliases })
     }
 }
 
@@ -557,6 +651,7 @@ impl fmt::Display for Resolution {
             let verb = match module.necessity {
                 Necessity::Required => "load",
                 Necessity::Optional => "try",
+                Necessity::OnDemand => "device",
             };
             writeln!(f, "{verb} {} ({})", module.name, module.relative_path)?;
         }
@@ -695,6 +790,86 @@ load ext4
 load libcrc32c
 load erofs
 load overlay
+",
+        );
+    }
+
+    const DEVICES: Tree = Tree {
+        dep: "kernel/drivers/nvme/host/nvme.ko: kernel/drivers/nvme/host/nvme-core.ko
+kernel/drivers/nvme/host/nvme-core.ko:
+kernel/drivers/block/virtio_blk.ko:
+kernel/lib/crc64.ko:
+kernel/fs/erofs/erofs.ko:
+",
+        softdep: "softdep nvme_core pre: crc64\n",
+        alias: "alias pci:v*d*sv*sd*bc01sc08i02* nvme
+alias pci:v0000144Dd0000A808sv*sd*bc*sc*i* nvme
+alias virtio:d00000002v* virtio_blk
+alias devname:nvme-fabrics nvme_core
+alias fs-erofs erofs
+",
+        builtin: "",
+    };
+
+    #[test]
+    fn device_drivers_load_on_demand_with_their_aliases() {
+        check(
+            &DEVICES,
+            &["nvme", "virtio_blk", "erofs"],
+            "
+device crc64
+device nvme_core
+device nvme
+device virtio_blk
+load erofs
+",
+        );
+        let requested: Vec<String> = ["nvme", "virtio_blk", "erofs"].map(String::from).to_vec();
+        let list = index(&DEVICES)
+            .resolve(&requested)
+            .unwrap()
+            .module_list("/lib/modules/1.0")
+            .unwrap();
+        let text = list.render();
+        assert!(
+            text.contains(
+                "device nvme /lib/modules/1.0/kernel/drivers/nvme/host/nvme.ko nvme_core\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "device nvme_core /lib/modules/1.0/kernel/drivers/nvme/host/nvme-core.ko crc64\n"
+            ),
+            "the pre: softdep is loaded first: {text}"
+        );
+        let aliases: Vec<(&str, &str)> = list
+            .aliases
+            .iter()
+            .map(|a| (a.pattern.as_str(), a.module.as_str()))
+            .collect();
+        assert_eq!(
+            aliases,
+            [
+                ("pci:v*d*sv*sd*bc01sc08i02*", "nvme"),
+                ("pci:v0000144Dd0000A808sv*sd*bc*sc*i*", "nvme"),
+                ("virtio:d00000002v*", "virtio_blk"),
+            ],
+            "device aliases of on-demand modules only (not devname:, not fs-)"
+        );
+        assert_eq!(ModuleList::parse(&text), Ok(list));
+    }
+
+    #[test]
+    fn needed_at_start_wins_over_on_demand() {
+        // nvme_core asked for by name: required at start, and so its softdep is tried at start.
+        check(
+            &DEVICES,
+            &["nvme", "nvme_core"],
+            "
+try crc64
+load nvme_core
+device nvme
 ",
         );
     }
@@ -934,6 +1109,16 @@ note: optional missing (needed by a) is no module, built-in or alias of this ker
         assert!(position("jbd2") < position("ext4"));
         assert!(position("libcrc32c") < position("erofs"));
         let list = resolution.module_list(&kernel.installed_dir()).unwrap();
+        let virtio_blk = list.entry("virtio_blk").unwrap();
+        assert_eq!(virtio_blk.necessity, Necessity::OnDemand, "{list:?}");
+        assert!(
+            list.aliases
+                .iter()
+                .any(|a| a.module == "virtio_blk" && a.pattern == "virtio:d00000002v*"),
+            "{:?}",
+            list.aliases
+        );
+        assert_eq!(list.entry("erofs").unwrap().necessity, Necessity::Required);
         for (entry, module) in list.entries.iter().zip(&resolution.modules) {
             assert!(entry.path.to_string_lossy().ends_with(".ko"), "{entry:?}");
             let bytes = read_module(&resolution.dir.join(&module.relative_path)).unwrap();

@@ -60,7 +60,7 @@ fn mini_initramfs_then_list() {
     );
     let stdout = build(&a, None);
     assert!(
-        stdout.contains("load /lib/modules/1.0/kernel/virtio_blk.ko"),
+        stdout.contains("load virtio_blk /lib/modules/1.0/kernel/virtio_blk.ko"),
         "{stdout}"
     );
     build(&b, None);

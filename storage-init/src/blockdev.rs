@@ -138,12 +138,15 @@ impl Search<'_> {
 }
 
 /// Waits until a device matching `wanted` appears (trying `hint` first). `events` must have been
-/// opened before the modules that create block devices were loaded.
+/// opened before the modules that create block devices were loaded. Every `add` uevent that
+/// carries a modalias goes to `new_device` first (to load its driver), so a late disk's
+/// controller gets its module and the disk follows.
 pub fn find(
     wanted: &BootFs,
     hint: Option<&Path>,
     timeout: Duration,
     events: Option<&UeventSocket>,
+    new_device: &mut dyn FnMut(&str),
 ) -> Result<Found, Fatal> {
     let deadline = Instant::now() + timeout;
     let mut search = Search {
@@ -178,6 +181,11 @@ pub fn find(
             && let Some(device) = search.scan(hint)
         {
             return found(device, Via::Rescan);
+        }
+        for event in &received.events {
+            if let (Some(modalias), "add") = (&event.modalias, event.action.as_str()) {
+                new_device(modalias);
+            }
         }
         for event in received.events.iter().filter(|e| e.is_block_device_news()) {
             let Some(name) = &event.devname else {

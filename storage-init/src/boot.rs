@@ -9,11 +9,12 @@ use std::process::Command;
 use rustix::mount::MountFlags;
 
 use crate::blockdev::{self, Found};
+use crate::coldplug;
 use crate::config::{self, CONFIG_PATH, Config, Emergency};
 use crate::contract::{MODULE_LIST_PATH, ModuleList};
 use crate::error::{Context, Fatal};
 use crate::log::Log;
-use crate::modules;
+use crate::modules::{self, Drivers};
 use crate::mounts::{mount_fs, mount_image, mount_overlay, move_mount};
 use crate::probe::{Superblock, probe_file};
 use crate::switch_root::switch_root;
@@ -159,11 +160,22 @@ fn prepare(log: &mut Log, emergency: &mut Emergency, layout: Layout) -> Result<C
         }
     };
     let modules = read_module_list()?;
-    let loaded = modules::load_all(&modules, log)?;
-    log.step(&format!(
-        "loaded {loaded} of {} modules",
-        modules.entries.len()
-    ));
+    let mut drivers = Drivers::new(&modules);
+    let (loaded, tried) = drivers.load_at_start(log)?;
+    log.step(&format!("loaded {loaded} of {tried} modules"));
+    if drivers.has_aliases() {
+        let coldplugged = coldplug::coldplug(&mut drivers, log);
+        log.step(&format!(
+            "coldplug: {} device{} without a driver; loaded {}",
+            coldplugged.unbound,
+            if coldplugged.unbound == 1 { "" } else { "s" },
+            if coldplugged.loaded.is_empty() {
+                "no module".to_owned()
+            } else {
+                coldplugged.loaded.join(", ")
+            }
+        ));
+    }
 
     let Some(bootfs) = config.bootfs.as_ref() else {
         return Err(Fatal::new(
@@ -173,12 +185,26 @@ fn prepare(log: &mut Log, emergency: &mut Emergency, layout: Layout) -> Result<C
             ),
         ));
     };
-    let Found { device, via } = blockdev::find(
+    let found = blockdev::find(
         bootfs,
         config.bootfs_hint.as_deref(),
         config.timeout,
         events.as_ref(),
-    )?;
+        &mut |modalias| {
+            drivers.load_for_device(modalias, log);
+        },
+    );
+    let Found { device, via } = found.map_err(|mut fatal| {
+        let failures = drivers.failures();
+        if !failures.is_empty() {
+            fatal.why = format!(
+                "{}; modules that failed to load: {}",
+                fatal.why,
+                failures.join("; ")
+            );
+        }
+        fatal
+    })?;
     drop(events);
     log.step(&format!("found bootfs {bootfs} on {device} {via}"));
 

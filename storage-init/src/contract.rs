@@ -8,19 +8,28 @@
 //! * [`MODULE_LIST_PATH`]: the kernel modules to load, in order (this module's [`ModuleList`]).
 //! * The module files the list names, uncompressed.
 //!
-//! The module list format, version 1:
+//! The module list format, version 2:
 //!
 //! ```text
-//! initoverlayfs-modules 1
-//! # comment
-//! load /lib/modules/6.12.0/kernel/fs/jbd2/jbd2.ko
-//! try /lib/modules/6.12.0/kernel/arch/x86/crypto/crc32c-intel.ko
+//! initoverlayfs-modules 2
+//! # <verb> <name> <path> [<name of a module to load first>...]
+//! load jbd2 /lib/modules/6.12.0/kernel/fs/jbd2/jbd2.ko
+//! try crc32c_intel /lib/modules/6.12.0/kernel/arch/x86/crypto/crc32c-intel.ko
+//! load ext4 /lib/modules/6.12.0/kernel/fs/ext4/ext4.ko jbd2 crc32c_intel
+//! device virtio_blk /lib/modules/6.12.0/kernel/drivers/block/virtio_blk.ko
+//! # alias <modalias pattern> <name>
+//! alias virtio:d00000002v* virtio_blk
 //! ```
 //!
-//! The first line names the format and its version; a reader refuses any other version. Each
-//! further line is `load <path>` (the boot cannot go on without it: failure is fatal) or
-//! `try <path>` (a soft dependency or one of several alias candidates: failure is a warning).
-//! Lines are in load order: every module comes after the modules it depends on.
+//! The first line names the format and its version; a reader refuses any other version. A
+//! module line is `load` (loaded at start; the boot cannot go on without it), `try` (loaded at
+//! start; a soft dependency or one of several alias candidates, so a failure is a warning) or
+//! `device` (loaded only when a device needs it: when a device without a driver has a modalias
+//! that an `alias` line maps to it, at coldplug or from a uevent; a failure is a warning, and
+//! the boot device's absence then says the rest). The names after the path are the modules to
+//! load before it (hard dependencies and `pre:` soft dependencies); each must be on an earlier
+//! line, so the file order is a valid load order and the graph has no cycle. Alias patterns are
+//! kmod's (shell globs: `*`, `?`, `[...]`).
 
 use std::fmt;
 use std::path::PathBuf;
@@ -32,29 +41,58 @@ pub const MODULE_LIST_PATH: &str = "/usr/lib/initoverlayfs/modules";
 const MODULE_LIST_MAGIC: &str = "initoverlayfs-modules";
 
 /// The module list format version this storage-init reads and builder writes.
-pub const MODULE_LIST_VERSION: u32 = 1;
+pub const MODULE_LIST_VERSION: u32 = 2;
 
-/// Whether a module's load failure stops the boot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// When a module is loaded and what its failure means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Necessity {
-    /// `load`: required; a failure is fatal.
-    Required,
-    /// `try`: optional (softdep, alternative implementation); a failure is a warning.
+    /// `device`: only when a device's modalias asks for it; a failure is a warning.
+    OnDemand,
+    /// `try`: at start; optional (softdep, alternative implementation), a failure is a warning.
     Optional,
+    /// `load`: at start; required, a failure is fatal.
+    Required,
 }
 
-/// One module to load.
+impl Necessity {
+    fn verb(self) -> &'static str {
+        match self {
+            Necessity::Required => "load",
+            Necessity::Optional => "try",
+            Necessity::OnDemand => "device",
+        }
+    }
+
+    /// Whether the module is loaded at start, before any device is looked at.
+    pub fn at_start(self) -> bool {
+        self != Necessity::OnDemand
+    }
+}
+
+/// One module the mini initramfs ships.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModuleEntry {
+    /// Normalised module name (`-` written as `_`), unique in the list.
+    pub name: String,
     /// Absolute path of the (uncompressed) module file inside the mini initramfs.
     pub path: PathBuf,
     pub necessity: Necessity,
+    /// Modules to load first, each on an earlier line.
+    pub after: Vec<String>,
 }
 
-/// The ordered module load list.
+/// A modalias pattern and the module it asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceAlias {
+    pub pattern: String,
+    pub module: String,
+}
+
+/// The modules of a mini initramfs, in load order, and the modaliases of the on-demand ones.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ModuleList {
     pub entries: Vec<ModuleEntry>,
+    pub aliases: Vec<DeviceAlias>,
 }
 
 /// Why a module list cannot be read.
@@ -78,13 +116,27 @@ impl ModuleList {
     pub fn render(&self) -> String {
         let mut out = format!("{MODULE_LIST_MAGIC} {MODULE_LIST_VERSION}\n");
         for entry in &self.entries {
-            let verb = match entry.necessity {
-                Necessity::Required => "load",
-                Necessity::Optional => "try",
-            };
-            out.push_str(&format!("{verb} {}\n", entry.path.display()));
+            out.push_str(&format!(
+                "{} {} {}",
+                entry.necessity.verb(),
+                entry.name,
+                entry.path.display()
+            ));
+            for name in &entry.after {
+                out.push(' ');
+                out.push_str(name);
+            }
+            out.push('\n');
+        }
+        for alias in &self.aliases {
+            out.push_str(&format!("alias {} {}\n", alias.pattern, alias.module));
         }
         out
+    }
+
+    /// The entry named `name`.
+    pub fn entry(&self, name: &str) -> Option<&ModuleEntry> {
+        self.entries.iter().find(|e| e.name == name)
     }
 
     pub fn parse(text: &str) -> Result<ModuleList, ModuleListError> {
@@ -99,7 +151,7 @@ impl ModuleList {
                 ),
             });
         }
-        let mut entries = Vec::new();
+        let mut list = ModuleList::default();
         for (index, raw) in lines {
             let line = raw.trim();
             if line.is_empty() || line.starts_with('#') {
@@ -109,28 +161,62 @@ impl ModuleList {
                 line: index + 1,
                 problem,
             };
-            let (verb, path) = line
-                .split_once(char::is_whitespace)
-                .ok_or_else(|| error(format!("expected '<load|try> <path>', found {line:?}")))?;
+            let mut words = line.split_whitespace();
+            let verb = words.next().unwrap_or_default();
             let necessity = match verb {
                 "load" => Necessity::Required,
                 "try" => Necessity::Optional,
+                "device" => Necessity::OnDemand,
+                "alias" => {
+                    let (Some(pattern), Some(module), None) =
+                        (words.next(), words.next(), words.next())
+                    else {
+                        return Err(error(format!(
+                            "expected 'alias <pattern> <module>', found {line:?}"
+                        )));
+                    };
+                    if list.entry(module).is_none() {
+                        return Err(error(format!(
+                            "alias {pattern} names {module}, which no earlier line lists"
+                        )));
+                    }
+                    list.aliases.push(DeviceAlias {
+                        pattern: pattern.to_owned(),
+                        module: module.to_owned(),
+                    });
+                    continue;
+                }
                 other => {
                     return Err(error(format!(
-                        "unknown verb {other:?}: expected load or try"
+                        "unknown verb {other:?}: expected load, try, device or alias"
                     )));
                 }
             };
-            let path = path.trim();
+            let (Some(name), Some(path)) = (words.next(), words.next()) else {
+                return Err(error(format!(
+                    "expected '{verb} <name> <path> [<module>...]', found {line:?}"
+                )));
+            };
             if !path.starts_with('/') {
                 return Err(error(format!("module path {path:?} is not absolute")));
             }
-            entries.push(ModuleEntry {
+            if list.entry(name).is_some() {
+                return Err(error(format!("module {name} is listed twice")));
+            }
+            let after: Vec<String> = words.map(str::to_owned).collect();
+            if let Some(missing) = after.iter().find(|dep| list.entry(dep).is_none()) {
+                return Err(error(format!(
+                    "{name} needs {missing}, which no earlier line lists"
+                )));
+            }
+            list.entries.push(ModuleEntry {
+                name: name.to_owned(),
                 path: PathBuf::from(path),
                 necessity,
+                after,
             });
         }
-        Ok(ModuleList { entries })
+        Ok(list)
     }
 }
 
@@ -138,21 +224,34 @@ impl ModuleList {
 mod tests {
     use super::*;
 
+    fn entry(name: &str, necessity: Necessity, after: &[&str]) -> ModuleEntry {
+        ModuleEntry {
+            name: name.into(),
+            path: format!("/lib/modules/k/{name}.ko").into(),
+            necessity,
+            after: after.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+
     #[test]
     fn round_trip() {
         let list = ModuleList {
             entries: vec![
-                ModuleEntry {
-                    path: "/lib/modules/k/a.ko".into(),
-                    necessity: Necessity::Optional,
-                },
-                ModuleEntry {
-                    path: "/lib/modules/k/b.ko".into(),
-                    necessity: Necessity::Required,
-                },
+                entry("a", Necessity::Optional, &[]),
+                entry("b", Necessity::Required, &["a"]),
+                entry("c", Necessity::OnDemand, &["a", "b"]),
             ],
+            aliases: vec![DeviceAlias {
+                pattern: "virtio:d00000002v*".into(),
+                module: "c".into(),
+            }],
         };
-        assert_eq!(ModuleList::parse(&list.render()), Ok(list));
+        let text = list.render();
+        assert!(
+            text.contains("device c /lib/modules/k/c.ko a b\n"),
+            "{text}"
+        );
+        assert_eq!(ModuleList::parse(&text), Ok(list));
         assert_eq!(
             ModuleList::parse(&ModuleList::default().render()),
             Ok(ModuleList::default())
@@ -166,20 +265,37 @@ mod tests {
             assert_eq!(err.line, line, "{text:?}");
             assert!(err.to_string().contains(fragment), "{err}");
         };
+        let v2 = "initoverlayfs-modules 2\n";
         check("", 1, "header");
-        check("initoverlayfs-modules 2\n", 1, "rebuild");
+        check("initoverlayfs-modules 1\nload /a.ko\n", 1, "rebuild");
+        check(&format!("{v2}\nfetch a /x.ko\n"), 3, "unknown verb");
+        check(&format!("{v2}load a x.ko\n"), 2, "not absolute");
+        check(&format!("{v2}load\n"), 2, "expected 'load <name> <path>");
+        check(&format!("{v2}load a\n"), 2, "expected");
         check(
-            "initoverlayfs-modules 1\n\nfetch /x.ko\n",
-            3,
-            "unknown verb",
+            &format!("{v2}load a /a.ko b\nload b /b.ko\n"),
+            2,
+            "no earlier line",
         );
-        check("initoverlayfs-modules 1\nload x.ko\n", 2, "not absolute");
-        check("initoverlayfs-modules 1\nload\n", 2, "expected");
+        check(&format!("{v2}load a /a.ko\ntry a /b.ko\n"), 3, "twice");
+        check(&format!("{v2}alias pci:* nvme\n"), 2, "no earlier line");
+        check(
+            &format!("{v2}device nvme /n.ko\nalias pci:*\n"),
+            3,
+            "expected 'alias",
+        );
     }
 
     #[test]
     fn comments_and_crlf() {
-        let list = ModuleList::parse("initoverlayfs-modules 1\r\n# c\r\ntry /a.ko\r\n").unwrap();
+        let list = ModuleList::parse("initoverlayfs-modules 2\r\n# c\r\ntry a /a.ko\r\n").unwrap();
         assert_eq!(list.entries[0].path, PathBuf::from("/a.ko"));
+    }
+
+    #[test]
+    fn necessity_ranks_on_demand_lowest() {
+        assert!(Necessity::Required > Necessity::Optional);
+        assert!(Necessity::Optional > Necessity::OnDemand);
+        assert!(!Necessity::OnDemand.at_start() && Necessity::Optional.at_start());
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod blockdev;
 pub mod boot;
+pub mod coldplug;
 pub mod config;
 pub mod contract;
 pub mod emergency;
@@ -11,6 +12,7 @@ pub mod fs_context;
 pub mod inspect;
 pub mod log;
 pub mod loop_device;
+pub mod modalias;
 pub mod modules;
 pub mod mounts;
 pub mod partition;
