@@ -245,6 +245,7 @@ mod tests {
                 partlabel: Some(label.into()),
             }),
             unreadable: None,
+            partitioned: false,
         }
     }
 

@@ -89,7 +89,6 @@ pub fn prepare_only(log: &mut Log) -> Result<(), Fatal> {
     log.open_kmsg();
     let mut emergency = Emergency::default();
     let result = prepare(log, &mut emergency, SERVICE);
-    log.restore_devkmsg();
     result?;
     log.step(&format!(
         "prepared {root}: ready for `systemctl switch-root {root}`",
@@ -128,7 +127,6 @@ fn boot(log: &mut Log, emergency: &mut Emergency) -> Result<std::convert::Infall
 
     let init = choose_init(config.init.as_deref(), is_executable)?;
     log.step(&format!("exec {}", init.display()));
-    log.restore_devkmsg();
     // The kernel hands init the arguments it did not recognise; they belong to the next init.
     let error = Command::new(&init).args(std::env::args_os().skip(1)).exec();
     Err(Fatal::new(format!("executing {}", init.display()), error))

@@ -17,7 +17,6 @@ const SHELL: &str = "/bin/sh";
 
 /// Carries out `action` after `fatal_line` has been logged once.
 pub fn act(action: Emergency, log: &mut Log, fatal_line: &str) -> ! {
-    log.restore_devkmsg();
     match action {
         Emergency::Halt => {}
         Emergency::PowerOff => reboot(log, RebootCommand::PowerOff),

@@ -115,6 +115,13 @@ impl<'a> AliasTable<'a> {
         table
     }
 
+    /// The buses the patterns name; `None` when some pattern may match any bus.
+    pub fn buses(&self) -> Option<Vec<&'a str>> {
+        self.any_bus
+            .is_empty()
+            .then(|| self.by_bus.keys().copied().collect())
+    }
+
     /// The modules whose patterns match `modalias`, each once, in the list's order.
     pub fn modules_for(&self, modalias: &str) -> Vec<&'a str> {
         let bus = modalias.split_once(':').map_or("", |(bus, _)| bus);
@@ -211,5 +218,8 @@ mod tests {
         assert_eq!(table.modules_for("acpi:PNP0A05:"), ["bus_glob"]);
         assert!(table.modules_for("usb:v1234p5678").is_empty());
         assert!(table.modules_for("no bus").is_empty());
+        assert_eq!(table.buses(), None, "acpi*: any bus may match");
+        let table = AliasTable::new(&aliases[..3]);
+        assert_eq!(table.buses(), Some(vec!["pci", "virtio"]));
     }
 }

@@ -87,6 +87,12 @@ impl<'a> Drivers<'a> {
         !self.list.aliases.is_empty()
     }
 
+    /// The buses whose devices an alias may match: `None` when there is no alias, `Some(None)`
+    /// when a pattern's bus is itself a glob (every bus must be looked at).
+    pub fn buses(&self) -> Option<Option<Vec<&'a str>>> {
+        self.has_aliases().then(|| self.aliases.buses())
+    }
+
     /// The on-demand modules that failed, for the FATAL line of a search that found nothing.
     pub fn failures(&self) -> Vec<String> {
         self.outcomes
