@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, TryRecvError};
 use std::time::Duration;
 
+use rustix::io::Errno;
+
 use crate::partition::{self, PartitionId};
 use crate::probe::{
     BTRFS_PROBE_LEN, BTRFS_SUPERBLOCK_OFFSET, PROBE_LEN, Superblock, probe, probe_btrfs,
@@ -45,7 +47,8 @@ pub struct BlockDevice {
 /// Why a device's first bytes could not be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Unreadable {
-    /// Size 0 in sysfs: an empty CD-ROM or card reader. Inserting a medium sends a uevent.
+    /// Size 0 in sysfs (an empty card reader: not opened), or ENOMEDIUM from open (an empty
+    /// optical drive, whose sysfs size is a placeholder). Inserting a medium sends a uevent.
     NoMedium,
     /// A read still pending after [`READ_DEADLINE`].
     NoAnswer,
@@ -209,6 +212,10 @@ fn read_device(path: PathBuf, with_partition: bool) -> BlockDevice {
     });
     let (mut file, head) = match head {
         Ok(read) => read,
+        // An empty optical drive: its open fails at once (the drive answers TEST UNIT READY).
+        Err(e) if e.raw_os_error() == Some(Errno::NOMEDIUM.raw_os_error()) => {
+            return BlockDevice::unreadable(path, Unreadable::NoMedium);
+        }
         Err(e) => return BlockDevice::unreadable(path, Unreadable::Error(e.to_string())),
     };
     let superblock = probe(&head).or_else(|| {

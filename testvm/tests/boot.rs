@@ -34,6 +34,7 @@ fn machine(kernel: &Path, initrd: Option<PathBuf>) -> Machine {
         cmdline: "console=ttyS0 panic=-1".into(),
         disks: vec![],
         hotplug_ports: 0,
+        empty_cdroms: 0,
     }
 }
 

@@ -82,6 +82,9 @@ pub struct Cell {
     /// The filesystem of the initoverlayfs image.
     #[serde(default)]
     pub image_fs: crate::images::ImageFsKind,
+    /// Add a CD-ROM drive without a disc (and its drivers to the mini initramfs).
+    #[serde(default)]
+    pub empty_cdrom: bool,
     /// Console patterns that fail the cell at once.
     pub fatal: Vec<String>,
     pub milestones: Vec<MilestoneSpec>,
@@ -92,6 +95,7 @@ impl Cell {
         crate::images::Layout {
             boot_fs: self.boot_fs,
             image_fs: self.image_fs,
+            empty_cdrom: self.empty_cdrom,
         }
     }
 

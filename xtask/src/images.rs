@@ -21,6 +21,10 @@ const BOOT_PART_MIB: u64 = 64;
 /// is named although no module depends on it: it is built into Debian's 6.12 but a module in
 /// 6.1, and without it the virtio-blk disk never appears (udev would load it by modalias).
 pub const VIRTIO_BLK_MODULES: [&str; 4] = ["virtio_pci", "virtio_blk", "erofs", "overlay"];
+/// The drivers of an empty CD-ROM drive on q35's AHCI controller: both have device aliases, so
+/// both are on-demand (ahci for the PCI device at coldplug, sr_mod for the SCSI device that
+/// libata's asynchronous port probe creates later, through its uevent).
+const CDROM_MODULES: [&str; 2] = ["ahci", "sr_mod"];
 /// The writable layer's tmpfs size in the test mini initramfs; the smoke cell checks it.
 const OVERLAY_SIZE: &str = "64M";
 /// Kernel command-line key the content's /init echoes back in its marker line.
@@ -134,6 +138,9 @@ const EXT4_IMAGE_MIB: u64 = 16;
 pub struct Layout {
     pub boot_fs: BootFsKind,
     pub image_fs: ImageFsKind,
+    /// The machine has an empty CD-ROM drive on SATA: ship its drivers (AHCI, SCSI CD-ROM),
+    /// which load on demand.
+    pub empty_cdrom: bool,
 }
 
 /// Everything a cell boots from.
@@ -310,9 +317,15 @@ fn modules_for(kernel: &Kernel, layout: Layout) -> Result<Vec<String>> {
         .join(format!("config-{}", kernel.release));
     let config = std::fs::read_to_string(&config_path)
         .with_context(|| format!("reading {}", config_path.display()))?;
+    let cdrom: &[&str] = if layout.empty_cdrom {
+        &CDROM_MODULES
+    } else {
+        &[]
+    };
     let mut modules: Vec<String> = VIRTIO_BLK_MODULES
         .iter()
         .chain(layout.boot_fs.modules())
+        .chain(cdrom)
         .map(|m| (*m).to_owned())
         .collect();
     let file_backed = config

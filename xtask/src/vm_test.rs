@@ -225,6 +225,7 @@ fn boot_cell(
             vec![boot_disk.clone()]
         },
         hotplug_ports: u32::from(cell.hotplug.is_some()),
+        empty_cdroms: u32::from(cell.empty_cdrom),
     };
     let spec = testvm::run::BootSpec {
         milestones: cell.milestones(&nonce)?,

@@ -138,6 +138,9 @@ pub struct Machine {
     /// Empty PCIe root ports (`hotplug0`, `hotplug1`, …) that disks can be plugged into while
     /// the guest runs (see [`crate::run::Hotplug`]).
     pub hotplug_ports: u32,
+    /// CD-ROM drives without a disc on the board's SATA (AHCI) controller: the guest sees a
+    /// block device of size 0, as on a machine with an empty optical drive.
+    pub empty_cdroms: u32,
 }
 
 /// Where the serial console and the QMP monitor go.
@@ -191,6 +194,13 @@ impl Machine {
         argv.extend(["-append".into(), self.cmdline.clone()]);
         for (index, disk) in self.disks.iter().enumerate() {
             argv.extend(disk.qemu_args(index));
+        }
+        for drive in 0..self.empty_cdroms {
+            // q35's built-in ICH9 AHCI controller has six ports, `ide.0` to `ide.5`.
+            argv.extend([
+                "-device".into(),
+                format!("ide-cd,bus=ide.{drive},id=cdrom{drive}"),
+            ]);
         }
         for port in 0..self.hotplug_ports {
             // q35 has no hotplug on its root bus; each root port is a slot of its own.
@@ -279,6 +289,7 @@ mod tests {
                 },
             ],
             hotplug_ports: 1,
+            empty_cdroms: 1,
         }
     }
 
