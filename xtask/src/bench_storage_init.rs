@@ -30,6 +30,8 @@ pub struct Phases {
     /// Every `loaded module` line's time since the line before it: the kernel's work in
     /// finit_module (relocation, signature check, the driver's init and probe).
     pub modules: f64,
+    /// The same, module by module (file name without `.ko`), in load order.
+    pub module_loads: Vec<(String, f64)>,
     /// storage-init's own work: its first instruction to the exec of init, less module
     /// loading and the wait for the boot device (the 80 ms budget). The search counts
     /// as a wait only when the device was not there at coldplug.
@@ -67,6 +69,7 @@ pub fn phases(console: &str) -> Option<Phases> {
     let mut first_line: Option<(f64, f64)> = None;
     let mut previous = 0.0;
     let mut modules = 0.0;
+    let mut module_loads = Vec::new();
     let mut waited = false;
     for line in console.lines() {
         let Some(rest) = line.split("storage-init: ").nth(1) else {
@@ -88,6 +91,9 @@ pub fn phases(console: &str) -> Option<Phases> {
         first_line.get_or_insert((timestamp(line)?, elapsed));
         if name == "module" {
             modules += elapsed - previous;
+            let file = text.rsplit('/').next().unwrap_or(text);
+            let module = file.strip_suffix(".ko").unwrap_or(file);
+            module_loads.push((module.to_owned(), elapsed - previous));
         } else {
             if name == "find-bootfs" {
                 waited = !text.ends_with(" at coldplug");
@@ -110,6 +116,7 @@ pub fn phases(console: &str) -> Option<Phases> {
         exec: first_ts - run_init - first_elapsed,
         own: total - wait,
         modules,
+        module_loads,
         steps,
     })
 }
@@ -200,6 +207,16 @@ fn render(cell: &str, runs: &[Phases]) -> String {
         "module loads (every `loaded module` line)",
         runs.iter().map(|p| p.modules).collect(),
     );
+    if let Some(first) = runs.first() {
+        for (module, _) in &first.module_loads {
+            let values = runs
+                .iter()
+                .filter_map(|p| p.module_loads.iter().find(|(m, _)| m == module))
+                .map(|(_, ms)| *ms)
+                .collect();
+            row(&format!("module {module}"), values);
+        }
+    }
     row(
         "own work (total less module loads and device wait)",
         runs.iter().map(|p| p.own).collect(),
@@ -270,6 +287,10 @@ mod tests {
             ]
         );
         assert_eq!(p.modules, 140.0 + 600.0 + 9.0, "three module loads");
+        assert_eq!(
+            p.module_loads,
+            [("a".into(), 140.0), ("b".into(), 600.0), ("c".into(), 9.0)]
+        );
         assert_eq!(p.steps[2].1, 1.0, "the summary line, modules taken out");
         assert_eq!(p.steps[3].1, 10.0, "coldplug's walk, virtio_blk taken out");
         assert!(
