@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::Path;
+use std::sync::{Condvar, Mutex};
 
 use rustix::io::Errno;
 
@@ -12,6 +13,12 @@ use crate::contract::{ModuleEntry, ModuleList, Necessity};
 use crate::error::{Context, Fatal};
 use crate::log::Log;
 use crate::modalias::AliasTable;
+
+/// Most machines that boot this have 2-8 cores; past 4 loaders the kernel's own locks
+/// (module_mutex, the vmap area) serialise more than they overlap.
+const MAX_LOADERS: usize = 4;
+/// A loader thread only makes a syscall.
+const LOADER_STACK: usize = 64 << 10;
 
 /// What became of one module.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,12 +46,34 @@ impl<'a> Drivers<'a> {
         }
     }
 
-    /// Loads the `load` and `try` modules in list order. A required module that fails is fatal;
-    /// an optional one a warning. Returns how many were loaded, and how many were tried.
+    /// Loads the `load` and `try` modules, each after the modules it needs: one at a time in
+    /// list order on one CPU, else on up to [`MAX_LOADERS`] threads, a module starting as soon
+    /// as its dependencies are done (the kernel relocates, checks and initialises modules in
+    /// parallel). A required module that fails is fatal; an optional one a warning. Returns how
+    /// many were loaded, and how many were tried.
     pub fn load_at_start(&mut self, log: &mut Log) -> Result<(usize, usize), Fatal> {
+        let start: Vec<&'a ModuleEntry> = self
+            .list
+            .entries
+            .iter()
+            .filter(|e| e.necessity.at_start())
+            .collect();
+        let loaders = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(MAX_LOADERS);
+        // builder makes a start-up module need only earlier start-up modules; a list that does
+        // otherwise loads the simple way.
+        let self_contained = start.iter().all(|e| {
+            e.after
+                .iter()
+                .all(|dep| start.iter().any(|s| s.name == *dep))
+        });
+        if loaders > 1 && start.len() > 1 && self_contained {
+            self.load_in_parallel(&start, loaders, log);
+        }
         let mut tried = 0;
         let mut loaded = 0;
-        for entry in self.list.entries.iter().filter(|e| e.necessity.at_start()) {
+        for entry in start {
             tried += 1;
             match self.load(entry, log) {
                 Outcome::Loaded => loaded += 1,
@@ -62,6 +91,41 @@ impl<'a> Drivers<'a> {
             }
         }
         Ok((loaded, tried))
+    }
+
+    /// Loads `start` (each entry's dependencies among them) on `loaders` threads and records
+    /// the outcomes, which `load_at_start` then reads.
+    fn load_in_parallel(&mut self, start: &[&'a ModuleEntry], loaders: usize, log: &mut Log) {
+        let index_of = |name: &str| start.iter().position(|e| e.name == name);
+        let deps: Vec<Vec<usize>> = start
+            .iter()
+            .map(|e| e.after.iter().filter_map(|d| index_of(d)).collect())
+            .collect();
+        let log = Mutex::new(log);
+        let outcomes: Vec<Mutex<Option<Outcome>>> =
+            start.iter().map(|_| Mutex::new(None)).collect();
+        in_dependency_order(&deps, loaders, |i| {
+            let entry = start[i];
+            let outcome = attempt(entry);
+            if outcome == Outcome::Loaded
+                && let Ok(mut log) = log.lock()
+            {
+                log.step(&format!("loaded module {}", entry.path.display()));
+            }
+            let keep_going = !matches!(
+                (&outcome, entry.necessity),
+                (Outcome::Failed(_), Necessity::Required)
+            );
+            if let Ok(mut slot) = outcomes[i].lock() {
+                *slot = Some(outcome);
+            }
+            keep_going
+        });
+        for (entry, outcome) in start.iter().zip(outcomes) {
+            if let Some(outcome) = outcome.into_inner().ok().flatten() {
+                self.outcomes.insert(&entry.name, outcome);
+            }
+        }
     }
 
     /// Loads the modules whose aliases match `modalias` (with what they need first); returns
@@ -117,25 +181,83 @@ impl<'a> Drivers<'a> {
                 self.load(dep, log);
             }
         }
-        let outcome = match finit(&entry.path) {
-            Ok(()) => {
-                log.step(&format!("loaded module {}", entry.path.display()));
-                Outcome::Loaded
-            }
-            Err(why) if why == errno_text(Errno::EXIST) => Outcome::Present,
-            Err(why) => {
-                if !entry.necessity.at_start() {
-                    log.warn(&format!(
-                        "module {} not loaded: {why}",
-                        entry.path.display()
-                    ));
-                }
-                Outcome::Failed(why)
-            }
-        };
+        let outcome = attempt(entry);
+        match &outcome {
+            Outcome::Loaded => log.step(&format!("loaded module {}", entry.path.display())),
+            Outcome::Failed(why) if !entry.necessity.at_start() => log.warn(&format!(
+                "module {} not loaded: {why}",
+                entry.path.display()
+            )),
+            _ => {}
+        }
         self.outcomes.insert(&entry.name, outcome.clone());
         outcome
     }
+}
+
+/// One finit_module(2).
+fn attempt(entry: &ModuleEntry) -> Outcome {
+    match finit(&entry.path) {
+        Ok(()) => Outcome::Loaded,
+        Err(why) if why == errno_text(Errno::EXIST) => Outcome::Present,
+        Err(why) => Outcome::Failed(why),
+    }
+}
+
+/// Runs `work` on every item on up to `workers` threads, an item only once every item of its
+/// `deps` (indices) has finished, lowest index first among the ready ones. Once `work`
+/// returns false nothing new starts. A dependency index not lower than its item's is ignored,
+/// so the lowest unstarted item is always ready or waiting on a running one: no deadlock.
+fn in_dependency_order(deps: &[Vec<usize>], workers: usize, work: impl Fn(usize) -> bool + Sync) {
+    struct State {
+        started: Vec<bool>,
+        done: Vec<bool>,
+        stop: bool,
+    }
+    let state = Mutex::new(State {
+        started: vec![false; deps.len()],
+        done: vec![false; deps.len()],
+        stop: false,
+    });
+    let changed = Condvar::new();
+    let worker = || {
+        let Ok(mut guard) = state.lock() else {
+            return;
+        };
+        loop {
+            if guard.stop || guard.started.iter().all(|s| *s) {
+                return;
+            }
+            let ready = (0..deps.len())
+                .find(|&i| !guard.started[i] && deps[i].iter().all(|&d| d >= i || guard.done[d]));
+            let Some(i) = ready else {
+                guard = match changed.wait(guard) {
+                    Ok(guard) => guard,
+                    Err(_) => return,
+                };
+                continue;
+            };
+            guard.started[i] = true;
+            drop(guard);
+            let keep_going = work(i);
+            guard = match state.lock() {
+                Ok(guard) => guard,
+                Err(_) => return,
+            };
+            guard.done[i] = true;
+            guard.stop |= !keep_going;
+            changed.notify_all();
+        }
+    };
+    std::thread::scope(|scope| {
+        for _ in 1..workers {
+            // A thread that cannot be made only means fewer loaders.
+            let _ = std::thread::Builder::new()
+                .stack_size(LOADER_STACK)
+                .spawn_scoped(scope, worker);
+        }
+        worker();
+    });
 }
 
 fn finit(path: &Path) -> Result<(), String> {
@@ -147,4 +269,68 @@ fn finit(path: &Path) -> Result<(), String> {
 pub fn errno_text(errno: Errno) -> String {
     let io = std::io::Error::from_raw_os_error(errno.raw_os_error());
     format!("{io}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    /// Runs the scheduler with work that takes a few milliseconds; returns the order of
+    /// (item, started?) events and the most items seen running at once.
+    fn run(
+        deps: &[Vec<usize>],
+        workers: usize,
+        fail: Option<usize>,
+    ) -> (Vec<(usize, bool)>, usize) {
+        let events = Mutex::new(Vec::new());
+        let running = AtomicUsize::new(0);
+        let most = AtomicUsize::new(0);
+        in_dependency_order(deps, workers, |i| {
+            events.lock().unwrap().push((i, true));
+            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+            most.fetch_max(now, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(20));
+            running.fetch_sub(1, Ordering::SeqCst);
+            events.lock().unwrap().push((i, false));
+            fail != Some(i)
+        });
+        (events.into_inner().unwrap(), most.into_inner())
+    }
+
+    #[test]
+    fn dependencies_finish_before_their_dependents_start() {
+        // ext4-like: 0 crc32c, 1 jbd2 (needs 0), 2 mbcache, 3 ext4 (needs 0 1 2), 4 erofs, 5 overlay.
+        let deps = vec![vec![], vec![0], vec![], vec![0, 1, 2], vec![], vec![]];
+        let (events, most) = run(&deps, 3, None);
+        let position = |item: usize, start: bool| events.iter().position(|e| *e == (item, start));
+        for (item, needs) in deps.iter().enumerate() {
+            let started = position(item, true).expect("every item runs");
+            for &dep in needs {
+                assert!(
+                    position(dep, false).unwrap() < started,
+                    "{item} before {dep} ended"
+                );
+            }
+        }
+        assert!(events.len() == 2 * deps.len());
+        assert!(
+            (2..=3).contains(&most),
+            "independent modules overlap, within the limit: {most}"
+        );
+    }
+
+    #[test]
+    fn one_worker_keeps_list_order() {
+        let (events, most) = run(&[vec![], vec![], vec![0]], 1, None);
+        let starts: Vec<usize> = events.iter().filter(|e| e.1).map(|e| e.0).collect();
+        assert_eq!((starts, most), (vec![0, 1, 2], 1));
+    }
+
+    #[test]
+    fn a_failure_that_stops_starts_nothing_more() {
+        let (events, _) = run(&[vec![], vec![0], vec![1]], 1, Some(0));
+        assert_eq!(events, [(0, true), (0, false)]);
+    }
 }

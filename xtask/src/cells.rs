@@ -82,12 +82,19 @@ pub struct Cell {
     /// The filesystem of the initoverlayfs image.
     #[serde(default)]
     pub image_fs: crate::images::ImageFsKind,
+    /// Guest CPUs (TCG runs each on a host thread of its own).
+    #[serde(default = "one_cpu")]
+    pub cpus: u32,
     /// Add a CD-ROM drive without a disc (and its drivers to the mini initramfs).
     #[serde(default)]
     pub empty_cdrom: bool,
     /// Console patterns that fail the cell at once.
     pub fatal: Vec<String>,
     pub milestones: Vec<MilestoneSpec>,
+}
+
+fn one_cpu() -> u32 {
+    1
 }
 
 impl Cell {

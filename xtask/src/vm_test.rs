@@ -215,7 +215,7 @@ fn boot_cell(
         board: testvm::machine::Board::Q35,
         accel: testvm::machine::Accel::Tcg,
         memory_mib: MEMORY_MIB,
-        cpus: 1,
+        cpus: cell.cpus,
         kernel: kernel.vmlinuz.clone(),
         initrd: Some(built.mini_initramfs.clone()),
         cmdline: cmdline.trim().to_owned(),

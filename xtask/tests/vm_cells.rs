@@ -143,3 +143,12 @@ fn cell_x86_64_q35_virtio_blk_debian12_6_12_busybox_prepare_only() {
         assert_eq!(console_lines_containing(&result, step), 0, "{step}");
     }
 }
+
+#[test]
+fn cell_x86_64_q35_virtio_blk_debian12_6_12_busybox_smp2() {
+    let result = check_cell("x86_64-q35-virtio-blk-debian12-6.12-busybox-smp2");
+    assert_eq!(
+        console_lines_containing(&result, "storage-init: loaded module"),
+        10
+    );
+}
