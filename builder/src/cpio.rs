@@ -23,6 +23,8 @@ use sha2::{Digest, Sha256};
 
 /// The magic of the "new ASCII" format without checksums (buffer-format.rst: `c_magic`).
 const NEWC_MAGIC: &[u8; 6] = b"070701";
+/// The same header, with a checksum in the `check` field (`cpio -H crc`).
+const NEWC_CRC_MAGIC: &[u8; 6] = b"070702";
 /// Header length: 6 bytes of magic and 13 fields of 8 hex digits (buffer-format.rst).
 const NEWC_HEADER_LEN: usize = 6 + 13 * 8;
 /// Headers, names and data are each padded to a multiple of 4 bytes (buffer-format.rst).
@@ -494,13 +496,20 @@ fn align_up(n: usize) -> usize {
 
 /// Reads an uncompressed newc archive up to its trailer (anything after it is ignored).
 pub fn read_archive(bytes: &[u8]) -> Result<Vec<ReadEntry>, CpioError> {
+    read_archive_prefix(bytes).map(|(entries, _)| entries)
+}
+
+/// Reads the newc archive at the start of `bytes`; returns its entries and the bytes it took,
+/// trailer and padding included (another archive or a compressed stream may follow).
+pub fn read_archive_prefix(bytes: &[u8]) -> Result<(Vec<ReadEntry>, usize), CpioError> {
     let mut offset = 0;
     let mut entries = Vec::new();
     let malformed = |offset, problem: String| CpioError::Malformed { offset, problem };
     loop {
         let rest = bytes.get(offset..).unwrap_or_default();
         let magic = &rest[..rest.len().min(NEWC_MAGIC.len())];
-        if magic != NEWC_MAGIC {
+        // 070702 is newc with a checksum field, which the kernel does not check either.
+        if magic != NEWC_MAGIC && magic != NEWC_CRC_MAGIC {
             return Err(malformed(
                 offset,
                 format!(
@@ -546,7 +555,7 @@ pub fn read_archive(bytes: &[u8]) -> Result<Vec<ReadEntry>, CpioError> {
         let data_start = align_up(name_end);
         let data_end = data_start + filesize as usize;
         if name == TRAILER_NAME {
-            return Ok(entries);
+            return Ok((entries, align_up(data_end).min(bytes.len())));
         }
         let data = bytes
             .get(data_start..data_end)

@@ -7,6 +7,9 @@
 
 pub mod cpio;
 pub mod erofs;
+pub mod extract;
+pub mod image;
+pub mod initramfs;
 pub mod mini_initramfs;
 pub mod modules;
 

@@ -33,13 +33,23 @@ struct Cli {
 enum Command {
     /// Build the mini initramfs (uncompressed newc cpio) holding storage-init as /init.
     MiniInitramfs(MiniInitramfsArgs),
-    /// Build an erofs image from a directory (needs mkfs.erofs from erofs-utils).
+    /// Build an erofs image from a directory or an initramfs file (needs mkfs.erofs from
+    /// erofs-utils).
     Erofs(ErofsArgs),
+    /// Unpack an initramfs file (any compression, concatenated archives) into a directory.
+    Unpack {
+        /// The initramfs file.
+        initramfs: PathBuf,
+        /// The directory to create and fill.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
     /// Print the module load list computed for a kernel modules tree.
     Modules(ModulesArgs),
-    /// Print a sorted listing of an uncompressed newc cpio archive.
+    /// Print a sorted listing of an initramfs or cpio file (any compression, concatenated
+    /// archives; the last entry of each path, as the kernel unpacks them).
     List {
-        /// The cpio file.
+        /// The initramfs or cpio file.
         cpio: PathBuf,
     },
 }
@@ -97,8 +107,16 @@ struct MiniInitramfsArgs {
 #[derive(Debug, clap::Args)]
 struct ErofsArgs {
     /// The directory to put in the image.
+    #[arg(
+        long,
+        required_unless_present = "initramfs",
+        conflicts_with = "initramfs"
+    )]
+    source: Option<PathBuf>,
+    /// An initramfs file (e.g. dracut's) whose content goes in the image. An initramfs-tools
+    /// image is refused: its init cannot switch root from the overlay.
     #[arg(long)]
-    source: PathBuf,
+    initramfs: Option<PathBuf>,
     /// Where to write the image.
     #[arg(short, long)]
     output: PathBuf,
@@ -205,7 +223,24 @@ fn run(cli: Cli) -> Result<()> {
                 mtime: build_time()?,
                 compression,
             };
-            let report = build_erofs(&args.source, &args.output, &options)?;
+            let report = match (&args.source, &args.initramfs) {
+                (Some(source), _) => build_erofs(source, &args.output, &options)?,
+                (None, Some(initramfs)) => {
+                    let report =
+                        builder::image::image_from_initramfs(initramfs, &args.output, &options)?;
+                    for segment in &report.segments {
+                        println!("{segment}");
+                    }
+                    if report.flavour == builder::initramfs::Flavour::Unknown {
+                        eprintln!(
+                            "warning: {} has no systemd: its init must switch root the way systemd's switch-root does (busybox switch_root and klibc run-init refuse the overlay)",
+                            initramfs.display()
+                        );
+                    }
+                    report.erofs
+                }
+                (None, None) => anyhow::bail!("give --source DIR or --initramfs FILE"),
+            };
             println!(
                 "wrote {}: {} bytes, uuid {}",
                 report.output.display(),
@@ -218,6 +253,21 @@ fn run(cli: Cli) -> Result<()> {
             print!("{}", kernel.resolve(&args.kernel.modules)?);
         }
         Command::List { cpio } => print!("{}", list_file(&cpio)?),
+        Command::Unpack { initramfs, output } => {
+            let (read, extracted) = builder::image::unpack(&initramfs, &output)?;
+            for segment in builder::image::describe_segments(&read) {
+                println!("{segment}");
+            }
+            println!(
+                "unpacked into {}: {} files, {} directories, {} symlinks, {} hard links, {} device nodes",
+                output.display(),
+                extracted.files,
+                extracted.dirs,
+                extracted.symlinks,
+                extracted.hardlinks,
+                extracted.nodes
+            );
+        }
     }
     Ok(())
 }

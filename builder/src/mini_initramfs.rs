@@ -147,10 +147,11 @@ pub fn list_file(path: &Path) -> Result<String, ListError> {
         path: path.to_owned(),
         error,
     })?;
-    let entries = cpio::read_archive(&bytes).map_err(|error| ListError::Parse {
+    let initramfs = crate::initramfs::read(&bytes).map_err(|error| ListError::Parse {
         path: path.to_owned(),
         error,
     })?;
+    let entries: Vec<cpio::ReadEntry> = initramfs.final_entries().into_iter().cloned().collect();
     Ok(cpio::listing(&entries))
 }
 
@@ -160,7 +161,10 @@ pub enum ListError {
     #[error("reading {path}: {error}", path = .path.display())]
     Read { path: PathBuf, error: io::Error },
     #[error("{path}: {error}", path = .path.display())]
-    Parse { path: PathBuf, error: CpioError },
+    Parse {
+        path: PathBuf,
+        error: crate::initramfs::InitramfsError,
+    },
 }
 
 #[cfg(test)]

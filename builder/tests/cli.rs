@@ -118,7 +118,32 @@ fn bad_inputs_fail_with_one_clear_line() {
     );
     let not_cpio = work.path().join("x");
     fs::write(&not_cpio, b"junk").unwrap();
-    check(&["list", not_cpio.to_str().unwrap()], "070701");
+    check(
+        &["list", not_cpio.to_str().unwrap()],
+        "at byte 0: bytes 6a 75 6e 6b is no format the kernel unpacks",
+    );
+    let out = work.path().join("out");
+    for command in [
+        vec![
+            "unpack",
+            not_cpio.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ],
+        vec![
+            "erofs",
+            "--initramfs",
+            not_cpio.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ],
+    ] {
+        check(
+            &command,
+            "at byte 0: bytes 6a 75 6e 6b is no format the kernel unpacks",
+        );
+    }
+    check(&["erofs", "-o", out.to_str().unwrap()], "--source <SOURCE>");
 }
 
 #[test]

@@ -10,7 +10,14 @@ use xshell::{Shell, cmd};
 use crate::provision::find_in_path;
 
 /// The targets in storage-init/fuzz/fuzz_targets.
-pub const TARGETS: [&str; 5] = ["config", "cmdline", "module_list", "modalias", "superblock"];
+pub const TARGETS: [&str; 6] = [
+    "config",
+    "cmdline",
+    "module_list",
+    "modalias",
+    "superblock",
+    "initramfs",
+];
 /// libFuzzer needs a nightly compiler (sanitizer coverage flags).
 const TOOLCHAIN: &str = "+nightly";
 

@@ -17,7 +17,7 @@ struct Tool {
     backports: bool,
 }
 
-const TOOLS: [Tool; 17] = [
+const TOOLS: [Tool; 21] = [
     Tool {
         command: "qemu-system-x86_64",
         package: "qemu-system-x86",
@@ -62,6 +62,27 @@ const TOOLS: [Tool; 17] = [
     Tool {
         command: "cpio",
         package: "cpio",
+        backports: false,
+    },
+    // builder's initramfs reader is checked against what the real compressors write.
+    Tool {
+        command: "zstd",
+        package: "zstd",
+        backports: false,
+    },
+    Tool {
+        command: "lz4",
+        package: "lz4",
+        backports: false,
+    },
+    Tool {
+        command: "xz",
+        package: "xz-utils",
+        backports: false,
+    },
+    Tool {
+        command: "bzip2",
+        package: "bzip2",
         backports: false,
     },
     // storage-init's probes are checked against filesystems these make (and blkid reads).

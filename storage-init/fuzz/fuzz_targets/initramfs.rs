@@ -1,0 +1,17 @@
+//! builder's initramfs reader (segment detection, every decompressor, the newc reader): never
+//! panics on any file; what it reads, it reads again identically.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+/// Bombs (a few bytes that expand to gigabytes) must hit the bound, not libFuzzer's memory limit.
+const MAX_UNPACKED: u64 = 64 << 20;
+
+fuzz_target!(|data: &[u8]| {
+    let read = |data| builder::initramfs::read_with_limit(data, MAX_UNPACKED);
+    if let Ok(first) = read(data) {
+        let again = read(data).expect("the same input reads twice");
+        assert_eq!(first.entries, again.entries);
+        let _ = first.final_entries();
+    }
+});
