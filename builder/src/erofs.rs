@@ -24,9 +24,6 @@ const MKFS_EROFS: &str = "mkfs.erofs";
 /// The environment variable of the reproducible-builds specification; see the module docs for
 /// why mkfs.erofs must not see it.
 const SOURCE_DATE_EPOCH: &str = "SOURCE_DATE_EPOCH";
-/// Kernel config option that lets the kernel read compressed EROFS images
-/// (`fs/erofs/Kconfig`); RHEL/CentOS 9 kernels are built without it.
-const KERNEL_CONFIG_EROFS_ZIP: &str = "CONFIG_EROFS_FS_ZIP=y";
 
 /// Why an image cannot be built.
 #[derive(Debug, thiserror::Error)]
@@ -97,20 +94,17 @@ impl ErofsCompression {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The compressor without its level: `lz4hc` of `lz4hc,11`.
+    pub fn compressor(&self) -> &str {
+        self.0.split(',').next().unwrap_or(&self.0)
+    }
 }
 
 impl fmt::Display for ErofsCompression {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
-}
-
-/// Whether a kernel with this `.config` (`/boot/config-<kver>`) reads compressed EROFS images.
-/// Decide compression from the target kernel, never from the build host.
-pub fn kernel_reads_compressed_erofs(kernel_config: &str) -> bool {
-    kernel_config
-        .lines()
-        .any(|line| line.trim() == KERNEL_CONFIG_EROFS_ZIP)
 }
 
 /// How to build an image.
@@ -410,15 +404,5 @@ mod tests {
             let err = ErofsCompression::parse(bad).unwrap_err().to_string();
             assert!(err.contains("lz4hc,11"), "{err}");
         }
-    }
-
-    #[test]
-    fn kernel_config_decides_compression() {
-        assert!(kernel_reads_compressed_erofs(
-            "CONFIG_EROFS_FS=m\nCONFIG_EROFS_FS_ZIP=y\n"
-        ));
-        assert!(!kernel_reads_compressed_erofs(
-            "CONFIG_EROFS_FS=m\n# CONFIG_EROFS_FS_ZIP is not set\n"
-        ));
     }
 }

@@ -10,6 +10,7 @@ pub mod erofs;
 pub mod extract;
 pub mod image;
 pub mod initramfs;
+pub mod kernel_config;
 pub mod mini_initramfs;
 pub mod modules;
 

@@ -12,6 +12,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
 use builder::erofs::{ErofsCompression, ErofsOptions, build_erofs};
+use builder::kernel_config::KernelConfig;
 use builder::mini_initramfs::{MiniInitramfs, list_file};
 use builder::modules::KernelModules;
 
@@ -120,9 +121,20 @@ struct ErofsArgs {
     /// Where to write the image.
     #[arg(short, long)]
     output: PathBuf,
-    /// Compressor and level for mkfs.erofs -z, e.g. lz4hc,11 (default: none).
+    /// Compressor and level for mkfs.erofs -z, e.g. lz4hc,11, or none. Default: lz4hc,11 when
+    /// the target kernel reads compressed erofs, else none; without a target kernel, none.
     #[arg(long)]
     compression: Option<String>,
+    /// The target kernel's .config; its erofs support decides (and checks) the compression.
+    #[arg(long, conflicts_with = "kver")]
+    kernel_config: Option<PathBuf>,
+    /// The target kernel release: its config is looked up under --kernel-root
+    /// (boot/config-<kver>, then lib/modules/<kver>/config).
+    #[arg(long)]
+    kver: Option<String>,
+    /// The tree holding the target kernel (default /).
+    #[arg(long, default_value = "/", requires = "kver")]
+    kernel_root: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -215,10 +227,27 @@ fn run(cli: Cli) -> Result<()> {
             );
         }
         Command::Erofs(args) => {
-            let compression = match &args.compression {
-                Some(value) => ErofsCompression::parse(value)?,
-                None => None,
+            let requested = args
+                .compression
+                .as_deref()
+                .map(ErofsCompression::parse)
+                .transpose()?;
+            let kernel = match (&args.kernel_config, &args.kver) {
+                (Some(path), _) => Some(KernelConfig::read(path)?),
+                (None, Some(kver)) => Some(KernelConfig::locate(&args.kernel_root, kver)?),
+                (None, None) => None,
             };
+            let compression = match &kernel {
+                Some(kernel) => {
+                    println!("kernel {kernel}");
+                    kernel.erofs_compression(requested)?
+                }
+                None => requested.flatten(),
+            };
+            println!(
+                "erofs compression: {}",
+                compression.as_ref().map_or("none", |c| c.as_str())
+            );
             let options = ErofsOptions {
                 mtime: build_time()?,
                 compression,

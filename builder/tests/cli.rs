@@ -144,6 +144,26 @@ fn bad_inputs_fail_with_one_clear_line() {
         );
     }
     check(&["erofs", "-o", out.to_str().unwrap()], "--source <SOURCE>");
+    // A kernel without erofs compression (RHEL 9's kind) refuses a compressed image.
+    let tree = work.path().join("tree");
+    fs::create_dir_all(tree.join("boot")).unwrap();
+    fs::write(tree.join("boot/config-9.0"), "CONFIG_EROFS_FS=m\n").unwrap();
+    check(
+        &[
+            "erofs",
+            "--source",
+            tree.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--kver",
+            "9.0",
+            "--kernel-root",
+            tree.to_str().unwrap(),
+            "--compression",
+            "lz4hc,11",
+        ],
+        "cannot read lz4hc,11 erofs images (CONFIG_EROFS_FS_ZIP is not set)",
+    );
 }
 
 #[test]

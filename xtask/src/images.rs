@@ -311,12 +311,8 @@ pub fn build_mini_initramfs(
 /// filesystem's, plus `loop` when the image needs one: erofs before 6.12 (no file-backed
 /// mounts), ext4 always.
 fn modules_for(kernel: &Kernel, layout: Layout) -> Result<Vec<String>> {
-    let config_path = kernel
-        .modules_root()
-        .join("boot")
-        .join(format!("config-{}", kernel.release));
-    let config = std::fs::read_to_string(&config_path)
-        .with_context(|| format!("reading {}", config_path.display()))?;
+    let config =
+        builder::kernel_config::KernelConfig::locate(kernel.modules_root(), &kernel.release)?;
     let cdrom: &[&str] = if layout.empty_cdrom {
         &CDROM_MODULES
     } else {
@@ -328,9 +324,7 @@ fn modules_for(kernel: &Kernel, layout: Layout) -> Result<Vec<String>> {
         .chain(cdrom)
         .map(|m| (*m).to_owned())
         .collect();
-    let file_backed = config
-        .lines()
-        .any(|l| l == "CONFIG_EROFS_FS_BACKED_BY_FILE=y");
+    let file_backed = config.erofs_file_backed();
     let needs = match layout.image_fs {
         ImageFsKind::Ext4 => &["ext4", "loop"][..],
         ImageFsKind::Erofs if !file_backed => &["loop"][..],

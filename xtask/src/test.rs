@@ -12,8 +12,23 @@ use crate::provision::find_in_path;
 pub fn run(sh: &Shell, root: &Path, extra: &[String]) -> Result<()> {
     crate::provision::ensure(sh)?;
     ensure_nextest(sh)?;
-    let kernel = prefetch(sh, root)?;
+    let kernels = prefetch(sh, root)?;
+    let kernel = kernels
+        .first()
+        .context("fixtures/kernels.toml names no kernel")?;
     let _dir = sh.push_dir(root);
+    // builder's kernel awareness is checked against every fixture kernel's real config.
+    let configs: Vec<String> = kernels
+        .iter()
+        .map(|k| {
+            k.modules_root()
+                .join("boot")
+                .join(format!("config-{}", k.release))
+                .display()
+                .to_string()
+        })
+        .collect();
+    let _configs = sh.push_env("BUILDER_REAL_KERNEL_CONFIGS", configs.join(":"));
     // builder's tests of the module closure run against the real kernel tree too.
     let tree = format!("{}:{}", kernel.modules_root().display(), kernel.release);
     let _tree = sh.push_env("BUILDER_REAL_KERNEL_TREE", tree);
@@ -31,22 +46,22 @@ pub fn run(sh: &Shell, root: &Path, extra: &[String]) -> Result<()> {
 }
 
 /// Fetches every fixture once up front, so the VM tests spend their time budget on booting.
-/// Returns the first kernel of the manifest.
-fn prefetch(sh: &Shell, root: &Path) -> Result<Kernel> {
-    let mut first = None;
+/// Returns the kernels in manifest order.
+fn prefetch(sh: &Shell, root: &Path) -> Result<Vec<Kernel>> {
+    let mut kernels = Vec::new();
     for pin in crate::fixtures::read_kernels(root)?.kernel {
         let kernel = crate::fixtures::fetch_kernel(sh, &pin)?;
         eprintln!(
             "fixtures: {} {} ready",
             kernel.fetched.package, kernel.fetched.version
         );
-        first.get_or_insert(kernel);
+        kernels.push(kernel);
     }
     for package in crate::fixtures::read_packages(root)?.package {
         let fetched = crate::fixtures::fetch_deb(sh, &package, false)?;
         eprintln!("fixtures: {} {} ready", fetched.package, fetched.version);
     }
-    first.context("fixtures/kernels.toml names no kernel")
+    Ok(kernels)
 }
 
 /// `target/testvm-initrd.cpio`: busybox as /init, enough for testvm to reach userspace.
