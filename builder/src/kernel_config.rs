@@ -124,6 +124,11 @@ impl KernelConfig {
         })
     }
 
+    /// The value of a set option (`y`, `m`, a number, a string without its quotes).
+    pub fn value(&self, option: &str) -> Option<&str> {
+        self.options.get(option).map(String::as_str)
+    }
+
     /// Built in or a module.
     pub fn enabled(&self, option: &str) -> bool {
         matches!(

@@ -13,6 +13,7 @@ pub mod initramfs;
 pub mod kernel_config;
 pub mod mini_initramfs;
 pub mod modules;
+pub mod presets;
 
 /// The environment variable that fixes every timestamp builder writes (reproducible-builds.org).
 pub const SOURCE_DATE_EPOCH: &str = "SOURCE_DATE_EPOCH";

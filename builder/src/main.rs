@@ -15,6 +15,7 @@ use builder::erofs::{ErofsCompression, ErofsOptions, build_erofs};
 use builder::kernel_config::KernelConfig;
 use builder::mini_initramfs::{MiniInitramfs, list_file};
 use builder::modules::KernelModules;
+use builder::presets::StoragePreset;
 
 /// The reproducible-builds timestamp variable.
 
@@ -69,12 +70,22 @@ struct KernelArgs {
 }
 
 #[derive(Debug, clap::Args)]
+struct PresetArgs {
+    /// Storage drivers to ship, loaded at boot only for devices that exist: virtio, nvme,
+    /// usb, mmc, scsi, all-storage; repeat or separate with commas.
+    #[arg(long = "preset", value_delimiter = ',')]
+    presets: Vec<StoragePreset>,
+}
+
+#[derive(Debug, clap::Args)]
 struct MiniInitramfsArgs {
     /// The static storage-init binary.
     #[arg(long)]
     storage_init: PathBuf,
     #[command(flatten)]
     kernel: KernelArgs,
+    #[command(flatten)]
+    presets: PresetArgs,
     /// The boot filesystem: UUID=…, LABEL=…, PARTUUID=…, PARTLABEL=… or /dev/….
     #[arg(long)]
     bootfs: String,
@@ -207,14 +218,53 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::MiniInitramfs(args) => {
+            let config = config(&args)?;
+            // The filesystems' modules follow the kernel: loop only where erofs cannot mount a
+            // file, vfat's codepage and charset as the kernel's defaults name them.
+            let mut modules = args.kernel.modules.clone();
+            let mut notes = Vec::new();
+            match KernelConfig::locate(&args.kernel.kernel_root, &args.kernel.kver) {
+                Ok(kernel) => {
+                    if config.bootfstype.is_none() {
+                        notes.push(
+                            "no --bootfstype: add the /boot filesystem's module with --module"
+                                .to_owned(),
+                        );
+                    }
+                    for module in builder::presets::filesystem_modules(
+                        &kernel,
+                        config.bootfstype.as_deref(),
+                        &config.fstype,
+                    ) {
+                        if !modules.contains(&module) {
+                            modules.push(module);
+                        }
+                    }
+                }
+                Err(e) => notes.push(format!(
+                    "{e}; filesystem modules are not added: name them with --module"
+                )),
+            }
+            let mut wanted: Vec<String> = Vec::new();
+            for preset in &args.presets.presets {
+                for module in preset.modules() {
+                    if !wanted.iter().any(|w| w == module) {
+                        wanted.push(module.to_owned());
+                    }
+                }
+            }
             let inputs = MiniInitramfs {
                 storage_init: args.storage_init.clone(),
-                config: config(&args)?,
+                config,
                 kernel: KernelModules::new(&args.kernel.kernel_root, &args.kernel.kver),
-                modules: args.kernel.modules.clone(),
+                modules,
+                wanted_modules: wanted,
                 mtime: build_time()?,
             };
             let report = inputs.write(&args.output)?;
+            for note in notes {
+                println!("note: {note}");
+            }
             print!("{}", report.module_list.render());
             for note in &report.notes {
                 println!("note: {note}");

@@ -57,6 +57,9 @@ pub struct MiniInitramfs {
     pub kernel: KernelModules,
     /// Modules to load (names or aliases); their dependencies are added.
     pub modules: Vec<String>,
+    /// Modules to ship if this kernel has them (a storage preset's drivers): a name it lacks
+    /// or has built in is skipped with a note.
+    pub wanted_modules: Vec<String>,
     /// The mtime of every entry (seconds since the epoch; at most `u32::MAX`).
     pub mtime: u64,
 }
@@ -98,10 +101,12 @@ impl MiniInitramfs {
 
         let installed_dir = self.kernel.installed_dir();
         archive.add_dir(&installed_dir, DIRECTORY_MODE)?;
-        let (module_list, notes) = if self.modules.is_empty() {
+        let (module_list, notes) = if self.modules.is_empty() && self.wanted_modules.is_empty() {
             (ModuleList::default(), Vec::new())
         } else {
-            let resolution = self.kernel.resolve(&self.modules)?;
+            let resolution = self
+                .kernel
+                .resolve_with_wanted(&self.modules, &self.wanted_modules)?;
             for module in &resolution.modules {
                 let bytes = modules::read_module(&resolution.dir.join(&module.relative_path))?;
                 let path = format!("{installed_dir}/{}", module.uncompressed_relative_path()?);
@@ -234,6 +239,7 @@ mod tests {
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
+            wanted_modules: Vec::new(),
             mtime: 0,
         }
     }
@@ -337,6 +343,7 @@ mod tests {
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
+            wanted_modules: Vec::new(),
             mtime: 0,
         };
         let (bytes, report) = inputs.to_bytes().unwrap();

@@ -134,6 +134,15 @@ impl KernelModules {
     pub fn resolve(&self, requested: &[String]) -> Result<Resolution, ModulesError> {
         self.load_index()?.resolve(requested)
     }
+
+    /// The closure of `required` and of `wanted`, names this kernel may lack (a preset's).
+    pub fn resolve_with_wanted(
+        &self,
+        required: &[String],
+        wanted: &[String],
+    ) -> Result<Resolution, ModulesError> {
+        self.load_index()?.resolve_with_wanted(required, wanted)
+    }
 }
 
 /// The text of the depmod index files.
@@ -363,6 +372,17 @@ impl ModuleIndex {
     /// (it has modalias patterns) is loaded on demand, when such a device shows up; every other
     /// requested name is required at start.
     pub fn resolve(&self, requested: &[String]) -> Result<Resolution, ModulesError> {
+        self.resolve_with_wanted(requested, &[])
+    }
+
+    /// [`ModuleIndex::resolve`], plus `wanted` names that this kernel may lack or have built
+    /// in (a storage preset lists drivers of every architecture): those are skipped with a note,
+    /// and a wanted module without device aliases is optional (`try`).
+    pub fn resolve_with_wanted(
+        &self,
+        required: &[String],
+        wanted: &[String],
+    ) -> Result<Resolution, ModulesError> {
         let mut walk = Walk {
             index: self,
             order: Vec::new(),
@@ -371,13 +391,23 @@ impl ModuleIndex {
             in_progress: BTreeSet::new(),
             notes: Vec::new(),
         };
-        for name in requested {
-            let necessity = if self.device_aliases.contains_key(&normalize_name(name))
+        let drives_devices = |name: &str| {
+            self.device_aliases.contains_key(&normalize_name(name))
                 && self.modules.contains_key(&normalize_name(name))
-            {
+        };
+        for name in required {
+            let necessity = if drives_devices(name) {
                 Necessity::OnDemand
             } else {
                 Necessity::Required
+            };
+            walk.visit_name(name, necessity, None)?;
+        }
+        for name in wanted {
+            let necessity = if drives_devices(name) {
+                Necessity::OnDemand
+            } else {
+                Necessity::Optional
             };
             walk.visit_name(name, necessity, None)?;
         }

@@ -15,12 +15,8 @@ const DISK_GUID: &str = "6e2b1c3a-7d4f-4a5b-9c8d-0e1f2a3b4c5d";
 const BOOT_PART_GUID: &str = "9a8b7c6d-5e4f-4321-8765-43210fedcba9";
 /// Room for the image plus ext4 metadata; the busybox image is about 1 MB.
 const BOOT_PART_MIB: u64 = 64;
-/// Kernel modules the mini initramfs needs on virtio-blk (plus the /boot filesystem's, see
-/// [`BootFsKind::modules`]); builder adds their
-/// dependencies, soft dependencies and crypto aliases, and skips the built-in ones. virtio_pci
-/// is named although no module depends on it: it is built into Debian's 6.12 but a module in
-/// 6.1, and without it the virtio-blk disk never appears (udev would load it by modalias).
-pub const VIRTIO_BLK_MODULES: [&str; 4] = ["virtio_pci", "virtio_blk", "erofs", "overlay"];
+/// The storage preset of every cell's mini initramfs: the boot disk is virtio-blk.
+const STORAGE_PRESET: builder::presets::StoragePreset = builder::presets::StoragePreset::Virtio;
 /// The drivers of an empty CD-ROM drive on q35's AHCI controller: both have device aliases, so
 /// both are on-demand (ahci for the PCI device at coldplug, sr_mod for the SCSI device that
 /// libata's asynchronous port probe creates later, through its uevent).
@@ -104,16 +100,6 @@ impl BootFsKind {
                 let id = BOOT_VFAT_VOLUME_ID;
                 (format!("{:04X}-{:04X}", id >> 16, id & 0xFFFF), "vfat")
             }
-        }
-    }
-
-    /// The modules that mount it. vfat also needs its codepage and its I/O charset (Debian:
-    /// `CONFIG_FAT_DEFAULT_CODEPAGE=437`, `CONFIG_FAT_DEFAULT_IOCHARSET="ascii"`): the kernel
-    /// would request them from modprobe, which the mini initramfs does not have.
-    fn modules(self) -> &'static [&'static str] {
-        match self {
-            BootFsKind::Ext4 => &["ext4"],
-            BootFsKind::Vfat => &["vfat", "nls_cp437", "nls_ascii"],
         }
     }
 }
@@ -295,11 +281,13 @@ pub fn build_mini_initramfs(
         },
         ..storage_init::config::Config::default()
     };
+    let (required, wanted) = modules_for(kernel, layout)?;
     let spec = builder::mini_initramfs::MiniInitramfs {
         storage_init: storage_init.to_path_buf(),
         config,
         kernel: builder::modules::KernelModules::new(kernel.modules_root(), &kernel.release),
-        modules: modules_for(kernel, layout)?,
+        modules: required,
+        wanted_modules: wanted,
         mtime: builder::source_date_epoch()?,
     };
     spec.write(output)
@@ -309,33 +297,27 @@ pub fn build_mini_initramfs(
 
 /// The modules the mini initramfs loads on `kernel`: the virtio-blk preset and the /boot
 /// filesystem's, plus `loop` when the image needs one: erofs before 6.12 (no file-backed
-/// mounts), ext4 always.
-fn modules_for(kernel: &Kernel, layout: Layout) -> Result<Vec<String>> {
+/// The modules of a cell's mini initramfs, as `builder mini-initramfs` chooses them: the
+/// filesystems' for this kernel (required) and the storage preset's drivers (on demand), plus
+/// the CD-ROM drivers where the cell has one. Returns (required, wanted).
+fn modules_for(kernel: &Kernel, layout: Layout) -> Result<(Vec<String>, Vec<String>)> {
     let config =
         builder::kernel_config::KernelConfig::locate(kernel.modules_root(), &kernel.release)?;
-    let cdrom: &[&str] = if layout.empty_cdrom {
-        &CDROM_MODULES
-    } else {
-        &[]
+    let (_, boot_fstype) = layout.boot_fs.identity();
+    let image_fstype = match layout.image_fs {
+        ImageFsKind::Erofs => "erofs",
+        ImageFsKind::Ext4 => "ext4",
     };
-    let mut modules: Vec<String> = VIRTIO_BLK_MODULES
+    let required = builder::presets::filesystem_modules(&config, Some(boot_fstype), image_fstype);
+    let mut wanted: Vec<String> = STORAGE_PRESET
+        .modules()
         .iter()
-        .chain(layout.boot_fs.modules())
-        .chain(cdrom)
         .map(|m| (*m).to_owned())
         .collect();
-    let file_backed = config.erofs_file_backed();
-    let needs = match layout.image_fs {
-        ImageFsKind::Ext4 => &["ext4", "loop"][..],
-        ImageFsKind::Erofs if !file_backed => &["loop"][..],
-        ImageFsKind::Erofs => &[][..],
-    };
-    for module in needs {
-        if !modules.iter().any(|m| m == module) {
-            modules.push((*module).to_owned());
-        }
+    if layout.empty_cdrom {
+        wanted.extend(CDROM_MODULES.iter().map(|m| (*m).to_owned()));
     }
-    Ok(modules)
+    Ok((required, wanted))
 }
 
 pub fn build_boot_disk(boot: &Path, boot_fs: BootFsKind, disk: &Path) -> Result<()> {

@@ -1,0 +1,226 @@
+//! The modules a mini initramfs ships: storage presets (the drivers that reach /boot on one
+//! kind of bus, for every architecture the distributions build) and the filesystems the target
+//! kernel needs for /boot, the image and the overlay. Preset drivers are shipped on demand
+//! (storage-init loads only those whose devices exist) and skipped with a note where a kernel
+//! lacks them or has them built in.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::kernel_config::KernelConfig;
+
+/// A storage bus preset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoragePreset {
+    /// virtio-blk and virtio-scsi, over PCI or MMIO (VMs).
+    Virtio,
+    /// NVMe over PCIe.
+    Nvme,
+    /// USB mass storage (bulk-only and UAS) behind xHCI, EHCI, OHCI, UHCI or DWC2 (Raspberry Pi).
+    Usb,
+    /// SD/MMC cards and eMMC: SDHCI on PCI and ACPI, and the SoC hosts of the Raspberry Pi.
+    Mmc,
+    /// SATA (AHCI, PIIX) and SAS/SCSI HBAs found in servers and clouds.
+    Scsi,
+    /// All of the above.
+    AllStorage,
+}
+
+const VIRTIO: &[&str] = &[
+    "virtio_pci",
+    "virtio_mmio",
+    "virtio_blk",
+    "virtio_scsi",
+    "sd_mod",
+];
+const NVME: &[&str] = &["nvme"];
+const USB: &[&str] = &[
+    "xhci_pci",
+    "xhci_plat_hcd",
+    "ehci_pci",
+    "ehci_platform",
+    "ohci_pci",
+    "uhci_hcd",
+    "dwc2",
+    "usb_storage",
+    "uas",
+    "sd_mod",
+];
+const MMC: &[&str] = &[
+    "sdhci_pci",
+    "sdhci_acpi",
+    "sdhci_iproc",
+    "bcm2835",
+    "sdhci_of_arasan",
+    "dw_mmc_rockchip",
+    "mmc_block",
+];
+const SCSI: &[&str] = &[
+    "ahci",
+    "ata_piix",
+    "sd_mod",
+    "virtio_scsi",
+    "vmw_pvscsi",
+    "hv_storvsc",
+    "mpt3sas",
+    "megaraid_sas",
+    "smartpqi",
+];
+
+impl StoragePreset {
+    pub const ALL: [StoragePreset; 6] = [
+        StoragePreset::Virtio,
+        StoragePreset::Nvme,
+        StoragePreset::Usb,
+        StoragePreset::Mmc,
+        StoragePreset::Scsi,
+        StoragePreset::AllStorage,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            StoragePreset::Virtio => "virtio",
+            StoragePreset::Nvme => "nvme",
+            StoragePreset::Usb => "usb",
+            StoragePreset::Mmc => "mmc",
+            StoragePreset::Scsi => "scsi",
+            StoragePreset::AllStorage => "all-storage",
+        }
+    }
+
+    /// The driver names, each once.
+    pub fn modules(self) -> Vec<&'static str> {
+        let lists: &[&[&str]] = match self {
+            StoragePreset::Virtio => &[VIRTIO],
+            StoragePreset::Nvme => &[NVME],
+            StoragePreset::Usb => &[USB],
+            StoragePreset::Mmc => &[MMC],
+            StoragePreset::Scsi => &[SCSI],
+            StoragePreset::AllStorage => &[VIRTIO, NVME, USB, MMC, SCSI],
+        };
+        let mut modules: Vec<&'static str> = Vec::new();
+        for name in lists.iter().flat_map(|l| l.iter()) {
+            if !modules.contains(name) {
+                modules.push(name);
+            }
+        }
+        modules
+    }
+}
+
+impl fmt::Display for StoragePreset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for StoragePreset {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<StoragePreset, String> {
+        StoragePreset::ALL
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = StoragePreset::ALL.iter().map(|p| p.name()).collect();
+                format!(
+                    "no storage preset {s:?}: the presets are {}",
+                    names.join(", ")
+                )
+            })
+    }
+}
+
+/// The modules that mount /boot (`boot_fstype`, when known at build time), the image
+/// (`image_fstype`) and the overlay on `kernel`: `loop` where the image cannot be mounted from
+/// its file, and for vfat the codepage and charset the kernel's FAT defaults name (it would ask
+/// modprobe for them, which the mini initramfs does not have).
+pub fn filesystem_modules(
+    kernel: &KernelConfig,
+    boot_fstype: Option<&str>,
+    image_fstype: &str,
+) -> Vec<String> {
+    let mut modules: Vec<String> = Vec::new();
+    let mut add = |name: String| {
+        if !modules.contains(&name) {
+            modules.push(name);
+        }
+    };
+    for fstype in boot_fstype.into_iter().chain([image_fstype]) {
+        match fstype {
+            "ext2" | "ext3" | "ext4" => add("ext4".into()),
+            "vfat" | "fat" | "msdos" => {
+                add("vfat".into());
+                let codepage = kernel
+                    .value("CONFIG_FAT_DEFAULT_CODEPAGE")
+                    .unwrap_or("437")
+                    .to_owned();
+                add(format!("nls_cp{codepage}"));
+                let charset = kernel
+                    .value("CONFIG_FAT_DEFAULT_IOCHARSET")
+                    .unwrap_or("iso8859-1")
+                    .replace('-', "_");
+                add(format!("nls_{charset}"));
+            }
+            other => add(other.to_owned()),
+        }
+    }
+    add("overlay".into());
+    if image_fstype != "erofs" || !kernel.erofs_file_backed() {
+        add("loop".into());
+    }
+    modules
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn presets_by_name() {
+        for preset in StoragePreset::ALL {
+            assert_eq!(preset.name().parse::<StoragePreset>(), Ok(preset));
+        }
+        let error = "sata".parse::<StoragePreset>().unwrap_err();
+        assert!(
+            error.contains("virtio, nvme, usb, mmc, scsi, all-storage"),
+            "{error}"
+        );
+        let all = StoragePreset::AllStorage.modules();
+        assert_eq!(
+            all.iter().filter(|m| **m == "sd_mod").count(),
+            1,
+            "each once"
+        );
+        for preset in &StoragePreset::ALL[..5] {
+            assert!(preset.modules().iter().all(|m| all.contains(m)), "{preset}");
+        }
+    }
+
+    #[test]
+    fn filesystems_follow_the_kernel() {
+        let debian612 = KernelConfig::parse(
+            "CONFIG_EROFS_FS=m\nCONFIG_EROFS_FS_BACKED_BY_FILE=y\nCONFIG_FAT_DEFAULT_CODEPAGE=437\nCONFIG_FAT_DEFAULT_IOCHARSET=\"ascii\"\n",
+            Path::new("config-6.12"),
+        );
+        assert_eq!(
+            filesystem_modules(&debian612, Some("ext4"), "erofs"),
+            ["ext4", "erofs", "overlay"]
+        );
+        assert_eq!(
+            filesystem_modules(&debian612, Some("vfat"), "erofs"),
+            ["vfat", "nls_cp437", "nls_ascii", "erofs", "overlay"]
+        );
+        assert_eq!(
+            filesystem_modules(&debian612, None, "ext4"),
+            ["ext4", "overlay", "loop"],
+            "an ext4 image needs a block device"
+        );
+        let debian61 = KernelConfig::parse("CONFIG_EROFS_FS=m\n", Path::new("config-6.1"));
+        assert_eq!(
+            filesystem_modules(&debian61, Some("xfs"), "erofs"),
+            ["xfs", "erofs", "overlay", "loop"]
+        );
+    }
+}
