@@ -7,7 +7,7 @@ use std::fmt;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use rustix::io::Errno;
@@ -104,7 +104,38 @@ impl fmt::Display for BlockDevice {
 /// [`READ_DEADLINE`]; remembers the devices that did not answer in time.
 #[derive(Debug, Default)]
 pub struct Inspector {
-    pending: Vec<(PathBuf, Receiver<BlockDevice>)>,
+    pending: Vec<(PathBuf, Arc<Answer>)>,
+}
+
+/// Where a probe thread leaves its result. (A Mutex and a Condvar: std's channels would cost
+/// the static binary tens of KiB for one message.)
+#[derive(Debug, Default)]
+struct Answer {
+    device: Mutex<Option<BlockDevice>>,
+    ready: Condvar,
+}
+
+impl Answer {
+    fn give(&self, device: BlockDevice) {
+        if let Ok(mut slot) = self.device.lock() {
+            *slot = Some(device);
+            self.ready.notify_all();
+        }
+    }
+
+    /// The result, waiting for it at most `deadline`.
+    fn wait(&self, deadline: Duration) -> Option<BlockDevice> {
+        let slot = self.device.lock().ok()?;
+        let (mut slot, _) = self
+            .ready
+            .wait_timeout_while(slot, deadline, |d| d.is_none())
+            .ok()?;
+        slot.take()
+    }
+
+    fn take(&self) -> Option<BlockDevice> {
+        self.device.lock().ok()?.take()
+    }
 }
 
 impl Inspector {
@@ -125,26 +156,20 @@ impl Inspector {
                 partitioned: true,
             };
         }
-        let (send, answer) = mpsc::channel();
-        let thread_path = path.clone();
+        let answer = Arc::new(Answer::default());
+        let (thread_path, thread_answer) = (path.clone(), Arc::clone(&answer));
         let spawned = std::thread::Builder::new()
             .stack_size(PROBE_THREAD_STACK)
-            .spawn(move || {
-                let _ = send.send(read_device(thread_path, with_partition));
-            });
-        if let Err(e) = spawned {
+            .spawn(move || thread_answer.give(read_device(thread_path, with_partition)));
+        if spawned.is_err() {
             // Out of threads (memory): read in this one, unbounded, rather than not at all.
-            let _ = e;
             return read_device(path, with_partition);
         }
-        match answer.recv_timeout(READ_DEADLINE) {
-            Ok(device) => device,
-            Err(RecvTimeoutError::Timeout) => {
+        match answer.wait(READ_DEADLINE) {
+            Some(device) => device,
+            None => {
                 self.pending.push((path.clone(), answer));
                 BlockDevice::unreadable(path, Unreadable::NoAnswer)
-            }
-            Err(RecvTimeoutError::Disconnected) => {
-                BlockDevice::unreadable(path, Unreadable::Error("probe thread died".into()))
             }
         }
     }
@@ -157,21 +182,13 @@ impl Inspector {
     /// The devices that answered since they were set aside.
     pub fn late_answers(&mut self) -> Vec<BlockDevice> {
         let mut answers = Vec::new();
-        self.pending
-            .retain(|(path, answer)| match answer.try_recv() {
-                Ok(device) => {
-                    answers.push(device);
-                    false
-                }
-                Err(TryRecvError::Empty) => true,
-                Err(TryRecvError::Disconnected) => {
-                    answers.push(BlockDevice::unreadable(
-                        path.clone(),
-                        Unreadable::Error("probe thread died".into()),
-                    ));
-                    false
-                }
-            });
+        self.pending.retain(|(_, answer)| match answer.take() {
+            Some(device) => {
+                answers.push(device);
+                false
+            }
+            None => true,
+        });
         answers
     }
 }
