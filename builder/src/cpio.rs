@@ -33,13 +33,16 @@ const NEWC_ALIGN: usize = 4;
 const TRAILER_NAME: &str = "TRAILER!!!";
 
 /// File type bits of `c_mode`, from the kernel's `include/uapi/linux/stat.h`.
-const S_IFMT: u32 = 0o170000;
-const S_IFDIR: u32 = 0o040000;
-const S_IFREG: u32 = 0o100000;
-const S_IFLNK: u32 = 0o120000;
-const S_IFCHR: u32 = 0o020000;
+pub(crate) const S_IFMT: u32 = 0o170000;
+pub(crate) const S_IFDIR: u32 = 0o040000;
+pub(crate) const S_IFREG: u32 = 0o100000;
+pub(crate) const S_IFLNK: u32 = 0o120000;
+pub(crate) const S_IFCHR: u32 = 0o020000;
+pub(crate) const S_IFBLK: u32 = 0o060000;
+pub(crate) const S_IFIFO: u32 = 0o010000;
+pub(crate) const S_IFSOCK: u32 = 0o140000;
 /// Permission bits (including setuid, setgid and sticky).
-const PERMISSION_BITS: u32 = 0o7777;
+pub(crate) const PERMISSION_BITS: u32 = 0o7777;
 /// The mode of directories created implicitly as parents of an added path.
 const IMPLICIT_DIR_MODE: u32 = 0o755;
 /// Symbolic links carry no meaningful permissions; 0777 is what Linux reports.
@@ -592,9 +595,9 @@ pub fn listing(entries: &[ReadEntry]) -> String {
             S_IFREG => 'f',
             S_IFLNK => 'l',
             S_IFCHR => 'c',
-            0o060000 => 'b',
-            0o010000 => 'p',
-            0o140000 => 's',
+            S_IFBLK => 'b',
+            S_IFIFO => 'p',
+            S_IFSOCK => 's',
             _ => '?',
         };
         let detail = if entry.is_file() {

@@ -8,16 +8,10 @@ use std::io;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Component, Path, PathBuf};
 
-use crate::cpio::ReadEntry;
-
-const S_IFMT: u32 = 0o170000;
-const S_IFDIR: u32 = 0o040000;
-const S_IFREG: u32 = 0o100000;
-const S_IFLNK: u32 = 0o120000;
-const S_IFCHR: u32 = 0o020000;
-const S_IFBLK: u32 = 0o060000;
-const S_IFIFO: u32 = 0o010000;
-const S_IFSOCK: u32 = 0o140000;
+use crate::cpio::{
+    PERMISSION_BITS, ReadEntry, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG,
+    S_IFSOCK,
+};
 
 /// Why an entry cannot be unpacked.
 #[derive(Debug, thiserror::Error)]
@@ -119,7 +113,7 @@ pub fn extract(entries: &[&ReadEntry], root: &Path) -> Result<Extracted, Extract
                 if !path.is_dir() {
                     std::fs::create_dir(&path).map_err(io_error)?;
                 }
-                dir_modes.push((path.clone(), entry.mode & 0o7777));
+                dir_modes.push((path.clone(), entry.mode & PERMISSION_BITS));
                 done.dirs += 1;
             }
             S_IFREG => {
@@ -143,7 +137,7 @@ pub fn extract(entries: &[&ReadEntry], root: &Path) -> Result<Extracted, Extract
                 }
                 std::fs::set_permissions(
                     &path,
-                    std::fs::Permissions::from_mode(entry.mode & 0o7777),
+                    std::fs::Permissions::from_mode(entry.mode & PERMISSION_BITS),
                 )
                 .map_err(io_error)?;
             }
@@ -155,7 +149,7 @@ pub fn extract(entries: &[&ReadEntry], root: &Path) -> Result<Extracted, Extract
             S_IFCHR | S_IFBLK | S_IFIFO | S_IFSOCK => {
                 let file_type = rustix::fs::FileType::from_raw_mode(kind);
                 let device = rustix::fs::makedev(entry.rdevmajor, entry.rdevminor);
-                let mode = rustix::fs::Mode::from_raw_mode(entry.mode & 0o7777);
+                let mode = rustix::fs::Mode::from_raw_mode(entry.mode & PERMISSION_BITS);
                 rustix::fs::mknodat(rustix::fs::CWD, &path, file_type, mode, device).map_err(
                     |errno| {
                         let error = io::Error::from(errno);
