@@ -58,9 +58,11 @@ impl<'a> Drivers<'a> {
             .iter()
             .filter(|e| e.necessity.at_start())
             .collect();
-        let loaders = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(MAX_LOADERS);
+        // The CPUs this process may run on: one syscall (std's available_parallelism also reads
+        // cgroup files, which an initramfs does not have).
+        let loaders = rustix::thread::sched_getaffinity(None)
+            .map_or(1, |set| set.count() as usize)
+            .clamp(1, MAX_LOADERS);
         // builder makes a start-up module need only earlier start-up modules; a list that does
         // otherwise loads the simple way.
         let self_contained = start.iter().all(|e| {

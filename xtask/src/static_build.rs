@@ -82,7 +82,10 @@ pub fn build(sh: &Shell, root: &Path, libc: Libc) -> Result<PathBuf> {
                 "{cargo} build --quiet --package storage-init --profile initrd --target {triple}"
             )
             .env_remove("CARGO_ENCODED_RUSTFLAGS")
-            .env("RUSTFLAGS", "-C target-feature=+crt-static")
+            .env(
+                "RUSTFLAGS",
+                "-C target-feature=+crt-static -C relocation-model=static",
+            )
             .run()
             .context("building the static storage-init (glibc)")?;
             std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from)
