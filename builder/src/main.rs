@@ -245,14 +245,7 @@ fn run(cli: Cli) -> Result<()> {
                     "{e}; filesystem modules are not added: name them with --module"
                 )),
             }
-            let mut wanted: Vec<String> = Vec::new();
-            for preset in &args.presets.presets {
-                for module in preset.modules() {
-                    if !wanted.iter().any(|w| w == module) {
-                        wanted.push(module.to_owned());
-                    }
-                }
-            }
+            let wanted = builder::presets::preset_modules(&args.presets.presets);
             let inputs = MiniInitramfs {
                 storage_init: args.storage_init.clone(),
                 config,

@@ -395,21 +395,19 @@ impl ModuleIndex {
             self.device_aliases.contains_key(&normalize_name(name))
                 && self.modules.contains_key(&normalize_name(name))
         };
-        for name in required {
-            let necessity = if drives_devices(name) {
-                Necessity::OnDemand
-            } else {
-                Necessity::Required
-            };
-            walk.visit_name(name, necessity, None)?;
-        }
-        for name in wanted {
-            let necessity = if drives_devices(name) {
-                Necessity::OnDemand
-            } else {
-                Necessity::Optional
-            };
-            walk.visit_name(name, necessity, None)?;
+        let named = [
+            (required, Necessity::Required),
+            (wanted, Necessity::Optional),
+        ];
+        for (names, otherwise) in named {
+            for name in names {
+                let necessity = if drives_devices(name) {
+                    Necessity::OnDemand
+                } else {
+                    otherwise
+                };
+                walk.visit_name(name, necessity, None)?;
+            }
         }
         let position: BTreeMap<&str, usize> = walk
             .order

@@ -131,6 +131,17 @@ impl FromStr for StoragePreset {
     }
 }
 
+/// The drivers of `presets` together, each once, in preset order.
+pub fn preset_modules(presets: &[StoragePreset]) -> Vec<String> {
+    let mut modules: Vec<String> = Vec::new();
+    for module in presets.iter().flat_map(|p| p.modules()) {
+        if !modules.iter().any(|m| m == module) {
+            modules.push(module.to_owned());
+        }
+    }
+    modules
+}
+
 /// The modules that mount /boot (`boot_fstype`, when known at build time), the image
 /// (`image_fstype`) and the overlay on `kernel`: `loop` where the image cannot be mounted from
 /// its file, and for vfat the codepage and charset the kernel's FAT defaults name (it would ask
@@ -186,6 +197,10 @@ mod tests {
         assert!(
             error.contains("virtio, nvme, usb, mmc, scsi, all-storage"),
             "{error}"
+        );
+        assert_eq!(
+            preset_modules(&[StoragePreset::Nvme, StoragePreset::Usb, StoragePreset::Nvme])[..2],
+            ["nvme", "xhci_pci"]
         );
         let all = StoragePreset::AllStorage.modules();
         assert_eq!(

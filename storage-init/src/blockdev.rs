@@ -120,11 +120,11 @@ impl Search<'_> {
 
     fn fail(mut self, timeout: Duration) -> Fatal {
         if !self.wants_partition {
-            let paths: Vec<PathBuf> = self.seen.iter().map(|d| d.path.clone()).collect();
-            self.seen = paths
-                .into_iter()
-                .map(|path| self.inspector.inspect(path, true))
-                .collect();
+            // Only the table entries are missing from what was seen; devices that could not be
+            // read are not asked again.
+            for device in self.seen.iter_mut().filter(|d| d.unreadable.is_none()) {
+                device.partition = crate::inspect::partition_of(&device.path);
+            }
         }
         Fatal::new(
             format!("finding bootfs {}", self.wanted),

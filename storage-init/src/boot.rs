@@ -161,8 +161,7 @@ fn prepare(log: &mut Log, emergency: &mut Emergency, layout: Layout) -> Result<C
     let mut drivers = Drivers::new(&modules);
     let (loaded, tried) = drivers.load_at_start(log)?;
     log.step(&format!("loaded {loaded} of {tried} modules"));
-    if drivers.has_aliases() {
-        let coldplugged = coldplug::coldplug(&mut drivers, log);
+    if let Some(coldplugged) = coldplug::coldplug(&mut drivers, log) {
         log.step(&format!(
             "coldplug: {} device{} without a driver; loaded {}",
             coldplugged.unbound,

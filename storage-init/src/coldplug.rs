@@ -21,18 +21,17 @@ pub struct Coldplugged {
     pub loaded: Vec<String>,
 }
 
-pub fn coldplug(drivers: &mut Drivers<'_>, log: &mut Log) -> Coldplugged {
+/// `None` when no shipped module has device aliases: there is nothing to coldplug.
+pub fn coldplug(drivers: &mut Drivers<'_>, log: &mut Log) -> Option<Coldplugged> {
     let mut done = Coldplugged::default();
-    let Some(buses) = drivers.buses() else {
-        return done;
-    };
+    let buses = drivers.buses()?;
     let unbound = unbound_modaliases(Path::new(SYS_BUS), buses.as_deref());
     done.unbound = unbound.len();
     for modalias in &unbound {
         let loaded = drivers.load_for_device(modalias, log);
         done.loaded.extend(loaded.into_iter().map(str::to_owned));
     }
-    done
+    Some(done)
 }
 
 /// The modaliases of the devices under `sys_bus` (`<bus>/devices/<device>/modalias`) that no

@@ -256,7 +256,7 @@ fn read_device(path: PathBuf, with_partition: bool) -> BlockDevice {
 
 /// The table entry of partition `/dev/<name>`, from sysfs: `<name>/partition` holds its number
 /// and the sysfs directory's parent is its disk.
-fn partition_of(path: &Path) -> Option<PartitionId> {
+pub fn partition_of(path: &Path) -> Option<PartitionId> {
     let name = path.file_name()?.to_str()?;
     let sys = Path::new(SYS_CLASS_BLOCK).join(name);
     let number: u32 = std::fs::read_to_string(sys.join("partition"))

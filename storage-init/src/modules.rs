@@ -148,15 +148,10 @@ impl<'a> Drivers<'a> {
         newly
     }
 
-    /// Whether any alias can ask for a module: without, there is nothing to coldplug.
-    pub fn has_aliases(&self) -> bool {
-        !self.list.aliases.is_empty()
-    }
-
-    /// The buses whose devices an alias may match: `None` when there is no alias, `Some(None)`
-    /// when a pattern's bus is itself a glob (every bus must be looked at).
+    /// The buses whose devices an alias may match: `None` when there is no alias (nothing to
+    /// coldplug), `Some(None)` when a pattern's bus is itself a glob (every bus must be looked at).
     pub fn buses(&self) -> Option<Option<Vec<&'a str>>> {
-        self.has_aliases().then(|| self.aliases.buses())
+        (!self.list.aliases.is_empty()).then(|| self.aliases.buses())
     }
 
     /// The on-demand modules that failed, for the FATAL line of a search that found nothing.

@@ -309,11 +309,7 @@ fn modules_for(kernel: &Kernel, layout: Layout) -> Result<(Vec<String>, Vec<Stri
         ImageFsKind::Ext4 => "ext4",
     };
     let required = builder::presets::filesystem_modules(&config, Some(boot_fstype), image_fstype);
-    let mut wanted: Vec<String> = STORAGE_PRESET
-        .modules()
-        .iter()
-        .map(|m| (*m).to_owned())
-        .collect();
+    let mut wanted = builder::presets::preset_modules(&[STORAGE_PRESET]);
     if layout.empty_cdrom {
         wanted.extend(CDROM_MODULES.iter().map(|m| (*m).to_owned()));
     }
