@@ -36,6 +36,9 @@ pub struct Phases {
     /// loading and the wait for the boot device (the issue's 80 ms budget). The search counts
     /// as a wait only when the device was not there at coldplug.
     pub own: f64,
+    /// The CPU time storage-init reported at exec (user, system), in 10 ms ticks: how much of
+    /// its time ran its own instructions, how much the kernel's work in its syscalls.
+    pub cpu: Option<(f64, f64)>,
 }
 
 /// Step names, by the start of the logged text.
@@ -71,6 +74,7 @@ pub fn phases(console: &str) -> Option<Phases> {
     let mut modules = 0.0;
     let mut module_loads = Vec::new();
     let mut waited = false;
+    let mut cpu = None;
     for line in console.lines() {
         let Some(rest) = line.split("storage-init: ").nth(1) else {
             continue;
@@ -98,6 +102,9 @@ pub fn phases(console: &str) -> Option<Phases> {
             if name == "find-bootfs" {
                 waited = !text.ends_with(" at coldplug");
             }
+            if name == "exec-init" {
+                cpu = cpu_time(text);
+            }
             steps.push((name.to_owned(), elapsed - previous));
         }
         previous = elapsed;
@@ -118,7 +125,18 @@ pub fn phases(console: &str) -> Option<Phases> {
         modules,
         module_loads,
         steps,
+        cpu,
     })
+}
+
+/// `exec /init; cpu user U ms, system S ms`: (U, S).
+fn cpu_time(text: &str) -> Option<(f64, f64)> {
+    let (_, cpu) = text.split_once("; cpu user ")?;
+    let (user, system) = cpu.split_once(" ms, system ")?;
+    Some((
+        user.parse().ok()?,
+        system.strip_suffix(" ms")?.parse().ok()?,
+    ))
 }
 
 pub fn run(sh: &Shell, root: &Path, cell_name: &str, runs: usize) -> Result<()> {
@@ -221,6 +239,17 @@ fn render(cell: &str, runs: &[Phases]) -> String {
         "own work (total less module loads and device wait)",
         runs.iter().map(|p| p.own).collect(),
     );
+    let cpu: Vec<(f64, f64)> = runs.iter().filter_map(|p| p.cpu).collect();
+    if !cpu.is_empty() {
+        row(
+            "CPU in user space (storage-init's instructions; 10 ms ticks)",
+            cpu.iter().map(|(user, _)| *user).collect(),
+        );
+        row(
+            "CPU in the kernel for storage-init (syscalls, module loads included)",
+            cpu.iter().map(|(_, system)| *system).collect(),
+        );
+    }
     out
 }
 
@@ -260,7 +289,7 @@ mod tests {
 [    4.986000] storage-init: moved /boot to /sysroot/boot (856 ms)
 [    4.991000] storage-init: moved /proc, /sys, /dev, /run into the new root (861 ms)
 [    5.001000] storage-init: switched root (871 ms)
-[    5.002000] storage-init: exec /init (872 ms)
+[    5.002000] storage-init: exec /init; cpu user 20 ms, system 810 ms (872 ms)
 ";
 
     #[test]
@@ -305,6 +334,7 @@ mod tests {
             "{}",
             late.own
         );
+        assert_eq!(p.cpu, Some((20.0, 810.0)));
         assert_eq!(phases("no storage-init here"), None);
     }
 

@@ -27,13 +27,17 @@ const OVERLAY_SIZE: &str = "64M";
 pub const MARKER_PARAM: &str = "initoverlayfs_test.marker";
 
 /// The /init of the busybox content: proves it runs from the overlay and powers off. Its marker
-/// goes to /dev/kmsg so it carries the guest's printk timestamp.
+/// goes to /dev/kmsg so it carries the guest's printk timestamp. With `initoverlayfs_test.dmesg`
+/// on the command line it prints the kernel log before powering off (for `quiet` boots).
 const BUSYBOX_INIT: &str = r#"#!/bin/busybox sh
 bb=/bin/busybox
 nonce=$($bb sed -n 's/.*initoverlayfs_test\.marker=\([0-9a-z]*\).*/\1/p' /proc/cmdline)
 root=$($bb awk '$2 == "/" { print $3 }' /proc/mounts | $bb tail -n 1)
 rw=$($bb awk '$2 == "/run/initoverlayfs/rw" { print $4 }' /proc/mounts)
 echo "<5>initoverlayfs-test: marker $nonce root=$root rw=$rw" > /dev/kmsg
+# A `quiet` boot prints only warnings on the console: replay the kernel log so the harness
+# still reads every step, with the guest's timestamps.
+case " $($bb cat /proc/cmdline) " in *" initoverlayfs_test.dmesg "*) $bb dmesg ;; esac
 $bb sync
 $bb poweroff -f
 "#;

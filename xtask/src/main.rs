@@ -13,7 +13,7 @@ tasks:
   vm-test [--cell TEXT] [--tier smoke|default] [--list]
                       boot the VM cells (fixtures/cells.toml) and print a result table
   bench-storage-init [--cell NAME] [--runs N]
-                      boot a cell N times (default: the 6.12 smoke cell, 5) and report where
+                      boot a cell N times (default: the quiet 6.12 smoke cell, 5) and report where
                       storage-init's time goes, step by step (target/bench/storage-init.md)
   test [NEXTEST ARGS]   provision, fetch fixtures, run every test with cargo nextest
   fuzz [--seconds N] [--target T]
@@ -46,8 +46,10 @@ fn run() -> Result<()> {
         ("vm-test", rest) => vm_test::run(&sh, &root, &parse_vm_test(rest)?),
         ("test", rest) => test::run(&sh, &root, rest),
         ("bench-storage-init", rest) => {
-            let (mut cell, mut runs) =
-                ("x86_64-q35-virtio-blk-debian12-6.12-busybox".to_owned(), 5);
+            let (mut cell, mut runs) = (
+                "x86_64-q35-virtio-blk-debian12-6.12-busybox-quiet".to_owned(),
+                5,
+            );
             let mut args = rest.iter();
             while let Some(arg) = args.next() {
                 match arg.as_str() {

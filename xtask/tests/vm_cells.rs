@@ -145,6 +145,21 @@ fn cell_x86_64_q35_virtio_blk_debian12_6_12_busybox_prepare_only() {
 }
 
 #[test]
+fn cell_x86_64_q35_virtio_blk_debian12_6_12_busybox_quiet() {
+    let result = check_cell("x86_64-q35-virtio-blk-debian12-6.12-busybox-quiet");
+    // `quiet` keeps the step lines off the console: only the content's replay of the log shows
+    // them, once.
+    assert_eq!(
+        console_lines_containing(&result, "storage-init: mounted /proc"),
+        1
+    );
+    assert_eq!(
+        console_lines_containing(&result, "storage-init: exec /init; cpu user "),
+        1
+    );
+}
+
+#[test]
 fn cell_x86_64_q35_virtio_blk_debian12_6_12_busybox_smp2() {
     let result = check_cell("x86_64-q35-virtio-blk-debian12-6.12-busybox-smp2");
     assert_eq!(
