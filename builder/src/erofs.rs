@@ -58,6 +58,113 @@ pub enum ErofsError {
     NotADirectory { path: PathBuf },
     #[error("removing the old image {path}: {error}", path = .path.display())]
     RemoveOld { path: PathBuf, error: io::Error },
+    #[error(
+        "{MKFS_EROFS} {version} cannot write {compression} images (it has {available}): install an erofs-utils that has it, or choose one of those"
+    )]
+    CompressorMissing {
+        version: String,
+        compression: String,
+        available: String,
+    },
+}
+
+/// What the installed `mkfs.erofs` is and can do, read from what it prints (erofs-utils 1.5
+/// has no `--version`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MkfsErofs {
+    /// `1.5`, `1.8.2`, or `unknown`.
+    pub version: String,
+    /// The compressors it writes: `lz4`, `lz4hc`, and on newer builds `lzma`, `deflate`,
+    /// `libdeflate`, `zstd`.
+    pub compressors: Vec<String>,
+}
+
+/// Every compressor name erofs-utils has used.
+const KNOWN_COMPRESSORS: [&str; 6] = ["lz4", "lz4hc", "lzma", "deflate", "libdeflate", "zstd"];
+
+impl MkfsErofs {
+    /// Runs `mkfs.erofs -V` and `mkfs.erofs --help`. Releases since 1.6 print their version
+    /// for `-V`; 1.5 has no such option but prints the same banner before it complains.
+    pub fn detect() -> Result<MkfsErofs, ErofsError> {
+        let mut text = String::new();
+        for arg in ["-V", "--help"] {
+            let output = Command::new(MKFS_EROFS)
+                .arg(arg)
+                .output()
+                .map_err(|error| match error.kind() {
+                    io::ErrorKind::NotFound => ErofsError::MkfsMissing,
+                    _ => ErofsError::Spawn {
+                        source_dir: PathBuf::from(arg),
+                        error,
+                    },
+                })?;
+            text.push_str(&String::from_utf8_lossy(&output.stdout));
+            text.push('\n');
+            text.push_str(&String::from_utf8_lossy(&output.stderr));
+            text.push('\n');
+        }
+        Ok(MkfsErofs::from_help(&text))
+    }
+
+    /// Reads the version from the line naming the program with a version (`mkfs.erofs 1.5`,
+    /// `mkfs.erofs (erofs-utils) 1.8.2`) and the compressors from what follows "Available
+    /// compressors are:" (one line of commas in 1.5, one per line with levels later).
+    pub fn from_help(help: &str) -> MkfsErofs {
+        let version = help
+            .lines()
+            .filter(|line| line.trim_start().starts_with(MKFS_EROFS))
+            .filter_map(|line| {
+                line.split_whitespace()
+                    .last()
+                    .filter(|word| word.starts_with(|c: char| c.is_ascii_digit()))
+            })
+            .next()
+            .unwrap_or("unknown")
+            .to_owned();
+        let mut compressors = Vec::new();
+        if let Some((_, listed)) = help.split_once("Available compressors are:") {
+            for line in listed.lines() {
+                for word in line.split([',', ' ', '\t']) {
+                    if KNOWN_COMPRESSORS.contains(&word) && !compressors.iter().any(|c| c == word) {
+                        compressors.push(word.to_owned());
+                    }
+                }
+            }
+        }
+        MkfsErofs {
+            version,
+            compressors,
+        }
+    }
+
+    /// Refuses a compression this mkfs.erofs cannot write.
+    pub fn check(&self, compression: Option<&ErofsCompression>) -> Result<(), ErofsError> {
+        match compression {
+            Some(c) if !self.compressors.iter().any(|have| have == c.compressor()) => {
+                Err(ErofsError::CompressorMissing {
+                    version: self.version.clone(),
+                    compression: c.compressor().to_owned(),
+                    available: if self.compressors.is_empty() {
+                        "no compressor".to_owned()
+                    } else {
+                        self.compressors.join(", ")
+                    },
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl fmt::Display for MkfsErofs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{MKFS_EROFS} {} (compressors: {})",
+            self.version,
+            self.compressors.join(", ")
+        )
+    }
 }
 
 /// A compressor for `mkfs.erofs -z`, such as `lz4hc,11`.
@@ -131,6 +238,7 @@ pub fn build_erofs(
     output: &Path,
     options: &ErofsOptions,
 ) -> Result<ErofsReport, ErofsError> {
+    MkfsErofs::detect()?.check(options.compression.as_ref())?;
     let uuid = content_uuid(source, options)?;
     match fs::remove_file(output) {
         Ok(()) => {}
@@ -387,6 +495,45 @@ mod tests {
         assert_ne!(content_uuid(&dir, &options).unwrap(), first);
         let err = content_uuid(&dir.join("aa"), &options).unwrap_err();
         assert!(err.to_string().contains("not a directory"), "{err}");
+    }
+
+    #[test]
+    fn mkfs_help_of_each_release() {
+        // erofs-utils 1.5 (Debian 12): a banner, compressors on one line.
+        let old = "mkfs.erofs 1.5\nmkfs.erofs: invalid option -- 'V'\nusage: [options] FILE DIRECTORY\n -zX[,Y] X=compressor\n\nAvailable compressors are: lz4hc, lz4\n";
+        let parsed = MkfsErofs::from_help(old);
+        assert_eq!(parsed.version, "1.5");
+        assert_eq!(parsed.compressors, ["lz4hc", "lz4"]);
+        // Later releases: one compressor per line, with levels.
+        let new = "mkfs.erofs (erofs-utils) 1.8.2\nusage: [options] FILE SOURCE(s)\n\nAvailable compressors are:\n  lz4\n  lz4hc [<0..12>, default=9]\n  lzma [<0..109>, default=6]\n  deflate [<0..9>, default=1]\n  zstd [<0..22>, default=3]\n";
+        let parsed = MkfsErofs::from_help(new);
+        assert_eq!(parsed.version, "1.8.2");
+        assert_eq!(
+            parsed.compressors,
+            ["lz4", "lz4hc", "lzma", "deflate", "zstd"]
+        );
+        let zstd = ErofsCompression::parse("zstd,3").unwrap();
+        assert!(parsed.check(zstd.as_ref()).is_ok());
+        let error = MkfsErofs::from_help(old)
+            .check(zstd.as_ref())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("mkfs.erofs 1.5 cannot write zstd images (it has lz4hc, lz4)"),
+            "{error}"
+        );
+        assert_eq!(MkfsErofs::from_help("").version, "unknown");
+    }
+
+    /// The installed mkfs.erofs is read as its help text says.
+    #[test]
+    fn installed_mkfs_is_detected() {
+        if !have_mkfs() {
+            return;
+        }
+        let mkfs = MkfsErofs::detect().unwrap();
+        assert_ne!(mkfs.version, "unknown", "{mkfs:?}");
+        assert!(mkfs.compressors.iter().any(|c| c == "lz4"), "{mkfs:?}");
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use crate::compress::InitramfsCompression;
 use crate::erofs::ErofsCompression;
 use crate::initramfs::Format;
 
@@ -70,6 +71,16 @@ pub enum KernelConfigError {
     UnreadableCompression {
         config: PathBuf,
         compression: String,
+        option: String,
+        supported: String,
+    },
+    #[error(
+        "the kernel of {config} cannot unpack a {compression} initramfs ({option} is not set): use {supported}",
+        config = .config.display()
+    )]
+    UnpackableInitramfs {
+        config: PathBuf,
+        compression: InitramfsCompression,
         option: String,
         supported: String,
     },
@@ -164,6 +175,37 @@ impl KernelConfig {
     /// `CONFIG_MODULE_DECOMPRESS`: the kernel takes `.ko.xz`/`.ko.zst` through finit_module.
     pub fn module_decompress(&self) -> bool {
         self.enabled("CONFIG_MODULE_DECOMPRESS")
+    }
+
+    /// The mini initramfs's compression: `requested` if the kernel unpacks it (refused with the
+    /// missing `CONFIG_RD_*` option otherwise), else the preferred one it unpacks.
+    pub fn initramfs_compression(
+        &self,
+        requested: Option<InitramfsCompression>,
+    ) -> Result<InitramfsCompression, KernelConfigError> {
+        let formats = self.initramfs_formats();
+        let Some(requested) = requested else {
+            return Ok(InitramfsCompression::preferred(&formats));
+        };
+        let format = requested.format();
+        if format == Format::Newc || formats.contains(&format) {
+            return Ok(requested);
+        }
+        let option = INITRAMFS_FORMATS
+            .iter()
+            .find(|(f, _)| *f == format)
+            .map_or("CONFIG_RD_*", |(_, option)| option);
+        let names: Vec<&str> = formats.iter().map(|f| f.name()).collect();
+        Err(KernelConfigError::UnpackableInitramfs {
+            config: self.source.clone(),
+            compression: requested,
+            option: (*option).to_owned(),
+            supported: if names.is_empty() {
+                "none".to_owned()
+            } else {
+                format!("none or {}", names.join(", "))
+            },
+        })
     }
 
     /// The erofs compression for an image this kernel mounts: `requested` if the kernel reads it

@@ -5,15 +5,18 @@
 //! types (`storage_init::config::Config`, `storage_init::contract::ModuleList`), and has no
 //! network code: inputs are files and directories the caller already has.
 
+pub mod compress;
 pub mod cpio;
 pub mod erofs;
 pub mod extract;
 pub mod image;
 pub mod initramfs;
 pub mod kernel_config;
+pub mod listing;
 pub mod mini_initramfs;
 pub mod modules;
 pub mod presets;
+pub mod replace;
 
 /// The environment variable that fixes every timestamp builder writes (reproducible-builds.org).
 pub const SOURCE_DATE_EPOCH: &str = "SOURCE_DATE_EPOCH";

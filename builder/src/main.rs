@@ -11,9 +11,10 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
-use builder::erofs::{ErofsCompression, ErofsOptions, build_erofs};
+use builder::compress::InitramfsCompression;
+use builder::erofs::{ErofsCompression, ErofsOptions, MkfsErofs, build_erofs};
 use builder::kernel_config::KernelConfig;
-use builder::mini_initramfs::{MiniInitramfs, list_file};
+use builder::mini_initramfs::MiniInitramfs;
 use builder::modules::KernelModules;
 use builder::presets::StoragePreset;
 
@@ -22,7 +23,9 @@ use builder::presets::StoragePreset;
 #[derive(Debug, Parser)]
 #[command(
     name = "builder",
-    about = "Builds initoverlayfs boot artifacts reproducibly"
+    about = "Builds initoverlayfs boot artifacts reproducibly",
+    after_help = "Exit status: 0 done; 1 the inputs, the tools or the target kernel did not allow it (one \
+                  `builder: error:` line says which input and what to do); 2 the command line is wrong."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -33,11 +36,24 @@ struct Cli {
 // Parsed once per run: the size difference between variants costs nothing.
 #[allow(clippy::large_enum_variant)]
 enum Command {
-    /// Build the mini initramfs (uncompressed newc cpio) holding storage-init as /init.
-    MiniInitramfs(MiniInitramfsArgs),
-    /// Build an erofs image from a directory or an initramfs file (needs mkfs.erofs from
-    /// erofs-utils).
-    Erofs(ErofsArgs),
+    /// Build the initoverlayfs image (erofs, through mkfs.erofs from erofs-utils) from a
+    /// directory or an initramfs file.
+    #[command(alias = "erofs")]
+    Image(ImageArgs),
+    /// Build the mini initramfs: storage-init as /init, its config, the storage and filesystem
+    /// modules, compressed as the kernel allows.
+    #[command(alias = "mini-initramfs")]
+    Initramfs(InitramfsArgs),
+    /// Print the storage-init config (/etc/initoverlayfs.conf) these options give, checked by
+    /// storage-init's own parser.
+    Config(ConfigCommandArgs),
+    /// Print a sorted listing of an initramfs (any compression, concatenated archives: the last
+    /// entry of each path, as the kernel unpacks them), an erofs image (needs root and
+    /// fsck.erofs) or a directory.
+    List {
+        /// The initramfs, image or directory.
+        path: PathBuf,
+    },
     /// Unpack an initramfs file (any compression, concatenated archives) into a directory.
     Unpack {
         /// The initramfs file.
@@ -48,17 +64,11 @@ enum Command {
     },
     /// Print the module load list computed for a kernel modules tree.
     Modules(ModulesArgs),
-    /// Print a sorted listing of an initramfs or cpio file (any compression, concatenated
-    /// archives; the last entry of each path, as the kernel unpacks them).
-    List {
-        /// The initramfs or cpio file.
-        cpio: PathBuf,
-    },
 }
 
 #[derive(Debug, clap::Args)]
 struct KernelArgs {
-    /// Directory holding lib/modules/<kver> (as given to `depmod -b`).
+    /// Directory holding lib/modules/<kver> (as given to `depmod -b`) and boot/config-<kver>.
     #[arg(long)]
     kernel_root: PathBuf,
     /// Kernel release of the target (`uname -r`).
@@ -77,15 +87,9 @@ struct PresetArgs {
     presets: Vec<StoragePreset>,
 }
 
+/// The keys of storage-init's config a build sets (README: "Configuration").
 #[derive(Debug, clap::Args)]
-struct MiniInitramfsArgs {
-    /// The static storage-init binary.
-    #[arg(long)]
-    storage_init: PathBuf,
-    #[command(flatten)]
-    kernel: KernelArgs,
-    #[command(flatten)]
-    presets: PresetArgs,
+struct ConfigArgs {
     /// The boot filesystem: UUID=…, LABEL=…, PARTUUID=…, PARTLABEL=… or /dev/….
     #[arg(long)]
     bootfs: String,
@@ -98,6 +102,9 @@ struct MiniInitramfsArgs {
     /// Image path relative to /boot (default at boot: initoverlayfs-<kver>.img).
     #[arg(long)]
     fs: Option<String>,
+    /// Filesystem type of the image: erofs (default) or ext4.
+    #[arg(long)]
+    fstype: Option<String>,
     /// Seconds to wait for the boot device.
     #[arg(long)]
     timeout: Option<u32>,
@@ -107,17 +114,46 @@ struct MiniInitramfsArgs {
     /// What storage-init does after a FATAL error: halt (default), poweroff, reboot, shell.
     #[arg(long)]
     emergency: Option<String>,
+    /// Size of the tmpfs under the overlay's upper layer (tmpfs size=, e.g. 50% or 256M).
+    #[arg(long)]
+    overlay_size: Option<String>,
     /// The image built for this mini initramfs: its UUID is recorded, and storage-init refuses
     /// an image on /boot with another one (a stale image).
     #[arg(long)]
     image: Option<PathBuf>,
-    /// Where to write the archive.
+}
+
+#[derive(Debug, clap::Args)]
+struct InitramfsArgs {
+    /// The static storage-init binary.
+    #[arg(long)]
+    storage_init: PathBuf,
+    #[command(flatten)]
+    kernel: KernelArgs,
+    #[command(flatten)]
+    presets: PresetArgs,
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// auto (zstd, else gzip, else another the kernel unpacks: its CONFIG_RD_* options), none,
+    /// zstd, gzip, lz4, xz or bzip2. One the kernel cannot unpack is refused.
+    #[arg(long, default_value = "auto")]
+    compression: String,
+    /// Where to write the archive (replaced atomically).
     #[arg(short, long)]
     output: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
-struct ErofsArgs {
+struct ConfigCommandArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// The kernel release the config is for: storage-init refuses to boot another one.
+    #[arg(long)]
+    kver: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct ImageArgs {
     /// The directory to put in the image.
     #[arg(
         long,
@@ -129,9 +165,10 @@ struct ErofsArgs {
     /// image is refused: its init cannot switch root from the overlay.
     #[arg(long)]
     initramfs: Option<PathBuf>,
-    /// Where to write the image.
-    #[arg(short, long)]
-    output: PathBuf,
+    /// Where to write the image (default with --kver: initoverlayfs-<kver>.img, upstream's
+    /// name, in the current directory).
+    #[arg(short, long, required_unless_present = "kver")]
+    output: Option<PathBuf>,
     /// Compressor and level for mkfs.erofs -z, e.g. lz4hc,11, or none. Default: lz4hc,11 when
     /// the target kernel reads compressed erofs, else none; without a target kernel, none.
     #[arg(long)]
@@ -160,7 +197,7 @@ fn build_time() -> Result<u64> {
 }
 
 /// Builds the config through storage-init's own parser, so what is written is what it reads.
-fn config(args: &MiniInitramfsArgs) -> Result<storage_init::config::Config> {
+fn config(args: &ConfigArgs, kver: Option<&String>) -> Result<storage_init::config::Config> {
     let timeout = args.timeout.map(|t| t.to_string());
     let image_uuid = args.image.as_deref().map(image_uuid).transpose()?;
     let mut text = String::new();
@@ -169,10 +206,12 @@ fn config(args: &MiniInitramfsArgs) -> Result<storage_init::config::Config> {
         ("bootfstype", args.bootfstype.as_ref()),
         ("bootfs_hint", args.bootfs_hint.as_ref()),
         ("fs", args.fs.as_ref()),
+        ("fstype", args.fstype.as_ref()),
         ("timeout", timeout.as_ref()),
         ("init", args.init.as_ref()),
         ("emergency", args.emergency.as_ref()),
-        ("kernel_release", Some(&args.kernel.kver)),
+        ("overlay_size", args.overlay_size.as_ref()),
+        ("kernel_release", kver),
         ("image_uuid", image_uuid.as_ref()),
     ] {
         if let Some(value) = value {
@@ -217,114 +256,21 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::MiniInitramfs(args) => {
-            let config = config(&args)?;
-            // The filesystems' modules follow the kernel: loop only where erofs cannot mount a
-            // file, vfat's codepage and charset as the kernel's defaults name them.
-            let mut modules = args.kernel.modules.clone();
-            let mut notes = Vec::new();
-            match KernelConfig::locate(&args.kernel.kernel_root, &args.kernel.kver) {
-                Ok(kernel) => {
-                    if config.bootfstype.is_none() {
-                        notes.push(
-                            "no --bootfstype: add the /boot filesystem's module with --module"
-                                .to_owned(),
-                        );
-                    }
-                    for module in builder::presets::filesystem_modules(
-                        &kernel,
-                        config.bootfstype.as_deref(),
-                        &config.fstype,
-                    ) {
-                        if !modules.contains(&module) {
-                            modules.push(module);
-                        }
-                    }
-                }
-                Err(e) => notes.push(format!(
-                    "{e}; filesystem modules are not added: name them with --module"
-                )),
-            }
-            let wanted = builder::presets::preset_modules(&args.presets.presets);
-            let inputs = MiniInitramfs {
-                storage_init: args.storage_init.clone(),
-                config,
-                kernel: KernelModules::new(&args.kernel.kernel_root, &args.kernel.kver),
-                modules,
-                wanted_modules: wanted,
-                mtime: build_time()?,
-            };
-            let report = inputs.write(&args.output)?;
-            for note in notes {
-                println!("note: {note}");
-            }
-            print!("{}", report.module_list.render());
-            for note in &report.notes {
-                println!("note: {note}");
-            }
-            println!(
-                "wrote {}: {} entries, {} bytes",
-                args.output.display(),
-                report.entries,
-                report.bytes
-            );
-        }
-        Command::Erofs(args) => {
-            let requested = args
-                .compression
-                .as_deref()
-                .map(ErofsCompression::parse)
-                .transpose()?;
-            let kernel = match (&args.kernel_config, &args.kver) {
-                (Some(path), _) => Some(KernelConfig::read(path)?),
-                (None, Some(kver)) => Some(KernelConfig::locate(&args.kernel_root, kver)?),
-                (None, None) => None,
-            };
-            let compression = match &kernel {
-                Some(kernel) => {
-                    println!("kernel {kernel}");
-                    kernel.erofs_compression(requested)?
-                }
-                None => requested.flatten(),
-            };
-            println!(
-                "erofs compression: {}",
-                compression.as_ref().map_or("none", |c| c.as_str())
-            );
-            let options = ErofsOptions {
-                mtime: build_time()?,
-                compression,
-            };
-            let report = match (&args.source, &args.initramfs) {
-                (Some(source), _) => build_erofs(source, &args.output, &options)?,
-                (None, Some(initramfs)) => {
-                    let report =
-                        builder::image::image_from_initramfs(initramfs, &args.output, &options)?;
-                    for segment in &report.segments {
-                        println!("{segment}");
-                    }
-                    if report.flavour == builder::initramfs::Flavour::Unknown {
-                        eprintln!(
-                            "warning: {} has no systemd: its init must switch root the way systemd's switch-root does (busybox switch_root and klibc run-init refuse the overlay)",
-                            initramfs.display()
-                        );
-                    }
-                    report.erofs
-                }
-                (None, None) => anyhow::bail!("give --source DIR or --initramfs FILE"),
-            };
-            println!(
-                "wrote {}: {} bytes, uuid {}",
-                report.output.display(),
-                report.bytes,
-                report.uuid
-            );
+        Command::Initramfs(args) => initramfs(&args),
+        Command::Image(args) => image(&args),
+        Command::Config(args) => {
+            print!("{}", config(&args.config, args.kver.as_ref())?.render());
+            Ok(())
         }
         Command::Modules(args) => {
             let kernel = KernelModules::new(&args.kernel.kernel_root, &args.kernel.kver);
             print!("{}", kernel.resolve(&args.kernel.modules)?);
+            Ok(())
         }
-        Command::List { cpio } => print!("{}", list_file(&cpio)?),
+        Command::List { path } => {
+            print!("{}", builder::listing::list_path(&path)?.1);
+            Ok(())
+        }
         Command::Unpack { initramfs, output } => {
             let (read, extracted) = builder::image::unpack(&initramfs, &output)?;
             for segment in builder::image::describe_segments(&read) {
@@ -339,7 +285,133 @@ fn run(cli: Cli) -> Result<()> {
                 extracted.hardlinks,
                 extracted.nodes
             );
+            Ok(())
         }
     }
+}
+
+fn initramfs(args: &InitramfsArgs) -> Result<()> {
+    let config = config(&args.config, Some(&args.kernel.kver))?;
+    let requested = match args.compression.as_str() {
+        "auto" => None,
+        name => Some(name.parse::<InitramfsCompression>()?),
+    };
+    // The filesystems' modules follow the kernel: loop only where erofs cannot mount a file,
+    // vfat's codepage and charset as the kernel's defaults name them. So does the compression.
+    let mut modules = args.kernel.modules.clone();
+    let mut notes = Vec::new();
+    let compression = match KernelConfig::locate(&args.kernel.kernel_root, &args.kernel.kver) {
+        Ok(kernel) => {
+            if config.bootfstype.is_none() {
+                notes.push(
+                    "no --bootfstype: add the /boot filesystem's module with --module".to_owned(),
+                );
+            }
+            for module in builder::presets::filesystem_modules(
+                &kernel,
+                config.bootfstype.as_deref(),
+                &config.fstype,
+            ) {
+                if !modules.contains(&module) {
+                    modules.push(module);
+                }
+            }
+            kernel.initramfs_compression(requested)?
+        }
+        Err(e) => {
+            notes.push(format!(
+                "{e}; filesystem modules are not added (name them with --module) and the archive is {}",
+                if requested.is_some() {
+                    "compressed as asked, unchecked"
+                } else {
+                    "not compressed"
+                }
+            ));
+            requested.unwrap_or(InitramfsCompression::None)
+        }
+    };
+    let inputs = MiniInitramfs {
+        storage_init: args.storage_init.clone(),
+        config,
+        kernel: KernelModules::new(&args.kernel.kernel_root, &args.kernel.kver),
+        modules,
+        wanted_modules: builder::presets::preset_modules(&args.presets.presets),
+        mtime: build_time()?,
+        compression,
+    };
+    let report = inputs.write(&args.output)?;
+    for note in notes {
+        println!("note: {note}");
+    }
+    print!("{}", report.module_list.render());
+    for note in &report.notes {
+        println!("note: {note}");
+    }
+    println!(
+        "wrote {}: {} entries, {} bytes, {compression} to {} bytes",
+        args.output.display(),
+        report.entries,
+        report.bytes,
+        report.compressed_bytes
+    );
+    Ok(())
+}
+
+fn image(args: &ImageArgs) -> Result<()> {
+    let requested = args
+        .compression
+        .as_deref()
+        .map(ErofsCompression::parse)
+        .transpose()?;
+    let kernel = match (&args.kernel_config, &args.kver) {
+        (Some(path), _) => Some(KernelConfig::read(path)?),
+        (None, Some(kver)) => Some(KernelConfig::locate(&args.kernel_root, kver)?),
+        (None, None) => None,
+    };
+    let compression = match &kernel {
+        Some(kernel) => {
+            println!("kernel {kernel}");
+            kernel.erofs_compression(requested)?
+        }
+        None => requested.flatten(),
+    };
+    let mkfs = MkfsErofs::detect()?;
+    println!("{mkfs}");
+    println!(
+        "erofs compression: {}",
+        compression.as_ref().map_or("none", |c| c.as_str())
+    );
+    let output = match (&args.output, &args.kver) {
+        (Some(output), _) => output.clone(),
+        (None, Some(kver)) => PathBuf::from(format!("initoverlayfs-{kver}.img")),
+        (None, None) => bail!("give -o FILE, or --kver for the default name"),
+    };
+    let options = ErofsOptions {
+        mtime: build_time()?,
+        compression,
+    };
+    let report = match (&args.source, &args.initramfs) {
+        (Some(source), _) => build_erofs(source, &output, &options)?,
+        (None, Some(initramfs)) => {
+            let report = builder::image::image_from_initramfs(initramfs, &output, &options)?;
+            for segment in &report.segments {
+                println!("{segment}");
+            }
+            if report.flavour == builder::initramfs::Flavour::Unknown {
+                eprintln!(
+                    "warning: {} has no systemd: its init must switch root the way systemd's switch-root does (busybox switch_root and klibc run-init refuse the overlay)",
+                    initramfs.display()
+                );
+            }
+            report.erofs
+        }
+        (None, None) => bail!("give --source DIR or --initramfs FILE"),
+    };
+    println!(
+        "wrote {}: {} bytes, uuid {}",
+        report.output.display(),
+        report.bytes,
+        report.uuid
+    );
     Ok(())
 }

@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use storage_init::config::{CONFIG_PATH, Config};
 use storage_init::contract::{MODULE_LIST_PATH, ModuleList};
 
-use crate::cpio::{self, Archive, CpioError};
+use crate::compress::InitramfsCompression;
+use crate::cpio::{Archive, CpioError};
 use crate::modules::{self, KernelModules, ModulesError};
 
 /// Where the kernel runs the initramfs's init (`init/main.c`: `ramdisk_execute_command`).
@@ -42,8 +43,13 @@ pub enum MiniInitramfsError {
     Modules(#[from] ModulesError),
     #[error(transparent)]
     Cpio(#[from] CpioError),
-    #[error("writing {path}: {error}", path = .path.display())]
-    Write { path: PathBuf, error: io::Error },
+    #[error(transparent)]
+    Write(#[from] crate::replace::ReplaceError),
+    #[error("compressing the archive with {compression}: {error}")]
+    Compress {
+        compression: InitramfsCompression,
+        error: io::Error,
+    },
 }
 
 /// Everything a mini initramfs is made from.
@@ -62,6 +68,9 @@ pub struct MiniInitramfs {
     pub wanted_modules: Vec<String>,
     /// The mtime of every entry (seconds since the epoch; at most `u32::MAX`).
     pub mtime: u64,
+    /// How the archive is compressed (the kernel must unpack it: see
+    /// `KernelConfig::initramfs_compression`).
+    pub compression: InitramfsCompression,
 }
 
 /// What was built.
@@ -73,8 +82,10 @@ pub struct MiniInitramfsReport {
     pub notes: Vec<String>,
     /// Archive entries, the trailer not counted.
     pub entries: usize,
-    /// Size of the archive in bytes.
+    /// Size of the archive in bytes, uncompressed.
     pub bytes: u64,
+    /// Size of the file written, compressed as [`MiniInitramfs::compression`] says.
+    pub compressed_bytes: u64,
 }
 
 impl MiniInitramfs {
@@ -122,59 +133,39 @@ impl MiniInitramfs {
         Ok((archive, module_list, notes))
     }
 
-    /// The archive as bytes, with its report.
+    /// The file's bytes (the archive, compressed), with its report.
     pub fn to_bytes(&self) -> Result<(Vec<u8>, MiniInitramfsReport), MiniInitramfsError> {
         let (archive, module_list, notes) = self.archive()?;
         let bytes = archive.to_bytes(self.mtime)?;
+        let compressed =
+            self.compression
+                .compress(&bytes)
+                .map_err(|error| MiniInitramfsError::Compress {
+                    compression: self.compression,
+                    error,
+                })?;
         let report = MiniInitramfsReport {
             module_list,
             notes,
             entries: archive.len(),
             bytes: bytes.len() as u64,
+            compressed_bytes: compressed.len() as u64,
         };
-        Ok((bytes, report))
+        Ok((compressed, report))
     }
 
-    /// Writes the archive to `output` (replaced if it exists).
+    /// Writes the file to `output`, replacing any old one atomically.
     pub fn write(&self, output: &Path) -> Result<MiniInitramfsReport, MiniInitramfsError> {
         let (bytes, report) = self.to_bytes()?;
-        fs::write(output, &bytes).map_err(|error| MiniInitramfsError::Write {
-            path: output.to_owned(),
-            error,
-        })?;
+        crate::replace::replace_file(output, &bytes, DATA_FILE_MODE)?;
         Ok(report)
     }
-}
-
-/// The sorted listing of a cpio file (see [`cpio::listing`]).
-pub fn list_file(path: &Path) -> Result<String, ListError> {
-    let bytes = fs::read(path).map_err(|error| ListError::Read {
-        path: path.to_owned(),
-        error,
-    })?;
-    let initramfs = crate::initramfs::read(&bytes).map_err(|error| ListError::Parse {
-        path: path.to_owned(),
-        error,
-    })?;
-    let entries: Vec<cpio::ReadEntry> = initramfs.final_entries().into_iter().cloned().collect();
-    Ok(cpio::listing(&entries))
-}
-
-/// Why a cpio file cannot be listed.
-#[derive(Debug, thiserror::Error)]
-pub enum ListError {
-    #[error("reading {path}: {error}", path = .path.display())]
-    Read { path: PathBuf, error: io::Error },
-    #[error("{path}: {error}", path = .path.display())]
-    Parse {
-        path: PathBuf,
-        error: crate::initramfs::InitramfsError,
-    },
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cpio;
     use std::io::Write as _;
     use storage_init::config::BootFs;
     use storage_init::contract::Necessity;
@@ -241,6 +232,7 @@ mod tests {
                 .collect(),
             wanted_modules: Vec::new(),
             mtime: 0,
+            compression: InitramfsCompression::None,
         }
     }
 
@@ -250,7 +242,7 @@ mod tests {
         let inputs = synthetic_inputs(work.path());
         let output = work.path().join("mini.cpio");
         let report = inputs.write(&output).unwrap();
-        insta::assert_snapshot!(list_file(&output).unwrap());
+        insta::assert_snapshot!(crate::listing::list_path(&output).unwrap().1);
         let necessity: Vec<Necessity> = report
             .module_list
             .entries
@@ -345,6 +337,7 @@ mod tests {
                 .collect(),
             wanted_modules: Vec::new(),
             mtime: 0,
+            compression: InitramfsCompression::None,
         };
         let (bytes, report) = inputs.to_bytes().unwrap();
         println!("{}", report.module_list.render());

@@ -22,7 +22,7 @@ fn tiny_tree(root: &Path) {
 }
 
 #[test]
-fn mini_initramfs_then_list() {
+fn initramfs_then_list() {
     let work = tempfile::tempdir().unwrap();
     tiny_tree(work.path());
     let storage_init = work.path().join("storage-init");
@@ -30,7 +30,7 @@ fn mini_initramfs_then_list() {
     let build = |output: &Path, epoch: Option<&str>| {
         let mut command = builder();
         command
-            .arg("mini-initramfs")
+            .arg("initramfs")
             .arg("--storage-init")
             .arg(&storage_init)
             .arg("--kernel-root")
@@ -83,7 +83,9 @@ fn bad_inputs_fail_with_one_clear_line() {
     let work = tempfile::tempdir().unwrap();
     let check = |args: &[&str], fragment: &str| {
         let result = builder().args(args).output().unwrap();
-        assert!(!result.status.success(), "{args:?}");
+        // 2 is kept for a wrong command line (clap's usage errors).
+        let expected = if fragment.starts_with("--") { 2 } else { 1 };
+        assert_eq!(result.status.code(), Some(expected), "{args:?}");
         let stderr = String::from_utf8_lossy(&result.stderr);
         assert!(stderr.contains(fragment), "{args:?}: {stderr}");
     };
@@ -102,7 +104,7 @@ fn bad_inputs_fail_with_one_clear_line() {
     );
     check(
         &[
-            "mini-initramfs",
+            "initramfs",
             "--storage-init",
             "/nonexistent",
             "--kernel-root",
@@ -131,7 +133,7 @@ fn bad_inputs_fail_with_one_clear_line() {
             out.to_str().unwrap(),
         ],
         vec![
-            "erofs",
+            "image",
             "--initramfs",
             not_cpio.to_str().unwrap(),
             "-o",
@@ -143,14 +145,14 @@ fn bad_inputs_fail_with_one_clear_line() {
             "at byte 0: bytes 6a 75 6e 6b is no format the kernel unpacks",
         );
     }
-    check(&["erofs", "-o", out.to_str().unwrap()], "--source <SOURCE>");
+    check(&["image", "-o", out.to_str().unwrap()], "--source <SOURCE>");
     // A kernel without erofs compression (RHEL 9's kind) refuses a compressed image.
     let tree = work.path().join("tree");
     fs::create_dir_all(tree.join("boot")).unwrap();
     fs::write(tree.join("boot/config-9.0"), "CONFIG_EROFS_FS=m\n").unwrap();
     check(
         &[
-            "erofs",
+            "image",
             "--source",
             tree.to_str().unwrap(),
             "-o",
@@ -167,7 +169,7 @@ fn bad_inputs_fail_with_one_clear_line() {
 }
 
 #[test]
-fn mini_initramfs_records_the_kernel_and_the_image_it_was_built_with() {
+fn initramfs_records_the_kernel_and_the_image_it_was_built_with() {
     let work = tempfile::tempdir().unwrap();
     tiny_tree(work.path());
     let storage_init = work.path().join("storage-init");
@@ -177,7 +179,7 @@ fn mini_initramfs_records_the_kernel_and_the_image_it_was_built_with() {
     fs::write(content.join("init"), b"#!/bin/sh\n").unwrap();
     let image = work.path().join("image.erofs");
     let erofs = builder()
-        .arg("erofs")
+        .arg("image")
         .arg("--source")
         .arg(&content)
         .arg("-o")
@@ -191,7 +193,7 @@ fn mini_initramfs_records_the_kernel_and_the_image_it_was_built_with() {
     assert!(erofs.status.success(), "{erofs:?}");
     let output = work.path().join("mini.cpio");
     let result = builder()
-        .arg("mini-initramfs")
+        .arg("initramfs")
         .arg("--storage-init")
         .arg(&storage_init)
         .arg("--kernel-root")
@@ -219,7 +221,7 @@ fn mini_initramfs_records_the_kernel_and_the_image_it_was_built_with() {
     assert_eq!(config.image_uuid, Some(image_uuid));
 
     let not_an_image = builder()
-        .arg("mini-initramfs")
+        .arg("initramfs")
         .arg("--storage-init")
         .arg(&storage_init)
         .arg("--kernel-root")
@@ -235,4 +237,157 @@ fn mini_initramfs_records_the_kernel_and_the_image_it_was_built_with() {
         !not_an_image.status.success() && stderr.contains("no erofs or ext4 superblock"),
         "{stderr}"
     );
+}
+
+/// A kernel whose config unpacks only gzip: `auto` compresses with gzip, zstd is refused with
+/// the option that is missing, and `none` always works.
+#[test]
+fn initramfs_compression_follows_the_kernel() {
+    let work = tempfile::tempdir().unwrap();
+    tiny_tree(work.path());
+    fs::create_dir_all(work.path().join("boot")).unwrap();
+    fs::write(
+        work.path().join("boot/config-1.0"),
+        "CONFIG_EROFS_FS=y\nCONFIG_EROFS_FS_BACKED_BY_FILE=y\nCONFIG_RD_GZIP=y\n",
+    )
+    .unwrap();
+    let storage_init = work.path().join("storage-init");
+    fs::write(&storage_init, b"\x7fELF").unwrap();
+    let output = work.path().join("mini.img");
+    let build = |compression: &str| {
+        builder()
+            .arg("initramfs")
+            .arg("--storage-init")
+            .arg(&storage_init)
+            .arg("--kernel-root")
+            .arg(work.path())
+            .args(["--kver", "1.0", "--module", "virtio_blk"])
+            .args(["--bootfs", "LABEL=boot", "--bootfstype", "ext4"])
+            .args(["--compression", compression])
+            .arg("-o")
+            .arg(&output)
+            .output()
+            .unwrap()
+    };
+    // The filesystems' modules the kernel config calls for.
+    let dir = work.path().join("lib/modules/1.0");
+    let mut dep = String::from("kernel/virtio_blk.ko:\n");
+    for module in ["ext4", "erofs", "overlay"] {
+        fs::write(dir.join(format!("kernel/{module}.ko")), b"\x7fELF").unwrap();
+        dep.push_str(&format!("kernel/{module}.ko:\n"));
+    }
+    fs::write(dir.join("modules.dep"), dep).unwrap();
+    let auto = build("auto");
+    assert!(auto.status.success(), "{auto:?}");
+    let stdout = String::from_utf8_lossy(&auto.stdout);
+    assert!(stdout.contains("gzip to"), "{stdout}");
+    assert_eq!(&fs::read(&output).unwrap()[..2], [0x1f, 0x8b], "gzip magic");
+    let listing = builder().arg("list").arg(&output).output().unwrap();
+    assert!(listing.status.success(), "{listing:?}");
+    assert!(String::from_utf8_lossy(&listing.stdout).contains("/lib/modules/1.0/kernel/ext4.ko"));
+
+    let before = fs::read(&output).unwrap();
+    let zstd = build("zstd");
+    assert_eq!(zstd.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&zstd.stderr);
+    assert!(
+        stderr.contains(
+            "cannot unpack a zstd initramfs (CONFIG_RD_ZSTD is not set): use none or gzip"
+        ),
+        "{stderr}"
+    );
+    assert_eq!(
+        fs::read(&output).unwrap(),
+        before,
+        "a refused build leaves the old file"
+    );
+
+    let none = build("none");
+    assert!(none.status.success(), "{none:?}");
+    assert!(fs::read(&output).unwrap().starts_with(b"070701"));
+    let unknown = build("lzo");
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("unknown initramfs compression \"lzo\"")
+    );
+}
+
+/// `config` prints what storage-init will read, and refuses what it would refuse.
+#[test]
+fn config_prints_what_storage_init_reads() {
+    let printed = builder()
+        .args([
+            "config",
+            "--bootfs",
+            "PARTLABEL=boot",
+            "--timeout",
+            "7",
+            "--kver",
+            "6.12.1",
+        ])
+        .output()
+        .unwrap();
+    assert!(printed.status.success(), "{printed:?}");
+    let text = String::from_utf8(printed.stdout).unwrap();
+    let (config, warnings) = storage_init::config::parse_config(&text).unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(config.kernel_release.as_deref(), Some("6.12.1"));
+    assert_eq!(config.timeout.as_secs(), 7);
+    assert_eq!(config.bootfs.unwrap().to_string(), "PARTLABEL=boot");
+
+    let bad = builder()
+        .args(["config", "--bootfs", "UUID=x", "--emergency", "explode"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        stderr.contains("emergency") && stderr.contains("explode"),
+        "{stderr}"
+    );
+}
+
+/// `image --kver` names the image as upstream does, and `list` reads it back (as root, with
+/// fsck.erofs) in the same format as the tree it came from.
+#[test]
+fn image_default_name_and_listing() {
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("tree");
+    fs::create_dir_all(tree.join("boot")).unwrap();
+    fs::write(tree.join("boot/config-9.1"), "CONFIG_EROFS_FS=m\n").unwrap();
+    let content = work.path().join("content");
+    fs::create_dir_all(content.join("usr/bin")).unwrap();
+    fs::write(content.join("usr/bin/tool"), b"#!/bin/sh\necho hi\n").unwrap();
+    std::os::unix::fs::symlink("usr/bin", content.join("bin")).unwrap();
+    let result = builder()
+        .current_dir(work.path())
+        .arg("image")
+        .arg("--source")
+        .arg(&content)
+        .args(["--kver", "9.1", "--kernel-root"])
+        .arg(&tree)
+        .output()
+        .unwrap();
+    if String::from_utf8_lossy(&result.stderr).contains("erofs-utils") {
+        println!("skipped: mkfs.erofs unavailable");
+        return;
+    }
+    assert!(result.status.success(), "{result:?}");
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    assert!(stdout.contains("mkfs.erofs "), "{stdout}");
+    assert!(stdout.contains("erofs compression: none"), "{stdout}");
+    let image = work.path().join("initoverlayfs-9.1.img");
+    assert!(image.is_file(), "{stdout}");
+    if !rustix::process::geteuid().is_root() {
+        println!("skipped the listing: it needs root");
+        return;
+    }
+    let list = |path: &Path| {
+        let output = builder().arg("list").arg(path).output().unwrap();
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    // The image is all-root; the tree is the test's (root here too).
+    assert_eq!(list(&image), list(&content));
+    assert!(list(&image).contains("l0777 0:0"), "{}", list(&image));
 }

@@ -286,6 +286,10 @@ pub fn build_mini_initramfs(
         ..storage_init::config::Config::default()
     };
     let (required, wanted) = modules_for(kernel, layout)?;
+    // As `builder initramfs` does by default: the first of zstd, gzip, ... the kernel unpacks.
+    let compression =
+        builder::kernel_config::KernelConfig::locate(kernel.modules_root(), &kernel.release)?
+            .initramfs_compression(None)?;
     let spec = builder::mini_initramfs::MiniInitramfs {
         storage_init: storage_init.to_path_buf(),
         config,
@@ -293,6 +297,7 @@ pub fn build_mini_initramfs(
         modules: required,
         wanted_modules: wanted,
         mtime: builder::source_date_epoch()?,
+        compression,
     };
     spec.write(output)
         .with_context(|| format!("building {}", output.display()))?;
