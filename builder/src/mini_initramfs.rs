@@ -345,4 +345,48 @@ mod tests {
         assert_eq!(report.module_list.entries.len(), 10);
         assert!(inputs.to_bytes().unwrap().0 == bytes, "rebuild differs");
     }
+
+    /// The mini initramfs of each storage preset on the real Debian kernel, as `builder list`
+    /// prints it: a change in what ships (a module more or less, other bytes) shows in review.
+    /// storage-init is a fixed stand-in so the snapshots follow the builder, not its code.
+    #[test]
+    fn preset_listings() {
+        use crate::presets::{StoragePreset, filesystem_modules, preset_modules};
+        let Some(kernel) = crate::real_kernel_tree() else {
+            return;
+        };
+        let work = tempfile::tempdir().unwrap();
+        let storage_init = work.path().join("storage-init");
+        fs::write(&storage_init, b"\x7fELF storage-init stand-in").unwrap();
+        let kernel_config =
+            crate::kernel_config::KernelConfig::locate(&kernel.root, &kernel.kver).unwrap();
+        let config = Config {
+            bootfs: Some(BootFs::Label("boot".into())),
+            bootfstype: Some("ext4".into()),
+            ..Config::default()
+        };
+        for preset in StoragePreset::ALL {
+            let inputs = MiniInitramfs {
+                storage_init: storage_init.clone(),
+                config: config.clone(),
+                kernel: kernel.clone(),
+                modules: filesystem_modules(&kernel_config, Some("ext4"), "erofs"),
+                wanted_modules: preset_modules(&[preset]),
+                mtime: 0,
+                compression: kernel_config.initramfs_compression(None).unwrap(),
+            };
+            let output = work.path().join(format!("{}.img", preset.name()));
+            let report = inputs.write(&output).unwrap();
+            println!(
+                "preset {}: {} entries, {} bytes, {} to {} bytes",
+                preset.name(),
+                report.entries,
+                report.bytes,
+                inputs.compression,
+                report.compressed_bytes
+            );
+            let (_, listing) = crate::listing::list_path(&output).unwrap();
+            insta::assert_snapshot!(format!("preset_{}", preset.name()), listing);
+        }
+    }
 }
