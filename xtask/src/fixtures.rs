@@ -171,6 +171,8 @@ pub fn fetch_deb(sh: &Shell, pin: &DebPin, is_kernel: bool) -> Result<Fetched> {
     let work = debs.join(format!("tmp-{}-{}", pin.id, std::process::id()));
     let _ = std::fs::remove_dir_all(&work); // a leftover of a killed run; absent is fine
     std::fs::create_dir_all(&work)?;
+    // Removed however this ends: a refused download must not stay in the cache.
+    let _work_guard = RemoveDirOnDrop(work.clone());
     let (version, pinned) = match apt_download(sh, &work, &pin.package, &pin.version) {
         Ok(()) => (pin.version.clone(), true),
         Err(error) => {
@@ -218,8 +220,16 @@ pub fn fetch_deb(sh: &Shell, pin: &DebPin, is_kernel: bool) -> Result<Fetched> {
         std::fs::rename(&tree, &cached)
             .with_context(|| format!("moving {} to {}", tree.display(), cached.display()))?;
     }
-    let _ = std::fs::remove_dir_all(&work); // the .deb itself is not kept
     Ok(fetched(pin, &version, &sha256, pinned, cached))
+}
+
+/// Removes a scratch directory when dropped (the .deb itself is never kept).
+struct RemoveDirOnDrop(PathBuf);
+
+impl Drop for RemoveDirOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 fn fetched(pin: &DebPin, version: &str, sha256: &str, pinned: bool, root: PathBuf) -> Fetched {

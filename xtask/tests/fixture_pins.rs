@@ -55,4 +55,11 @@ fn a_hash_mismatch_is_refused_naming_both_hashes() {
         error.contains(".deb"),
         "the message names the file: {error}"
     );
+    let scratch = xtask::fixtures::cache_dir()
+        .join("debs")
+        .join(format!("tmp-test-hash-mismatch-{}", std::process::id()));
+    assert!(
+        !scratch.exists(),
+        "the refused download is not left in the cache"
+    );
 }
