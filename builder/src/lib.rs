@@ -14,6 +14,7 @@ pub mod initramfs;
 pub mod kernel_config;
 pub mod listing;
 pub mod mini_initramfs;
+pub mod modinfo;
 pub mod modules;
 pub mod presets;
 pub mod replace;

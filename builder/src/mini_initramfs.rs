@@ -27,6 +27,9 @@ const DIRECTORIES: [&str; 7] = ["/dev", "/proc", "/sys", "/run", "/boot", "/sysr
 const DEVICE_NODES: [(&str, u32, u32, u32); 2] =
     [("/dev/console", 0o600, 5, 1), ("/dev/kmsg", 0o600, 1, 11)];
 
+/// Where the kernel's firmware loader looks (`fw_path` in drivers/base/firmware_loader).
+const FIRMWARE_DIR: &str = "/lib/firmware";
+
 const EXECUTABLE_MODE: u32 = 0o755;
 const DIRECTORY_MODE: u32 = 0o755;
 const DATA_FILE_MODE: u32 = 0o644;
@@ -118,12 +121,32 @@ impl MiniInitramfs {
             let resolution = self
                 .kernel
                 .resolve_with_wanted(&self.modules, &self.wanted_modules)?;
+            let mut notes = resolution.notes.clone();
+            let mut firmware = std::collections::BTreeSet::new();
             for module in &resolution.modules {
                 let bytes = modules::read_module(&resolution.dir.join(&module.relative_path))?;
+                match crate::modinfo::firmware(&bytes) {
+                    Ok(names) => firmware.extend(names),
+                    Err(e) => notes.push(format!(
+                        "{}: cannot read its .modinfo ({e}): no firmware added for it",
+                        module.relative_path
+                    )),
+                }
                 let path = format!("{installed_dir}/{}", module.uncompressed_relative_path()?);
                 archive.add_file(&path, DATA_FILE_MODE, bytes)?;
             }
-            (resolution.module_list(&installed_dir)?, resolution.notes)
+            for name in &firmware {
+                match self.find_firmware(name) {
+                    Some((source, installed)) => {
+                        archive.add_file_from_host(&installed, DATA_FILE_MODE, &source)?;
+                    }
+                    None => notes.push(format!(
+                        "firmware {name} is not in {}: not shipped (its device may not work before the real root)",
+                        self.kernel.root.join(&FIRMWARE_DIR[1..]).display()
+                    )),
+                }
+            }
+            (resolution.module_list(&installed_dir)?, notes)
         };
         archive.add_file(
             MODULE_LIST_PATH,
@@ -131,6 +154,25 @@ impl MiniInitramfs {
             module_list.render().into_bytes(),
         )?;
         Ok((archive, module_list, notes))
+    }
+
+    /// A firmware file under the kernel tree's /lib/firmware, as is or compressed the way
+    /// the kernel's loader reads it (`CONFIG_FW_LOADER_COMPRESS`): (host path, archive path).
+    /// A name that would leave /lib/firmware is never looked up.
+    fn find_firmware(&self, name: &str) -> Option<(PathBuf, String)> {
+        let safe = !name.is_empty()
+            && !name.starts_with('/')
+            && name
+                .split('/')
+                .all(|part| !part.is_empty() && part != "." && part != "..");
+        if !safe {
+            return None;
+        }
+        ["", ".zst", ".xz"].iter().find_map(|suffix| {
+            let installed = format!("{FIRMWARE_DIR}/{name}{suffix}");
+            let source = self.kernel.root.join(&installed[1..]);
+            source.is_file().then_some((source, installed))
+        })
     }
 
     /// The file's bytes (the archive, compressed), with its report.
@@ -189,9 +231,25 @@ mod tests {
         ] {
             let path = dir.join(relative);
             fs::create_dir_all(path.parent().unwrap()).unwrap();
-            fs::write(&path, xz(format!("\x7fELF fake {content}").as_bytes())).unwrap();
+            // virtio_blk declares a firmware file the tree has, ext4 one it lacks.
+            let modinfo = match content {
+                "virtio_blk" => format!("name={content}\0firmware=test/virtio.fw\0"),
+                "ext4" => format!("name={content}\0firmware=../../etc/shadow\0firmware=none.bin\0"),
+                _ => format!("name={content}\0"),
+            };
+            fs::write(
+                &path,
+                xz(&crate::modinfo::elf_with_modinfo(modinfo.as_bytes())),
+            )
+            .unwrap();
         }
-        fs::write(dir.join("kernel/fs/erofs.ko"), b"\x7fELF plain erofs").unwrap();
+        fs::write(
+            dir.join("kernel/fs/erofs.ko"),
+            crate::modinfo::elf_with_modinfo(b"name=erofs\0"),
+        )
+        .unwrap();
+        fs::create_dir_all(work.join("k/lib/firmware/test")).unwrap();
+        fs::write(work.join("k/lib/firmware/test/virtio.fw.xz"), b"firmware").unwrap();
         fs::write(
             dir.join("modules.dep"),
             "kernel/fs/ext4/ext4.ko.xz: kernel/fs/jbd2/jbd2.ko.xz\n\
@@ -260,7 +318,19 @@ mod tests {
             ]
         );
         assert_eq!(report.bytes, fs::metadata(&output).unwrap().len());
-        assert_eq!(report.notes.len(), 1, "{:?}", report.notes);
+        // virtio_pci is built in; ext4's two firmware names are not shipped: one would leave
+        // /lib/firmware, the other is not in the tree.
+        assert_eq!(report.notes.len(), 3, "{:?}", report.notes);
+        assert!(
+            report.notes[1].contains("firmware ../../etc/shadow is not in"),
+            "{:?}",
+            report.notes
+        );
+        assert!(
+            report.notes[2].contains("firmware none.bin is not in"),
+            "{:?}",
+            report.notes
+        );
         // The module list, config and modules round-trip through storage-init's own parsers.
         let entries = cpio::read_archive(&fs::read(&output).unwrap()).unwrap();
         assert_eq!(report.entries, entries.len());
