@@ -73,11 +73,27 @@ pub fn unpack(input: &Path, dir: &Path) -> Result<(Initramfs, Extracted), ImageE
     Ok((initramfs, extracted))
 }
 
-/// Builds the erofs image `output` from the initramfs file `input`.
+/// Builds the erofs image `output` from the initramfs file `input`, unpacking it into a
+/// scratch directory beside the output (same filesystem, and /tmp may be a small tmpfs).
 pub fn image_from_initramfs(
     input: &Path,
     output: &Path,
     options: &ErofsOptions,
+) -> Result<ImageReport, ImageError> {
+    let parent = output
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    image_from_initramfs_unpacked_in(input, output, options, parent)
+}
+
+/// As [`image_from_initramfs`], unpacking into a scratch directory under `scratch_parent`
+/// (removed afterwards), e.g. to spare a small /boot the unpacked content.
+pub fn image_from_initramfs_unpacked_in(
+    input: &Path,
+    output: &Path,
+    options: &ErofsOptions,
+    parent: &Path,
 ) -> Result<ImageReport, ImageError> {
     let initramfs = read_initramfs(input)?;
     let flavour = initramfs::flavour(initramfs.entries.iter().map(|e| e.name.as_str()));
@@ -86,11 +102,6 @@ pub fn image_from_initramfs(
             path: input.to_owned(),
         });
     }
-    // Beside the output: same filesystem, and /tmp may be a small tmpfs.
-    let parent = output
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
     let scratch = tempfile::Builder::new()
         .prefix(".initoverlayfs-unpack-")
         .tempdir_in(parent)

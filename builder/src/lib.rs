@@ -11,6 +11,7 @@ pub mod erofs;
 pub mod extract;
 pub mod image;
 pub mod initramfs;
+pub mod install;
 pub mod kernel_config;
 pub mod listing;
 pub mod mini_initramfs;

@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 
 use builder::compress::InitramfsCompression;
 use builder::erofs::{ErofsCompression, ErofsOptions, MkfsErofs, build_erofs};
+use builder::install::LayoutKind;
 use builder::kernel_config::KernelConfig;
 use builder::mini_initramfs::MiniInitramfs;
 use builder::modules::KernelModules;
@@ -64,6 +65,67 @@ enum Command {
     },
     /// Print the module load list computed for a kernel modules tree.
     Modules(ModulesArgs),
+    /// Install initoverlayfs for a kernel on this machine (or a tree with --root): the image,
+    /// the mini initramfs in the place the bootloader loads, the classic initramfs kept as a
+    /// fallback (with a boot entry where the bootloader reads BLS entries), and the hooks that
+    /// redo it after every kernel or initramfs update.
+    Install(InstallArgs),
+    /// Undo `install`: the classic initramfs back in place, the image, fallback entries and
+    /// (without --kver) the hooks removed.
+    Uninstall(UninstallArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct InstallArgs {
+    /// The kernel release to install for (`uname -r` for the running one).
+    #[arg(long)]
+    kver: String,
+    /// The tree to install into instead of the live system.
+    #[arg(long, default_value = "/", env = "INITOVERLAYFS_ROOT")]
+    root: PathBuf,
+    /// fedora, debian or bls (kernel-install's layout=bls); default: detected from the tree.
+    #[arg(long)]
+    layout: Option<LayoutKind>,
+    /// The full initramfs to convert (default: the one the bootloader loads now, or the kept
+    /// classic one when that is already a mini initramfs).
+    #[arg(long, conflicts_with = "dracut")]
+    initramfs: Option<PathBuf>,
+    /// Make the full initramfs with the system's dracut first (run through chroot with
+    /// --root).
+    #[arg(long)]
+    dracut: bool,
+    /// The static storage-init binary (default: <root>/usr/lib/initoverlayfs/storage-init).
+    #[arg(long)]
+    storage_init: Option<PathBuf>,
+    /// Storage drivers to ship (default all-storage): virtio, nvme, usb, mmc, scsi, all-storage.
+    #[arg(long = "preset", value_delimiter = ',')]
+    presets: Vec<StoragePreset>,
+    /// The boot filesystem (default: the fstab line of /boot, or of / when /boot is a
+    /// directory of the root filesystem).
+    #[arg(long)]
+    bootfs: Option<String>,
+    /// Do not write the kernel-install plugin or the Debian hooks.
+    #[arg(long)]
+    no_hooks: bool,
+    /// This program's path on the target, which the hooks call.
+    #[arg(long, default_value = builder::install::DEFAULT_BUILDER_PATH)]
+    builder_path: String,
+}
+
+#[derive(Debug, clap::Args)]
+struct UninstallArgs {
+    /// Only this kernel (repeatable); without it every installed kernel, and the hooks too.
+    #[arg(long)]
+    kver: Vec<String>,
+    /// The tree to work on instead of the live system.
+    #[arg(long, default_value = "/", env = "INITOVERLAYFS_ROOT")]
+    root: PathBuf,
+    /// fedora, debian or bls; default: detected.
+    #[arg(long)]
+    layout: Option<LayoutKind>,
+    /// The kernel is being removed: delete its classic fallback instead of restoring it.
+    #[arg(long)]
+    kernel_removed: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -265,6 +327,54 @@ fn run(cli: Cli) -> Result<()> {
         Command::Modules(args) => {
             let kernel = KernelModules::new(&args.kernel.kernel_root, &args.kernel.kver);
             print!("{}", kernel.resolve(&args.kernel.modules)?);
+            Ok(())
+        }
+        Command::Install(args) => {
+            let options = builder::install::InstallOptions {
+                root: args.root,
+                kver: args.kver,
+                layout: args.layout,
+                initramfs: args.initramfs,
+                dracut: args.dracut,
+                storage_init: args.storage_init,
+                presets: args.presets,
+                bootfs: args.bootfs,
+                mtime: build_time()?,
+                hooks: !args.no_hooks,
+                builder_path: args.builder_path,
+            };
+            let report = builder::install::install(&options)?;
+            for step in report.steps {
+                println!("{step}");
+            }
+            println!(
+                "installed initoverlayfs for {}; undo with `builder uninstall --kver {} --root {}`",
+                options.kver,
+                options.kver,
+                options.root.display()
+            );
+            Ok(())
+        }
+        Command::Uninstall(args) => {
+            let all = args.kver.is_empty();
+            let kvers = if all {
+                builder::install::installed_kernels(&args.root)
+            } else {
+                args.kver.clone()
+            };
+            for kver in &kvers {
+                for step in
+                    builder::install::uninstall(&args.root, kver, args.layout, args.kernel_removed)?
+                {
+                    println!("{step}");
+                }
+            }
+            if all {
+                for step in builder::install::remove_hooks(&args.root)? {
+                    println!("{step}");
+                }
+            }
+            println!("uninstalled initoverlayfs for {} kernel(s)", kvers.len());
             Ok(())
         }
         Command::List { path } => {

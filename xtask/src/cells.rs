@@ -103,6 +103,7 @@ impl Cell {
             boot_fs: self.boot_fs,
             image_fs: self.image_fs,
             empty_cdrom: self.empty_cdrom,
+            uncompressed: self.flow == Flow::PrepareOnly,
         }
     }
 

@@ -131,6 +131,10 @@ pub struct Layout {
     /// The machine has an empty CD-ROM drive on SATA: ship its drivers (AHCI, SCSI CD-ROM),
     /// which load on demand.
     pub empty_cdrom: bool,
+    /// Write the mini initramfs uncompressed, because the flow appends another archive to it:
+    /// the kernel's zstd decoder reads frames up to the end of the file, so a zstd archive must
+    /// be the last one (dracut, too, puts its uncompressed early-microcode archive first).
+    pub uncompressed: bool,
 }
 
 /// Everything a cell boots from.
@@ -287,9 +291,12 @@ pub fn build_mini_initramfs(
     };
     let (required, wanted) = modules_for(kernel, layout)?;
     // As `builder initramfs` does by default: the first of zstd, gzip, ... the kernel unpacks.
-    let compression =
+    let compression = if layout.uncompressed {
+        builder::compress::InitramfsCompression::None
+    } else {
         builder::kernel_config::KernelConfig::locate(kernel.modules_root(), &kernel.release)?
-            .initramfs_compression(None)?;
+            .initramfs_compression(None)?
+    };
     let spec = builder::mini_initramfs::MiniInitramfs {
         storage_init: storage_init.to_path_buf(),
         config,

@@ -1,0 +1,857 @@
+//! `builder install` and `builder uninstall`: put initoverlayfs on a real machine (or on a tree
+//! with `--root`) the way each distribution boots, keep the classic initramfs as a fallback,
+//! and undo all of it with one command.
+//!
+//! Invariant: at every moment of an install, the path the bootloader loads
+//! ([`BootLayout::initramfs`]) holds a complete, bootable initramfs: the classic one until the
+//! very last rename, the mini initramfs after it, and then the image it needs is already in
+//! place. So a failure (full disk, missing tool, power cut) at any step leaves a bootable
+//! machine. The order that gives this:
+//!
+//! 1. check the free space of /boot;
+//! 2. build the erofs image into a temporary file in /boot, fsync, rename;
+//! 3. build the mini initramfs into a temporary file in /boot, fsync (not yet renamed);
+//! 4. link (or copy) the classic initramfs to its fallback name;
+//! 5. rename the mini initramfs over the classic one;
+//! 6. write the fallback boot entry where the bootloader reads BLS entries.
+
+use std::fmt;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::compress::InitramfsCompression;
+use crate::erofs::ErofsOptions;
+use crate::kernel_config::{KernelConfig, KernelConfigError};
+use crate::mini_initramfs::{MiniInitramfs, MiniInitramfsError};
+use crate::modules::KernelModules;
+use crate::presets::{StoragePreset, filesystem_modules, preset_modules};
+use crate::replace::{ReplaceError, replace_file, replace_with};
+
+/// Where storage-init is installed on the target, unless `--storage-init` says otherwise.
+pub const DEFAULT_STORAGE_INIT: &str = "/usr/lib/initoverlayfs/storage-init";
+/// Where the hooks expect this program on the target, unless `--builder-path` says otherwise.
+pub const DEFAULT_BUILDER_PATH: &str = "/usr/local/sbin/initoverlayfs-builder";
+/// Room kept free on /boot beyond what the files need: a full /boot breaks the next kernel
+/// update.
+const SPARE_BYTES: u64 = 8 << 20;
+
+/// How a distribution lays out what the bootloader loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayoutKind {
+    /// Fedora, CentOS, RHEL: `/boot/initramfs-<kver>.img`, BLS entries in
+    /// `/boot/loader/entries` (GRUB's blscfg), kernel-install plugins.
+    Fedora,
+    /// Debian, Ubuntu: `/boot/initrd.img-<kver>`, `/etc/kernel/post{inst,rm}.d` hooks and
+    /// `/etc/initramfs/post-update.d`.
+    Debian,
+    /// kernel-install's `layout=bls` (systemd-boot): `$BOOT/<entry-token>/<kver>/initrd`.
+    Bls,
+}
+
+impl LayoutKind {
+    pub const NAMES: &'static str = "fedora, debian, bls";
+
+    pub fn name(self) -> &'static str {
+        match self {
+            LayoutKind::Fedora => "fedora",
+            LayoutKind::Debian => "debian",
+            LayoutKind::Bls => "bls",
+        }
+    }
+}
+
+impl std::str::FromStr for LayoutKind {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<LayoutKind, String> {
+        [LayoutKind::Fedora, LayoutKind::Debian, LayoutKind::Bls]
+            .into_iter()
+            .find(|k| k.name() == name)
+            .ok_or_else(|| format!("unknown layout {name:?}: use {}", Self::NAMES))
+    }
+}
+
+impl fmt::Display for LayoutKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Why an install or an undo stopped. Whatever the step, the machine still boots (see the
+/// module docs).
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error(
+        "cannot tell how {root} boots: no /etc/os-release naming a known distribution, no /boot/initramfs-{kver}.img or /boot/initrd.img-{kver}, no kernel-install bls layout; give --layout ({})",
+        LayoutKind::NAMES,
+        root = .root.display()
+    )]
+    UnknownLayout { root: PathBuf, kver: String },
+    #[error(
+        "no initramfs to convert at {path}: make one with the system's dracut (`dracut --kver {kver} {path}`), or give --initramfs FILE or --dracut",
+        path = .path.display()
+    )]
+    NoInitramfs { path: PathBuf, kver: String },
+    #[error(
+        "{fstab} has no line for {mount_point} or /: give --bootfs (UUID=…, LABEL=…, PARTUUID=…, PARTLABEL=… or /dev/…)",
+        fstab = .fstab.display()
+    )]
+    NoBootFs { fstab: PathBuf, mount_point: String },
+    #[error(
+        "not enough space on {dir}: the image, the mini initramfs and the fallback need about {need} MiB with {spare} MiB to spare, {have} MiB are free; free some (old kernels?) and run again: nothing was changed",
+        dir = .dir.display(),
+        spare = SPARE_BYTES >> 20
+    )]
+    NoSpace { dir: PathBuf, need: u64, have: u64 },
+    #[error(
+        "running dracut for {kver}: {why}; install dracut (initramfs-tools images cannot hand over from an overlay) or give --initramfs FILE"
+    )]
+    Dracut { kver: String, why: String },
+    #[error(
+        "storage-init binary {path} is missing: install it there (`install -D -m755 <build>/storage-init {path}`) or give --storage-init",
+        path = .path.display()
+    )]
+    NoStorageInit { path: PathBuf },
+    #[error("{path}: {error}", path = .path.display())]
+    Io { path: PathBuf, error: io::Error },
+    #[error(transparent)]
+    Replace(#[from] ReplaceError),
+    #[error(transparent)]
+    Kernel(#[from] KernelConfigError),
+    #[error(transparent)]
+    Image(#[from] crate::image::ImageError),
+    #[error(transparent)]
+    MiniInitramfs(#[from] MiniInitramfsError),
+    #[error("the storage-init config: {0}")]
+    Config(String),
+}
+
+fn io_error(path: &Path) -> impl FnOnce(io::Error) -> InstallError + '_ {
+    move |error| InstallError::Io {
+        path: path.to_owned(),
+        error,
+    }
+}
+
+/// The files of one kernel under one layout, as host paths (inside the root).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootLayout {
+    pub kind: LayoutKind,
+    /// The root the machine's files are under (`/` on the live system).
+    pub root: PathBuf,
+    /// `$BOOT` as the target sees it: `/boot`, `/efi` or `/boot/efi`.
+    pub boot_mount: String,
+    pub kver: String,
+    /// The BLS entry token (`bls` layout only).
+    pub entry_token: Option<String>,
+}
+
+impl BootLayout {
+    /// Chooses the layout of `root` for `kver`: `kind` if given, else kernel-install's
+    /// `layout=bls` (install.conf, or the entry directory already there), else os-release, else
+    /// whichever classic initramfs name exists.
+    pub fn detect(
+        root: &Path,
+        kver: &str,
+        kind: Option<LayoutKind>,
+    ) -> Result<BootLayout, InstallError> {
+        let token = entry_token(root);
+        let bls_dir = |boot: &str| {
+            token
+                .as_ref()
+                .map(|t| root.join(&boot[1..]).join(t).join(kver))
+                .filter(|d| d.is_dir())
+        };
+        let bls_boot = ["/efi", "/boot", "/boot/efi"]
+            .into_iter()
+            .find(|b| bls_dir(b).is_some());
+        let install_conf = fs::read_to_string(root.join("etc/kernel/install.conf"))
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.trim().replace(' ', "") == "layout=bls");
+        let os = fs::read_to_string(root.join("etc/os-release")).unwrap_or_default();
+        let os_ids: Vec<String> = os
+            .lines()
+            .filter_map(|l| l.strip_prefix("ID=").or_else(|| l.strip_prefix("ID_LIKE=")))
+            .flat_map(|v| {
+                v.trim_matches('"')
+                    .split(' ')
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let has = |ids: &[&str]| os_ids.iter().any(|id| ids.contains(&id.as_str()));
+        let kind = match kind {
+            Some(kind) => kind,
+            None if install_conf || bls_boot.is_some() => LayoutKind::Bls,
+            None if has(&["fedora", "rhel", "centos"]) => LayoutKind::Fedora,
+            None if has(&["debian", "ubuntu"]) => LayoutKind::Debian,
+            None if root.join(format!("boot/initramfs-{kver}.img")).is_file() => LayoutKind::Fedora,
+            None if root.join(format!("boot/initrd.img-{kver}")).is_file() => LayoutKind::Debian,
+            None => {
+                return Err(InstallError::UnknownLayout {
+                    root: root.to_owned(),
+                    kver: kver.to_owned(),
+                });
+            }
+        };
+        let boot_mount = match kind {
+            LayoutKind::Bls => bls_boot.unwrap_or("/boot"),
+            _ => "/boot",
+        };
+        Ok(BootLayout {
+            kind,
+            root: root.to_owned(),
+            boot_mount: boot_mount.to_owned(),
+            kver: kver.to_owned(),
+            entry_token: (kind == LayoutKind::Bls).then(|| token.unwrap_or_else(|| "linux".into())),
+        })
+    }
+
+    /// `$BOOT` on the host.
+    pub fn boot_dir(&self) -> PathBuf {
+        self.root.join(&self.boot_mount[1..])
+    }
+
+    /// Relative to `$BOOT`: where the files of this kernel go.
+    fn relative(&self, file: &str) -> String {
+        match (&self.kind, &self.entry_token) {
+            (LayoutKind::Bls, Some(token)) => format!("{token}/{}/{file}", self.kver),
+            _ => file.to_owned(),
+        }
+    }
+
+    /// The initramfs the bootloader loads (relative to `$BOOT`).
+    pub fn initramfs_name(&self) -> String {
+        match self.kind {
+            LayoutKind::Fedora => format!("initramfs-{}.img", self.kver),
+            LayoutKind::Debian => format!("initrd.img-{}", self.kver),
+            LayoutKind::Bls => self.relative("initrd"),
+        }
+    }
+
+    /// The classic initramfs kept as the fallback (relative to `$BOOT`).
+    pub fn classic_name(&self) -> String {
+        match self.kind {
+            LayoutKind::Fedora => format!("initramfs-{}.classic.img", self.kver),
+            LayoutKind::Debian => format!("initrd.img-{}.classic", self.kver),
+            LayoutKind::Bls => self.relative("initrd.classic"),
+        }
+    }
+
+    /// The initoverlayfs image (relative to `$BOOT`): upstream's name, or beside the kernel in
+    /// the BLS layout.
+    pub fn image_name(&self) -> String {
+        match self.kind {
+            LayoutKind::Bls => self.relative("initoverlayfs.img"),
+            _ => format!("initoverlayfs-{}.img", self.kver),
+        }
+    }
+
+    pub fn initramfs(&self) -> PathBuf {
+        self.boot_dir().join(self.initramfs_name())
+    }
+    pub fn classic(&self) -> PathBuf {
+        self.boot_dir().join(self.classic_name())
+    }
+    pub fn image(&self) -> PathBuf {
+        self.boot_dir().join(self.image_name())
+    }
+
+    /// The BLS entries of this kernel (`$BOOT/loader/entries/*<kver>.conf`), not our fallbacks.
+    fn entries(&self) -> Vec<PathBuf> {
+        let dir = self.boot_dir().join("loader/entries");
+        let Ok(read) = fs::read_dir(&dir) else {
+            return Vec::new();
+        };
+        let mut entries: Vec<PathBuf> = read
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                let name = p.file_name().unwrap_or_default().to_string_lossy();
+                name.ends_with(&format!("{}.conf", self.kver))
+            })
+            .collect();
+        entries.sort();
+        entries
+    }
+
+    /// The fallback entry written beside `entry`.
+    fn fallback_entry(entry: &Path) -> PathBuf {
+        let stem = entry.file_stem().unwrap_or_default().to_string_lossy();
+        entry.with_file_name(format!("{stem}{FALLBACK_ENTRY_SUFFIX}"))
+    }
+}
+
+/// Fallback BLS entries end so; an entry's name ends with `<kver>.conf`, so a fallback is never
+/// taken for a kernel's own entry.
+const FALLBACK_ENTRY_SUFFIX: &str = ".initoverlayfs-classic.conf";
+
+/// kernel-install's entry token: /etc/kernel/entry-token, else the machine ID.
+fn entry_token(root: &Path) -> Option<String> {
+    ["etc/kernel/entry-token", "etc/machine-id"]
+        .iter()
+        .filter_map(|p| fs::read_to_string(root.join(p)).ok())
+        .map(|t| t.trim().to_owned())
+        .find(|t| !t.is_empty())
+}
+
+/// What `install` is asked to do.
+#[derive(Debug, Clone)]
+pub struct InstallOptions {
+    pub root: PathBuf,
+    pub kver: String,
+    pub layout: Option<LayoutKind>,
+    /// The full (classic) initramfs to convert; default: the one at the layout's path, or the
+    /// kept fallback when that path already holds a mini initramfs.
+    pub initramfs: Option<PathBuf>,
+    /// Regenerate the classic initramfs with the system's dracut first.
+    pub dracut: bool,
+    /// The storage-init binary on the host; default [`DEFAULT_STORAGE_INIT`] in the root.
+    pub storage_init: Option<PathBuf>,
+    /// Default: `all-storage`.
+    pub presets: Vec<StoragePreset>,
+    /// Default: the fstab line of `$BOOT` (or of `/`, with the image under `boot/`).
+    pub bootfs: Option<String>,
+    pub mtime: u64,
+    /// Also install the hooks that redo this after every kernel or initramfs update.
+    pub hooks: bool,
+    /// This program's path on the target, for the hooks.
+    pub builder_path: String,
+}
+
+/// What an install did, step by step, for the user.
+#[derive(Debug, Default)]
+pub struct InstallReport {
+    pub steps: Vec<String>,
+}
+
+/// Installs initoverlayfs for one kernel. See the module docs for the order of the steps.
+pub fn install(options: &InstallOptions) -> Result<InstallReport, InstallError> {
+    let layout = BootLayout::detect(&options.root, &options.kver, options.layout)?;
+    let mut report = InstallReport::default();
+    report.steps.push(format!(
+        "layout {} ($BOOT {} in {})",
+        layout.kind,
+        layout.boot_mount,
+        layout.root.display()
+    ));
+    let storage_init = options
+        .storage_init
+        .clone()
+        .unwrap_or_else(|| options.root.join(&DEFAULT_STORAGE_INIT[1..]));
+    if !storage_init.is_file() {
+        return Err(InstallError::NoStorageInit { path: storage_init });
+    }
+    let scratch_parent = [options.root.join("var/tmp"), layout.boot_dir()]
+        .into_iter()
+        .find(|d| d.is_dir())
+        .unwrap_or_else(|| layout.boot_dir());
+
+    // The classic initramfs to convert.
+    let regenerated;
+    let classic_source = if options.dracut {
+        regenerated = run_dracut(&options.root, &options.kver, &scratch_parent)?;
+        report
+            .steps
+            .push("made the classic initramfs with dracut".to_owned());
+        regenerated.path().to_owned()
+    } else if let Some(path) = &options.initramfs {
+        path.clone()
+    } else if is_mini_initramfs(&layout.initramfs()) && layout.classic().is_file() {
+        layout.classic()
+    } else {
+        layout.initramfs()
+    };
+    if !classic_source.is_file() || is_mini_initramfs(&classic_source) {
+        return Err(InstallError::NoInitramfs {
+            path: classic_source,
+            kver: options.kver.clone(),
+        });
+    }
+
+    // 1. Space.
+    let initramfs = crate::image::read_initramfs(&classic_source)?;
+    let unpacked: u64 = initramfs
+        .final_entries()
+        .iter()
+        .map(|e| e.data.len() as u64 + 512)
+        .sum();
+    let classic_bytes = file_len(&classic_source)?;
+    let boot_dir = layout.boot_dir();
+    let same_file_system = same_device(&classic_source, &boot_dir);
+    let need = unpacked + classic_bytes + if same_file_system { 0 } else { classic_bytes };
+    let have = free_bytes(&boot_dir)?;
+    if have < need + SPARE_BYTES {
+        return Err(InstallError::NoSpace {
+            dir: boot_dir,
+            need: need.div_ceil(1 << 20),
+            have: have >> 20,
+        });
+    }
+
+    // 2. The image first: the mini initramfs records its UUID.
+    let kernel = KernelConfig::locate(&options.root, &options.kver)?;
+    let erofs_options = ErofsOptions {
+        mtime: options.mtime,
+        compression: kernel.erofs_compression(None)?,
+    };
+    let image = layout.image();
+    if let Some(dir) = image.parent() {
+        fs::create_dir_all(dir).map_err(io_error(dir))?;
+    }
+    let temporary_image = temporary_beside(&image)?;
+    let built = crate::image::image_from_initramfs_unpacked_in(
+        &classic_source,
+        temporary_image.path(),
+        &erofs_options,
+        &scratch_parent,
+    )?;
+    fs::File::open(temporary_image.path())
+        .and_then(|f| f.sync_all())
+        .map_err(io_error(temporary_image.path()))?;
+    temporary_image
+        .persist(&image)
+        .map_err(|e| InstallError::Io {
+            path: image.clone(),
+            error: e.error,
+        })?;
+    report.steps.push(format!(
+        "wrote {} ({} bytes, erofs uuid {})",
+        image.display(),
+        built.erofs.bytes,
+        built.erofs.uuid
+    ));
+
+    // 3. The mini initramfs, in memory until its rename.
+    let (bootfs, bootfstype, image_in_bootfs) = match &options.bootfs {
+        Some(bootfs) => (bootfs.clone(), None, layout.image_name()),
+        None => boot_filesystem(&layout)?,
+    };
+    let mut text = format!(
+        "bootfs {bootfs}\nkernel_release {}\nimage_uuid {}\nfs {image_in_bootfs}\n",
+        options.kver, built.erofs.uuid
+    );
+    if let Some(fstype) = &bootfstype {
+        text.push_str(&format!("bootfstype {fstype}\n"));
+    }
+    let (config, _) = storage_init::config::parse_config(&text)
+        .map_err(|e| InstallError::Config(e.to_string()))?;
+    let presets = if options.presets.is_empty() {
+        vec![StoragePreset::AllStorage]
+    } else {
+        options.presets.clone()
+    };
+    let mini = MiniInitramfs {
+        storage_init,
+        kernel: KernelModules::new(&options.root, &options.kver),
+        modules: filesystem_modules(&kernel, bootfstype.as_deref(), &config.fstype),
+        config,
+        wanted_modules: preset_modules(&presets),
+        mtime: options.mtime,
+        compression: kernel.initramfs_compression(None::<InitramfsCompression>)?,
+    };
+    let (mini_bytes, mini_report) = mini.to_bytes()?;
+
+    // 4. The fallback, before the classic initramfs is replaced.
+    let classic = layout.classic();
+    if classic_source != classic {
+        keep_copy(&classic_source, &classic)?;
+        report.steps.push(format!(
+            "kept the classic initramfs as {}",
+            classic.display()
+        ));
+    }
+
+    // 5. The switch: one rename.
+    replace_file(&layout.initramfs(), &mini_bytes, 0o600)?;
+    report.steps.push(format!(
+        "wrote {} (mini initramfs, {} entries, {} bytes)",
+        layout.initramfs().display(),
+        mini_report.entries,
+        mini_report.compressed_bytes
+    ));
+
+    // 6. A way back in the boot menu.
+    for entry in layout.entries() {
+        let fallback = BootLayout::fallback_entry(&entry);
+        let text = fs::read_to_string(&entry).map_err(io_error(&entry))?;
+        if let Some(fallback_text) = fallback_entry_text(&text, &layout) {
+            replace_file(&fallback, fallback_text.as_bytes(), 0o644)?;
+            report
+                .steps
+                .push(format!("wrote the fallback entry {}", fallback.display()));
+        }
+    }
+
+    if options.hooks {
+        for path in install_hooks(&layout, &options.builder_path)? {
+            report.steps.push(format!("hook {}", path.display()));
+        }
+    }
+    Ok(report)
+}
+
+/// Undoes `install` for one kernel: the classic initramfs back in place (one rename), the
+/// image and the fallback entries removed. With `kernel_removed` (the kernel is being
+/// uninstalled) the classic fallback is deleted instead of restored.
+pub fn uninstall(
+    root: &Path,
+    kver: &str,
+    layout: Option<LayoutKind>,
+    kernel_removed: bool,
+) -> Result<Vec<String>, InstallError> {
+    let layout = BootLayout::detect(root, kver, layout)?;
+    let mut steps = Vec::new();
+    let classic = layout.classic();
+    if classic.is_file() {
+        if kernel_removed {
+            fs::remove_file(&classic).map_err(io_error(&classic))?;
+            steps.push(format!("removed {}", classic.display()));
+        } else {
+            let initramfs = layout.initramfs();
+            fs::rename(&classic, &initramfs).map_err(io_error(&initramfs))?;
+            sync_dir(&initramfs)?;
+            steps.push(format!(
+                "restored the classic initramfs {}",
+                initramfs.display()
+            ));
+        }
+    }
+    for entry in layout.entries() {
+        let fallback = BootLayout::fallback_entry(&entry);
+        if crate::replace::remove_if_present(&fallback).map_err(io_error(&fallback))? {
+            steps.push(format!("removed {}", fallback.display()));
+        }
+    }
+    let image = layout.image();
+    if crate::replace::remove_if_present(&image).map_err(io_error(&image))? {
+        steps.push(format!("removed {}", image.display()));
+    }
+    Ok(steps)
+}
+
+/// The kernels of `root` that have an install to undo.
+pub fn installed_kernels(root: &Path) -> Vec<String> {
+    let Ok(read) = fs::read_dir(root.join("lib/modules")) else {
+        return Vec::new();
+    };
+    let mut kvers: Vec<String> = read
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|kver| {
+            BootLayout::detect(root, kver, None)
+                .is_ok_and(|l| l.image().is_file() || l.classic().is_file())
+        })
+        .collect();
+    kvers.sort();
+    kvers
+}
+
+/// Removes the hooks `install` wrote.
+pub fn remove_hooks(root: &Path) -> Result<Vec<String>, InstallError> {
+    let mut steps = Vec::new();
+    for (relative, _) in HOOKS {
+        let path = root.join(relative);
+        if crate::replace::remove_if_present(&path).map_err(io_error(&path))? {
+            steps.push(format!("removed {}", path.display()));
+        }
+    }
+    Ok(steps)
+}
+
+/// A BLS entry for the classic initramfs: the same entry with its title marked and its initrd
+/// line pointing at the fallback. None if the entry does not load this initramfs.
+fn fallback_entry_text(entry: &str, layout: &BootLayout) -> Option<String> {
+    let initramfs = layout.initramfs_name();
+    let classic = layout.classic_name();
+    let mut found = false;
+    let lines: Vec<String> = entry
+        .lines()
+        .map(|line| {
+            let trimmed = line.trim_start();
+            if let Some(value) = trimmed.strip_prefix("title") {
+                format!("title {} (classic initramfs)", value.trim())
+            } else if let Some(value) = trimmed.strip_prefix("initrd")
+                && value.trim().trim_start_matches('/') == initramfs
+            {
+                found = true;
+                let slash = if value.trim().starts_with('/') {
+                    "/"
+                } else {
+                    ""
+                };
+                format!("initrd {slash}{classic}")
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect();
+    found.then(|| lines.join("\n") + "\n")
+}
+
+/// The hooks, by path under the root, and their text (`@BUILDER@` is the program's path).
+const HOOKS: [(&str, &str); 4] = [
+    (
+        "etc/kernel/install.d/95-initoverlayfs.install",
+        include_str!("../hooks/95-initoverlayfs.install"),
+    ),
+    (
+        "etc/kernel/postinst.d/zz-initoverlayfs",
+        include_str!("../hooks/postinst.d-zz-initoverlayfs"),
+    ),
+    (
+        "etc/kernel/postrm.d/zz-initoverlayfs",
+        include_str!("../hooks/postrm.d-zz-initoverlayfs"),
+    ),
+    (
+        "etc/initramfs/post-update.d/initoverlayfs",
+        include_str!("../hooks/post-update.d-initoverlayfs"),
+    ),
+];
+
+/// Writes the hooks of the layout: the kernel-install plugin for Fedora and BLS, the Debian
+/// kernel and initramfs hooks for Debian.
+fn install_hooks(layout: &BootLayout, builder: &str) -> Result<Vec<PathBuf>, InstallError> {
+    let wanted: &[usize] = match layout.kind {
+        LayoutKind::Fedora | LayoutKind::Bls => &[0],
+        LayoutKind::Debian => &[1, 2, 3],
+    };
+    let mut written = Vec::new();
+    for &index in wanted {
+        let (relative, text) = HOOKS[index];
+        let path = layout.root.join(relative);
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).map_err(io_error(dir))?;
+        }
+        replace_file(&path, text.replace("@BUILDER@", builder).as_bytes(), 0o755)?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+/// Where the target's fstab mounts `$BOOT` (or `/`, when `$BOOT` is a directory of the root
+/// filesystem): the bootfs value, its type, and the image's path inside that filesystem.
+fn boot_filesystem(layout: &BootLayout) -> Result<(String, Option<String>, String), InstallError> {
+    let fstab = layout.root.join("etc/fstab");
+    let text = fs::read_to_string(&fstab).unwrap_or_default();
+    let line = |mount_point: &str| {
+        text.lines()
+            .map(|l| {
+                l.split('#')
+                    .next()
+                    .unwrap_or("")
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+            })
+            .find(|f| f.len() >= 3 && f[1] == mount_point)
+            .map(|f| (f[0].to_owned(), f[2].to_owned()))
+    };
+    if let Some((spec, fstype)) = line(&layout.boot_mount) {
+        return Ok((spec, Some(fstype), layout.image_name()));
+    }
+    if let Some((spec, fstype)) = line("/") {
+        let inside = format!("{}/{}", &layout.boot_mount[1..], layout.image_name());
+        return Ok((spec, Some(fstype), inside));
+    }
+    Err(InstallError::NoBootFs {
+        fstab,
+        mount_point: layout.boot_mount.clone(),
+    })
+}
+
+/// True if `path` is a mini initramfs (ours): it carries storage-init's module list.
+fn is_mini_initramfs(path: &Path) -> bool {
+    let Ok(bytes) = fs::read(path) else {
+        return false;
+    };
+    let Ok(initramfs) = crate::initramfs::read(&bytes) else {
+        return false;
+    };
+    let list = storage_init::contract::MODULE_LIST_PATH.trim_start_matches('/');
+    initramfs
+        .entries
+        .iter()
+        .any(|e| e.name.trim_start_matches('/') == list)
+}
+
+/// The system's dracut writes a full initramfs for `kver` into a temporary file; in a root
+/// other than `/` it runs there through chroot.
+fn run_dracut(
+    root: &Path,
+    kver: &str,
+    scratch_parent: &Path,
+) -> Result<tempfile::NamedTempFile, InstallError> {
+    let output = tempfile::Builder::new()
+        .prefix(".initoverlayfs-dracut-")
+        .tempfile_in(scratch_parent)
+        .map_err(io_error(scratch_parent))?;
+    let live = root == Path::new("/");
+    let mut command = if live {
+        Command::new("dracut")
+    } else {
+        let mut chroot = Command::new("chroot");
+        chroot.arg(root).arg("dracut");
+        chroot
+    };
+    let inside =
+        if live {
+            output.path().to_owned()
+        } else {
+            Path::new("/").join(output.path().strip_prefix(root).map_err(|_| {
+                InstallError::Dracut {
+                    kver: kver.to_owned(),
+                    why: format!(
+                        "the scratch file {} is outside the root",
+                        output.path().display()
+                    ),
+                }
+            })?)
+        };
+    let result = command
+        .args(["--force", "--kver", kver])
+        .arg(&inside)
+        .output()
+        .map_err(|error| InstallError::Dracut {
+            kver: kver.to_owned(),
+            why: format!("{error}"),
+        })?;
+    if !result.status.success() {
+        return Err(InstallError::Dracut {
+            kver: kver.to_owned(),
+            why: format!(
+                "{}: {}",
+                result.status,
+                String::from_utf8_lossy(&result.stderr).trim()
+            ),
+        });
+    }
+    Ok(output)
+}
+
+/// A second name for `from` at `to`: a hard link where both are on one filesystem, else a
+/// copy, replaced atomically either way.
+fn keep_copy(from: &Path, to: &Path) -> Result<(), InstallError> {
+    let temporary = to.with_extension("initoverlayfs-tmp");
+    let _ = fs::remove_file(&temporary);
+    if fs::hard_link(from, &temporary).is_ok() {
+        fs::rename(&temporary, to).map_err(io_error(to))?;
+        return sync_dir(to);
+    }
+    let mut source = fs::File::open(from).map_err(io_error(from))?;
+    replace_with(to, 0o600, |file| io::copy(&mut source, file).map(|_| ()))?;
+    Ok(())
+}
+
+fn sync_dir(path: &Path) -> Result<(), InstallError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error(dir))
+}
+
+fn temporary_beside(path: &Path) -> Result<tempfile::NamedTempFile, InstallError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    tempfile::Builder::new()
+        .prefix(".initoverlayfs-")
+        .tempfile_in(dir)
+        .map_err(io_error(dir))
+}
+
+fn file_len(path: &Path) -> Result<u64, InstallError> {
+    Ok(fs::metadata(path).map_err(io_error(path))?.len())
+}
+
+fn same_device(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (fs::metadata(a), fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev(),
+        _ => false,
+    }
+}
+
+fn free_bytes(dir: &Path) -> Result<u64, InstallError> {
+    let stat = rustix::fs::statvfs(dir).map_err(|e| InstallError::Io {
+        path: dir.to_owned(),
+        error: e.into(),
+    })?;
+    Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout(kind: LayoutKind) -> BootLayout {
+        BootLayout {
+            kind,
+            root: PathBuf::from("/r"),
+            boot_mount: "/boot".into(),
+            kver: "6.1.0".into(),
+            entry_token: (kind == LayoutKind::Bls).then(|| "abc".to_owned()),
+        }
+    }
+
+    #[test]
+    fn names_per_layout() {
+        let fedora = layout(LayoutKind::Fedora);
+        assert_eq!(fedora.initramfs(), Path::new("/r/boot/initramfs-6.1.0.img"));
+        assert_eq!(
+            fedora.classic(),
+            Path::new("/r/boot/initramfs-6.1.0.classic.img")
+        );
+        assert_eq!(fedora.image(), Path::new("/r/boot/initoverlayfs-6.1.0.img"));
+        let debian = layout(LayoutKind::Debian);
+        assert_eq!(debian.initramfs(), Path::new("/r/boot/initrd.img-6.1.0"));
+        assert_eq!(
+            debian.classic(),
+            Path::new("/r/boot/initrd.img-6.1.0.classic")
+        );
+        let bls = layout(LayoutKind::Bls);
+        assert_eq!(bls.initramfs(), Path::new("/r/boot/abc/6.1.0/initrd"));
+        assert_eq!(
+            bls.image(),
+            Path::new("/r/boot/abc/6.1.0/initoverlayfs.img")
+        );
+    }
+
+    #[test]
+    fn fallback_entries() {
+        let fedora = layout(LayoutKind::Fedora);
+        let entry = "title Fedora Linux (6.1.0) 40\nversion 6.1.0\nlinux /vmlinuz-6.1.0\ninitrd /initramfs-6.1.0.img\noptions root=UUID=x ro\n";
+        let fallback = fallback_entry_text(entry, &fedora).unwrap();
+        assert_eq!(
+            fallback,
+            "title Fedora Linux (6.1.0) 40 (classic initramfs)\nversion 6.1.0\nlinux /vmlinuz-6.1.0\ninitrd /initramfs-6.1.0.classic.img\noptions root=UUID=x ro\n"
+        );
+        assert_eq!(
+            fallback_entry_text("title x\ninitrd /other.img\n", &fedora),
+            None
+        );
+        let bls = layout(LayoutKind::Bls);
+        let entry = "title Debian\ninitrd /abc/6.1.0/initrd\n";
+        assert!(
+            fallback_entry_text(entry, &bls)
+                .unwrap()
+                .contains("initrd /abc/6.1.0/initrd.classic")
+        );
+        assert_eq!(
+            BootLayout::fallback_entry(Path::new("/b/loader/entries/abc-6.1.0.conf")),
+            Path::new("/b/loader/entries/abc-6.1.0.initoverlayfs-classic.conf")
+        );
+    }
+
+    #[test]
+    fn layouts_are_named() {
+        for kind in [LayoutKind::Fedora, LayoutKind::Debian, LayoutKind::Bls] {
+            assert_eq!(kind.name().parse::<LayoutKind>(), Ok(kind));
+        }
+        assert!(
+            "arch"
+                .parse::<LayoutKind>()
+                .unwrap_err()
+                .contains("fedora, debian, bls")
+        );
+    }
+}

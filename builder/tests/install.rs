@@ -1,0 +1,526 @@
+//! `builder install` / `uninstall` on `--root` trees laid out as Fedora and as Debian: what
+//! changes in /boot, the fallback, the hooks (run for real with sh), a failure midway that
+//! leaves the old initramfs bootable, a full /boot, and the undo command that restores the
+//! tree exactly.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use builder::compress::InitramfsCompression;
+use builder::cpio::Archive;
+use sha2::{Digest, Sha256};
+
+const KVER: &str = "6.9.0-test";
+const MACHINE_ID: &str = "0123456789abcdef0123456789abcdef";
+
+fn builder() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_builder"));
+    command.env_remove("SOURCE_DATE_EPOCH");
+    command.env_remove("INITOVERLAYFS_ROOT");
+    command
+}
+
+fn have_mkfs() -> bool {
+    let found = Command::new("mkfs.erofs").arg("--help").output().is_ok();
+    if !found {
+        println!("skipped: mkfs.erofs not installed (apt-get install erofs-utils)");
+    }
+    found
+}
+
+fn write(path: &Path, bytes: impl AsRef<[u8]>) {
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(path, bytes).unwrap();
+}
+
+/// A systemd-flavoured classic initramfs (as dracut makes), gzip-compressed.
+fn classic_initramfs() -> Vec<u8> {
+    let mut archive = Archive::new();
+    archive
+        .add_file(
+            "/usr/lib/systemd/systemd",
+            0o755,
+            b"\x7fELF systemd".to_vec(),
+        )
+        .unwrap();
+    archive
+        .add_symlink("/init", "usr/lib/systemd/systemd")
+        .unwrap();
+    archive
+        .add_file("/etc/initrd-release", 0o644, b"NAME=dracut\n".to_vec())
+        .unwrap();
+    archive
+        .add_file("/usr/lib/firmware/blob.bin", 0o644, vec![7u8; 300_000])
+        .unwrap();
+    InitramfsCompression::Gzip
+        .compress(&archive.to_bytes(0).unwrap())
+        .unwrap()
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Distro {
+    Fedora,
+    Debian,
+}
+
+/// A root tree as the distribution lays it out, with a kernel, its classic initramfs,
+/// storage-init and an fstab mounting /boot by UUID.
+fn make_root(root: &Path, distro: Distro) -> PathBuf {
+    let (os, initramfs) = match distro {
+        Distro::Fedora => (
+            "NAME=\"Fedora Linux\"\nID=fedora\n",
+            format!("boot/initramfs-{KVER}.img"),
+        ),
+        Distro::Debian => (
+            "NAME=\"Debian GNU/Linux\"\nID=debian\n",
+            format!("boot/initrd.img-{KVER}"),
+        ),
+    };
+    write(&root.join("etc/os-release"), os);
+    write(&root.join("etc/machine-id"), format!("{MACHINE_ID}\n"));
+    write(
+        &root.join("etc/fstab"),
+        "UUID=11111111-2222-3333-4444-555555555555 / ext4 defaults 0 1\n\
+         # the boot partition\n\
+         UUID=aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee /boot ext4 defaults 0 2\n",
+    );
+    write(&root.join(&initramfs), classic_initramfs());
+    write(&root.join(format!("boot/vmlinuz-{KVER}")), b"kernel");
+    write(
+        &root.join(format!("boot/config-{KVER}")),
+        "CONFIG_EROFS_FS=m\nCONFIG_EROFS_FS_ZIP=y\nCONFIG_EROFS_FS_BACKED_BY_FILE=y\nCONFIG_RD_GZIP=y\nCONFIG_RD_ZSTD=y\n",
+    );
+    let modules = root.join("lib/modules").join(KVER);
+    let mut dep = String::new();
+    for name in ["ext4", "erofs", "overlay", "virtio_blk", "nvme"] {
+        write(
+            &modules.join(format!("kernel/{name}.ko")),
+            b"\x7fELF module",
+        );
+        dep.push_str(&format!("kernel/{name}.ko:\n"));
+    }
+    write(&modules.join("modules.dep"), dep);
+    write(
+        &modules.join("modules.alias"),
+        "alias virtio:d00000002v* virtio_blk\nalias pci:v*d*sv*sd*bc01sc08i02* nvme\n",
+    );
+    write(&modules.join("modules.softdep"), "");
+    write(&modules.join("modules.builtin"), "");
+    write(
+        &root.join("usr/lib/initoverlayfs/storage-init"),
+        b"\x7fELF storage-init",
+    );
+    if distro == Distro::Fedora {
+        write(
+            &root.join(format!("boot/loader/entries/{MACHINE_ID}-{KVER}.conf")),
+            format!(
+                "title Fedora Linux ({KVER}) 41\nversion {KVER}\nlinux /vmlinuz-{KVER}\ninitrd /initramfs-{KVER}.img\noptions root=UUID=11111111-2222-3333-4444-555555555555 ro\n"
+            ),
+        );
+    }
+    root.join(initramfs)
+}
+
+/// Every file under `dir` with its content hash (directories left out).
+fn snapshot(dir: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(current) = stack.pop() {
+        for entry in fs::read_dir(&current).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = fs::symlink_metadata(&path).unwrap();
+            if meta.is_dir() {
+                stack.push(path);
+            } else {
+                let relative = path.strip_prefix(dir).unwrap().display().to_string();
+                out.insert(
+                    relative,
+                    hex::encode(Sha256::digest(fs::read(&path).unwrap())),
+                );
+            }
+        }
+    }
+    out
+}
+
+fn install(root: &Path, extra: &[&str]) -> Output {
+    let mut command = builder();
+    command
+        .arg("install")
+        .args(["--kver", KVER, "--root"])
+        .arg(root);
+    if !extra.contains(&"--builder-path") {
+        command.args(["--builder-path", "/usr/local/sbin/initoverlayfs-builder"]);
+    }
+    command.args(extra).output().unwrap()
+}
+
+fn ok(output: Output) -> String {
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8(output.stdout).unwrap()
+}
+
+fn list(path: &Path) -> String {
+    ok(builder().arg("list").arg(path).output().unwrap())
+}
+
+fn mini_config(initramfs: &Path) -> storage_init::config::Config {
+    let bytes = fs::read(initramfs).unwrap();
+    let read = builder::initramfs::read(&bytes).unwrap();
+    let conf = read
+        .final_entries()
+        .into_iter()
+        .find(|e| e.name == "etc/initoverlayfs.conf")
+        .expect("a mini initramfs carries the config")
+        .clone();
+    storage_init::config::parse_config(std::str::from_utf8(&conf.data).unwrap())
+        .unwrap()
+        .0
+}
+
+#[test]
+fn fedora_install_then_undo() {
+    if !have_mkfs() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("root");
+    let initramfs = make_root(&root, Distro::Fedora);
+    let before = snapshot(&root);
+    let classic_bytes = fs::read(&initramfs).unwrap();
+
+    let stdout = ok(install(&root, &[]));
+    assert!(stdout.contains("layout fedora"), "{stdout}");
+    let boot = root.join("boot");
+    let image = boot.join(format!("initoverlayfs-{KVER}.img"));
+    let classic = boot.join(format!("initramfs-{KVER}.classic.img"));
+    assert_eq!(
+        fs::read(&classic).unwrap(),
+        classic_bytes,
+        "the classic one is kept as is"
+    );
+    // The bootloader's path now holds the mini initramfs, zstd as the kernel allows.
+    assert_eq!(
+        &fs::read(&initramfs).unwrap()[..4],
+        [0x28, 0xb5, 0x2f, 0xfd]
+    );
+    let config = mini_config(&initramfs);
+    assert_eq!(
+        config.bootfs.as_ref().unwrap().to_string(),
+        "UUID=aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
+    );
+    assert_eq!(config.bootfstype.as_deref(), Some("ext4"));
+    assert_eq!(config.kernel_release.as_deref(), Some(KVER));
+    assert_eq!(
+        config.fs.as_deref(),
+        Some(format!("initoverlayfs-{KVER}.img").as_str())
+    );
+    let head = fs::read(&image).unwrap();
+    let probed = storage_init::probe::probe(&head[..storage_init::probe::PROBE_LEN]).unwrap();
+    assert_eq!(
+        config.image_uuid,
+        Some(probed.uuid),
+        "the config names this image"
+    );
+    // The image holds the classic initramfs's files.
+    let listing = list(&image);
+    assert!(listing.contains("/usr/lib/systemd/systemd"), "{listing}");
+    assert!(
+        listing.contains("-> usr/lib/systemd/systemd /init"),
+        "{listing}"
+    );
+    // A boot entry for the fallback, beside the kernel's own.
+    let entries = boot.join("loader/entries");
+    let fallback =
+        fs::read_to_string(entries.join(format!("{MACHINE_ID}-{KVER}.initoverlayfs-classic.conf")))
+            .unwrap();
+    assert!(
+        fallback.contains(&format!("initrd /initramfs-{KVER}.classic.img")),
+        "{fallback}"
+    );
+    assert!(fallback.contains("(classic initramfs)"), "{fallback}");
+    let own = fs::read_to_string(entries.join(format!("{MACHINE_ID}-{KVER}.conf"))).unwrap();
+    assert!(
+        own.contains(&format!("initrd /initramfs-{KVER}.img")),
+        "unchanged: {own}"
+    );
+    // The kernel-install plugin, calling this program where the user put it.
+    let plugin = root.join("etc/kernel/install.d/95-initoverlayfs.install");
+    let text = fs::read_to_string(&plugin).unwrap();
+    assert!(
+        text.contains("BUILDER=\"/usr/local/sbin/initoverlayfs-builder\""),
+        "{text}"
+    );
+
+    // Again: the mini initramfs is recognised, the kept classic one converted again.
+    let first = snapshot(&root);
+    ok(install(&root, &[]));
+    assert_eq!(snapshot(&root), first, "a second install changes nothing");
+
+    // The undo command restores the tree exactly.
+    let stdout = ok(builder()
+        .arg("uninstall")
+        .arg("--root")
+        .arg(&root)
+        .output()
+        .unwrap());
+    assert!(
+        stdout.contains("restored the classic initramfs"),
+        "{stdout}"
+    );
+    assert_eq!(snapshot(&root), before, "{stdout}");
+}
+
+/// The kernel-install plugin, run by sh the way kernel-install runs it: `add` installs,
+/// `remove` deletes what was added (not the distribution's own files).
+#[test]
+fn kernel_install_plugin_add_and_remove() {
+    if !have_mkfs() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("root");
+    let initramfs = make_root(&root, Distro::Fedora);
+    let builder_path = env!("CARGO_BIN_EXE_builder");
+    ok(install(&root, &["--builder-path", builder_path]));
+    let plugin = root.join("etc/kernel/install.d/95-initoverlayfs.install");
+    let boot = root.join("boot");
+    fs::remove_file(boot.join(format!("initoverlayfs-{KVER}.img"))).unwrap();
+    // What 50-dracut.install does on a kernel update: a fresh classic initramfs.
+    fs::write(&initramfs, classic_initramfs()).unwrap();
+    let run = |args: &[&str]| {
+        let output = Command::new("sh")
+            .arg(&plugin)
+            .args(args)
+            .env("INITOVERLAYFS_ROOT", &root)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{args:?}: {output:?}");
+    };
+    run(&["add", KVER, "/boot/whatever", "/boot/vmlinuz"]);
+    assert!(boot.join(format!("initoverlayfs-{KVER}.img")).is_file());
+    assert!(mini_config(&initramfs).kernel_release.is_some());
+    run(&["remove", KVER, "/boot/whatever"]);
+    assert!(!boot.join(format!("initoverlayfs-{KVER}.img")).exists());
+    assert!(!boot.join(format!("initramfs-{KVER}.classic.img")).exists());
+    assert!(
+        !boot
+            .join(format!(
+                "loader/entries/{MACHINE_ID}-{KVER}.initoverlayfs-classic.conf"
+            ))
+            .exists()
+    );
+    assert!(
+        initramfs.exists(),
+        "the kernel's own initramfs is kernel-install's to remove"
+    );
+}
+
+#[test]
+fn debian_install_hooks_and_undo() {
+    if !have_mkfs() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("root");
+    let initramfs = make_root(&root, Distro::Debian);
+    let before = snapshot(&root);
+    let builder_path = env!("CARGO_BIN_EXE_builder");
+    let stdout = ok(install(
+        &root,
+        &["--builder-path", builder_path, "--preset", "virtio"],
+    ));
+    assert!(stdout.contains("layout debian"), "{stdout}");
+    let boot = root.join("boot");
+    assert!(boot.join(format!("initrd.img-{KVER}.classic")).is_file());
+    assert!(boot.join(format!("initoverlayfs-{KVER}.img")).is_file());
+    let listing = list(&initramfs);
+    assert!(listing.contains("/virtio_blk.ko"), "{listing}");
+    assert!(
+        !listing.contains("/nvme.ko"),
+        "only the virtio preset: {listing}"
+    );
+    for hook in [
+        "etc/kernel/postinst.d/zz-initoverlayfs",
+        "etc/kernel/postrm.d/zz-initoverlayfs",
+        "etc/initramfs/post-update.d/initoverlayfs",
+    ] {
+        assert!(root.join(hook).is_file(), "{hook}");
+    }
+    assert!(
+        !root
+            .join("etc/kernel/install.d/95-initoverlayfs.install")
+            .exists()
+    );
+
+    // update-initramfs writes a fresh classic initramfs, then runs post-update.d: the mini
+    // initramfs and the image follow, from the new content.
+    let mut fresh = Archive::new();
+    fresh
+        .add_file(
+            "/usr/lib/systemd/systemd",
+            0o755,
+            b"\x7fELF systemd v2".to_vec(),
+        )
+        .unwrap();
+    let fresh = fresh.to_bytes(0).unwrap();
+    fs::write(&initramfs, &fresh).unwrap();
+    let hook = |relative: &str, args: &[&str]| {
+        let output = Command::new("sh")
+            .arg(root.join(relative))
+            .args(args)
+            .env("INITOVERLAYFS_ROOT", &root)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{relative}: {output:?}");
+    };
+    hook(
+        "etc/initramfs/post-update.d/initoverlayfs",
+        &[KVER, initramfs.to_str().unwrap()],
+    );
+    assert_eq!(
+        fs::read(boot.join(format!("initrd.img-{KVER}.classic"))).unwrap(),
+        fresh
+    );
+    let systemd_v2 = hex::encode(Sha256::digest(b"\x7fELF systemd v2"));
+    let listing = list(&boot.join(format!("initoverlayfs-{KVER}.img")));
+    assert!(
+        listing.contains(&systemd_v2[..16]),
+        "the image holds the new content: {listing}"
+    );
+    // The postinst hook does the same for a new kernel; postrm removes what install added.
+    hook(
+        "etc/kernel/postrm.d/zz-initoverlayfs",
+        &[KVER, "/boot/vmlinuz"],
+    );
+    assert!(!boot.join(format!("initoverlayfs-{KVER}.img")).exists());
+    assert!(!boot.join(format!("initrd.img-{KVER}.classic")).exists());
+
+    // Undo from the original state: install again, then uninstall restores everything.
+    fs::write(&initramfs, classic_initramfs()).unwrap();
+    ok(install(&root, &["--builder-path", builder_path]));
+    ok(builder()
+        .arg("uninstall")
+        .env("INITOVERLAYFS_ROOT", &root)
+        .output()
+        .unwrap());
+    assert_eq!(snapshot(&root), before);
+}
+
+/// A failure after the image is written (a filesystem module the kernel tree lacks): the
+/// bootloader's initramfs and entries are untouched, and the error says what to do.
+#[test]
+fn a_failure_midway_leaves_the_old_initramfs_bootable() {
+    if !have_mkfs() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("root");
+    let initramfs = make_root(&root, Distro::Fedora);
+    let classic_bytes = fs::read(&initramfs).unwrap();
+    let modules = root.join("lib/modules").join(KVER);
+    fs::write(
+        modules.join("modules.dep"),
+        "kernel/erofs.ko:\nkernel/overlay.ko:\nkernel/virtio_blk.ko:\n",
+    )
+    .unwrap();
+    let output = install(&root, &[]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("\"ext4\""), "{stderr}");
+    assert_eq!(fs::read(&initramfs).unwrap(), classic_bytes);
+    let boot = root.join("boot");
+    assert!(!boot.join(format!("initramfs-{KVER}.classic.img")).exists());
+    let entries: Vec<_> = fs::read_dir(boot.join("loader/entries")).unwrap().collect();
+    assert_eq!(entries.len(), 1, "no fallback entry for a failed install");
+    let leftovers: Vec<String> = fs::read_dir(&boot)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+    // The undo command cleans up the image the failed run had written.
+    ok(builder()
+        .arg("uninstall")
+        .args(["--kver", KVER, "--root"])
+        .arg(&root)
+        .output()
+        .unwrap());
+    assert!(!boot.join(format!("initoverlayfs-{KVER}.img")).exists());
+    assert_eq!(fs::read(&initramfs).unwrap(), classic_bytes);
+}
+
+/// A /boot too small for the image: refused before anything is written. Needs root to mount
+/// a small tmpfs there.
+#[test]
+fn a_full_boot_is_refused_before_anything_changes() {
+    if !rustix::process::geteuid().is_root() {
+        println!("skipped: mounting a small /boot needs root");
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("root");
+    let boot = root.join("boot");
+    fs::create_dir_all(&boot).unwrap();
+    rustix::mount::mount(
+        "tmpfs",
+        &boot,
+        "tmpfs",
+        rustix::mount::MountFlags::empty(),
+        Some(c"size=4m"),
+    )
+    .unwrap();
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = rustix::mount::unmount(&self.0, rustix::mount::UnmountFlags::DETACH);
+        }
+    }
+    let _unmount = Unmount(boot.clone());
+    let initramfs = make_root(&root, Distro::Debian);
+    let before = snapshot(&root);
+    let output = install(&root, &[]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("not enough space on") && stderr.contains("nothing was changed"),
+        "{stderr}"
+    );
+    assert_eq!(snapshot(&root), before);
+    assert!(initramfs.is_file());
+}
+
+#[test]
+fn missing_pieces_are_named() {
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("root");
+    make_root(&root, Distro::Fedora);
+    fs::remove_file(root.join("usr/lib/initoverlayfs/storage-init")).unwrap();
+    let output = install(&root, &[]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("storage-init binary") && stderr.contains("--storage-init"),
+        "{stderr}"
+    );
+
+    let bare = work.path().join("bare");
+    fs::create_dir_all(&bare).unwrap();
+    let output = install(&bare, &[]);
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("give --layout"),
+        "{output:?}"
+    );
+
+    // --dracut in a tree without dracut: the error names dracut and the way around it.
+    write(&root.join("usr/lib/initoverlayfs/storage-init"), b"\x7fELF");
+    let output = install(&root, &["--dracut"]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("running dracut") && stderr.contains("--initramfs"),
+        "{stderr}"
+    );
+}
