@@ -586,7 +586,12 @@ pub fn read_archive_prefix(bytes: &[u8]) -> Result<(Vec<ReadEntry>, usize), Cpio
 pub fn listing(entries: &[ReadEntry]) -> String {
     /// Hex digits of the sha256 shown per file: enough to notice any change.
     const HASH_PREFIX_LEN: usize = 16;
-    let mut sorted: Vec<&ReadEntry> = entries.iter().collect();
+    // The root itself (`.`, as dracut stores it) is no entry of a tree: left out, so an
+    // archive and the image made from it list alike.
+    let mut sorted: Vec<&ReadEntry> = entries
+        .iter()
+        .filter(|e| !matches!(e.name.trim_start_matches('/'), "" | "."))
+        .collect();
     sorted.sort_by(|a, b| a.name.cmp(&b.name));
     let mut out = String::new();
     for entry in sorted {

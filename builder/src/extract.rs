@@ -135,11 +135,6 @@ pub fn extract(entries: &[&ReadEntry], root: &Path) -> Result<Extracted, Extract
                         done.files += 1;
                     }
                 }
-                std::fs::set_permissions(
-                    &path,
-                    std::fs::Permissions::from_mode(entry.mode & PERMISSION_BITS),
-                )
-                .map_err(io_error)?;
             }
             S_IFLNK => {
                 let target = String::from_utf8_lossy(&entry.data).into_owned();
@@ -181,6 +176,15 @@ pub fn extract(entries: &[&ReadEntry], root: &Path) -> Result<Extracted, Extract
                 rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
             )
             .map_err(|e| io_error(e.into()))?;
+        }
+        // After the chown, which clears the setuid and setgid bits (dracut ships setuid
+        // mount and umount).
+        if kind == S_IFREG {
+            std::fs::set_permissions(
+                &path,
+                std::fs::Permissions::from_mode(entry.mode & PERMISSION_BITS),
+            )
+            .map_err(io_error)?;
         }
     }
     // Deepest first, so a parent's mode never blocks setting a child's.

@@ -1,9 +1,9 @@
 //! `builder list`: one sorted listing format ([`cpio::listing`]) for every artefact, so a
 //! snapshot or a diff compares an initramfs, an erofs image and a directory tree line by line.
 //!
-//! Initramfs files are read by our own reader. Erofs images are extracted by erofs-utils'
-//! `fsck.erofs --extract` (which also checks every file decodes), then walked like a directory;
-//! extraction keeps owners and device nodes only as root, so listing an image needs root.
+//! Initramfs files are read by our own reader. Erofs images are mounted read-only (a loop
+//! device) and walked like a directory: the kernel reads them as it will at boot, setuid bits
+//! included, which erofs-utils 1.5's `fsck.erofs --extract` drops. Mounting needs root.
 
 use std::fs;
 use std::io::{self, Read};
@@ -16,7 +16,6 @@ use crate::cpio::{self, ReadEntry};
 /// The erofs superblock's magic (`EROFS_SUPER_MAGIC_V1`), little-endian at byte 1024.
 const EROFS_MAGIC: [u8; 4] = 0xE0F5_E1E2_u32.to_le_bytes();
 const EROFS_MAGIC_OFFSET: usize = 1024;
-const FSCK_EROFS: &str = "fsck.erofs";
 
 /// Why something cannot be listed.
 #[derive(Debug, thiserror::Error)]
@@ -29,17 +28,15 @@ pub enum ListError {
         error: crate::initramfs::InitramfsError,
     },
     #[error(
-        "{path} is an erofs image: listing it needs {FSCK_EROFS} (apt-get install erofs-utils)",
-        path = .path.display()
-    )]
-    FsckMissing { path: PathBuf },
-    #[error(
-        "{path} is an erofs image: listing it needs root, so that {FSCK_EROFS} --extract keeps owners and device nodes",
+        "{path} is an erofs image: listing it needs root, to mount it read-only as the kernel reads it at boot",
         path = .path.display()
     )]
     NeedsRoot { path: PathBuf },
-    #[error("{FSCK_EROFS} rejected {path} ({status}): {stderr}", path = .path.display())]
-    FsckFailed {
+    #[error(
+        "mounting the erofs image {path} read-only failed ({status}): {stderr} (the host kernel needs erofs: modprobe erofs)",
+        path = .path.display()
+    )]
+    MountFailed {
         path: PathBuf,
         status: String,
         stderr: String,
@@ -72,8 +69,29 @@ pub fn list_path(path: &Path) -> Result<(Listed, String), ListError> {
         path: path.to_owned(),
         error,
     })?;
-    let entries: Vec<ReadEntry> = initramfs.final_entries().into_iter().cloned().collect();
+    let mut entries: Vec<ReadEntry> = initramfs.final_entries().into_iter().cloned().collect();
+    share_hard_link_data(&mut entries);
     Ok((Listed::Initramfs, cpio::listing(&entries)))
+}
+
+/// newc stores a hard-linked file's data with one of its names only (GNU cpio and dracut: the
+/// last); the others have size 0. Every name gets the data, as the unpacked tree has it.
+/// Links are grouped as `extract` groups them: inode, device numbers and mode.
+fn share_hard_link_data(entries: &mut [ReadEntry]) {
+    let key = |e: &ReadEntry| (e.ino, e.rdevmajor, e.rdevminor, e.mode);
+    let mut data: std::collections::HashMap<_, Vec<u8>> = Default::default();
+    for entry in entries.iter().filter(|e| e.is_file() && e.nlink >= 2) {
+        if !entry.data.is_empty() {
+            data.insert(key(entry), entry.data.clone());
+        }
+    }
+    for entry in entries.iter_mut().filter(|e| e.is_file() && e.nlink >= 2) {
+        if entry.data.is_empty()
+            && let Some(bytes) = data.get(&key(entry))
+        {
+            entry.data = bytes.clone();
+        }
+    }
 }
 
 fn is_erofs(path: &Path) -> io::Result<bool> {
@@ -94,29 +112,35 @@ fn list_erofs(image: &Path) -> Result<String, ListError> {
         path: std::env::temp_dir(),
         error,
     })?;
-    let root = scratch.path().join("root");
-    let output = Command::new(FSCK_EROFS)
-        .arg(format!("--extract={}", root.display()))
-        .arg("--preserve")
+    let output = Command::new("mount")
+        .args(["-t", "erofs", "-o", "ro,loop,nosuid,nodev,noexec"])
         .arg(image)
+        .arg(scratch.path())
         .output()
-        .map_err(|error| match error.kind() {
-            io::ErrorKind::NotFound => ListError::FsckMissing {
-                path: image.to_owned(),
-            },
-            _ => ListError::Read {
-                path: image.to_owned(),
-                error,
-            },
+        .map_err(|error| ListError::Read {
+            path: image.to_owned(),
+            error,
         })?;
     if !output.status.success() {
-        return Err(ListError::FsckFailed {
+        return Err(ListError::MountFailed {
             path: image.to_owned(),
             status: output.status.to_string(),
             stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
         });
     }
-    Ok(cpio::listing(&tree_entries(&root)?))
+    let mounted = Mounted(scratch.path().to_owned());
+    let entries = tree_entries(&mounted.0);
+    drop(mounted);
+    Ok(cpio::listing(&entries?))
+}
+
+/// Unmounts when dropped, whatever the walk did.
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
 }
 
 /// Every entry under `root` (not `root` itself), with names relative to it.

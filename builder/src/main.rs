@@ -49,8 +49,8 @@ enum Command {
     /// storage-init's own parser.
     Config(ConfigCommandArgs),
     /// Print a sorted listing of an initramfs (any compression, concatenated archives: the last
-    /// entry of each path, as the kernel unpacks them), an erofs image (needs root and
-    /// fsck.erofs) or a directory.
+    /// entry of each path, as the kernel unpacks them), an erofs image (mounted read-only:
+    /// needs root) or a directory.
     List {
         /// The initramfs, image or directory.
         path: PathBuf,

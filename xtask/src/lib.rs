@@ -3,6 +3,7 @@
 
 pub mod bench_storage_init;
 pub mod cells;
+pub mod dracut_fixture;
 pub mod fixtures;
 pub mod fuzz;
 pub mod images;

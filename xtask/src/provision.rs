@@ -17,7 +17,7 @@ struct Tool {
     backports: bool,
 }
 
-const TOOLS: [Tool; 21] = [
+const TOOLS: [Tool; 22] = [
     Tool {
         command: "qemu-system-x86_64",
         package: "qemu-system-x86",
@@ -99,6 +99,12 @@ const TOOLS: [Tool; 21] = [
     Tool {
         command: "mkfs.btrfs",
         package: "btrfs-progs",
+        backports: false,
+    },
+    // The Debian tree the dracut fixture is made in (dracut_fixture.rs).
+    Tool {
+        command: "mmdebstrap",
+        package: "mmdebstrap",
         backports: false,
     },
     // The musl build of storage-init (see static_build.rs): Debian's Rust with std's sources,
@@ -316,6 +322,17 @@ fn ensure_backports_source(sh: &Shell, privilege: &Privilege, suite: &str) -> Re
         main.uri
     );
     privilege.write_file(sh, BACKPORTS_SOURCE, &text)
+}
+
+/// The machine's Debian mirror, from its apt sources (never written into this repository).
+pub fn debian_mirror() -> Result<String> {
+    read_apt_sources()
+        .into_iter()
+        .find(is_main_debian_entry)
+        .map(|s| s.uri)
+        .context(
+            "no Debian apt source found to take the mirror from; add one (e.g. 'deb <your mirror> bookworm main') to /etc/apt/sources.list.d/",
+        )
 }
 
 /// One apt source entry, from either the one-line or the deb822 format.

@@ -32,6 +32,9 @@ pub fn run(sh: &Shell, root: &Path, extra: &[String]) -> Result<()> {
     // builder's tests of the module closure run against the real kernel tree too.
     let tree = format!("{}:{}", kernel.modules_root().display(), kernel.release);
     let _tree = sh.push_env("BUILDER_REAL_KERNEL_TREE", tree);
+    // builder's round trip of a real dracut initramfs, made in a Debian tree for this kernel.
+    let dracut = crate::dracut_fixture::dracut_initramfs(sh, kernel)?;
+    let _dracut = sh.push_env("BUILDER_REAL_DRACUT_INITRAMFS", &dracut);
     // testvm's own boot tests: the kernel, and an initrd whose /init is busybox (init applet).
     let _kernel = sh.push_env("TESTVM_KERNEL", &kernel.vmlinuz);
     let initrd = busybox_initrd(sh, root)?;

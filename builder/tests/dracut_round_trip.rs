@@ -1,0 +1,70 @@
+//! The round trip on a real dracut initramfs (made by `cargo xtask test` in a Debian tree built
+//! with mmdebstrap, named by `BUILDER_REAL_DRACUT_INITRAMFS`): the image builder makes from it
+//! passes `fsck.erofs` and, mounted, lists the same paths, types, modes, owners and contents as
+//! the archive itself.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+fn builder() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_builder"));
+    command.env_remove("SOURCE_DATE_EPOCH");
+    command
+}
+
+fn run(command: &mut Command) -> String {
+    let output = command.output().unwrap();
+    assert!(output.status.success(), "{command:?}: {output:?}");
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[test]
+fn dracut_initramfs_round_trip() {
+    let Some(initramfs) = std::env::var_os("BUILDER_REAL_DRACUT_INITRAMFS").map(PathBuf::from)
+    else {
+        println!(
+            "skipped: BUILDER_REAL_DRACUT_INITRAMFS is not set (cargo xtask test builds one with mmdebstrap)"
+        );
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let image = work.path().join("initoverlayfs.img");
+    let started = Instant::now();
+    let stdout = run(builder()
+        .arg("image")
+        .arg("--initramfs")
+        .arg(&initramfs)
+        .args(["--compression", "lz4hc,11", "-o"])
+        .arg(&image));
+    let took = started.elapsed();
+    assert!(stdout.contains("segment at byte 0"), "{stdout}");
+    let fsck = Command::new("fsck.erofs").arg(&image).output().unwrap();
+    assert!(fsck.status.success(), "fsck.erofs: {fsck:?}");
+    println!(
+        "dracut initramfs {} bytes -> image {} bytes (lz4hc,11) in {:.1} s",
+        std::fs::metadata(&initramfs).unwrap().len(),
+        std::fs::metadata(&image).unwrap().len(),
+        took.as_secs_f64()
+    );
+    let archive = run(builder().arg("list").arg(&initramfs));
+    assert!(archive.contains("/usr/lib/systemd/systemd"), "{archive}");
+    if !rustix::process::geteuid().is_root() {
+        println!("skipped the listing of the image: mounting it needs root");
+        return;
+    }
+    let mounted = run(builder().arg("list").arg(&image));
+    if archive != mounted {
+        let differing: Vec<_> = archive
+            .lines()
+            .zip(mounted.lines())
+            .filter(|(a, b)| a != b)
+            .take(10)
+            .collect();
+        panic!(
+            "the image lists differently ({} vs {} lines): {differing:#?}",
+            archive.lines().count(),
+            mounted.lines().count()
+        );
+    }
+}
