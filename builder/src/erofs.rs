@@ -221,6 +221,9 @@ pub struct ErofsOptions {
     pub mtime: u64,
     /// `None`: uncompressed.
     pub compression: Option<ErofsCompression>,
+    /// Keep the source's owners instead of making every file root's (`--all-root`), for
+    /// content that needs other users (a daemon's state directory, say).
+    pub keep_owners: bool,
 }
 
 /// What was built.
@@ -254,8 +257,10 @@ pub fn build_erofs(
     command
         .env_remove(SOURCE_DATE_EPOCH)
         .arg(format!("-T{}", options.mtime))
-        .arg("--all-root")
         .arg(format!("-U{uuid}"));
+    if !options.keep_owners {
+        command.arg("--all-root");
+    }
     if let Some(compression) = &options.compression {
         command.arg(format!("-z{compression}"));
     }
@@ -295,8 +300,8 @@ pub fn build_erofs(
 ///
 /// SHA-256 over the build options (mtime, compression) and a walk of the tree sorted by path
 /// bytes, where each entry contributes its relative path, its type, its permission bits, and its
-/// content (file bytes, symlink target, or device number). Owners and timestamps are left out
-/// because the image does not keep them. The first 16 bytes of the digest are formatted as an
+/// content (file bytes, symlink target, or device number); owners only with `keep_owners`.
+/// Timestamps are left out because the image does not keep them. The first 16 bytes of the digest are formatted as an
 /// RFC 4122 version-4 UUID (version and variant bits set, lower-case), so tools that check
 /// those bits accept it.
 pub fn content_uuid(source: &Path, options: &ErofsOptions) -> Result<String, ErofsError> {
@@ -316,7 +321,10 @@ pub fn content_uuid(source: &Path, options: &ErofsOptions) -> Result<String, Ero
         hasher.update(compression.as_str().as_bytes());
     }
     hasher.update(b"\0");
-    hash_tree(source, Path::new(""), &mut hasher)?;
+    if options.keep_owners {
+        hasher.update(b"owners\0");
+    }
+    hash_tree(source, Path::new(""), options.keep_owners, &mut hasher)?;
     let digest = hasher.finalize();
     let mut bytes = [0u8; 16];
     bytes.copy_from_slice(&digest[..16]);
@@ -334,7 +342,12 @@ pub fn content_uuid(source: &Path, options: &ErofsOptions) -> Result<String, Ero
     ))
 }
 
-fn hash_tree(root: &Path, relative: &Path, hasher: &mut Sha256) -> Result<(), ErofsError> {
+fn hash_tree(
+    root: &Path,
+    relative: &Path,
+    owners: bool,
+    hasher: &mut Sha256,
+) -> Result<(), ErofsError> {
     let dir = root.join(relative);
     let read_error = |path: &Path| {
         let path = path.to_owned();
@@ -354,9 +367,13 @@ fn hash_tree(root: &Path, relative: &Path, hasher: &mut Sha256) -> Result<(), Er
         hasher.update(child.as_os_str().as_encoded_bytes());
         hasher.update(b"\0");
         hasher.update((metadata.mode() & 0o7777).to_le_bytes());
+        if owners {
+            hasher.update(metadata.uid().to_le_bytes());
+            hasher.update(metadata.gid().to_le_bytes());
+        }
         if file_type.is_dir() {
             hasher.update(b"d");
-            hash_tree(root, &child, hasher)?;
+            hash_tree(root, &child, owners, hasher)?;
             // Marks the end of the directory, so moving a file out of it changes the hash.
             hasher.update(b"\0end\0");
         } else if file_type.is_file() {
@@ -452,6 +469,7 @@ mod tests {
         let options = ErofsOptions {
             mtime: 1_700_000_000,
             compression: None,
+            keep_owners: false,
         };
         let image_a = build_erofs(&a, &work.path().join("a.img"), &options).unwrap();
         let image_b = build_erofs(&b, &work.path().join("b.img"), &options).unwrap();
@@ -484,6 +502,7 @@ mod tests {
         let options = ErofsOptions {
             mtime: 0,
             compression: None,
+            keep_owners: false,
         };
         let first = content_uuid(&dir, &options).unwrap();
         assert_eq!(first.len(), 36);

@@ -396,6 +396,7 @@ pub fn install(options: &InstallOptions) -> Result<InstallReport, InstallError> 
     let erofs_options = ErofsOptions {
         mtime: options.mtime,
         compression: kernel.erofs_compression(None)?,
+        keep_owners: false,
     };
     let image = layout.image();
     if let Some(dir) = image.parent() {

@@ -245,6 +245,9 @@ struct ImageArgs {
     /// The tree holding the target kernel (default /).
     #[arg(long, default_value = "/", requires = "kver")]
     kernel_root: PathBuf,
+    /// Keep the files' owners (default: every file owned by root, as upstream builds it).
+    #[arg(long)]
+    keep_owners: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -499,6 +502,7 @@ fn image(args: &ImageArgs) -> Result<()> {
     let options = ErofsOptions {
         mtime: build_time()?,
         compression,
+        keep_owners: args.keep_owners,
     };
     let report = match (&args.source, &args.initramfs) {
         (Some(source), _) => build_erofs(source, &output, &options)?,

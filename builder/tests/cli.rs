@@ -391,3 +391,49 @@ fn image_default_name_and_listing() {
     assert_eq!(list(&image), list(&content));
     assert!(list(&image).contains("l0777 0:0"), "{}", list(&image));
 }
+
+/// Owners: root's by default, the tree's with --keep-owners (read back by mounting the image,
+/// so root only).
+#[test]
+fn image_owners() {
+    if !rustix::process::geteuid().is_root() {
+        println!("skipped: chown and mounting need root");
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let content = work.path().join("content");
+    fs::create_dir_all(content.join("var/lib/daemon")).unwrap();
+    fs::write(content.join("var/lib/daemon/state"), b"x").unwrap();
+    std::os::unix::fs::chown(content.join("var/lib/daemon"), Some(1000), Some(1001)).unwrap();
+    let build = |image: &Path, extra: &[&str]| {
+        let output = builder()
+            .arg("image")
+            .arg("--source")
+            .arg(&content)
+            .arg("-o")
+            .arg(image)
+            .args(extra)
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&output.stderr).contains("erofs-utils") {
+            return None;
+        }
+        assert!(output.status.success(), "{output:?}");
+        let listed = builder().arg("list").arg(image).output().unwrap();
+        assert!(listed.status.success(), "{listed:?}");
+        Some(String::from_utf8(listed.stdout).unwrap())
+    };
+    let Some(all_root) = build(&work.path().join("a.img"), &[]) else {
+        println!("skipped: mkfs.erofs unavailable");
+        return;
+    };
+    assert!(
+        all_root.contains("d0755 0:0         0 -                       /var/lib/daemon\n"),
+        "{all_root}"
+    );
+    let kept = build(&work.path().join("b.img"), &["--keep-owners"]).unwrap();
+    assert!(
+        kept.contains("1000:1001         0 -                       /var/lib/daemon\n"),
+        "{kept}"
+    );
+}

@@ -402,6 +402,7 @@ fn erofs_image_from_an_initramfs() {
     let options = builder::erofs::ErofsOptions {
         mtime: 0,
         compression: None,
+        keep_owners: false,
     };
     let report = image_from_initramfs(&input, &output, &options).unwrap();
     assert_eq!(report.flavour, Flavour::Systemd);

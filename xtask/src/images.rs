@@ -259,6 +259,7 @@ pub fn build_erofs(content: &Path, image: &Path) -> Result<String> {
     let options = builder::erofs::ErofsOptions {
         mtime: builder::source_date_epoch()?,
         compression: None,
+        keep_owners: false,
     };
     let report = builder::erofs::build_erofs(content, image, &options)
         .with_context(|| format!("building {}", image.display()))?;
