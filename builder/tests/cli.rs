@@ -1,14 +1,11 @@
 //! End-to-end checks of the `builder` binary: arguments, `SOURCE_DATE_EPOCH`, error exits.
 
+mod common;
+
+use common::builder;
+
 use std::fs;
 use std::path::Path;
-use std::process::Command;
-
-fn builder() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_builder"));
-    command.env_remove("SOURCE_DATE_EPOCH");
-    command
-}
 
 /// A kernel tree with one plain module and no dependencies.
 fn tiny_tree(root: &Path) {

@@ -3,15 +3,13 @@
 //! passes `fsck.erofs` and, mounted, lists the same paths, types, modes, owners and contents as
 //! the archive itself.
 
+mod common;
+
+use common::builder;
+
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
-
-fn builder() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_builder"));
-    command.env_remove("SOURCE_DATE_EPOCH");
-    command
-}
 
 fn run(command: &mut Command) -> String {
     let output = command.output().unwrap();

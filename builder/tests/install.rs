@@ -3,6 +3,10 @@
 //! leaves the old initramfs bootable, a full /boot, and the undo command that restores the
 //! tree exactly.
 
+mod common;
+
+use common::{builder, have_mkfs};
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -14,21 +18,6 @@ use sha2::{Digest, Sha256};
 
 const KVER: &str = "6.9.0-test";
 const MACHINE_ID: &str = "0123456789abcdef0123456789abcdef";
-
-fn builder() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_builder"));
-    command.env_remove("SOURCE_DATE_EPOCH");
-    command.env_remove("INITOVERLAYFS_ROOT");
-    command
-}
-
-fn have_mkfs() -> bool {
-    let found = Command::new("mkfs.erofs").arg("--help").output().is_ok();
-    if !found {
-        println!("skipped: mkfs.erofs not installed (apt-get install erofs-utils)");
-    }
-    found
-}
 
 fn write(path: &Path, bytes: impl AsRef<[u8]>) {
     fs::create_dir_all(path.parent().unwrap()).unwrap();

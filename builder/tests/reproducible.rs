@@ -2,26 +2,16 @@
 //! two unrelated directories, from trees created in opposite orders with different timestamps,
 //! are byte-identical. And the listing of an image of a fixed tree, as a snapshot.
 
+mod common;
+
+use common::{builder, have_mkfs};
+
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use sha2::{Digest, Sha256};
-
-fn builder() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_builder"));
-    command.env("SOURCE_DATE_EPOCH", "1700000000");
-    command
-}
-
-fn have_mkfs() -> bool {
-    let found = Command::new("mkfs.erofs").arg("--help").output().is_ok();
-    if !found {
-        println!("skipped: mkfs.erofs not installed (apt-get install erofs-utils)");
-    }
-    found
-}
 
 /// One step of making a tree: a path and what goes there.
 enum Node {
@@ -120,6 +110,7 @@ fn build_all(work: &Path, reverse: bool, mtime: u64) -> (PathBuf, PathBuf) {
     let storage_init = work.join("storage-init");
     fs::write(&storage_init, b"\x7fELF storage-init").unwrap();
     let run = |command: &mut Command| {
+        command.env("SOURCE_DATE_EPOCH", "1700000000");
         let output = command.output().unwrap();
         assert!(output.status.success(), "{output:?}");
     };
