@@ -94,6 +94,7 @@ fn disk(boot: &Path, data: &Path) -> GptDisk {
             },
         ],
         timestamp: 1_700_000_000,
+        power_of_two_size: false,
     }
 }
 
@@ -279,6 +280,7 @@ fn vfat_partitions_refuse_subdirectories() {
             contents,
         }],
         timestamp: 0,
+        power_of_two_size: false,
     };
     let error = disk
         .write(&tmp.path().join("disk.img"))

@@ -20,6 +20,51 @@ pub enum Flow {
     PrepareOnly,
 }
 
+/// The bus the boot disk hangs off, and so the storage preset of the cell's mini initramfs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Bus {
+    #[default]
+    VirtioBlk,
+    VirtioScsi,
+    Nvme,
+    /// NVMe with 4096-byte logical blocks (a 4Kn drive).
+    Nvme4kn,
+    /// USB mass storage on xHCI.
+    Usb,
+    /// An SD card on SDHCI (PCI).
+    Sd,
+}
+
+impl Bus {
+    pub fn disk_bus(self) -> testvm::machine::DiskBus {
+        use testvm::machine::DiskBus;
+        match self {
+            Bus::VirtioBlk => DiskBus::VirtioBlk,
+            Bus::VirtioScsi => DiskBus::VirtioScsi,
+            Bus::Nvme => DiskBus::Nvme {
+                logical_block_size: 512,
+            },
+            Bus::Nvme4kn => DiskBus::Nvme {
+                logical_block_size: 4096,
+            },
+            Bus::Usb => DiskBus::Usb,
+            Bus::Sd => DiskBus::Sd,
+        }
+    }
+
+    /// The builder preset whose drivers reach this bus.
+    pub fn preset(self) -> builder::presets::StoragePreset {
+        use builder::presets::StoragePreset;
+        match self {
+            Bus::VirtioBlk | Bus::VirtioScsi => StoragePreset::Virtio,
+            Bus::Nvme | Bus::Nvme4kn => StoragePreset::Nvme,
+            Bus::Usb => StoragePreset::Usb,
+            Bus::Sd => StoragePreset::Mmc,
+        }
+    }
+}
+
 /// The boot disk is plugged in while the guest runs instead of at start.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -88,6 +133,9 @@ pub struct Cell {
     /// Add a CD-ROM drive without a disc (and its drivers to the mini initramfs).
     #[serde(default)]
     pub empty_cdrom: bool,
+    /// The boot disk's bus (default virtio-blk).
+    #[serde(default)]
+    pub bus: Bus,
     /// Console patterns that fail the cell at once.
     pub fatal: Vec<String>,
     pub milestones: Vec<MilestoneSpec>,
@@ -104,6 +152,7 @@ impl Cell {
             image_fs: self.image_fs,
             empty_cdrom: self.empty_cdrom,
             uncompressed: self.flow == Flow::PrepareOnly,
+            bus: self.bus,
         }
     }
 

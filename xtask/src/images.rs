@@ -16,7 +16,6 @@ const BOOT_PART_GUID: &str = "9a8b7c6d-5e4f-4321-8765-43210fedcba9";
 /// Room for the image plus ext4 metadata; the busybox image is about 1 MB.
 const BOOT_PART_MIB: u64 = 64;
 /// The storage preset of every cell's mini initramfs: the boot disk is virtio-blk.
-const STORAGE_PRESET: builder::presets::StoragePreset = builder::presets::StoragePreset::Virtio;
 /// The drivers of an empty CD-ROM drive on q35's AHCI controller: both have device aliases, so
 /// both are on-demand (ahci for the PCI device at coldplug, sr_mod for the SCSI device that
 /// libata's asynchronous port probe creates later, through its uevent).
@@ -135,6 +134,8 @@ pub struct Layout {
     /// the kernel's zstd decoder reads frames up to the end of the file, so a zstd archive must
     /// be the last one (dracut, too, puts its uncompressed early-microcode archive first).
     pub uncompressed: bool,
+    /// The boot disk's bus: its storage preset goes in the mini initramfs.
+    pub bus: crate::cells::Bus,
 }
 
 /// Everything a cell boots from.
@@ -216,7 +217,7 @@ pub fn build_busybox_cell(
     let mini_initramfs = work.join("mini-initramfs.img");
     build_mini_initramfs(storage_init, kernel, layout, &image_uuid, &mini_initramfs)?;
     let disk = work.join("disk.img");
-    build_boot_disk(&boot, layout.boot_fs, &disk)?;
+    build_boot_disk(&boot, layout.boot_fs, layout.bus == crate::cells::Bus::Sd, &disk)?;
     Ok(BootArtefacts {
         mini_initramfs,
         image,
@@ -326,14 +327,20 @@ fn modules_for(kernel: &Kernel, layout: Layout) -> Result<(Vec<String>, Vec<Stri
         ImageFsKind::Ext4 => "ext4",
     };
     let required = builder::presets::filesystem_modules(&config, Some(boot_fstype), image_fstype);
-    let mut wanted = builder::presets::preset_modules(&[STORAGE_PRESET]);
+    let mut wanted = builder::presets::preset_modules(&[layout.bus.preset()]);
     if layout.empty_cdrom {
         wanted.extend(CDROM_MODULES.iter().map(|m| (*m).to_owned()));
     }
     Ok((required, wanted))
 }
 
-pub fn build_boot_disk(boot: &Path, boot_fs: BootFsKind, disk: &Path) -> Result<()> {
+/// The GPT boot disk; `power_of_two_size` for an SD card.
+pub fn build_boot_disk(
+    boot: &Path,
+    boot_fs: BootFsKind,
+    power_of_two_size: bool,
+    disk: &Path,
+) -> Result<()> {
     let guid = |s: &str| {
         s.parse::<testvm::Guid>()
             .map_err(|e| anyhow::anyhow!("{s}: {e}"))
@@ -356,6 +363,7 @@ pub fn build_boot_disk(boot: &Path, boot_fs: BootFsKind, disk: &Path) -> Result<
             contents: boot.to_path_buf(),
         }],
         timestamp: testvm::disk::source_date_epoch(),
+        power_of_two_size,
     };
     gpt.write(disk)
         .with_context(|| format!("building {}", disk.display()))?;

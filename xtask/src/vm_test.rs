@@ -207,9 +207,10 @@ fn boot_cell(
     );
     let boot_disk = testvm::machine::Disk {
         path: built.disk.clone(),
-        bus: testvm::machine::DiskBus::VirtioBlk,
+        bus: cell.bus.disk_bus(),
         serial: "boot0".to_owned(),
-        read_only: true,
+        // QEMU refuses a read-only drive as an SD card; the disk is rebuilt for every run.
+        read_only: cell.bus != crate::cells::Bus::Sd,
     };
     let machine = testvm::machine::Machine {
         board: testvm::machine::Board::Q35,

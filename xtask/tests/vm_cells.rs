@@ -167,3 +167,24 @@ fn cell_x86_64_q35_virtio_blk_debian12_6_12_busybox_smp2() {
         10
     );
 }
+
+/// The boot disk on each storage bus, with that bus's builder preset.
+#[test]
+fn cell_x86_64_q35_virtio_scsi_debian12_6_12_busybox() {
+    check_cell("x86_64-q35-virtio-scsi-debian12-6.12-busybox");
+}
+
+#[test]
+fn cell_x86_64_q35_nvme_debian12_6_12_busybox() {
+    check_cell("x86_64-q35-nvme-debian12-6.12-busybox");
+}
+
+#[test]
+fn cell_x86_64_q35_usb_debian12_6_12_busybox() {
+    check_cell("x86_64-q35-usb-debian12-6.12-busybox");
+}
+
+#[test]
+fn cell_x86_64_q35_sd_debian12_6_12_busybox() {
+    check_cell("x86_64-q35-sd-debian12-6.12-busybox");
+}

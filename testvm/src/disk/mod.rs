@@ -71,6 +71,9 @@ pub struct GptDisk {
     /// Seconds since the epoch that every filesystem timestamp is clamped to; see
     /// [`source_date_epoch`].
     pub timestamp: u64,
+    /// Round the disk size up to a power of two (QEMU's SD cards take no other size); the
+    /// backup GPT still sits at the very end.
+    pub power_of_two_size: bool,
 }
 
 /// Why a disk image could not be written.
@@ -283,7 +286,12 @@ impl GptDisk {
             })
             .collect();
         debug_assert!(alignment_sectors > BACKUP_SECTORS);
-        (extents, next + alignment_sectors)
+        let total = next + alignment_sectors;
+        if self.power_of_two_size {
+            (extents, (total * SECTOR_SIZE).next_power_of_two() / SECTOR_SIZE)
+        } else {
+            (extents, total)
+        }
     }
 }
 
@@ -343,6 +351,7 @@ mod tests {
             disk_guid: Guid::NIL,
             partitions: vec![partition(3), partition(5)],
             timestamp: 0,
+            power_of_two_size: false,
         };
         let (extents, total) = disk.layout();
         assert_eq!(
@@ -359,6 +368,11 @@ mod tests {
             ]
         );
         assert_eq!(total, 10 * 2048);
+        let sd = GptDisk {
+            power_of_two_size: true,
+            ..disk
+        };
+        assert_eq!(sd.layout(), (extents, 16 * 2048), "10 MiB rounded up to 16 MiB");
     }
 
     #[test]
@@ -372,6 +386,7 @@ mod tests {
                 disk_guid: Guid::NIL,
                 partitions: vec![bad],
                 timestamp: 0,
+                power_of_two_size: false,
             };
             assert!(matches!(disk.validate(), Err(DiskError::Invalid { .. })));
         }

@@ -50,6 +50,17 @@ impl Board {
 pub enum DiskBus {
     /// A virtio-blk PCI device (`/dev/vdX` in the guest).
     VirtioBlk,
+    /// A SCSI disk on a virtio-scsi PCI controller of its own (`/dev/sdX`).
+    VirtioScsi,
+    /// An NVMe controller whose namespace 1 is the disk (`/dev/nvme0n1`), with this logical
+    /// (and physical) block size: 512, or 4096 for a 4Kn drive.
+    Nvme { logical_block_size: u32 },
+    /// A USB mass-storage device on an xHCI controller of its own (`/dev/sdX`).
+    Usb,
+    /// An SD card in an SDHCI PCI controller of its own (`/dev/mmcblk0`). QEMU takes only
+    /// images whose size is a power of two, and an SD card has no serial property (its CID
+    /// register carries QEMU's fixed one).
+    Sd,
 }
 
 /// A raw disk image attached to the guest.
@@ -76,13 +87,31 @@ impl Disk {
              file.driver=file,file.filename={},file.read-only={read_only}",
             option_value(&self.path.to_string_lossy()),
         );
-        let device = match self.bus {
-            DiskBus::VirtioBlk => format!(
-                "virtio-blk-pci,drive={node},serial={}",
-                option_value(&self.serial)
-            ),
+        let serial = option_value(&self.serial);
+        // Each disk has a controller of its own, named after the disk's node.
+        let devices = match self.bus {
+            DiskBus::VirtioBlk => vec![format!("virtio-blk-pci,drive={node},serial={serial}")],
+            DiskBus::VirtioScsi => vec![
+                format!("virtio-scsi-pci,id={node}-scsi"),
+                format!("scsi-hd,bus={node}-scsi.0,drive={node},serial={serial}"),
+            ],
+            DiskBus::Nvme { logical_block_size } => vec![format!(
+                "nvme,drive={node},serial={serial},logical_block_size={logical_block_size},physical_block_size={logical_block_size}"
+            )],
+            DiskBus::Usb => vec![
+                format!("qemu-xhci,id={node}-xhci"),
+                format!("usb-storage,bus={node}-xhci.0,drive={node},serial={serial}"),
+            ],
+            DiskBus::Sd => vec![
+                format!("sdhci-pci,id={node}-sdhci"),
+                format!("sd-card,drive={node}"),
+            ],
         };
-        vec!["-blockdev".into(), blockdev, "-device".into(), device]
+        let mut argv = vec!["-blockdev".into(), blockdev];
+        for device in devices {
+            argv.extend(["-device".to_owned(), device]);
+        }
+        argv
     }
 }
 
@@ -102,8 +131,10 @@ impl Disk {
             "read-only": self.read_only,
             "file": { "driver": "file", "filename": self.path, "read-only": self.read_only },
         });
+        // Hot-plugged disks are virtio-blk: what the harness plugs in to test uevents.
         let driver = match self.bus {
             DiskBus::VirtioBlk => "virtio-blk-pci",
+            other => unimplemented!("hot-plugging a {other:?} disk"),
         };
         let device = serde_json::json!({
             "driver": driver,
@@ -291,6 +322,38 @@ mod tests {
             hotplug_ports: 1,
             empty_cdroms: 1,
         }
+    }
+
+    /// One disk on every bus there is.
+    #[test]
+    fn every_bus_command_line() {
+        let buses = [
+            DiskBus::VirtioScsi,
+            DiskBus::Nvme {
+                logical_block_size: 512,
+            },
+            DiskBus::Nvme {
+                logical_block_size: 4096,
+            },
+            DiskBus::Usb,
+            DiskBus::Sd,
+        ];
+        let machine = Machine {
+            disks: buses
+                .iter()
+                .enumerate()
+                .map(|(index, bus)| Disk {
+                    path: format!("/fake/disk{index}.img").into(),
+                    bus: *bus,
+                    serial: format!("serial{index}"),
+                    read_only: index % 2 == 0,
+                })
+                .collect(),
+            hotplug_ports: 0,
+            empty_cdroms: 0,
+            ..machine()
+        };
+        insta::assert_snapshot!(shell::join(&machine.qemu_args(&Io::Interactive)));
     }
 
     #[test]

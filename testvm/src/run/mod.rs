@@ -282,10 +282,19 @@ fn exited_at_start(qemu: &mut QemuProcess, stderr_path: &Path) -> Option<InfraEr
     })
 }
 
-/// QEMU's stderr so far, trimmed; empty if it cannot be read.
+/// QEMU's stderr so far without its `info:` lines (the serial socket's "waiting for
+/// connection" is always there and would hide the error), trimmed; empty if it cannot be read.
+/// The artefact `qemu.stderr` keeps everything.
 fn read_stderr(stderr_path: &Path) -> String {
-    fs::read_to_string(stderr_path)
-        .unwrap_or_default()
+    without_info(&fs::read_to_string(stderr_path).unwrap_or_default())
+}
+
+fn without_info(stderr: &str) -> String {
+    stderr
+        .lines()
+        .filter(|line| !line.contains(": info: "))
+        .collect::<Vec<_>>()
+        .join("\n")
         .trim()
         .to_owned()
 }
@@ -346,4 +355,19 @@ fn write_artifact(artifacts: &Path, name: &str, content: &str) -> Result<(), Inf
 
 fn timings_json(timings: &Timings) -> String {
     serde_json::to_string_pretty(timings).expect("plain data serializes") + "\n"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stderr_without_qemu_info_lines() {
+        let stderr = "qemu-system-x86_64: -chardev socket,id=serial0,path=/tmp/s.sock,server=on: info: QEMU waiting for connection on: disconnected:unix:/tmp/s.sock,server=on\nqemu-system-x86_64: -device sd-card,drive=disk0: Cannot use read-only drive as SD card\n";
+        assert_eq!(
+            without_info(stderr),
+            "qemu-system-x86_64: -device sd-card,drive=disk0: Cannot use read-only drive as SD card"
+        );
+        assert_eq!(without_info(""), "");
+    }
 }
