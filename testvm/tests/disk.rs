@@ -95,6 +95,7 @@ fn disk(boot: &Path, data: &Path) -> GptDisk {
         ],
         timestamp: 1_700_000_000,
         power_of_two_size: false,
+        sector_size: 512,
     }
 }
 
@@ -281,6 +282,7 @@ fn vfat_partitions_refuse_subdirectories() {
         }],
         timestamp: 0,
         power_of_two_size: false,
+        sector_size: 512,
     };
     let error = disk
         .write(&tmp.path().join("disk.img"))

@@ -29,6 +29,7 @@ pub enum Bus {
     VirtioScsi,
     Nvme,
     /// NVMe with 4096-byte logical blocks (a 4Kn drive).
+    #[serde(rename = "nvme-4kn")]
     Nvme4kn,
     /// USB mass storage on xHCI.
     Usb,
@@ -50,6 +51,14 @@ impl Bus {
             },
             Bus::Usb => DiskBus::Usb,
             Bus::Sd => DiskBus::Sd,
+        }
+    }
+
+    /// The drive's logical block size.
+    pub fn logical_block_size(self) -> u32 {
+        match self.disk_bus() {
+            testvm::machine::DiskBus::Nvme { logical_block_size } => logical_block_size,
+            _ => 512,
         }
     }
 

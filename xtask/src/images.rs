@@ -217,7 +217,7 @@ pub fn build_busybox_cell(
     let mini_initramfs = work.join("mini-initramfs.img");
     build_mini_initramfs(storage_init, kernel, layout, &image_uuid, &mini_initramfs)?;
     let disk = work.join("disk.img");
-    build_boot_disk(&boot, layout.boot_fs, layout.bus == crate::cells::Bus::Sd, &disk)?;
+    build_boot_disk(&boot, layout.boot_fs, layout.bus, &disk)?;
     Ok(BootArtefacts {
         mini_initramfs,
         image,
@@ -334,13 +334,16 @@ fn modules_for(kernel: &Kernel, layout: Layout) -> Result<(Vec<String>, Vec<Stri
     Ok((required, wanted))
 }
 
-/// The GPT boot disk; `power_of_two_size` for an SD card.
+/// The GPT boot disk, shaped for the drive on `bus`: a power-of-two size for an SD card,
+/// 4096-byte sectors for a 4Kn NVMe drive.
 pub fn build_boot_disk(
     boot: &Path,
     boot_fs: BootFsKind,
-    power_of_two_size: bool,
+    bus: crate::cells::Bus,
     disk: &Path,
 ) -> Result<()> {
+    let power_of_two_size = bus == crate::cells::Bus::Sd;
+    let sector_size = bus.logical_block_size().into();
     let guid = |s: &str| {
         s.parse::<testvm::Guid>()
             .map_err(|e| anyhow::anyhow!("{s}: {e}"))
@@ -364,6 +367,7 @@ pub fn build_boot_disk(
         }],
         timestamp: testvm::disk::source_date_epoch(),
         power_of_two_size,
+        sector_size,
     };
     gpt.write(disk)
         .with_context(|| format!("building {}", disk.display()))?;

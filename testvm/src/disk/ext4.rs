@@ -23,6 +23,10 @@ pub(crate) struct Ext4Spec<'a> {
     pub(crate) contents: &'a Path,
     /// Every timestamp in the image is at most this (seconds since the epoch).
     pub(crate) timestamp: u64,
+    /// The filesystem block size, if mke2fs's choice will not do: a drive with 4096-byte
+    /// logical blocks cannot mount a filesystem with smaller ones (mke2fs picks 1 KiB for
+    /// small filesystems).
+    pub(crate) block_size: Option<u64>,
 }
 
 /// Writes the filesystem to `image` (created or truncated).
@@ -31,7 +35,11 @@ pub(crate) fn make_ext4(spec: &Ext4Spec<'_>, image: &Path) -> Result<(), DiskErr
     let uuid = spec.fs_uuid.to_string();
     let mut mkfs = Command::new("mkfs.ext4");
     mkfs.env(FAKE_TIME_ENV, &fake_time)
-        .args(["-q", "-F", "-t", "ext4", "-U", &uuid, "-L", spec.label])
+        .args(["-q", "-F", "-t", "ext4", "-U", &uuid, "-L", spec.label]);
+    if let Some(block_size) = spec.block_size {
+        mkfs.arg("-b").arg(block_size.to_string());
+    }
+    mkfs
         // The directory hash seed is random unless given; the UUID is as good a seed as any.
         .arg("-E")
         .arg(format!("root_owner=0:0,hash_seed={uuid}"))

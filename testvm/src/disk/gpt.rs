@@ -3,8 +3,10 @@
 
 use crate::guid::Guid;
 
-/// Logical block size the tables are laid out for; QEMU's virtio-blk, NVMe and SCSI disks
-/// present 512-byte sectors by default.
+/// The usual logical block size: QEMU's virtio-blk, NVMe and SCSI disks present 512-byte
+/// sectors unless told otherwise (4096 for a 4Kn drive). The tables are laid out in whatever
+/// the disk's is: LBA n starts at byte n × sector size.
+#[cfg(test)]
 pub(crate) const SECTOR_SIZE: u64 = 512;
 
 /// Number of entries in the partition entry array: the minimum the UEFI spec allows
@@ -14,8 +16,13 @@ const ENTRY_COUNT: u32 = 128;
 /// Size of one partition entry (UEFI spec §5.3.3, `SizeOfPartitionEntry`).
 const ENTRY_SIZE: u32 = 128;
 
-/// Sectors taken by the entry array: 128 × 128 bytes / 512 = 32.
-const ENTRY_ARRAY_SECTORS: u64 = (ENTRY_COUNT as u64 * ENTRY_SIZE as u64) / SECTOR_SIZE;
+/// Bytes of the entry array: 128 × 128.
+const ENTRY_ARRAY_BYTES: u64 = ENTRY_COUNT as u64 * ENTRY_SIZE as u64;
+
+/// Sectors taken by the entry array: 32 of 512 bytes, 4 of 4096.
+const fn entry_array_sectors(sector_size: u64) -> u64 {
+    ENTRY_ARRAY_BYTES / sector_size
+}
 
 /// Size of the header fields the CRC covers (UEFI spec §5.3.2, `HeaderSize`).
 const HEADER_SIZE: u32 = 92;
@@ -58,28 +65,39 @@ pub(crate) struct GptImage {
 }
 
 /// The first sector partitions may use: MBR, header, entry array.
-pub(crate) const FIRST_USABLE_LBA: u64 = 2 + ENTRY_ARRAY_SECTORS;
+pub(crate) const fn first_usable_lba(sector_size: u64) -> u64 {
+    2 + entry_array_sectors(sector_size)
+}
 
 /// Sectors the backup structures need at the end of the disk: entry array and header.
-pub(crate) const BACKUP_SECTORS: u64 = ENTRY_ARRAY_SECTORS + 1;
+pub(crate) const fn backup_sectors(sector_size: u64) -> u64 {
+    entry_array_sectors(sector_size) + 1
+}
 
-/// Lays out the GPT structures; the caller has checked that entries fit between
-/// [`FIRST_USABLE_LBA`] and `total_sectors - BACKUP_SECTORS - 1` and that names fit.
-pub(crate) fn build(disk_guid: Guid, total_sectors: u64, entries: &[GptEntry]) -> GptImage {
+/// Lays out the GPT structures for a disk of `total_sectors` sectors of `sector_size` bytes;
+/// the caller has checked that entries fit between [`first_usable_lba`] and
+/// `total_sectors - backup_sectors - 1` and that names fit.
+pub(crate) fn build(
+    disk_guid: Guid,
+    total_sectors: u64,
+    sector_size: u64,
+    entries: &[GptEntry],
+) -> GptImage {
     let entry_array = entry_array(entries);
     let entries_crc = crc32fast::hash(&entry_array);
     let last_lba = total_sectors - 1;
-    let backup_entries_lba = last_lba - ENTRY_ARRAY_SECTORS;
+    let backup_entries_lba = last_lba - entry_array_sectors(sector_size);
     let layout = HeaderLayout {
         disk_guid,
-        first_usable: FIRST_USABLE_LBA,
+        first_usable: first_usable_lba(sector_size),
         last_usable: backup_entries_lba - 1,
         entries_crc,
+        sector_size,
     };
     let primary = header(&layout, 1, last_lba, 2);
     let backup = header(&layout, last_lba, 1, backup_entries_lba);
 
-    let mut head = protective_mbr(total_sectors);
+    let mut head = protective_mbr(total_sectors, sector_size);
     head.extend_from_slice(&primary);
     head.extend_from_slice(&entry_array);
 
@@ -88,7 +106,7 @@ pub(crate) fn build(disk_guid: Guid, total_sectors: u64, entries: &[GptEntry]) -
     GptImage {
         head,
         tail,
-        tail_offset: backup_entries_lba * SECTOR_SIZE,
+        tail_offset: backup_entries_lba * sector_size,
     }
 }
 
@@ -98,11 +116,12 @@ struct HeaderLayout {
     first_usable: u64,
     last_usable: u64,
     entries_crc: u32,
+    sector_size: u64,
 }
 
 /// One header sector (UEFI spec §5.3.2, table 5-5), CRC filled in.
 fn header(layout: &HeaderLayout, my_lba: u64, alternate_lba: u64, entries_lba: u64) -> Vec<u8> {
-    let mut h = Vec::with_capacity(SECTOR_SIZE as usize);
+    let mut h = Vec::with_capacity(layout.sector_size as usize);
     h.extend_from_slice(HEADER_SIGNATURE);
     h.extend_from_slice(&HEADER_REVISION.to_le_bytes());
     h.extend_from_slice(&HEADER_SIZE.to_le_bytes());
@@ -120,7 +139,7 @@ fn header(layout: &HeaderLayout, my_lba: u64, alternate_lba: u64, entries_lba: u
     debug_assert_eq!(h.len(), HEADER_SIZE as usize);
     let crc = crc32fast::hash(&h);
     h[16..20].copy_from_slice(&crc.to_le_bytes());
-    h.resize(SECTOR_SIZE as usize, 0);
+    h.resize(layout.sector_size as usize, 0);
     h
 }
 
@@ -140,9 +159,10 @@ fn entry_array(entries: &[GptEntry]) -> Vec<u8> {
     array
 }
 
-/// Sector 0: an MBR with one partition of type 0xEE covering the disk (UEFI spec §5.2.3).
-fn protective_mbr(total_sectors: u64) -> Vec<u8> {
-    let mut mbr = vec![0u8; SECTOR_SIZE as usize];
+/// Sector 0: an MBR with one partition of type 0xEE covering the disk (UEFI spec §5.2.3),
+/// padded to the sector size.
+fn protective_mbr(total_sectors: u64, sector_size: u64) -> Vec<u8> {
+    let mut mbr = vec![0u8; sector_size as usize];
     let size_in_lba = u32::try_from(total_sectors - 1).unwrap_or(u32::MAX);
     let record = &mut mbr[MBR_PARTITION_RECORD_OFFSET..MBR_PARTITION_RECORD_OFFSET + 16];
     record[0] = 0; // BootIndicator: not bootable
@@ -151,7 +171,7 @@ fn protective_mbr(total_sectors: u64) -> Vec<u8> {
     record[5..8].copy_from_slice(&[0xFF, 0xFF, 0xFF]); // EndingCHS: the spec's "not representable"
     record[8..12].copy_from_slice(&1u32.to_le_bytes()); // StartingLBA
     record[12..16].copy_from_slice(&size_in_lba.to_le_bytes());
-    mbr[MBR_SIGNATURE_OFFSET..].copy_from_slice(&MBR_SIGNATURE);
+    mbr[MBR_SIGNATURE_OFFSET..MBR_SIGNATURE_OFFSET + 2].copy_from_slice(&MBR_SIGNATURE);
     mbr
 }
 
@@ -168,17 +188,47 @@ mod tests {
             name: "boot".to_owned(),
         };
         let disk = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee".parse().unwrap();
-        build(disk, 8192, &[entry])
+        build(disk, 8192, SECTOR_SIZE, &[entry])
     }
 
     #[test]
     fn head_and_tail_have_the_expected_sizes() {
         let image = one_partition_image();
-        assert_eq!(image.head.len() as u64, FIRST_USABLE_LBA * SECTOR_SIZE);
-        assert_eq!(image.tail.len() as u64, BACKUP_SECTORS * SECTOR_SIZE);
+        assert_eq!(
+            image.head.len() as u64,
+            first_usable_lba(SECTOR_SIZE) * SECTOR_SIZE
+        );
+        assert_eq!(
+            image.tail.len() as u64,
+            backup_sectors(SECTOR_SIZE) * SECTOR_SIZE
+        );
         assert_eq!(
             image.tail_offset + image.tail.len() as u64,
             8192 * SECTOR_SIZE
+        );
+    }
+
+    /// A 4Kn disk: the header in LBA 1 is at byte 4096, the entry array takes 4 sectors.
+    #[test]
+    fn four_k_sectors() {
+        let entry = GptEntry {
+            type_guid: Guid::LINUX_FILESYSTEM,
+            unique_guid: Guid::NIL,
+            first_lba: 256,
+            last_lba: 511,
+            name: "boot".to_owned(),
+        };
+        let image = build(Guid::NIL, 1024, 4096, &[entry]);
+        assert_eq!(first_usable_lba(4096), 6);
+        assert_eq!(image.head.len(), 6 * 4096);
+        assert_eq!(&image.head[4096..4104], HEADER_SIGNATURE);
+        assert_eq!(&image.head[510..512], MBR_SIGNATURE);
+        assert_eq!(image.tail.len(), 5 * 4096);
+        assert_eq!(image.tail_offset + image.tail.len() as u64, 1024 * 4096);
+        // FirstUsableLBA in the header counts 4096-byte sectors.
+        assert_eq!(
+            u64::from_le_bytes(image.head[4096 + 40..4096 + 48].try_into().unwrap()),
+            6
         );
     }
 

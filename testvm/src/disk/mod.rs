@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 
 use crate::guid::Guid;
 use ext4::{Ext4Spec, make_ext4};
-use gpt::{BACKUP_SECTORS, GptEntry, NAME_UNITS, SECTOR_SIZE};
+#[cfg(test)]
+use gpt::SECTOR_SIZE;
+use gpt::{GptEntry, NAME_UNITS};
 
 /// Partitions start on 1 MiB boundaries, as fdisk, parted and sgdisk place them by default.
 const ALIGNMENT_BYTES: u64 = 1 << 20;
@@ -74,6 +76,9 @@ pub struct GptDisk {
     /// Round the disk size up to a power of two (QEMU's SD cards take no other size); the
     /// backup GPT still sits at the very end.
     pub power_of_two_size: bool,
+    /// The logical block size of the drive the image is for: 512, or 4096 for a 4Kn drive.
+    /// The GPT counts in these; filesystems do not care.
+    pub sector_size: u64,
 }
 
 /// Why a disk image could not be written.
@@ -144,6 +149,7 @@ pub fn write_ext4_image(
         size_bytes: size_mib * MIB,
         contents,
         timestamp,
+        block_size: None,
     };
     make_ext4(&spec, image)
 }
@@ -179,12 +185,12 @@ impl GptDisk {
         };
         let mut disk = tempfile::NamedTempFile::new_in(dir).map_err(io_error)?;
         disk.as_file()
-            .set_len(total_sectors * SECTOR_SIZE)
+            .set_len(total_sectors * self.sector_size)
             .map_err(io_error)?;
 
         for (partition, extent) in self.partitions.iter().zip(&extents) {
             let fs_image = tempfile::NamedTempFile::new_in(dir).map_err(io_error)?;
-            let size_bytes = extent.sectors * SECTOR_SIZE;
+            let size_bytes = extent.sectors * self.sector_size;
             match partition.filesystem {
                 Filesystem::Ext4 { uuid } => {
                     let spec = Ext4Spec {
@@ -193,6 +199,7 @@ impl GptDisk {
                         size_bytes,
                         contents: &partition.contents,
                         timestamp: self.timestamp,
+                        block_size: (self.sector_size > 1024).then_some(self.sector_size),
                     };
                     make_ext4(&spec, fs_image.path())?;
                 }
@@ -201,6 +208,7 @@ impl GptDisk {
                         volume_id,
                         &partition.label,
                         size_bytes,
+                        self.sector_size,
                         &partition.contents,
                         fs_image.path(),
                     )?;
@@ -210,7 +218,7 @@ impl GptDisk {
             copy_sparse(
                 &mut source,
                 disk.as_file_mut(),
-                extent.first_lba * SECTOR_SIZE,
+                extent.first_lba * self.sector_size,
             )
             .map_err(io_error)?;
         }
@@ -230,7 +238,7 @@ impl GptDisk {
                 name: partition.name.clone(),
             })
             .collect();
-        let tables = gpt::build(self.disk_guid, total_sectors, &entries);
+        let tables = gpt::build(self.disk_guid, total_sectors, self.sector_size, &entries);
         let file = disk.as_file_mut();
         write_at(file, 0, &tables.head).map_err(io_error)?;
         write_at(file, tables.tail_offset, &tables.tail).map_err(io_error)?;
@@ -271,7 +279,8 @@ impl GptDisk {
     /// Partition extents and the disk size: the first partition at 1 MiB, each next one on
     /// the next 1 MiB boundary, and 1 MiB after the last for the backup GPT.
     fn layout(&self) -> (Vec<Extent>, u64) {
-        let alignment_sectors = ALIGNMENT_BYTES / SECTOR_SIZE;
+        let sector = self.sector_size;
+        let alignment_sectors = ALIGNMENT_BYTES / sector;
         let mut next = alignment_sectors;
         let extents: Vec<Extent> = self
             .partitions
@@ -279,16 +288,16 @@ impl GptDisk {
             .map(|partition| {
                 let extent = Extent {
                     first_lba: next,
-                    sectors: partition.size_mib * MIB / SECTOR_SIZE,
+                    sectors: partition.size_mib * MIB / sector,
                 };
                 next = (next + extent.sectors).next_multiple_of(alignment_sectors);
                 extent
             })
             .collect();
-        debug_assert!(alignment_sectors > BACKUP_SECTORS);
+        debug_assert!(alignment_sectors > gpt::backup_sectors(sector));
         let total = next + alignment_sectors;
         if self.power_of_two_size {
-            (extents, (total * SECTOR_SIZE).next_power_of_two() / SECTOR_SIZE)
+            (extents, (total * sector).next_power_of_two() / sector)
         } else {
             (extents, total)
         }
@@ -352,6 +361,7 @@ mod tests {
             partitions: vec![partition(3), partition(5)],
             timestamp: 0,
             power_of_two_size: false,
+            sector_size: SECTOR_SIZE,
         };
         let (extents, total) = disk.layout();
         assert_eq!(
@@ -372,7 +382,11 @@ mod tests {
             power_of_two_size: true,
             ..disk
         };
-        assert_eq!(sd.layout(), (extents, 16 * 2048), "10 MiB rounded up to 16 MiB");
+        assert_eq!(
+            sd.layout(),
+            (extents, 16 * 2048),
+            "10 MiB rounded up to 16 MiB"
+        );
     }
 
     #[test]
@@ -387,6 +401,7 @@ mod tests {
                 partitions: vec![bad],
                 timestamp: 0,
                 power_of_two_size: false,
+                sector_size: SECTOR_SIZE,
             };
             assert!(matches!(disk.validate(), Err(DiskError::Invalid { .. })));
         }

@@ -48,6 +48,7 @@ pub(crate) fn make_vfat(
     volume_id: u32,
     label: &str,
     size_bytes: u64,
+    sector_size: u64,
     contents: &Path,
     image: &Path,
 ) -> Result<(), DiskError> {
@@ -65,7 +66,13 @@ pub(crate) fn make_vfat(
     file.set_len(size_bytes).map_err(io_error(image))?;
     let mut padded = [b' '; LABEL_MAX];
     padded[..label.len()].copy_from_slice(label.as_bytes());
+    // The FAT's logical sector is the drive's: a 4Kn drive mounts no smaller one.
+    let bytes_per_sector = u16::try_from(sector_size).map_err(|_| DiskError::Io {
+        path: image.to_owned(),
+        source: io::Error::other(format!("sector size {sector_size} does not fit FAT")),
+    })?;
     let options = FormatVolumeOptions::new()
+        .bytes_per_sector(bytes_per_sector)
         .volume_id(volume_id)
         .volume_label(padded);
     fatfs::format_volume(&file, options).map_err(io_error(image))?;
