@@ -123,7 +123,11 @@ pub(crate) fn hotplug_port(port: u32) -> String {
 impl Disk {
     /// The QMP `blockdev-add` and `device_add` arguments that plug this disk into hotplug root
     /// port `port` of a running machine.
-    pub(crate) fn hotplug_arguments(&self, port: u32) -> (serde_json::Value, serde_json::Value) {
+    /// None for a bus whose disk needs a controller of its own (SCSI, USB, SD).
+    pub(crate) fn hotplug_arguments(
+        &self,
+        port: u32,
+    ) -> Option<(serde_json::Value, serde_json::Value)> {
         let node = format!("hotplug-disk{port}");
         let blockdev = serde_json::json!({
             "driver": "raw",
@@ -131,19 +135,22 @@ impl Disk {
             "read-only": self.read_only,
             "file": { "driver": "file", "filename": self.path, "read-only": self.read_only },
         });
-        // Hot-plugged disks are virtio-blk: what the harness plugs in to test uevents.
-        let driver = match self.bus {
-            DiskBus::VirtioBlk => "virtio-blk-pci",
-            other => unimplemented!("hot-plugging a {other:?} disk"),
-        };
-        let device = serde_json::json!({
-            "driver": driver,
+        let mut device = serde_json::json!({
             "id": format!("{node}-device"),
             "drive": node,
             "serial": self.serial,
             "bus": hotplug_port(port),
         });
-        (blockdev, device)
+        match self.bus {
+            DiskBus::VirtioBlk => device["driver"] = "virtio-blk-pci".into(),
+            DiskBus::Nvme { logical_block_size } => {
+                device["driver"] = "nvme".into();
+                device["logical_block_size"] = logical_block_size.into();
+                device["physical_block_size"] = logical_block_size.into();
+            }
+            DiskBus::VirtioScsi | DiskBus::Usb | DiskBus::Sd => return None,
+        }
+        Some((blockdev, device))
     }
 }
 
@@ -354,6 +361,31 @@ mod tests {
             ..machine()
         };
         insta::assert_snapshot!(shell::join(&machine.qemu_args(&Io::Interactive)));
+    }
+
+    #[test]
+    fn hotplug_devices() {
+        let disk = |bus| Disk {
+            path: "/fake/late.img".into(),
+            bus,
+            serial: "late".into(),
+            read_only: true,
+        };
+        let (blockdev, device) = disk(DiskBus::VirtioBlk).hotplug_arguments(0).unwrap();
+        assert_eq!(blockdev["node-name"], "hotplug-disk0");
+        assert_eq!(device["driver"], "virtio-blk-pci");
+        assert_eq!(device["bus"], "hotplug0");
+        let (_, device) = disk(DiskBus::Nvme {
+            logical_block_size: 4096,
+        })
+        .hotplug_arguments(1)
+        .unwrap();
+        assert_eq!(device["driver"], "nvme");
+        assert_eq!(device["logical_block_size"], 4096);
+        assert_eq!(device["drive"], "hotplug-disk1");
+        for bus in [DiskBus::VirtioScsi, DiskBus::Usb, DiskBus::Sd] {
+            assert!(disk(bus).hotplug_arguments(0).is_none(), "{bus:?}");
+        }
     }
 
     #[test]

@@ -80,6 +80,14 @@ pub enum InfraError {
         /// The error.
         source: std::io::Error,
     },
+    /// The spec asks to hot-plug a disk whose bus needs a controller of its own.
+    #[error(
+        "hot-plugging a {bus} disk is not supported: a hot-plugged disk must be one PCIe device (virtio-blk or NVMe)"
+    )]
+    HotplugUnsupported {
+        /// The disk's bus, as text.
+        bus: String,
+    },
     /// QMP did not answer as expected.
     #[error("QMP {what}: {detail}")]
     Qmp {

@@ -56,7 +56,11 @@ impl QmpClient {
         disk: &crate::machine::Disk,
         port: u32,
     ) -> Result<(), InfraError> {
-        let (blockdev, device) = disk.hotplug_arguments(port);
+        let (blockdev, device) =
+            disk.hotplug_arguments(port)
+                .ok_or_else(|| InfraError::HotplugUnsupported {
+                    bus: format!("{:?}", disk.bus),
+                })?;
         self.execute(&BlockdevAdd(blockdev), "blockdev-add")?;
         self.execute(&DeviceAdd(device), "device_add")?;
         Ok(())
