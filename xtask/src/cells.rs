@@ -194,6 +194,53 @@ struct CellsFile {
     cell: Vec<Cell>,
 }
 
+/// Which cells a command runs: `--cell`, `--kernel`, `--arch`, `--tier`.
+#[derive(Debug, Clone, Default)]
+pub struct CellFilter {
+    /// A name pattern: with `*` or `?` a glob over the whole name
+    /// (`x86_64-*-nvme-*`), else text the name contains.
+    pub name: Option<String>,
+    /// An `id` of fixtures/kernels.toml.
+    pub kernel: Option<String>,
+    /// The guest architecture, the name's first part (`x86_64`, `aarch64`).
+    pub arch: Option<String>,
+    /// This tier or lower.
+    pub tier: Option<Tier>,
+}
+
+impl CellFilter {
+    pub fn matches(&self, cell: &Cell) -> bool {
+        let name_ok = self.name.as_deref().is_none_or(|pattern| {
+            if pattern.contains(['*', '?']) {
+                glob(pattern.as_bytes(), cell.name.as_bytes())
+            } else {
+                cell.name.contains(pattern)
+            }
+        });
+        let arch_ok = self
+            .arch
+            .as_deref()
+            .is_none_or(|arch| cell.name.split('-').next() == Some(arch));
+        name_ok
+            && arch_ok
+            && self.kernel.as_deref().is_none_or(|k| cell.kernel == k)
+            && self.tier.is_none_or(|t| cell.tier <= t)
+    }
+}
+
+/// `*` (any run) and `?` (any one byte) over the whole text.
+fn glob(pattern: &[u8], text: &[u8]) -> bool {
+    match (pattern.split_first(), text.split_first()) {
+        (None, None) => true,
+        (Some((b'*', rest)), _) => {
+            glob(rest, text) || text.split_first().is_some_and(|(_, t)| glob(pattern, t))
+        }
+        (Some((b'?', rest)), Some((_, t))) => glob(rest, t),
+        (Some((p, rest)), Some((c, t))) if p == c => glob(rest, t),
+        _ => false,
+    }
+}
+
 pub fn read_cells(root: &Path) -> Result<Vec<Cell>> {
     let path = root.join(CELLS_TOML);
     let text =
@@ -220,6 +267,53 @@ pub fn read_cells(root: &Path) -> Result<Vec<Cell>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn filters() {
+        let cells = read_cells(&Path::new(env!("CARGO_MANIFEST_DIR")).join("..")).unwrap();
+        let names = |filter: CellFilter| -> Vec<String> {
+            cells
+                .iter()
+                .filter(|c| filter.matches(c))
+                .map(|c| c.name.clone())
+                .collect()
+        };
+        let nvme = names(CellFilter {
+            name: Some("x86_64-*-nvme-*".into()),
+            ..CellFilter::default()
+        });
+        assert_eq!(
+            nvme,
+            [
+                "x86_64-q35-nvme-debian12-6.12-busybox",
+                "x86_64-q35-nvme-4kn-debian12-6.12-busybox"
+            ]
+        );
+        let old_kernel = names(CellFilter {
+            kernel: Some("debian12-6.1-amd64".into()),
+            ..CellFilter::default()
+        });
+        assert!(
+            old_kernel.iter().all(|n| n.contains("6.1-")),
+            "{old_kernel:?}"
+        );
+        assert!(!old_kernel.is_empty());
+        assert!(
+            names(CellFilter {
+                arch: Some("aarch64".into()),
+                ..CellFilter::default()
+            })
+            .is_empty()
+        );
+        let smoke = names(CellFilter {
+            tier: Some(Tier::Smoke),
+            ..CellFilter::default()
+        });
+        assert!(smoke.len() < cells.len() && !smoke.is_empty());
+        assert!(glob(b"a*c?", b"abbbcd"));
+        assert!(!glob(b"a*c", b"abcd"));
+        assert!(glob(b"*", b""));
+    }
 
     #[test]
     fn the_committed_cells_are_valid() {

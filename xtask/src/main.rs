@@ -10,7 +10,7 @@ const USAGE: &str = "\
 usage: cargo xtask <task>
 
 tasks:
-  vm-test [--cell TEXT] [--tier smoke|default] [--list]
+  vm-test [--cell PATTERN] [--kernel ID] [--arch ARCH] [--tier smoke|default] [--list]
                       boot the VM cells (fixtures/cells.toml) and print a result table
   bench-storage-init [--cell NAME] [--runs N]
                       boot a cell N times (default: the quiet 6.12 smoke cell, 5) and report where
@@ -116,9 +116,11 @@ fn parse_vm_test(args: &[String]) -> Result<vm_test::Options> {
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "--cell" => options.filter = Some(value(&mut args, "--cell")?),
+            "--cell" => options.filter.name = Some(value(&mut args, "--cell")?),
+            "--kernel" => options.filter.kernel = Some(value(&mut args, "--kernel")?),
+            "--arch" => options.filter.arch = Some(value(&mut args, "--arch")?),
             "--tier" => {
-                options.tier = Some(match value(&mut args, "--tier")?.as_str() {
+                options.filter.tier = Some(match value(&mut args, "--tier")?.as_str() {
                     "smoke" => Tier::Smoke,
                     "default" => Tier::Default,
                     other => bail!("--tier {other:?}: expected smoke or default"),

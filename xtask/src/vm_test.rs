@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use xshell::Shell;
 
-use crate::cells::{Cell, CellEnd, Flow, Tier, read_cells};
+use crate::cells::{Cell, CellEnd, Flow, read_cells};
 use crate::fixtures::{self, Fetched};
 use crate::images;
 
@@ -48,23 +48,15 @@ pub struct CellResult {
 /// Command-line options of `cargo xtask vm-test`.
 #[derive(Debug, Default)]
 pub struct Options {
-    /// Run only cells whose name contains this text.
-    pub filter: Option<String>,
-    /// Run only cells of this tier or lower.
-    pub tier: Option<Tier>,
+    /// Which cells.
+    pub filter: crate::cells::CellFilter,
     pub list: bool,
 }
 
 pub fn run(sh: &Shell, root: &Path, options: &Options) -> Result<()> {
     let cells: Vec<Cell> = read_cells(root)?
         .into_iter()
-        .filter(|c| {
-            options
-                .filter
-                .as_ref()
-                .is_none_or(|f| c.name.contains(f.as_str()))
-        })
-        .filter(|c| options.tier.is_none_or(|t| c.tier <= t))
+        .filter(|c| options.filter.matches(c))
         .collect();
     if options.list {
         for cell in &cells {
