@@ -4,6 +4,7 @@
 //!
 //! Architecture Invariant: this crate depends on no other crate of the workspace.
 
+pub mod accel;
 pub mod disk;
 pub mod guid;
 pub mod machine;

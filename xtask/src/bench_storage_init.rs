@@ -145,10 +145,13 @@ pub fn run(sh: &Shell, root: &Path, cell_name: &str, runs: usize) -> Result<()> 
         .find(|c| c.name == cell_name)
         .with_context(|| format!("no cell named {cell_name}"))?;
     crate::provision::ensure(sh)?;
+    let accel = crate::accel::AccelChoice::from_env()?;
+    let mut accel_used = String::new();
     let mut all = Vec::new();
     let mut last_milestones = Vec::new();
     for run in 1..=runs {
-        let result = run_cell(sh, root, &cell);
+        let result = run_cell(sh, root, &cell, accel);
+        accel_used.clone_from(&result.accel);
         if !matches!(result.verdict, Verdict::Passed) {
             bail!(
                 "run {run}: {} did not pass: {:?}",
@@ -176,7 +179,7 @@ pub fn run(sh: &Shell, root: &Path, cell_name: &str, runs: usize) -> Result<()> 
         );
         all.push(phases);
     }
-    let mut report = render(&cell.name, &all);
+    let mut report = render(&cell.name, &accel_used, &all);
     let ends: Vec<(String, f64)> = last_milestones.into_iter().flatten().collect();
     if let Some((name, _)) = ends.first() {
         let (median, min, max) = summary(ends.iter().map(|(_, ms)| *ms).collect());
@@ -194,9 +197,14 @@ pub fn run(sh: &Shell, root: &Path, cell_name: &str, runs: usize) -> Result<()> 
     Ok(())
 }
 
-fn render(cell: &str, runs: &[Phases]) -> String {
+fn render(cell: &str, accel: &str, runs: &[Phases]) -> String {
+    let caveat = if accel == "tcg" {
+        ": CPU work such as module loading is far slower than on KVM or hardware"
+    } else {
+        ""
+    };
     let mut out = format!(
-        "# storage-init, step by step\n\nCell `{cell}`, {} boots, guest clock (printk), TCG: CPU work such as module loading is far slower than on KVM or hardware.\n\n| phase | median ms | min-max ms |\n|---|---|---|\n",
+        "# storage-init, step by step\n\nCell `{cell}`, {} boots, guest clock (printk), accelerator {accel}{caveat}.\n\n| phase | median ms | min-max ms |\n|---|---|---|\n",
         runs.len()
     );
     let mut row = |name: &str, values: Vec<f64>| {

@@ -1,6 +1,7 @@
 //! cargo xtask: the project's automation as plain Rust, one module per task. A library so the
 //! VM tests run the very code `cargo xtask vm-test` runs.
 
+pub mod accel;
 pub mod bench_storage_init;
 pub mod cells;
 pub mod dracut_fixture;

@@ -10,7 +10,8 @@ const USAGE: &str = "\
 usage: cargo xtask <task>
 
 tasks:
-  vm-test [--cell PATTERN] [--kernel ID] [--arch ARCH] [--tier smoke|default] [--list]
+  vm-test [--cell PATTERN] [--kernel ID] [--arch ARCH] [--tier smoke|default]
+          [--accel auto|kvm|tcg] [--list]
                       boot the VM cells (fixtures/cells.toml) and print a result table
   bench-storage-init [--cell NAME] [--runs N]
                       boot a cell N times (default: the quiet 6.12 smoke cell, 5) and report where
@@ -112,7 +113,10 @@ fn run() -> Result<()> {
 }
 
 fn parse_vm_test(args: &[String]) -> Result<vm_test::Options> {
-    let mut options = vm_test::Options::default();
+    let mut options = vm_test::Options {
+        accel: xtask::accel::AccelChoice::from_env()?,
+        ..vm_test::Options::default()
+    };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -127,6 +131,7 @@ fn parse_vm_test(args: &[String]) -> Result<vm_test::Options> {
                 })
             }
             "--list" => options.list = true,
+            "--accel" => options.accel = value(&mut args, "--accel")?.parse()?,
             other => bail!("vm-test: unknown option {other:?}\n\n{USAGE}"),
         }
     }

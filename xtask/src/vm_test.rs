@@ -42,6 +42,8 @@ pub struct CellResult {
     pub milestones: Vec<testvm::run::MilestoneReached>,
     /// The package versions actually used (a fallback shows `pinned: false`).
     pub fixtures: Vec<Fetched>,
+    /// `kvm` or `tcg`; empty if the cell failed before its VM was set up.
+    pub accel: String,
     pub artifacts: PathBuf,
 }
 
@@ -51,6 +53,7 @@ pub struct Options {
     /// Which cells.
     pub filter: crate::cells::CellFilter,
     pub list: bool,
+    pub accel: crate::accel::AccelChoice,
 }
 
 pub fn run(sh: &Shell, root: &Path, options: &Options) -> Result<()> {
@@ -71,7 +74,7 @@ pub fn run(sh: &Shell, root: &Path, options: &Options) -> Result<()> {
     let mut results = Vec::new();
     for cell in &cells {
         eprintln!("vm-test: {} ...", cell.name);
-        let result = run_cell(sh, root, cell);
+        let result = run_cell(sh, root, cell, options.accel);
         eprintln!("vm-test: {} {}", cell.name, verdict_word(&result.verdict));
         results.push(result);
     }
@@ -102,7 +105,8 @@ pub fn run_named_cell(name: &str) -> Result<CellResult> {
         .find(|c| c.name == name)
         .with_context(|| format!("no cell named {name} in {}", crate::cells::CELLS_TOML))?;
     crate::provision::ensure(&sh)?;
-    Ok(run_cell(&sh, &root, &cell))
+    let accel = crate::accel::AccelChoice::from_env()?;
+    Ok(run_cell(&sh, &root, &cell, accel))
 }
 
 pub fn project_root() -> PathBuf {
@@ -111,16 +115,22 @@ pub fn project_root() -> PathBuf {
 }
 
 /// Builds a cell's artefacts, boots it and judges it. Never panics; every failure is a verdict.
-pub fn run_cell(sh: &Shell, root: &Path, cell: &Cell) -> CellResult {
+pub fn run_cell(
+    sh: &Shell,
+    root: &Path,
+    cell: &Cell,
+    accel: crate::accel::AccelChoice,
+) -> CellResult {
     let artifacts = root.join(ARTIFACTS_DIR).join(&cell.name);
     let mut result = CellResult {
         cell: cell.name.clone(),
         verdict: Verdict::Passed,
         milestones: Vec::new(),
         fixtures: Vec::new(),
+        accel: String::new(),
         artifacts: artifacts.clone(),
     };
-    match boot_cell(sh, root, cell, &artifacts, &mut result) {
+    match boot_cell(sh, root, cell, accel, &artifacts, &mut result) {
         Ok(()) => {}
         Err(CellError::Guest(reason)) => result.verdict = Verdict::Failed { reason },
         Err(CellError::Infra(error)) => {
@@ -152,6 +162,7 @@ fn boot_cell(
     sh: &Shell,
     root: &Path,
     cell: &Cell,
+    accel: crate::accel::AccelChoice,
     artifacts: &Path,
     result: &mut CellResult,
 ) -> Result<(), CellError> {
@@ -204,9 +215,12 @@ fn boot_cell(
         // QEMU refuses a read-only drive as an SD card; the disk is rebuilt for every run.
         read_only: cell.bus != crate::cells::Bus::Sd,
     };
+    let board = testvm::machine::Board::Q35;
+    let accel = crate::accel::resolve(accel, board, &kernel.vmlinuz, &root.join(ARTIFACTS_DIR));
+    result.accel = crate::accel::name(accel).to_owned();
     let machine = testvm::machine::Machine {
-        board: testvm::machine::Board::Q35,
-        accel: testvm::machine::Accel::Tcg,
+        board,
+        accel,
         memory_mib: MEMORY_MIB,
         cpus: cell.cpus,
         kernel: kernel.vmlinuz.clone(),
@@ -305,8 +319,8 @@ fn print_table(results: &[CellResult]) {
         .max(4);
     println!();
     println!(
-        "{:width$}  {:7}  milestones (guest s since kernel start)",
-        "cell", "result"
+        "{:width$}  {:7}  {:5}  milestones (guest s since kernel start)",
+        "cell", "result", "accel"
     );
     for result in results {
         let word = match result.verdict {
@@ -323,13 +337,15 @@ fn print_table(results: &[CellResult]) {
             })
             .collect();
         println!(
-            "{:width$}  {word:7}  {}",
+            "{:width$}  {word:7}  {:5}  {}",
             result.cell,
+            result.accel,
             milestones.join(" | ")
         );
         if let Verdict::Failed { reason } | Verdict::Error { reason } = &result.verdict {
             println!(
-                "{:width$}  {:7}  {}",
+                "{:width$}  {:7}  {:5}  {}",
+                "",
                 "",
                 "",
                 reason.lines().next().unwrap_or("")

@@ -37,7 +37,7 @@ impl Board {
         }
     }
 
-    fn machine_type(self) -> &'static str {
+    pub fn machine_type(self) -> &'static str {
         match self {
             Board::Q35 => "q35",
         }

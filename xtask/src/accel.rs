@@ -1,0 +1,132 @@
+//! Which accelerator the VMs use: `--accel auto|kvm|tcg` (or `INITOVERLAYFS_ACCEL`, which the
+//! VM tests read). `auto` uses KVM only where it really runs a kernel: the probe
+//! (`testvm::accel`) boots the cell's kernel under KVM once per host boot, its answer is kept
+//! in `target/vm-test/kvm-probe` with the host's boot id, and a broken KVM is reported and
+//! replaced by TCG.
+
+use std::path::Path;
+use std::str::FromStr;
+
+use anyhow::{Context, Result, bail};
+use testvm::accel::{KvmProbe, probe_kvm};
+use testvm::machine::{Accel, Board};
+
+/// The environment variable the VM tests take the choice from.
+pub const ACCEL_ENV: &str = "INITOVERLAYFS_ACCEL";
+const PROBE_FILE: &str = "kvm-probe";
+const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AccelChoice {
+    /// KVM where it works, else TCG.
+    #[default]
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+impl FromStr for AccelChoice {
+    type Err = anyhow::Error;
+
+    fn from_str(value: &str) -> Result<AccelChoice> {
+        match value {
+            "auto" => Ok(AccelChoice::Auto),
+            "kvm" => Ok(AccelChoice::Kvm),
+            "tcg" => Ok(AccelChoice::Tcg),
+            other => bail!("accelerator {other:?}: expected auto, kvm or tcg"),
+        }
+    }
+}
+
+impl AccelChoice {
+    /// `INITOVERLAYFS_ACCEL`, else auto.
+    pub fn from_env() -> Result<AccelChoice> {
+        match std::env::var(ACCEL_ENV) {
+            Ok(value) => value
+                .parse()
+                .with_context(|| format!("{ACCEL_ENV}={value}")),
+            Err(_) => Ok(AccelChoice::Auto),
+        }
+    }
+}
+
+/// The accelerator for a VM booting `kernel` on `board`; `artifacts` is target/vm-test.
+pub fn resolve(choice: AccelChoice, board: Board, kernel: &Path, artifacts: &Path) -> Accel {
+    match choice {
+        AccelChoice::Kvm => Accel::Kvm,
+        AccelChoice::Tcg => Accel::Tcg,
+        AccelChoice::Auto => probed(board, kernel, artifacts),
+    }
+}
+
+fn probed(board: Board, kernel: &Path, artifacts: &Path) -> Accel {
+    let boot_id = std::fs::read_to_string(BOOT_ID).unwrap_or_default();
+    let boot_id = boot_id.trim();
+    let cache = artifacts.join(PROBE_FILE);
+    if let Ok(text) = std::fs::read_to_string(&cache) {
+        let mut lines = text.lines();
+        if !boot_id.is_empty() && lines.next() == Some(boot_id) {
+            match lines.next() {
+                Some("kvm") => return Accel::Kvm,
+                Some("tcg") => return Accel::Tcg,
+                _ => {}
+            }
+        }
+    }
+    let _ = std::fs::create_dir_all(artifacts);
+    let probe = probe_kvm(board, kernel, artifacts);
+    eprintln!("vm-test: {}", probe.describe());
+    let accel = probe.accel();
+    let word = match accel {
+        Accel::Kvm => "kvm",
+        Accel::Tcg => "tcg",
+    };
+    // Best effort: without the cache the next process probes again.
+    let temporary = cache.with_extension("tmp");
+    if std::fs::write(
+        &temporary,
+        format!("{boot_id}\n{word}\n{}\n", probe.describe()),
+    )
+    .is_ok()
+    {
+        let _ = std::fs::rename(&temporary, &cache);
+    }
+    if let KvmProbe::Broken(_) = probe {
+        eprintln!(
+            "vm-test: the KVM probe's console and stderr are in {}",
+            artifacts.display()
+        );
+    }
+    accel
+}
+
+/// The accelerator's name, as the table and result.json show it.
+pub fn name(accel: Accel) -> &'static str {
+    match accel {
+        Accel::Kvm => "kvm",
+        Accel::Tcg => "tcg",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn choices() {
+        assert_eq!("auto".parse::<AccelChoice>().unwrap(), AccelChoice::Auto);
+        assert_eq!("tcg".parse::<AccelChoice>().unwrap(), AccelChoice::Tcg);
+        let error = "hvf".parse::<AccelChoice>().unwrap_err().to_string();
+        assert!(error.contains("auto, kvm or tcg"), "{error}");
+        // Explicit choices never probe.
+        let nowhere = Path::new("/nonexistent");
+        assert_eq!(
+            resolve(AccelChoice::Tcg, Board::Q35, nowhere, nowhere),
+            Accel::Tcg
+        );
+        assert_eq!(
+            resolve(AccelChoice::Kvm, Board::Q35, nowhere, nowhere),
+            Accel::Kvm
+        );
+    }
+}
