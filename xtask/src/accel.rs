@@ -55,6 +55,8 @@ pub fn resolve(choice: AccelChoice, board: Board, kernel: &Path, artifacts: &Pat
     match choice {
         AccelChoice::Kvm => Accel::Kvm,
         AccelChoice::Tcg => Accel::Tcg,
+        // KVM runs guests of the host's own architecture only.
+        AccelChoice::Auto if board.arch() != std::env::consts::ARCH => Accel::Tcg,
         AccelChoice::Auto => probed(board, kernel, artifacts),
     }
 }
@@ -127,6 +129,16 @@ mod tests {
         assert_eq!(
             resolve(AccelChoice::Kvm, Board::Q35, nowhere, nowhere),
             Accel::Kvm
+        );
+        // A foreign guest never probes: TCG.
+        let foreign = if std::env::consts::ARCH == "x86_64" {
+            Board::Virt
+        } else {
+            Board::Q35
+        };
+        assert_eq!(
+            resolve(AccelChoice::Auto, foreign, nowhere, nowhere),
+            Accel::Tcg
         );
     }
 }

@@ -20,6 +20,42 @@ pub enum Flow {
     PrepareOnly,
 }
 
+/// The emulated machine, and so the guest architecture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MachineKind {
+    /// x86_64 PC (Q35 chipset).
+    #[default]
+    Q35,
+    /// aarch64 `virt`.
+    Virt,
+}
+
+impl MachineKind {
+    pub fn board(self) -> testvm::machine::Board {
+        match self {
+            MachineKind::Q35 => testvm::machine::Board::Q35,
+            MachineKind::Virt => testvm::machine::Board::Virt,
+        }
+    }
+
+    /// QEMU's name of the guest architecture, as fixtures/kernels.toml's `arch`.
+    pub fn arch(self) -> &'static str {
+        match self {
+            MachineKind::Q35 => "x86_64",
+            MachineKind::Virt => "aarch64",
+        }
+    }
+
+    /// Debian's name of the architecture (package ids end with it).
+    pub fn debian_arch(self) -> &'static str {
+        match self {
+            MachineKind::Q35 => "amd64",
+            MachineKind::Virt => "arm64",
+        }
+    }
+}
+
 /// The bus the boot disk hangs off, and so the storage preset of the cell's mini initramfs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -145,6 +181,9 @@ pub struct Cell {
     /// The boot disk's bus (default virtio-blk).
     #[serde(default)]
     pub bus: Bus,
+    /// The machine (default q35); its architecture must be the kernel's.
+    #[serde(default)]
+    pub machine: MachineKind,
     /// Console patterns that fail the cell at once.
     pub fatal: Vec<String>,
     pub milestones: Vec<MilestoneSpec>,
@@ -260,6 +299,13 @@ pub fn read_cells(root: &Path) -> Result<Vec<Cell>> {
         }
         cell.milestones("0")?;
         cell.fatal()?;
+        if cell.empty_cdrom && cell.machine != MachineKind::Q35 {
+            bail!(
+                "{}: cell {} asks for a CD-ROM drive, which only q35 has (on its AHCI controller)",
+                path.display(),
+                cell.name
+            );
+        }
     }
     Ok(file.cell)
 }
@@ -298,12 +344,14 @@ mod tests {
             "{old_kernel:?}"
         );
         assert!(!old_kernel.is_empty());
+        let aarch64 = names(CellFilter {
+            arch: Some("aarch64".into()),
+            ..CellFilter::default()
+        });
+        assert!(!aarch64.is_empty());
         assert!(
-            names(CellFilter {
-                arch: Some("aarch64".into()),
-                ..CellFilter::default()
-            })
-            .is_empty()
+            aarch64.iter().all(|n| n.starts_with("aarch64-")),
+            "{aarch64:?}"
         );
         let smoke = names(CellFilter {
             tier: Some(Tier::Smoke),
@@ -321,11 +369,21 @@ mod tests {
         let cells = read_cells(&root).unwrap();
         let kernels = crate::fixtures::read_kernels(&root).unwrap();
         for cell in &cells {
+            let kernel = kernels
+                .kernel
+                .iter()
+                .find(|k| k.id == cell.kernel)
+                .unwrap_or_else(|| panic!("{}: unknown kernel {}", cell.name, cell.kernel));
+            assert_eq!(
+                kernel.arch,
+                cell.machine.arch(),
+                "{}: the machine cannot boot the kernel",
+                cell.name
+            );
             assert!(
-                kernels.kernel.iter().any(|k| k.id == cell.kernel),
-                "{}: unknown kernel {}",
-                cell.name,
-                cell.kernel
+                cell.name.starts_with(&format!("{}-", cell.machine.arch())),
+                "{}: a cell's name starts with its architecture",
+                cell.name
             );
         }
         assert!(cells.iter().any(|c| c.tier == Tier::Smoke));

@@ -176,7 +176,8 @@ pub fn fetch_deb(sh: &Shell, pin: &DebPin, is_kernel: bool) -> Result<Fetched> {
     let (version, pinned) = match apt_download(sh, &work, &pin.package, &pin.version) {
         Ok(()) => (pin.version.clone(), true),
         Err(error) => {
-            let (package, version) = newest_in_series(sh, &pin.series).with_context(|| {
+            let (package, version) = newest_in_series(sh, &pin.series, arch_suffix(&pin.package))
+                .with_context(|| {
                 format!("{error:#}; and no fallback in series {:?}", pin.series)
             })?;
             eprintln!(
@@ -263,13 +264,15 @@ fn apt_download(sh: &Shell, dir: &Path, package: &str, version: &str) -> Result<
     download().with_context(|| format!("apt-get download {spec}"))
 }
 
-/// The newest `(package, version)` whose package name matches `series`.
-fn newest_in_series(sh: &Shell, series: &str) -> Result<(String, String)> {
+/// The newest `(package, version)` whose package name matches `series`; `arch` (`:arm64`, or
+/// empty for the host's) qualifies the name, as apt prints it back.
+fn newest_in_series(sh: &Shell, series: &str, arch: &str) -> Result<(String, String)> {
     let pattern =
         regex::Regex::new(series).with_context(|| format!("series {series:?} is not a regex"))?;
     let names = cmd!(sh, "apt-cache pkgnames").quiet().read()?;
     let mut candidates: Vec<(String, String)> = Vec::new();
     for name in names.lines().filter(|n| pattern.is_match(n)) {
+        let name = format!("{name}{arch}");
         let madison = cmd!(sh, "apt-cache madison {name}").quiet().read()?;
         for line in madison.lines() {
             let fields: Vec<&str> = line.split('|').map(str::trim).collect();
@@ -326,7 +329,8 @@ pub fn sha256_file(path: &Path) -> Result<String> {
 pub fn update(sh: &Shell, root: &Path) -> Result<()> {
     let mut kernels = read_kernels(root)?;
     for kernel in &mut kernels.kernel {
-        let (package, version, sha256) = newest_pin(sh, &kernel.series)?;
+        let (package, version, sha256) =
+            newest_pin(sh, &kernel.series, arch_suffix(&kernel.package))?;
         report_repin(
             &kernel.id,
             &kernel.package,
@@ -338,7 +342,7 @@ pub fn update(sh: &Shell, root: &Path) -> Result<()> {
     }
     let mut packages = read_packages(root)?;
     for pin in &mut packages.package {
-        let (package, version, sha256) = newest_pin(sh, &pin.series)?;
+        let (package, version, sha256) = newest_pin(sh, &pin.series, arch_suffix(&pin.package))?;
         report_repin(&pin.id, &pin.package, &pin.version, &package, &version);
         (pin.package, pin.version, pin.sha256) = (package, version, sha256);
     }
@@ -354,8 +358,13 @@ fn report_repin(id: &str, old_package: &str, old_version: &str, package: &str, v
     }
 }
 
-fn newest_pin(sh: &Shell, series: &str) -> Result<(String, String, String)> {
-    let (package, version) = newest_in_series(sh, series)?;
+/// `:arm64` of `busybox-static:arm64`; empty for a package of the host's architecture.
+fn arch_suffix(package: &str) -> &str {
+    package.find(':').map_or("", |at| &package[at..])
+}
+
+fn newest_pin(sh: &Shell, series: &str, arch: &str) -> Result<(String, String, String)> {
+    let (package, version) = newest_in_series(sh, series, arch)?;
     let work = cache_dir().join(format!("update-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
     apt_download(sh, &work, &package, &version)?;
@@ -403,8 +412,10 @@ mod tests {
         }
         for kernel in &kernels.kernel {
             let series = regex::Regex::new(&kernel.series).unwrap();
+            // A series names packages as apt-cache pkgnames does: without `:arch`.
+            let name = kernel.package.split(':').next().unwrap_or_default();
             assert!(
-                series.is_match(&kernel.package),
+                series.is_match(name),
                 "{} is outside its own series",
                 kernel.id
             );

@@ -17,7 +17,7 @@ struct Tool {
     backports: bool,
 }
 
-const TOOLS: [Tool; 22] = [
+const TOOLS: [Tool; 25] = [
     Tool {
         command: "qemu-system-x86_64",
         package: "qemu-system-x86",
@@ -101,6 +101,24 @@ const TOOLS: [Tool; 22] = [
         package: "btrfs-progs",
         backports: false,
     },
+    // The aarch64 cells: QEMU for the `virt` board, and the cross-built storage-init (Debian's
+    // rustc-web with arm64's std, the cross linker with arm64's static glibc).
+    Tool {
+        command: "qemu-system-aarch64",
+        package: "qemu-system-arm",
+        backports: true,
+    },
+    Tool {
+        command: "/usr/bin/aarch64-linux-gnu-gcc",
+        package: "gcc-aarch64-linux-gnu",
+        backports: false,
+    },
+    // A directory: the rlib names carry hashes.
+    Tool {
+        command: "/usr/lib/rustlib/aarch64-unknown-linux-gnu/lib",
+        package: "libstd-rust-web-dev:arm64",
+        backports: false,
+    },
     // The Debian tree the dracut fixture is made in (dracut_fixture.rs).
     Tool {
         command: "mmdebstrap",
@@ -163,6 +181,17 @@ pub fn ensure(sh: &Shell) -> Result<()> {
     if needs_backports {
         ensure_backports_source(sh, &privilege, &backports_suite)?;
     }
+    // Packages of another architecture (`libstd-rust-web-dev:arm64`) need it added to dpkg.
+    for arch in foreign_architectures(&missing) {
+        let known = cmd!(sh, "dpkg --print-foreign-architectures")
+            .quiet()
+            .read()
+            .unwrap_or_default();
+        if !known.lines().any(|a| a.trim() == arch) {
+            eprintln!("provision: dpkg --add-architecture {arch}");
+            privilege.run(sh, "dpkg", &["--add-architecture", arch])?;
+        }
+    }
     eprintln!("provision: apt-get update");
     privilege.run(sh, "apt-get", &["update", "-q"])?;
     let (from_backports, plain): (Vec<Tool>, Vec<Tool>) =
@@ -208,6 +237,9 @@ pub fn ensure(sh: &Shell) -> Result<()> {
 
 /// Whether the tool exists (and, for QEMU, is new enough).
 fn tool_ok(sh: &Shell, tool: &Tool) -> bool {
+    if tool.command.starts_with('/') {
+        return Path::new(tool.command).exists();
+    }
     let Some(path) = find_in_path(tool.command) else {
         return false;
     };
@@ -322,6 +354,17 @@ fn ensure_backports_source(sh: &Shell, privilege: &Privilege, suite: &str) -> Re
         main.uri
     );
     privilege.write_file(sh, BACKPORTS_SOURCE, &text)
+}
+
+/// The architectures named by `pkg:arch` packages among `tools`.
+fn foreign_architectures(tools: &[Tool]) -> Vec<&'static str> {
+    let mut arches: Vec<&'static str> = tools
+        .iter()
+        .filter_map(|t| t.package.split_once(':').map(|(_, arch)| arch))
+        .collect();
+    arches.sort_unstable();
+    arches.dedup();
+    arches
 }
 
 /// The machine's Debian mirror, from its apt sources (never written into this repository).
@@ -443,13 +486,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_musl_toolchain_is_provisioned() {
-        for file in crate::static_build::MUSL_BUILD_FILES {
+    fn the_static_build_toolchains_are_provisioned() {
+        for file in crate::static_build::MUSL_BUILD_FILES
+            .iter()
+            .chain(&crate::static_build::AARCH64_BUILD_FILES)
+        {
             assert!(
-                TOOLS.iter().any(|t| t.command == file),
+                TOOLS.iter().any(|t| t.command == *file),
                 "{file} is not provisioned"
             );
         }
+    }
+
+    #[test]
+    fn foreign_packages_name_their_architecture() {
+        assert_eq!(foreign_architectures(&TOOLS), ["arm64"]);
     }
 
     const MIRROR: &str = "http://mirror.invalid/debian";

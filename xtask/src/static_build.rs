@@ -68,6 +68,66 @@ pub fn build_preferred(sh: &Shell, root: &Path) -> Result<(PathBuf, Libc)> {
     Ok((build(sh, root, Libc::Glibc)?, Libc::Glibc))
 }
 
+/// What the aarch64 build needs: Debian's toolchain, std for arm64 (libstd-rust-web-dev:arm64)
+/// and the cross linker with arm64's static glibc (gcc-aarch64-linux-gnu).
+pub const AARCH64_BUILD_FILES: [&str; 3] = [
+    DEBIAN_CARGO,
+    "/usr/lib/rustlib/aarch64-unknown-linux-gnu/lib",
+    "/usr/bin/aarch64-linux-gnu-gcc",
+];
+const AARCH64_TRIPLE: &str = "aarch64-unknown-linux-gnu";
+const AARCH64_TARGET_DIR: &str = "target/aarch64";
+
+/// The static storage-init for a guest architecture (QEMU's name: `x86_64`, `aarch64`).
+pub fn build_for_arch(sh: &Shell, root: &Path, arch: &str) -> Result<PathBuf> {
+    match arch {
+        "x86_64" => Ok(build_preferred(sh, root)?.0),
+        "aarch64" => build_aarch64(sh, root),
+        other => bail!("no storage-init build for {other}"),
+    }
+}
+
+/// The aarch64 storage-init: static glibc, cross-built with Debian's rustc-web and its arm64
+/// std (rustup has only the x86_64 std here; BRIEF §6). About 1 MiB.
+fn build_aarch64(sh: &Shell, root: &Path) -> Result<PathBuf> {
+    if let Some(missing) = AARCH64_BUILD_FILES.iter().find(|f| !Path::new(f).exists()) {
+        bail!(
+            "the aarch64 storage-init needs {missing}: cargo xtask provision installs cargo-web, libstd-rust-web-dev:arm64 and gcc-aarch64-linux-gnu"
+        );
+    }
+    let _dir = sh.push_dir(root);
+    let target_dir = root.join(AARCH64_TARGET_DIR);
+    cmd!(
+        sh,
+        "{DEBIAN_CARGO} build --quiet --package storage-init --profile initrd --target {AARCH64_TRIPLE}"
+    )
+    .env_remove("CARGO_ENCODED_RUSTFLAGS")
+    .env_remove("RUSTUP_TOOLCHAIN")
+    .env("RUSTC", DEBIAN_RUSTC)
+    .env("CARGO_TARGET_DIR", &target_dir)
+    .env(
+        "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER",
+        "aarch64-linux-gnu-gcc",
+    )
+    .env(
+        "RUSTFLAGS",
+        "-C target-feature=+crt-static -C relocation-model=static",
+    )
+    .run()
+    .context("building the static aarch64 storage-init (Debian's rustc-web)")?;
+    let binary = target_dir
+        .join(AARCH64_TRIPLE)
+        .join("initrd")
+        .join("storage-init");
+    if has_interpreter(&std::fs::read(&binary)?) {
+        bail!(
+            "{} is dynamically linked: it cannot run as PID 1 of the mini initramfs",
+            binary.display()
+        );
+    }
+    Ok(binary)
+}
+
 /// Builds the static storage-init with the `initrd` size profile and checks it is static.
 pub fn build(sh: &Shell, root: &Path, libc: Libc) -> Result<PathBuf> {
     let triple = libc.triple();

@@ -182,15 +182,16 @@ fn boot_cell(
     let kernel = fixtures::fetch_kernel(sh, pin)?;
     result.fixtures.push(kernel.fetched.clone());
     let packages = fixtures::read_packages(root)?;
+    let busybox_id = format!("busybox-static-{}", cell.machine.debian_arch());
     let busybox_pin = packages
         .package
         .iter()
-        .find(|p| p.package == "busybox-static")
-        .with_context(|| format!("no busybox-static in {}", fixtures::PACKAGES_TOML))?;
+        .find(|p| p.id == busybox_id)
+        .with_context(|| format!("no {busybox_id} in {}", fixtures::PACKAGES_TOML))?;
     let busybox = fixtures::fetch_deb(sh, busybox_pin, false)?;
     result.fixtures.push(busybox.clone());
 
-    let storage_init = crate::static_build::build_preferred(sh, root)?.0;
+    let storage_init = crate::static_build::build_for_arch(sh, root, cell.machine.arch())?;
     let built = images::build_busybox_cell(
         &storage_init,
         &kernel,
@@ -204,7 +205,8 @@ fn boot_cell(
 
     let nonce = nonce();
     let cmdline = format!(
-        "console=ttyS0 panic=-1 {}={nonce} {}",
+        "console={} panic=-1 {}={nonce} {}",
+        cell.machine.board().console(),
         images::MARKER_PARAM,
         cell.cmdline
     );
@@ -215,7 +217,7 @@ fn boot_cell(
         // QEMU refuses a read-only drive as an SD card; the disk is rebuilt for every run.
         read_only: cell.bus != crate::cells::Bus::Sd,
     };
-    let board = testvm::machine::Board::Q35;
+    let board = cell.machine.board();
     let accel = crate::accel::resolve(accel, board, &kernel.vmlinuz, &root.join(ARTIFACTS_DIR));
     result.accel = crate::accel::name(accel).to_owned();
     let machine = testvm::machine::Machine {

@@ -193,3 +193,8 @@ fn cell_x86_64_q35_sd_debian12_6_12_busybox() {
 fn cell_x86_64_q35_nvme_4kn_debian12_6_12_busybox() {
     check_cell("x86_64-q35-nvme-4kn-debian12-6.12-busybox");
 }
+
+#[test]
+fn cell_aarch64_virt_virtio_blk_debian12_6_12_busybox() {
+    check_cell("aarch64-virt-virtio-blk-debian12-6.12-busybox");
+}

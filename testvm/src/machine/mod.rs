@@ -14,9 +14,11 @@ pub enum Accel {
 }
 
 impl Accel {
-    fn qemu_args(self) -> [&'static str; 4] {
+    /// `-accel` and `-cpu`: the host's CPU under KVM; under TCG a model distribution kernels
+    /// accept on the board.
+    fn qemu_args(self, board: Board) -> [&'static str; 4] {
         match self {
-            Accel::Tcg => ["-accel", "tcg", "-cpu", "max"],
+            Accel::Tcg => ["-accel", "tcg", "-cpu", board.tcg_cpu()],
             Accel::Kvm => ["-accel", "kvm", "-cpu", "host"],
         }
     }
@@ -27,6 +29,8 @@ impl Accel {
 pub enum Board {
     /// x86_64 PC with the Q35 chipset (PCIe), the one modern distributions target.
     Q35,
+    /// QEMU's generic aarch64 board (`virt`): PCIe, a PL011 UART, PSCI power-off.
+    Virt,
 }
 
 impl Board {
@@ -34,12 +38,39 @@ impl Board {
     pub fn qemu_binary(self) -> &'static str {
         match self {
             Board::Q35 => "qemu-system-x86_64",
+            Board::Virt => "qemu-system-aarch64",
         }
     }
 
     pub fn machine_type(self) -> &'static str {
         match self {
             Board::Q35 => "q35",
+            Board::Virt => "virt",
+        }
+    }
+
+    /// The CPU model under TCG: every feature QEMU models on x86_64; on aarch64 a named core,
+    /// which Debian's kernel boots (BRIEF §6).
+    fn tcg_cpu(self) -> &'static str {
+        match self {
+            Board::Q35 => "max",
+            Board::Virt => "cortex-a72",
+        }
+    }
+
+    /// The guest architecture, as Rust (`std::env::consts::ARCH`) and QEMU name it.
+    pub fn arch(self) -> &'static str {
+        match self {
+            Board::Q35 => "x86_64",
+            Board::Virt => "aarch64",
+        }
+    }
+
+    /// The kernel's name for the first serial port.
+    pub fn console(self) -> &'static str {
+        match self {
+            Board::Q35 => "ttyS0",
+            Board::Virt => "ttyAMA0",
         }
     }
 }
@@ -206,7 +237,7 @@ impl Machine {
     pub fn qemu_args(&self, io: &Io) -> Vec<String> {
         let mut argv: Vec<String> = vec![self.board.qemu_binary().into()];
         argv.extend(["-machine".into(), self.board.machine_type().into()]);
-        argv.extend(self.accel.qemu_args().map(String::from));
+        argv.extend(self.accel.qemu_args(self.board).map(String::from));
         argv.extend([
             "-m".into(),
             self.memory_mib.to_string(),
@@ -234,7 +265,8 @@ impl Machine {
             argv.extend(disk.qemu_args(index));
         }
         for drive in 0..self.empty_cdroms {
-            // q35's built-in ICH9 AHCI controller has six ports, `ide.0` to `ide.5`.
+            // q35's built-in ICH9 AHCI controller has six ports, `ide.0` to `ide.5` (`virt`
+            // has none: its cells ask for no CD-ROM).
             argv.extend([
                 "-device".into(),
                 format!("ide-cd,bus=ide.{drive},id=cdrom{drive}"),
@@ -357,6 +389,17 @@ mod tests {
                 })
                 .collect(),
             hotplug_ports: 0,
+            empty_cdroms: 0,
+            ..machine()
+        };
+        insta::assert_snapshot!(shell::join(&machine.qemu_args(&Io::Interactive)));
+    }
+
+    #[test]
+    fn aarch64_virt_command_line() {
+        let machine = Machine {
+            board: Board::Virt,
+            cmdline: "console=ttyAMA0 panic=-1".into(),
             empty_cdroms: 0,
             ..machine()
         };
