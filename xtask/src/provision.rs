@@ -17,7 +17,7 @@ struct Tool {
     backports: bool,
 }
 
-const TOOLS: [Tool; 25] = [
+const TOOLS: [Tool; 26] = [
     Tool {
         command: "qemu-system-x86_64",
         package: "qemu-system-x86",
@@ -111,6 +111,12 @@ const TOOLS: [Tool; 25] = [
     Tool {
         command: "/usr/bin/aarch64-linux-gnu-gcc",
         package: "gcc-aarch64-linux-gnu",
+        backports: false,
+    },
+    // Only recommended by the cross compiler, and provisioning installs no recommends.
+    Tool {
+        command: "/usr/aarch64-linux-gnu/lib/libc.a",
+        package: "libc6-dev-arm64-cross",
         backports: false,
     },
     // A directory: the rlib names carry hashes.

@@ -68,12 +68,13 @@ pub fn build_preferred(sh: &Shell, root: &Path) -> Result<(PathBuf, Libc)> {
     Ok((build(sh, root, Libc::Glibc)?, Libc::Glibc))
 }
 
-/// What the aarch64 build needs: Debian's toolchain, std for arm64 (libstd-rust-web-dev:arm64)
-/// and the cross linker with arm64's static glibc (gcc-aarch64-linux-gnu).
-pub const AARCH64_BUILD_FILES: [&str; 3] = [
+/// What the aarch64 build needs: Debian's toolchain, std for arm64 (libstd-rust-web-dev:arm64),
+/// the cross linker (gcc-aarch64-linux-gnu) and arm64's static glibc (libc6-dev-arm64-cross).
+pub const AARCH64_BUILD_FILES: [&str; 4] = [
     DEBIAN_CARGO,
     "/usr/lib/rustlib/aarch64-unknown-linux-gnu/lib",
     "/usr/bin/aarch64-linux-gnu-gcc",
+    "/usr/aarch64-linux-gnu/lib/libc.a",
 ];
 const AARCH64_TRIPLE: &str = "aarch64-unknown-linux-gnu";
 const AARCH64_TARGET_DIR: &str = "target/aarch64";
@@ -92,7 +93,7 @@ pub fn build_for_arch(sh: &Shell, root: &Path, arch: &str) -> Result<PathBuf> {
 fn build_aarch64(sh: &Shell, root: &Path) -> Result<PathBuf> {
     if let Some(missing) = AARCH64_BUILD_FILES.iter().find(|f| !Path::new(f).exists()) {
         bail!(
-            "the aarch64 storage-init needs {missing}: cargo xtask provision installs cargo-web, libstd-rust-web-dev:arm64 and gcc-aarch64-linux-gnu"
+            "the aarch64 storage-init needs {missing}: cargo xtask provision installs cargo-web, libstd-rust-web-dev:arm64, gcc-aarch64-linux-gnu and libc6-dev-arm64-cross"
         );
     }
     let _dir = sh.push_dir(root);
