@@ -84,18 +84,19 @@ pub fn image_from_initramfs(
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    image_from_initramfs_unpacked_in(input, output, options, parent)
+    image_from_read_initramfs(&read_initramfs(input)?, input, output, options, parent)
 }
 
-/// As [`image_from_initramfs`], unpacking into a scratch directory under `scratch_parent`
-/// (removed afterwards), e.g. to spare a small /boot the unpacked content.
-pub fn image_from_initramfs_unpacked_in(
+/// As [`image_from_initramfs`], from an initramfs already read from `input`, unpacking into a
+/// scratch directory under `parent` (removed afterwards), e.g. to spare a small /boot the
+/// unpacked content.
+pub fn image_from_read_initramfs(
+    initramfs: &Initramfs,
     input: &Path,
     output: &Path,
     options: &ErofsOptions,
     parent: &Path,
 ) -> Result<ImageReport, ImageError> {
-    let initramfs = read_initramfs(input)?;
     let flavour = initramfs::flavour(initramfs.entries.iter().map(|e| e.name.as_str()));
     if flavour == Flavour::InitramfsTools {
         return Err(ImageError::InitramfsTools {
@@ -120,7 +121,7 @@ pub fn image_from_initramfs_unpacked_in(
         erofs,
         flavour,
         extracted,
-        segments: describe_segments(&initramfs),
+        segments: describe_segments(initramfs),
     })
 }
 

@@ -403,7 +403,8 @@ pub fn install(options: &InstallOptions) -> Result<InstallReport, InstallError> 
         fs::create_dir_all(dir).map_err(io_error(dir))?;
     }
     let temporary_image = temporary_beside(&image)?;
-    let built = crate::image::image_from_initramfs_unpacked_in(
+    let built = crate::image::image_from_read_initramfs(
+        &initramfs,
         &classic_source,
         temporary_image.path(),
         &erofs_options,
