@@ -198,3 +198,23 @@ fn cell_x86_64_q35_nvme_4kn_debian12_6_12_busybox() {
 fn cell_aarch64_virt_virtio_blk_debian12_6_12_busybox() {
     check_cell("aarch64-virt-virtio-blk-debian12-6.12-busybox");
 }
+
+#[test]
+fn cell_aarch64_virt_virtio_scsi_debian12_6_12_busybox() {
+    check_cell("aarch64-virt-virtio-scsi-debian12-6.12-busybox");
+}
+
+#[test]
+fn cell_aarch64_virt_nvme_debian12_6_12_busybox() {
+    check_cell("aarch64-virt-nvme-debian12-6.12-busybox");
+}
+
+#[test]
+fn cell_aarch64_virt_usb_debian12_6_12_busybox() {
+    check_cell("aarch64-virt-usb-debian12-6.12-busybox");
+}
+
+#[test]
+fn cell_aarch64_virt_sd_debian12_6_12_busybox() {
+    check_cell("aarch64-virt-sd-debian12-6.12-busybox");
+}
