@@ -11,4 +11,5 @@ pub mod images;
 pub mod provision;
 pub mod static_build;
 pub mod test;
+pub mod vm_report;
 pub mod vm_test;

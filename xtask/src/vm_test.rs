@@ -79,10 +79,13 @@ pub fn run(sh: &Shell, root: &Path, options: &Options) -> Result<()> {
         results.push(result);
     }
     print_table(&results);
-    let summary = root.join(ARTIFACTS_DIR).join("summary.json");
+    let dir = root.join(ARTIFACTS_DIR);
+    let summary = dir.join("summary.json");
     std::fs::write(&summary, serde_json::to_string_pretty(&results)?)?;
+    std::fs::write(dir.join("summary.md"), crate::vm_report::markdown(&results))?;
+    std::fs::write(dir.join("junit.xml"), crate::vm_report::junit(&results))?;
     println!(
-        "artifacts: {}/<cell>/ (console.log, qemu.cmdline, timings.json); summary: {}",
+        "artifacts: {}/<cell>/ (console.log, qemu.cmdline, timings.json); summary: {} (and summary.md, junit.xml)",
         ARTIFACTS_DIR,
         summary.display()
     );

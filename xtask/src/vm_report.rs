@@ -1,0 +1,164 @@
+//! The run's reports besides the printed table: `summary.md` (the same table as Markdown, for a
+//! CI job summary or the README) and `junit.xml` (for CI test reporting). Pure functions over
+//! the cells' results.
+
+use std::fmt::Write as _;
+
+use crate::vm_test::{CellResult, Verdict};
+
+/// The milestone whose guest time the summary shows: the content's init has run.
+const MARKER: &str = "marker";
+
+/// One Markdown table row per cell: cell, accelerator, verdict, guest seconds to the marker
+/// (or the last milestone reached), reason.
+pub fn markdown(results: &[CellResult]) -> String {
+    let mut out = String::from(
+        "| cell | accel | result | guest s to init marker | reason |\n|---|---|---|---|---|\n",
+    );
+    for result in results {
+        let (word, reason) = match &result.verdict {
+            Verdict::Passed => ("passed", ""),
+            Verdict::Failed { reason } => ("**FAILED**", reason.as_str()),
+            Verdict::Error { reason } => ("**ERROR**", reason.as_str()),
+        };
+        let marker = result
+            .milestones
+            .iter()
+            .find(|m| m.name == MARKER)
+            .and_then(|m| m.guest_s)
+            .map_or("-".to_owned(), |s| format!("{s:.3}"));
+        let reason = reason.lines().next().unwrap_or("").replace('|', "\\|");
+        let _ = writeln!(
+            out,
+            "| `{}` | {} | {word} | {marker} | {reason} |",
+            result.cell,
+            if result.accel.is_empty() {
+                "-"
+            } else {
+                &result.accel
+            }
+        );
+    }
+    out
+}
+
+/// A JUnit XML report: one test case per cell, `failure` for a guest failure, `error` for a
+/// harness failure; the time is the host's, from QEMU's start to the last milestone.
+pub fn junit(results: &[CellResult]) -> String {
+    let failures = count(results, |v| matches!(v, Verdict::Failed { .. }));
+    let errors = count(results, |v| matches!(v, Verdict::Error { .. }));
+    let mut out = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites>\n  <testsuite name=\"vm-test\" tests=\"{}\" failures=\"{failures}\" errors=\"{errors}\">\n",
+        results.len()
+    );
+    for result in results {
+        let seconds = result
+            .milestones
+            .last()
+            .map_or(0.0, |m| m.host_ms as f64 / 1000.0);
+        let _ = write!(
+            out,
+            "    <testcase classname=\"vm-test\" name=\"{}\" time=\"{seconds:.3}\"",
+            xml(&result.cell)
+        );
+        match &result.verdict {
+            Verdict::Passed => out.push_str("/>\n"),
+            Verdict::Failed { reason } | Verdict::Error { reason } => {
+                let tag = if matches!(result.verdict, Verdict::Failed { .. }) {
+                    "failure"
+                } else {
+                    "error"
+                };
+                let first = reason.lines().next().unwrap_or("");
+                let _ = write!(
+                    out,
+                    ">\n      <{tag} message=\"{}\">{}</{tag}>\n    </testcase>\n",
+                    xml(first),
+                    xml(reason)
+                );
+            }
+        }
+    }
+    out.push_str("  </testsuite>\n</testsuites>\n");
+    out
+}
+
+fn count(results: &[CellResult], which: impl Fn(&Verdict) -> bool) -> usize {
+    results.iter().filter(|r| which(&r.verdict)).count()
+}
+
+/// Text escaped for XML attributes and content.
+fn xml(text: &str) -> String {
+    text.chars()
+        .filter(|c| !c.is_control() || *c == '\n' || *c == '\t')
+        .map(|c| match c {
+            '&' => "&amp;".to_owned(),
+            '<' => "&lt;".to_owned(),
+            '>' => "&gt;".to_owned(),
+            '"' => "&quot;".to_owned(),
+            '\'' => "&apos;".to_owned(),
+            other => other.to_string(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use testvm::run::MilestoneReached;
+
+    fn result(cell: &str, verdict: Verdict) -> CellResult {
+        CellResult {
+            cell: cell.to_owned(),
+            verdict,
+            milestones: vec![
+                MilestoneReached {
+                    name: "kernel".into(),
+                    host_ms: 900,
+                    guest_s: Some(0.0),
+                    line: String::new(),
+                },
+                MilestoneReached {
+                    name: MARKER.into(),
+                    host_ms: 7_250,
+                    guest_s: Some(5.5),
+                    line: String::new(),
+                },
+            ],
+            fixtures: Vec::new(),
+            accel: "tcg".into(),
+            artifacts: "/a".into(),
+        }
+    }
+
+    fn sample() -> Vec<CellResult> {
+        vec![
+            result("x86_64-q35-nvme", Verdict::Passed),
+            result(
+                "aarch64-virt-sd",
+                Verdict::Failed {
+                    reason: "bootfs: timed out after 30 s <no | device>\nconsole tail".into(),
+                },
+            ),
+            result(
+                "x86_64-q35-usb",
+                Verdict::Error {
+                    reason: "QEMU exited at start-up".into(),
+                },
+            ),
+        ]
+    }
+
+    #[test]
+    fn markdown_table() {
+        insta::assert_snapshot!(markdown(&sample()));
+    }
+
+    #[test]
+    fn junit_report() {
+        let report = junit(&sample());
+        insta::assert_snapshot!(report);
+        assert!(report.contains("tests=\"3\" failures=\"1\" errors=\"1\""));
+        assert!(report.contains("&lt;no | device&gt;"));
+    }
+}
