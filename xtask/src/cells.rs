@@ -217,9 +217,16 @@ impl Cell {
             .collect()
     }
 
+    /// The cell's fatal patterns, and those every cell has (`verdict::ALWAYS_FATAL`).
     pub fn fatal(&self) -> Result<Vec<testvm::run::Fatal>> {
-        self.fatal
-            .iter()
+        let mut patterns: Vec<&str> = self.fatal.iter().map(String::as_str).collect();
+        for always in crate::verdict::ALWAYS_FATAL {
+            if !patterns.contains(&always) {
+                patterns.push(always);
+            }
+        }
+        patterns
+            .into_iter()
             .map(|p| {
                 testvm::run::Fatal::new(p, p)
                     .with_context(|| format!("cell {}: bad fatal pattern {p:?}", self.name))

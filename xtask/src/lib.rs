@@ -11,5 +11,6 @@ pub mod images;
 pub mod provision;
 pub mod static_build;
 pub mod test;
+pub mod verdict;
 pub mod vm_report;
 pub mod vm_test;

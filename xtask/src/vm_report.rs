@@ -127,6 +127,7 @@ mod tests {
             ],
             fixtures: Vec::new(),
             accel: "tcg".into(),
+            warnings: Vec::new(),
             artifacts: "/a".into(),
         }
     }

@@ -44,6 +44,9 @@ pub struct CellResult {
     pub fixtures: Vec<Fetched>,
     /// `kvm` or `tcg`; empty if the cell failed before its VM was set up.
     pub accel: String,
+    /// Console lines the severity scan reports without failing the cell (kernel warnings,
+    /// storage-init warnings).
+    pub warnings: Vec<String>,
     pub artifacts: PathBuf,
 }
 
@@ -131,6 +134,7 @@ pub fn run_cell(
         milestones: Vec::new(),
         fixtures: Vec::new(),
         accel: String::new(),
+        warnings: Vec::new(),
         artifacts: artifacts.clone(),
     };
     match boot_cell(sh, root, cell, accel, &artifacts, &mut result) {
@@ -273,10 +277,31 @@ fn boot_cell(
         ),
         testvm::run::Event::Finished { .. } => {}
     };
-    match testvm::run::boot_with_events(&machine, &spec, artifacts, &mut progress) {
+    let outcome = testvm::run::boot_with_events(&machine, &spec, artifacts, &mut progress);
+    // A host that cannot run the guest is the harness's problem, whatever the guest showed.
+    let stderr = std::fs::read_to_string(artifacts.join("qemu.stderr")).unwrap_or_default();
+    if let Some(problem) = crate::verdict::host_problem(&stderr) {
+        return Err(CellError::Infra(anyhow::anyhow!(problem)));
+    }
+    match outcome {
         Ok(report) => {
             result.milestones = report.milestones;
-            Ok(())
+            // The whole log, not only what raced the milestones.
+            let console =
+                std::fs::read_to_string(artifacts.join(testvm::run::artifact::CONSOLE_LOG))
+                    .unwrap_or_default();
+            let expected: Vec<regex::Regex> =
+                spec.milestones.iter().map(|m| m.pattern.clone()).collect();
+            let scan = crate::verdict::scan_console(&console, &expected);
+            result.warnings = scan.warnings;
+            match scan.fatal.first() {
+                Some(line) => Err(CellError::Guest(format!(
+                    "console: {line} ({} fatal line{} in console.log)",
+                    scan.fatal.len(),
+                    if scan.fatal.len() == 1 { "" } else { "s" }
+                ))),
+                None => Ok(()),
+            }
         }
         Err(testvm::run::VmError::Guest(failure)) => {
             result.milestones = reached_before_failure(artifacts);
@@ -355,6 +380,9 @@ fn print_table(results: &[CellResult]) {
                 "",
                 reason.lines().next().unwrap_or("")
             );
+        }
+        for warning in &result.warnings {
+            println!("{:width$}  {:7}  {:5}  warning: {warning}", "", "", "");
         }
     }
     println!();
