@@ -380,8 +380,20 @@ pub fn install(options: &InstallOptions) -> Result<InstallReport, InstallError> 
         .sum();
     let classic_bytes = file_len(&classic_source)?;
     let boot_dir = layout.boot_dir();
-    let same_file_system = same_device(&classic_source, &boot_dir);
-    let need = unpacked + classic_bytes + if same_file_system { 0 } else { classic_bytes };
+    // On /boot: the image (at most the unpacked content), the mini initramfs (smaller than
+    // the classic one), the fallback (free when it is a hard link) and the unpacked scratch
+    // copy when there is no /var/tmp elsewhere to hold it.
+    let fallback = if same_device(&classic_source, &boot_dir) {
+        0
+    } else {
+        classic_bytes
+    };
+    let scratch = if same_device(&scratch_parent, &boot_dir) {
+        unpacked
+    } else {
+        0
+    };
+    let need = unpacked + classic_bytes + fallback + scratch;
     let have = free_bytes(&boot_dir)?;
     if have < need + SPARE_BYTES {
         return Err(InstallError::NoSpace {
