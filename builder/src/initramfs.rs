@@ -226,6 +226,22 @@ fn read_into(
     }
 }
 
+/// Decompresses `bytes`, one stream in any format the kernel unpacks (recognised by its
+/// magic), into at most `limit` bytes: for other archives packed the same way, such as a
+/// .deb's `data.tar.xz`.
+pub fn decompress_stream(bytes: &[u8], limit: u64) -> io::Result<Vec<u8>> {
+    let format = Format::detect(bytes)
+        .filter(|f| !matches!(f, Format::Newc | Format::Lzo))
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                "no gzip, bzip2, lzma, xz, lz4 or zstd stream",
+            )
+        })?;
+    let mut budget = limit;
+    Ok(decompress(format, bytes, &mut budget)?.0)
+}
+
 /// Decompresses the stream at the start of `input`; returns its content and how many bytes of
 /// `input` it took (the kernel carries on after it).
 fn decompress(format: Format, input: &[u8], budget: &mut u64) -> io::Result<(Vec<u8>, usize)> {

@@ -200,10 +200,7 @@ pub fn fetch_deb(sh: &Shell, pin: &DebPin, is_kernel: bool) -> Result<Fetched> {
         );
     }
     let tree = work.join("tree");
-    cmd!(sh, "dpkg-deb -x {deb} {tree}")
-        .quiet()
-        .run()
-        .with_context(|| format!("unpacking {}", deb.display()))?;
+    crate::deb::unpack_deb(&deb, &tree)?;
     if is_kernel {
         let release = single_dir_name(&tree.join("lib/modules"))?;
         cmd!(sh, "depmod -b {tree} {release}")
