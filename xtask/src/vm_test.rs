@@ -294,12 +294,15 @@ fn boot_cell(
                 spec.milestones.iter().map(|m| m.pattern.clone()).collect();
             let scan = crate::verdict::scan_console(&console, &expected);
             result.warnings = scan.warnings;
-            match scan.fatal.first() {
-                Some(line) => Err(CellError::Guest(format!(
+            if let Some(line) = scan.fatal.first() {
+                return Err(CellError::Guest(format!(
                     "console: {line} ({} fatal line{} in console.log)",
                     scan.fatal.len(),
                     if scan.fatal.len() == 1 { "" } else { "s" }
-                ))),
+                )));
+            }
+            match cell.console.iter().find_map(|c| c.violation(&console)) {
+                Some(violation) => Err(CellError::Guest(violation)),
                 None => Ok(()),
             }
         }
