@@ -233,6 +233,8 @@ pub struct ErofsReport {
     /// The filesystem UUID written into the image.
     pub uuid: String,
     pub bytes: u64,
+    /// The mkfs.erofs that wrote it.
+    pub mkfs: MkfsErofs,
 }
 
 /// Builds `output` from the directory `source` (an existing `output` is replaced).
@@ -241,7 +243,8 @@ pub fn build_erofs(
     output: &Path,
     options: &ErofsOptions,
 ) -> Result<ErofsReport, ErofsError> {
-    MkfsErofs::detect()?.check(options.compression.as_ref())?;
+    let mkfs = MkfsErofs::detect()?;
+    mkfs.check(options.compression.as_ref())?;
     let uuid = content_uuid(source, options)?;
     match fs::remove_file(output) {
         Ok(()) => {}
@@ -293,6 +296,7 @@ pub fn build_erofs(
         output: output.to_owned(),
         uuid,
         bytes,
+        mkfs,
     })
 }
 

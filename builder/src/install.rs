@@ -414,7 +414,7 @@ pub fn install(options: &InstallOptions) -> Result<InstallReport, InstallError> 
     if let Some(dir) = image.parent() {
         fs::create_dir_all(dir).map_err(io_error(dir))?;
     }
-    let temporary_image = temporary_beside(&image)?;
+    let temporary_image = crate::replace::temporary_beside(&image)?;
     let built = crate::image::image_from_read_initramfs(
         &initramfs,
         &classic_source,
@@ -422,15 +422,7 @@ pub fn install(options: &InstallOptions) -> Result<InstallReport, InstallError> 
         &erofs_options,
         &scratch_parent,
     )?;
-    fs::File::open(temporary_image.path())
-        .and_then(|f| f.sync_all())
-        .map_err(io_error(temporary_image.path()))?;
-    temporary_image
-        .persist(&image)
-        .map_err(|e| InstallError::Io {
-            path: image.clone(),
-            error: e.error,
-        })?;
+    crate::replace::commit(temporary_image, &image)?;
     report.steps.push(format!(
         "wrote {} ({} bytes, erofs uuid {})",
         image.display(),
@@ -526,7 +518,7 @@ pub fn uninstall(
         } else {
             let initramfs = layout.initramfs();
             fs::rename(&classic, &initramfs).map_err(io_error(&initramfs))?;
-            sync_dir(&initramfs)?;
+            crate::replace::sync_parent(&initramfs)?;
             steps.push(format!(
                 "restored the classic initramfs {}",
                 initramfs.display()
@@ -751,26 +743,11 @@ fn keep_copy(from: &Path, to: &Path) -> Result<(), InstallError> {
     let _ = fs::remove_file(&temporary);
     if fs::hard_link(from, &temporary).is_ok() {
         fs::rename(&temporary, to).map_err(io_error(to))?;
-        return sync_dir(to);
+        return Ok(crate::replace::sync_parent(to)?);
     }
     let mut source = fs::File::open(from).map_err(io_error(from))?;
     replace_with(to, 0o600, |file| io::copy(&mut source, file).map(|_| ()))?;
     Ok(())
-}
-
-fn sync_dir(path: &Path) -> Result<(), InstallError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_error(dir))
-}
-
-fn temporary_beside(path: &Path) -> Result<tempfile::NamedTempFile, InstallError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    tempfile::Builder::new()
-        .prefix(".initoverlayfs-")
-        .tempfile_in(dir)
-        .map_err(io_error(dir))
 }
 
 fn file_len(path: &Path) -> Result<u64, InstallError> {

@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
 use builder::compress::InitramfsCompression;
-use builder::erofs::{ErofsCompression, ErofsOptions, MkfsErofs, build_erofs};
+use builder::erofs::{ErofsCompression, ErofsOptions, build_erofs};
 use builder::install::LayoutKind;
 use builder::kernel_config::KernelConfig;
 use builder::mini_initramfs::MiniInitramfs;
@@ -488,8 +488,6 @@ fn image(args: &ImageArgs) -> Result<()> {
         }
         None => requested.flatten(),
     };
-    let mkfs = MkfsErofs::detect()?;
-    println!("{mkfs}");
     println!(
         "erofs compression: {}",
         compression.as_ref().map_or("none", |c| c.as_str())
@@ -521,6 +519,7 @@ fn image(args: &ImageArgs) -> Result<()> {
         }
         (None, None) => bail!("give --source DIR or --initramfs FILE"),
     };
+    println!("{}", report.mkfs);
     println!(
         "wrote {}: {} bytes, uuid {}",
         report.output.display(),

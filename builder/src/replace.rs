@@ -31,23 +31,56 @@ pub fn replace_with(
         path: path.to_owned(),
         error,
     };
-    let dir = match path.parent() {
+    let mut temporary = temporary_beside(path)?;
+    fill(temporary.as_file_mut()).map_err(error)?;
+    temporary
+        .as_file()
+        .set_permissions(Permissions::from_mode(mode))
+        .map_err(error)?;
+    commit(temporary, path)
+}
+
+/// A temporary file in `path`'s directory (so the final rename stays on one filesystem),
+/// deleted when dropped: for content another program writes by path (mkfs.erofs).
+pub fn temporary_beside(path: &Path) -> Result<tempfile::NamedTempFile, ReplaceError> {
+    tempfile::Builder::new()
+        .prefix(".builder-")
+        .tempfile_in(parent(path))
+        .map_err(|error| ReplaceError {
+            path: path.to_owned(),
+            error,
+        })
+}
+
+/// Makes `temporary`'s content `path`: fsync it, rename it over `path`, fsync the directory.
+pub fn commit(temporary: tempfile::NamedTempFile, path: &Path) -> Result<(), ReplaceError> {
+    let error = |error| ReplaceError {
+        path: path.to_owned(),
+        error,
+    };
+    // By path: a program that wrote it may have replaced the file the handle opened.
+    File::open(temporary.path())
+        .and_then(|f| f.sync_all())
+        .map_err(error)?;
+    temporary.persist(path).map_err(|e| error(e.error))?;
+    sync_parent(path)
+}
+
+/// fsyncs the directory holding `path`, so a rename into it survives a crash.
+pub fn sync_parent(path: &Path) -> Result<(), ReplaceError> {
+    File::open(parent(path))
+        .and_then(|d| d.sync_all())
+        .map_err(|error| ReplaceError {
+            path: path.to_owned(),
+            error,
+        })
+}
+
+fn parent(path: &Path) -> &Path {
+    match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
-    };
-    // Dropped (and so deleted) on every early return.
-    let mut temporary = tempfile::Builder::new()
-        .prefix(".builder-")
-        .tempfile_in(dir)
-        .map_err(error)?;
-    fill(temporary.as_file_mut()).map_err(error)?;
-    let file = temporary.as_file();
-    file.set_permissions(Permissions::from_mode(mode))
-        .map_err(error)?;
-    file.sync_all().map_err(error)?;
-    temporary.persist(path).map_err(|e| error(e.error))?;
-    File::open(dir).and_then(|d| d.sync_all()).map_err(error)?;
-    Ok(())
+    }
 }
 
 /// Removes `path` if it exists.

@@ -458,3 +458,28 @@ fn erofs_image_from_an_initramfs() {
     );
     assert!(error.to_string().contains("dracut"), "{error}");
 }
+
+/// The mini initramfs's compressors (`compress.rs`): what the distributions' own tools
+/// decompress gives back the archive.
+#[test]
+fn system_tools_decompress_what_builder_compresses() {
+    use builder::compress::InitramfsCompression;
+    let archive = main_archive();
+    for (compression, tool, args) in [
+        (InitramfsCompression::Zstd, "zstd", &["-dc"][..]),
+        (InitramfsCompression::Gzip, "gzip", &["-dc"][..]),
+        (InitramfsCompression::Lz4, "lz4", &["-dc"][..]),
+        (
+            InitramfsCompression::Xz,
+            "xz",
+            &["-dc", "--single-stream"][..],
+        ),
+        (InitramfsCompression::Bzip2, "bzip2", &["-dc"][..]),
+    ] {
+        let packed = compression.compress(&archive).unwrap();
+        let Some(unpacked) = with_tool(tool, args, &packed) else {
+            continue;
+        };
+        assert!(unpacked == archive, "{tool} gave other bytes back");
+    }
+}
