@@ -150,7 +150,7 @@ pub struct Archive {
     entries: BTreeMap<Vec<String>, Entry>,
 }
 
-fn split_path(path: &str) -> Result<Vec<String>, CpioError> {
+pub(crate) fn split_path(path: &str) -> Result<Vec<String>, CpioError> {
     let invalid = |problem| CpioError::InvalidPath {
         path: path.to_owned(),
         problem,

@@ -160,11 +160,8 @@ impl MiniInitramfs {
     /// the kernel's loader reads it (`CONFIG_FW_LOADER_COMPRESS`): (host path, archive path).
     /// A name that would leave /lib/firmware is never looked up.
     fn find_firmware(&self, name: &str) -> Option<(PathBuf, String)> {
-        let safe = !name.is_empty()
-            && !name.starts_with('/')
-            && name
-                .split('/')
-                .all(|part| !part.is_empty() && part != "." && part != "..");
+        // The archive's own path rules (no empty, `.` or `..` component), and relative.
+        let safe = !name.starts_with('/') && crate::cpio::split_path(name).is_ok();
         if !safe {
             return None;
         }

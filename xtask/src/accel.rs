@@ -68,10 +68,12 @@ fn probed(board: Board, kernel: &Path, artifacts: &Path) -> Accel {
     if let Ok(text) = std::fs::read_to_string(&cache) {
         let mut lines = text.lines();
         if !boot_id.is_empty() && lines.next() == Some(boot_id) {
-            match lines.next() {
-                Some("kvm") => return Accel::Kvm,
-                Some("tcg") => return Accel::Tcg,
-                _ => {}
+            let cached = lines.next();
+            if let Some(accel) = [Accel::Kvm, Accel::Tcg]
+                .into_iter()
+                .find(|a| Some(a.name()) == cached)
+            {
+                return accel;
             }
         }
     }
@@ -79,15 +81,11 @@ fn probed(board: Board, kernel: &Path, artifacts: &Path) -> Accel {
     let probe = probe_kvm(board, kernel, artifacts);
     eprintln!("vm-test: {}", probe.describe());
     let accel = probe.accel();
-    let word = match accel {
-        Accel::Kvm => "kvm",
-        Accel::Tcg => "tcg",
-    };
     // Best effort: without the cache the next process probes again.
     let temporary = cache.with_extension("tmp");
     if std::fs::write(
         &temporary,
-        format!("{boot_id}\n{word}\n{}\n", probe.describe()),
+        format!("{boot_id}\n{}\n{}\n", accel.name(), probe.describe()),
     )
     .is_ok()
     {
@@ -100,14 +98,6 @@ fn probed(board: Board, kernel: &Path, artifacts: &Path) -> Accel {
         );
     }
     accel
-}
-
-/// The accelerator's name, as the table and result.json show it.
-pub fn name(accel: Accel) -> &'static str {
-    match accel {
-        Accel::Kvm => "kvm",
-        Accel::Tcg => "tcg",
-    }
 }
 
 #[cfg(test)]

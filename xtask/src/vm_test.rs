@@ -226,7 +226,7 @@ fn boot_cell(
     };
     let board = cell.machine.board();
     let accel = crate::accel::resolve(accel, board, &kernel.vmlinuz, &root.join(ARTIFACTS_DIR));
-    result.accel = crate::accel::name(accel).to_owned();
+    result.accel = accel.name().to_owned();
     let machine = testvm::machine::Machine {
         board,
         accel,

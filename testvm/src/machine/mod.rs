@@ -14,12 +14,20 @@ pub enum Accel {
 }
 
 impl Accel {
+    /// QEMU's name for it (`-accel kvm`), as reports show it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Accel::Tcg => "tcg",
+            Accel::Kvm => "kvm",
+        }
+    }
+
     /// `-accel` and `-cpu`: the host's CPU under KVM; under TCG a model distribution kernels
     /// accept on the board.
     fn qemu_args(self, board: Board) -> [&'static str; 4] {
         match self {
-            Accel::Tcg => ["-accel", "tcg", "-cpu", board.tcg_cpu()],
-            Accel::Kvm => ["-accel", "kvm", "-cpu", "host"],
+            Accel::Tcg => ["-accel", self.name(), "-cpu", board.tcg_cpu()],
+            Accel::Kvm => ["-accel", self.name(), "-cpu", "host"],
         }
     }
 }
