@@ -54,8 +54,11 @@ pub mod artifact {
     pub const QEMU_ARGV: &str = "qemu.argv";
     /// Milestones and outcome, see [`super::Timings`].
     pub const TIMINGS_JSON: &str = "timings.json";
+    /// Every QMP message both ways, one line each: `<ms since QEMU start> <- | -> <json>`.
+    pub const QMP_LOG: &str = "qmp.log";
     /// Everything above, cleared before a boot.
-    pub const ALL: [&str; 6] = [
+    pub const ALL: [&str; 7] = [
+        QMP_LOG,
         CONSOLE_LOG,
         QEMU_CONSOLE_LOG,
         QEMU_STDERR,
@@ -158,7 +161,7 @@ fn run(
 
     // QEMU checks some options (the kernel file, for one) only after creating its sockets,
     // so a start-up step that fails because QEMU exited is reported with QEMU's stderr.
-    let started = start_session(&mut qemu, serial, qmp, &stderr_path, spec, start);
+    let started = start_session(&mut qemu, serial, qmp, artifacts, spec, start);
     let (mut watcher, mut qmp, status) = match started {
         Ok(session) => session,
         Err(error) => {
@@ -250,10 +253,11 @@ fn start_session(
     qemu: &mut QemuProcess,
     serial: &Path,
     qmp: &Path,
-    stderr_path: &Path,
+    artifacts: &Path,
     spec: &BootSpec,
     start: Instant,
 ) -> Result<(Watcher, QmpClient, String), InfraError> {
+    let stderr_path = &artifacts.join(artifact::QEMU_STDERR);
     let console = qemu.connect(serial, SOCKET_TIMEOUT, stderr_path)?;
     let transcript = SharedTranscript::default();
     let reader = console.try_clone().map_err(|source| InfraError::Io {
@@ -268,7 +272,7 @@ fn start_session(
         &spec.fatal,
     );
     let qmp_stream = qemu.connect(qmp, SOCKET_TIMEOUT, stderr_path)?;
-    let mut qmp = QmpClient::handshake(qmp_stream)?;
+    let mut qmp = QmpClient::handshake(qmp_stream, &artifacts.join(artifact::QMP_LOG), start)?;
     let status = qmp.status()?;
     Ok((watcher, qmp, status))
 }

@@ -1,8 +1,11 @@
 //! A small QMP client over the `qapi` crate that survives a QEMU newer than its schema.
 
-use std::io::{self, BufReader};
+use std::fs::File;
+use std::io::{self, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
-use std::time::Duration;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use qapi::{Command, ExecuteError, Qmp, Stream};
 
@@ -15,7 +18,7 @@ const READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// QEMU 9.1's schema: an event or enum value added since fails to deserialize.
 const MAX_UNDECODABLE: usize = 16;
 
-type QmpStream = Qmp<Stream<BufReader<UnixStream>, UnixStream>>;
+type QmpStream = Qmp<Stream<BufReader<Logged<UnixStream>>, Logged<UnixStream>>>;
 
 /// A connected, negotiated QMP session.
 pub(crate) struct QmpClient {
@@ -29,14 +32,26 @@ impl std::fmt::Debug for QmpClient {
 }
 
 impl QmpClient {
-    /// Reads the greeting and leaves capabilities negotiation mode.
-    pub(crate) fn handshake(stream: UnixStream) -> Result<QmpClient, InfraError> {
+    /// Reads the greeting and leaves capabilities negotiation mode. Every message both ways
+    /// goes to `log` (the `qmp.log` artifact), one JSON line each, with the milliseconds since
+    /// `start` and its direction.
+    pub(crate) fn handshake(
+        stream: UnixStream,
+        log: &Path,
+        start: Instant,
+    ) -> Result<QmpClient, InfraError> {
         let io = |what| move |source| InfraError::Io { what, source };
         stream
             .set_read_timeout(Some(READ_TIMEOUT))
             .map_err(io("setting the QMP read timeout"))?;
         let reader = stream.try_clone().map_err(io("cloning the QMP socket"))?;
-        let mut qmp = Qmp::new(Stream::new(BufReader::new(reader), stream));
+        let log = Arc::new(Mutex::new(
+            File::create(log).map_err(io("creating the QMP log"))?,
+        ));
+        let mut qmp = Qmp::new(Stream::new(
+            BufReader::new(Logged::new(reader, "<-", log.clone(), start)),
+            Logged::new(stream, "->", log, start),
+        ));
         qmp.handshake().map_err(|e| qmp_error("handshake", e))?;
         Ok(QmpClient { qmp })
     }
@@ -129,6 +144,66 @@ impl Command for DeviceAdd {
     type Ok = serde_json::Value;
     const NAME: &'static str = "device_add";
     const ALLOW_OOB: bool = false;
+}
+
+/// One direction of the QMP socket, copied line by line into the shared log. QMP frames
+/// every message as one line of JSON; a partial line waits for its end.
+pub(crate) struct Logged<S> {
+    inner: S,
+    direction: &'static str,
+    log: Arc<Mutex<File>>,
+    start: Instant,
+    pending: Vec<u8>,
+}
+
+impl<S> Logged<S> {
+    fn new(inner: S, direction: &'static str, log: Arc<Mutex<File>>, start: Instant) -> Self {
+        Logged {
+            inner,
+            direction,
+            log,
+            start,
+            pending: Vec::new(),
+        }
+    }
+
+    /// Logs the complete lines of `bytes`. Best effort: a full disk must not fail the boot,
+    /// the transcript is a diagnostic.
+    fn record(&mut self, bytes: &[u8]) {
+        self.pending.extend_from_slice(bytes);
+        while let Some(end) = self.pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.pending.drain(..=end).collect();
+            let text = String::from_utf8_lossy(&line);
+            let text = text.trim_end();
+            if text.is_empty() {
+                continue;
+            }
+            let ms = self.start.elapsed().as_millis();
+            if let Ok(mut log) = self.log.lock() {
+                let _ = writeln!(log, "{ms:>8} {} {text}", self.direction);
+            }
+        }
+    }
+}
+
+impl<S: Read> Read for Logged<S> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.record(&buf[..n]);
+        Ok(n)
+    }
+}
+
+impl<S: Write> Write for Logged<S> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.record(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 fn qmp_error(what: &'static str, error: ExecuteError) -> InfraError {

@@ -1,0 +1,59 @@
+//! The QEMU command line of every machine × storage bus combination the matrix boots, as
+//! insta snapshots (`tests/snapshots/argv__<board>-<bus>.snap`): a change to a device, a
+//! property or an option shows up in review as a diff of the exact argv.
+
+use testvm::machine::{Accel, Board, Disk, DiskBus, Io, Machine, shell};
+
+/// Every bus, under the name cells use.
+const BUSES: [(&str, DiskBus); 6] = [
+    ("virtio-blk", DiskBus::VirtioBlk),
+    ("virtio-scsi", DiskBus::VirtioScsi),
+    (
+        "nvme",
+        DiskBus::Nvme {
+            logical_block_size: 512,
+        },
+    ),
+    (
+        "nvme-4kn",
+        DiskBus::Nvme {
+            logical_block_size: 4096,
+        },
+    ),
+    ("usb", DiskBus::Usb),
+    ("sd", DiskBus::Sd),
+];
+
+fn machine(board: Board, bus: DiskBus) -> Machine {
+    Machine {
+        board,
+        accel: Accel::Tcg,
+        memory_mib: 1024,
+        cpus: 1,
+        kernel: "/fixtures/vmlinuz".into(),
+        initrd: Some("/cell/mini-initramfs.img".into()),
+        cmdline: format!("console={} panic=-1", board.console()),
+        disks: vec![Disk {
+            path: "/cell/disk.img".into(),
+            bus,
+            serial: "boot0".into(),
+            read_only: bus != DiskBus::Sd,
+        }],
+        hotplug_ports: 0,
+        empty_cdroms: 0,
+    }
+}
+
+#[test]
+fn every_machine_and_bus() {
+    for board in [Board::Q35, Board::Virt] {
+        for (name, bus) in BUSES {
+            let argv = machine(board, bus).qemu_args(&Io::Interactive);
+            assert_eq!(argv[0], board.qemu_binary());
+            insta::assert_snapshot!(
+                format!("{}-{name}", board.machine_type()),
+                shell::join(&argv)
+            );
+        }
+    }
+}
