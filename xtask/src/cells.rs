@@ -54,6 +54,14 @@ impl MachineKind {
             MachineKind::Virt => "arm64",
         }
     }
+
+    /// The name cells.toml and cell names use.
+    pub fn name(self) -> &'static str {
+        match self {
+            MachineKind::Q35 => "q35",
+            MachineKind::Virt => "virt",
+        }
+    }
 }
 
 /// The bus the boot disk hangs off, and so the storage preset of the cell's mini initramfs.
@@ -95,6 +103,42 @@ impl Bus {
         match self.disk_bus() {
             testvm::machine::DiskBus::Nvme { logical_block_size } => logical_block_size,
             _ => 512,
+        }
+    }
+
+    /// The name cells.toml and cell names use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Bus::VirtioBlk => "virtio-blk",
+            Bus::VirtioScsi => "virtio-scsi",
+            Bus::Nvme => "nvme",
+            Bus::Nvme4kn => "nvme-4kn",
+            Bus::Usb => "usb",
+            Bus::Sd => "sd",
+        }
+    }
+
+    /// The boot partition as the guest's kernel names it (the boot disk is the only disk of
+    /// its kind in a cell).
+    pub fn boot_partition(self) -> &'static str {
+        match self {
+            Bus::VirtioBlk => "/dev/vda1",
+            Bus::VirtioScsi | Bus::Usb => "/dev/sda1",
+            Bus::Nvme | Bus::Nvme4kn => "/dev/nvme0n1p1",
+            Bus::Sd => "/dev/mmcblk0p1",
+        }
+    }
+
+    /// The drivers between the board and the disk's partitions, controller first: each one a
+    /// kernel has as a module must be loaded by storage-init (on demand, from a modalias) for
+    /// the disk to appear. Dependencies (nvme-core, sdhci, usb-common) load with them.
+    pub fn drivers(self) -> &'static [&'static str] {
+        match self {
+            Bus::VirtioBlk => &["virtio_pci", "virtio_blk"],
+            Bus::VirtioScsi => &["virtio_pci", "virtio_scsi", "sd_mod"],
+            Bus::Nvme | Bus::Nvme4kn => &["nvme"],
+            Bus::Usb => &["xhci_pci", "usb_storage", "sd_mod"],
+            Bus::Sd => &["sdhci_pci", "mmc_block"],
         }
     }
 
@@ -220,11 +264,138 @@ pub struct Cell {
     /// Line counts the whole console must show once the milestones passed.
     #[serde(default)]
     pub console: Vec<ConsoleCheck>,
+    /// Require a `loaded module` line for each of the bus's drivers ([`Bus::drivers`]) that
+    /// the cell's kernel has as a module: the proof that storage-init brought the disk up.
+    /// Set on every cell a `[[matrix]]` generates.
+    #[serde(default)]
+    pub prove_drivers: bool,
     pub milestones: Vec<MilestoneSpec>,
 }
 
 fn one_cpu() -> u32 {
     1
+}
+
+/// What the placeholders of a milestone pattern stand for in one boot, known once the kernel
+/// is unpacked. Values are regular expressions.
+#[derive(Debug, Clone)]
+pub struct Substitutions {
+    /// `{nonce}`: the boot's unique marker.
+    pub nonce: String,
+    /// `{kernel_release}`: `uname -r` of the cell's kernel.
+    pub kernel_release: String,
+    /// `{image_mount}`: how storage-init must mount the image on this kernel: `file-backed`
+    /// where the kernel has `CONFIG_EROFS_FS_BACKED_BY_FILE`, else through a loop device.
+    pub image_mount: String,
+}
+
+impl Substitutions {
+    /// For a kernel with (`true`) or without file-backed erofs mounts.
+    pub fn new(nonce: &str, kernel_release: &str, erofs_file_backed: bool) -> Substitutions {
+        Substitutions {
+            nonce: regex::escape(nonce),
+            kernel_release: regex::escape(kernel_release),
+            image_mount: if erofs_file_backed {
+                "file-backed".to_owned()
+            } else {
+                "loop device /dev/loop[0-9]+".to_owned()
+            },
+        }
+    }
+
+    fn apply(&self, pattern: &str) -> String {
+        pattern
+            .replace("{nonce}", &self.nonce)
+            .replace("{kernel_release}", &self.kernel_release)
+            .replace("{image_mount}", &self.image_mount)
+    }
+}
+
+/// A block of cells declared as a product: every machine × bus × kernel whose architectures
+/// agree becomes a cell named `<arch>-<machine>-<bus>-<kernel>-<flow>` (the kernel's id
+/// without its architecture suffix), with these milestones. `{partition}` in a pattern is the
+/// bus's boot partition (`/dev/nvme0n1p1`); the run-time placeholders are [`Substitutions`].
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatrixSpec {
+    pub tier: Tier,
+    pub flow: Flow,
+    pub machines: Vec<MachineKind>,
+    pub buses: Vec<Bus>,
+    /// `id`s of fixtures/kernels.toml.
+    pub kernels: Vec<String>,
+    pub fatal: Vec<String>,
+    #[serde(default)]
+    pub console: Vec<ConsoleCheck>,
+    pub milestones: Vec<MilestoneSpec>,
+}
+
+impl MatrixSpec {
+    /// The cells of this block, in machine, bus, kernel order.
+    fn expand(&self, kernels: &[crate::fixtures::KernelPin]) -> Result<Vec<Cell>> {
+        let mut cells = Vec::new();
+        for &machine in &self.machines {
+            for &bus in &self.buses {
+                for id in &self.kernels {
+                    let pin = kernels
+                        .iter()
+                        .find(|k| &k.id == id)
+                        .with_context(|| format!("[[matrix]]: unknown kernel {id}"))?;
+                    if pin.arch != machine.arch() {
+                        continue;
+                    }
+                    cells.push(self.cell(machine, bus, id));
+                }
+            }
+        }
+        if cells.is_empty() {
+            bail!(
+                "[[matrix]]: no machine runs any of the kernels {:?}",
+                self.kernels
+            );
+        }
+        Ok(cells)
+    }
+
+    fn cell(&self, machine: MachineKind, bus: Bus, kernel: &str) -> Cell {
+        // `debian12-6.12-amd64` → `debian12-6.12`: the name already starts with the arch.
+        let short = kernel.rsplit_once('-').map_or(kernel, |(head, _)| head);
+        let flow = match self.flow {
+            Flow::Busybox => "busybox",
+            Flow::PrepareOnly => "prepare-only",
+        };
+        Cell {
+            name: format!(
+                "{}-{}-{}-{short}-{flow}",
+                machine.arch(),
+                machine.name(),
+                bus.name()
+            ),
+            tier: self.tier,
+            kernel: kernel.to_owned(),
+            flow: self.flow,
+            cmdline: String::new(),
+            end: CellEnd::default(),
+            boot_fs: Default::default(),
+            hotplug: None,
+            image_fs: Default::default(),
+            cpus: one_cpu(),
+            empty_cdrom: false,
+            bus,
+            machine,
+            fatal: self.fatal.clone(),
+            console: self.console.clone(),
+            prove_drivers: true,
+            milestones: self
+                .milestones
+                .iter()
+                .map(|m| MilestoneSpec {
+                    pattern: m.pattern.replace("{partition}", bus.boot_partition()),
+                    ..m.clone()
+                })
+                .collect(),
+        }
+    }
 }
 
 impl Cell {
@@ -238,11 +409,11 @@ impl Cell {
         }
     }
 
-    pub fn milestones(&self, nonce: &str) -> Result<Vec<testvm::run::Milestone>> {
+    pub fn milestones(&self, substitutions: &Substitutions) -> Result<Vec<testvm::run::Milestone>> {
         self.milestones
             .iter()
             .map(|m| {
-                let pattern = m.pattern.replace("{nonce}", nonce);
+                let pattern = substitutions.apply(&m.pattern);
                 testvm::run::Milestone::new(&m.name, &pattern, Duration::from_secs(m.timeout))
                     .with_context(|| {
                         format!("cell {}: milestone {}: bad pattern", self.name, m.name)
@@ -270,7 +441,11 @@ impl Cell {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct CellsFile {
+    #[serde(default)]
+    matrix: Vec<MatrixSpec>,
+    #[serde(default)]
     cell: Vec<Cell>,
 }
 
@@ -327,10 +502,37 @@ pub fn read_cells(root: &Path) -> Result<Vec<Cell>> {
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let file: CellsFile =
         toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let kernels = crate::fixtures::read_kernels(root)?.kernel;
     for (i, cell) in file.cell.iter().enumerate() {
         if file.cell[..i].iter().any(|c| c.name == cell.name) {
             bail!("{}: cell {} is declared twice", path.display(), cell.name);
         }
+    }
+    // Generated cells first, in declaration order; a `[[cell]]` of the same name takes the
+    // generated one's place (a combination that deserves closer milestones), the others follow.
+    let mut cells = Vec::new();
+    for spec in &file.matrix {
+        for generated in spec
+            .expand(&kernels)
+            .with_context(|| format!("in {}", path.display()))?
+        {
+            if cells.iter().any(|c: &Cell| c.name == generated.name) {
+                bail!(
+                    "{}: two [[matrix]] blocks generate cell {}",
+                    path.display(),
+                    generated.name
+                );
+            }
+            let explicit = file.cell.iter().find(|c| c.name == generated.name);
+            cells.push(explicit.cloned().unwrap_or(generated));
+        }
+    }
+    for cell in &file.cell {
+        if !cells.iter().any(|c| c.name == cell.name) {
+            cells.push(cell.clone());
+        }
+    }
+    for cell in &cells {
         if cell.milestones.is_empty() {
             bail!(
                 "{}: cell {} has no milestones: it could not fail",
@@ -338,7 +540,7 @@ pub fn read_cells(root: &Path) -> Result<Vec<Cell>> {
                 cell.name
             );
         }
-        cell.milestones("0")?;
+        cell.milestones(&Substitutions::new("0", "6.12.0-test", true))?;
         cell.fatal()?;
         if let Some(check) = cell
             .console
@@ -360,7 +562,7 @@ pub fn read_cells(root: &Path) -> Result<Vec<Cell>> {
             );
         }
     }
-    Ok(file.cell)
+    Ok(cells)
 }
 
 #[cfg(test)]
@@ -409,7 +611,9 @@ mod tests {
             nvme,
             [
                 "x86_64-q35-nvme-debian12-6.12-busybox",
-                "x86_64-q35-nvme-4kn-debian12-6.12-busybox"
+                "x86_64-q35-nvme-debian12-6.1-busybox",
+                "x86_64-q35-nvme-4kn-debian12-6.12-busybox",
+                "x86_64-q35-nvme-4kn-debian12-6.1-busybox",
             ]
         );
         let old_kernel = names(CellFilter {
@@ -438,6 +642,80 @@ mod tests {
         assert!(glob(b"a*c?", b"abbbcd"));
         assert!(!glob(b"a*c", b"abcd"));
         assert!(glob(b"*", b""));
+    }
+
+    /// The product covers every combination whose architectures agree, names each after its
+    /// parts, fills in the partition, and yields to a hand-written cell of the same name.
+    #[test]
+    fn matrix_expansion() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let kernels = crate::fixtures::read_kernels(&root).unwrap().kernel;
+        let spec: MatrixSpec = toml::from_str(
+            r#"
+            tier = "default"
+            flow = "busybox"
+            machines = ["q35", "virt"]
+            buses = ["nvme", "sd"]
+            kernels = ["debian12-6.12-amd64", "debian12-6.12-arm64", "debian12-6.1-amd64"]
+            fatal = ["Kernel panic"]
+            milestones = [{ name = "bootfs", pattern = "on {partition} ", timeout = 5 }]
+            "#,
+        )
+        .unwrap();
+        let cells = spec.expand(&kernels).unwrap();
+        let names: Vec<&str> = cells.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "x86_64-q35-nvme-debian12-6.12-busybox",
+                "x86_64-q35-nvme-debian12-6.1-busybox",
+                "x86_64-q35-sd-debian12-6.12-busybox",
+                "x86_64-q35-sd-debian12-6.1-busybox",
+                "aarch64-virt-nvme-debian12-6.12-busybox",
+                "aarch64-virt-sd-debian12-6.12-busybox",
+            ]
+        );
+        assert!(cells.iter().all(|c| c.prove_drivers));
+        assert_eq!(cells[2].milestones[0].pattern, "on /dev/mmcblk0p1 ");
+        assert_eq!(cells[4].machine, MachineKind::Virt);
+        assert_eq!(cells[4].kernel, "debian12-6.12-arm64");
+
+        let unknown: MatrixSpec = toml::from_str(
+            r#"
+            tier = "default"
+            flow = "busybox"
+            machines = ["q35"]
+            buses = ["nvme"]
+            kernels = ["debian99"]
+            fatal = []
+            milestones = []
+            "#,
+        )
+        .unwrap();
+        let error = format!("{:#}", unknown.expand(&kernels).unwrap_err());
+        assert!(error.contains("unknown kernel debian99"), "{error}");
+
+        // The committed file: the smoke cell of a generated name is the hand-written one.
+        let committed = read_cells(&root).unwrap();
+        let smoke = committed
+            .iter()
+            .find(|c| c.name == "x86_64-q35-virtio-blk-debian12-6.12-busybox")
+            .unwrap();
+        assert_eq!(smoke.tier, Tier::Smoke);
+        assert_eq!(committed.iter().filter(|c| c.name == smoke.name).count(), 1);
+    }
+
+    #[test]
+    fn substitutions_escape_and_choose_the_mount() {
+        let file_backed = Substitutions::new("ab.c", "6.12.95+deb12-amd64", true);
+        assert_eq!(
+            file_backed.apply("{nonce} {kernel_release} ({image_mount})"),
+            "ab\\.c 6\\.12\\.95\\+deb12\\-amd64 (file-backed)"
+        );
+        let loop_device = Substitutions::new("x", "6.1.0-56-amd64", false);
+        let pattern = regex::Regex::new(&loop_device.apply("erofs, {image_mount}\\)")).unwrap();
+        assert!(pattern.is_match("erofs, loop device /dev/loop0)"));
+        assert!(!pattern.is_match("erofs, file-backed)"));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 pub mod accel;
 pub mod bench_storage_init;
 pub mod cells;
+pub mod cli;
 pub mod deb;
 pub mod dracut_fixture;
 pub mod fixtures;

@@ -9,6 +9,36 @@ use crate::vm_test::{CellResult, Verdict};
 /// The milestone whose guest time the summary shows: the content's init has run.
 const MARKER: &str = "marker";
 
+/// The line above the table: how many cells ended which way, the accelerators used and the
+/// run's wall time.
+pub fn headline(results: &[CellResult], wall: std::time::Duration) -> String {
+    let mut counts: Vec<String> = Vec::new();
+    for word in ["passed", "FLAKY", "skipped", "FAILED", "ERROR"] {
+        let n = results.iter().filter(|r| r.verdict.word() == word).count();
+        if n > 0 {
+            counts.push(format!("{n} {}", word.to_lowercase()));
+        }
+    }
+    let mut accels: Vec<&str> = results
+        .iter()
+        .map(|r| r.accel.as_str())
+        .filter(|a| !a.is_empty())
+        .collect();
+    accels.sort_unstable();
+    accels.dedup();
+    format!(
+        "**vm-test**: {} cells: {}; accelerator {}; wall time {:.0} s\n",
+        results.len(),
+        counts.join(", "),
+        if accels.is_empty() {
+            "-".to_owned()
+        } else {
+            accels.join(" and ")
+        },
+        wall.as_secs_f64()
+    )
+}
+
 /// One Markdown table row per cell: cell, accelerator, verdict, guest seconds to the marker
 /// (or the last milestone reached), reason.
 pub fn markdown(results: &[CellResult]) -> String {
@@ -16,11 +46,14 @@ pub fn markdown(results: &[CellResult]) -> String {
         "| cell | accel | result | guest s to init marker | reason |\n|---|---|---|---|---|\n",
     );
     for result in results {
-        let (word, reason) = match &result.verdict {
-            Verdict::Passed => ("passed", ""),
-            Verdict::Failed { reason } => ("**FAILED**", reason.as_str()),
-            Verdict::Error { reason } => ("**ERROR**", reason.as_str()),
+        let word = match &result.verdict {
+            Verdict::Passed => "passed",
+            Verdict::Flaky { .. } => "**flaky** (passed on a retry)",
+            Verdict::Skipped { .. } => "skipped",
+            Verdict::Failed { .. } => "**FAILED**",
+            Verdict::Error { .. } => "**ERROR**",
         };
+        let reason = result.verdict.reason().unwrap_or("");
         let marker = result
             .milestones
             .iter()
@@ -43,12 +76,15 @@ pub fn markdown(results: &[CellResult]) -> String {
 }
 
 /// A JUnit XML report: one test case per cell, `failure` for a guest failure, `error` for a
-/// harness failure; the time is the host's, from QEMU's start to the last milestone.
+/// harness failure, `skipped`, and `flakyFailure` (the first attempt's) on a cell that passed
+/// on a retry, as nextest and Maven Surefire write it; the time is the host's, from QEMU's
+/// start to the last milestone.
 pub fn junit(results: &[CellResult]) -> String {
     let failures = count(results, |v| matches!(v, Verdict::Failed { .. }));
     let errors = count(results, |v| matches!(v, Verdict::Error { .. }));
+    let skipped = count(results, |v| matches!(v, Verdict::Skipped { .. }));
     let mut out = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites>\n  <testsuite name=\"vm-test\" tests=\"{}\" failures=\"{failures}\" errors=\"{errors}\">\n",
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites>\n  <testsuite name=\"vm-test\" tests=\"{}\" failures=\"{failures}\" errors=\"{errors}\" skipped=\"{skipped}\">\n",
         results.len()
     );
     for result in results {
@@ -61,14 +97,16 @@ pub fn junit(results: &[CellResult]) -> String {
             "    <testcase classname=\"vm-test\" name=\"{}\" time=\"{seconds:.3}\"",
             xml(&result.cell)
         );
-        match &result.verdict {
-            Verdict::Passed => out.push_str("/>\n"),
-            Verdict::Failed { reason } | Verdict::Error { reason } => {
-                let tag = if matches!(result.verdict, Verdict::Failed { .. }) {
-                    "failure"
-                } else {
-                    "error"
-                };
+        let tag = match &result.verdict {
+            Verdict::Passed => None,
+            Verdict::Flaky { reason } => Some(("flakyFailure", reason)),
+            Verdict::Skipped { reason } => Some(("skipped", reason)),
+            Verdict::Failed { reason } => Some(("failure", reason)),
+            Verdict::Error { reason } => Some(("error", reason)),
+        };
+        match tag {
+            None => out.push_str("/>\n"),
+            Some((tag, reason)) => {
                 let first = reason.lines().next().unwrap_or("");
                 let _ = write!(
                     out,
@@ -125,6 +163,7 @@ mod tests {
                     line: String::new(),
                 },
             ],
+            attempts: 1,
             fixtures: Vec::new(),
             accel: "tcg".into(),
             warnings: Vec::new(),
@@ -147,6 +186,18 @@ mod tests {
                     reason: "QEMU exited at start-up".into(),
                 },
             ),
+            result(
+                "x86_64-q35-sd",
+                Verdict::Flaky {
+                    reason: "marker: timed out after 30 s".into(),
+                },
+            ),
+            result(
+                "x86_64-q35-virtio-blk-fedora43",
+                Verdict::Skipped {
+                    reason: "cannot fetch kernel-core: mirror unreachable".into(),
+                },
+            ),
         ]
     }
 
@@ -156,10 +207,20 @@ mod tests {
     }
 
     #[test]
+    fn headline_counts() {
+        let line = headline(&sample(), std::time::Duration::from_secs(250));
+        assert_eq!(
+            line,
+            "**vm-test**: 5 cells: 1 passed, 1 flaky, 1 skipped, 1 failed, 1 error; accelerator tcg; wall time 250 s\n"
+        );
+    }
+
+    #[test]
     fn junit_report() {
         let report = junit(&sample());
         insta::assert_snapshot!(report);
-        assert!(report.contains("tests=\"3\" failures=\"1\" errors=\"1\""));
+        assert!(report.contains("tests=\"5\" failures=\"1\" errors=\"1\" skipped=\"1\""));
+        assert!(report.contains("<flakyFailure message=\"marker: timed out after 30 s\">"));
         assert!(report.contains("&lt;no | device&gt;"));
     }
 }

@@ -24,6 +24,15 @@ const POWER_OFF_TIMEOUT: Duration = Duration::from_secs(30);
 #[serde(tag = "result", rename_all = "kebab-case")]
 pub enum Verdict {
     Passed,
+    /// Passed on a retry (`--retries`): reported, never silent. `reason` is why the first
+    /// attempt did not pass.
+    Flaky {
+        reason: String,
+    },
+    /// Not run, and says nothing about the guest: its fixture cannot be fetched here.
+    Skipped {
+        reason: String,
+    },
     /// The guest did not do what the cell expects.
     Failed {
         reason: String,
@@ -34,11 +43,69 @@ pub enum Verdict {
     },
 }
 
+impl Verdict {
+    /// Passed, flaky or skipped: nothing for the run to fail on.
+    pub fn is_success(&self) -> bool {
+        matches!(
+            self,
+            Verdict::Passed | Verdict::Flaky { .. } | Verdict::Skipped { .. }
+        )
+    }
+
+    /// One word for tables.
+    pub fn word(&self) -> &'static str {
+        match self {
+            Verdict::Passed => "passed",
+            Verdict::Flaky { .. } => "FLAKY",
+            Verdict::Skipped { .. } => "skipped",
+            Verdict::Failed { .. } => "FAILED",
+            Verdict::Error { .. } => "ERROR",
+        }
+    }
+
+    /// Why it did not simply pass.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            Verdict::Passed => None,
+            Verdict::Flaky { reason }
+            | Verdict::Skipped { reason }
+            | Verdict::Failed { reason }
+            | Verdict::Error { reason } => Some(reason),
+        }
+    }
+}
+
+/// A `vm-test` run in which some cell did not pass: the error `main` turns into the exit
+/// status (1 when only guests failed, 3 when the harness or host broke).
+#[derive(Debug)]
+pub struct MatrixFailed {
+    pub failed: usize,
+    pub errors: usize,
+    pub cells: usize,
+}
+
+impl std::fmt::Display for MatrixFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} of {} cells did not pass: {} failed in the guest, {} broke in the harness or host",
+            self.failed + self.errors,
+            self.cells,
+            self.failed,
+            self.errors
+        )
+    }
+}
+
+impl std::error::Error for MatrixFailed {}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct CellResult {
     pub cell: String,
     #[serde(flatten)]
     pub verdict: Verdict,
+    /// Boots it took (more than 1 only with `--retries`).
+    pub attempts: u32,
     pub milestones: Vec<testvm::run::MilestoneReached>,
     /// The package versions actually used (a fallback shows `pinned: false`).
     pub fixtures: Vec<Fetched>,
@@ -57,6 +124,36 @@ pub struct Options {
     pub filter: crate::cells::CellFilter,
     pub list: bool,
     pub accel: crate::accel::AccelChoice,
+    /// Cells booted at once; None: as many as the machine's cores and memory hold.
+    pub jobs: Option<usize>,
+    /// Boots a failing cell may take again; a pass on a retry is reported as flaky.
+    pub retries: u32,
+}
+
+/// Host memory a cell needs besides its guest's: QEMU itself, the image builds.
+const HOST_OVERHEAD_MIB: u64 = 512;
+
+/// How many cells to boot at once when `--jobs` is not given: one per host core (each TCG
+/// vCPU is a host thread kept busy), within the memory the guests need.
+fn default_jobs(cells: &[Cell]) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let vcpus = cells
+        .iter()
+        .map(|c| c.cpus as usize)
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    let per_cell_mib = u64::from(MEMORY_MIB) + HOST_OVERHEAD_MIB;
+    let by_memory = available_memory_mib().map_or(usize::MAX, |m| (m / per_cell_mib) as usize);
+    (cores / vcpus).min(by_memory).max(1)
+}
+
+/// MemAvailable of /proc/meminfo, in MiB.
+fn available_memory_mib() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024)
 }
 
 pub fn run(sh: &Shell, root: &Path, options: &Options) -> Result<()> {
@@ -74,32 +171,127 @@ pub fn run(sh: &Shell, root: &Path, options: &Options) -> Result<()> {
         bail!("no cell matches the filter");
     }
     crate::provision::ensure(sh)?;
-    let mut results = Vec::new();
-    for cell in &cells {
-        eprintln!("vm-test: {} ...", cell.name);
-        let result = run_cell(sh, root, cell, options.accel);
-        eprintln!("vm-test: {} {}", cell.name, verdict_word(&result.verdict));
-        results.push(result);
+    // Built once up front: parallel cells would otherwise queue on cargo's lock, each.
+    let mut arches: Vec<&str> = cells.iter().map(|c| c.machine.arch()).collect();
+    arches.dedup();
+    for arch in arches {
+        crate::static_build::build_for_arch(sh, root, arch)?;
     }
+    let jobs = options.jobs.unwrap_or_else(|| default_jobs(&cells));
+    eprintln!(
+        "vm-test: {} cells, {jobs} at a time{}",
+        cells.len(),
+        if options.retries > 0 {
+            format!(
+                ", up to {} retries each (a pass on a retry is reported as flaky)",
+                options.retries
+            )
+        } else {
+            String::new()
+        }
+    );
+    let started = std::time::Instant::now();
+    let results = run_cells(root, &cells, options, jobs);
+    let wall = started.elapsed();
     print_table(&results);
+    let headline = crate::vm_report::headline(&results, wall);
+    print!("{}", headline.replace("**", ""));
     let dir = root.join(ARTIFACTS_DIR);
     let summary = dir.join("summary.json");
     std::fs::write(&summary, serde_json::to_string_pretty(&results)?)?;
-    std::fs::write(dir.join("summary.md"), crate::vm_report::markdown(&results))?;
+    std::fs::write(
+        dir.join("summary.md"),
+        format!("{headline}\n{}", crate::vm_report::markdown(&results)),
+    )?;
     std::fs::write(dir.join("junit.xml"), crate::vm_report::junit(&results))?;
     println!(
-        "artifacts: {}/<cell>/ (console.log, qemu.cmdline, timings.json); summary: {} (and summary.md, junit.xml)",
+        "artifacts: {}/<cell>/ (console.log, qemu.cmdline, qmp.log, timings.json, result.json); summary: {} (and summary.md, junit.xml)",
         ARTIFACTS_DIR,
         summary.display()
     );
-    let bad = results
-        .iter()
-        .filter(|r| !matches!(r.verdict, Verdict::Passed))
-        .count();
-    if bad > 0 {
-        bail!("{bad} of {} cells did not pass", results.len());
+    let count = |f: fn(&Verdict) -> bool| results.iter().filter(|r| f(&r.verdict)).count();
+    let failed = count(|v| matches!(v, Verdict::Failed { .. }));
+    let errors = count(|v| matches!(v, Verdict::Error { .. }));
+    if failed + errors > 0 {
+        return Err(MatrixFailed {
+            failed,
+            errors,
+            cells: results.len(),
+        }
+        .into());
     }
     Ok(())
+}
+
+/// Boots `cells` on `jobs` worker threads, each taking the next cell in order; results come
+/// back in the cells' order.
+fn run_cells(root: &Path, cells: &[Cell], options: &Options, jobs: usize) -> Vec<CellResult> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.min(cells.len()) {
+            scope.spawn(|| {
+                let sh = match Shell::new() {
+                    Ok(sh) => sh,
+                    Err(error) => {
+                        eprintln!("vm-test: worker cannot start a shell: {error}");
+                        return;
+                    }
+                };
+                sh.change_dir(root);
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(cell) = cells.get(i) else { break };
+                    let result = run_with_retries(&sh, root, cell, options);
+                    eprintln!(
+                        "vm-test: [{}/{}] {} {}",
+                        i + 1,
+                        cells.len(),
+                        cell.name,
+                        verdict_word(&result.verdict)
+                    );
+                    results
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push((i, result));
+                }
+            });
+        }
+    });
+    let mut results = results.into_inner().unwrap_or_else(|e| e.into_inner());
+    results.sort_by_key(|(i, _)| *i);
+    results.into_iter().map(|(_, r)| r).collect()
+}
+
+/// Boots `cell` up to `1 + retries` times until it passes; a pass after a failure is flaky.
+fn run_with_retries(sh: &Shell, root: &Path, cell: &Cell, options: &Options) -> CellResult {
+    let mut first_failure: Option<String> = None;
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        eprintln!("vm-test: {} ... (attempt {attempts})", cell.name);
+        let mut result = run_cell(sh, root, cell, options.accel);
+        result.attempts = attempts;
+        match &result.verdict {
+            Verdict::Passed => {
+                if let Some(reason) = first_failure {
+                    result.verdict = Verdict::Flaky { reason };
+                }
+                return result;
+            }
+            Verdict::Failed { reason } | Verdict::Error { reason }
+                if attempts <= options.retries =>
+            {
+                eprintln!(
+                    "vm-test: {} attempt {attempts} did not pass ({}); retrying",
+                    cell.name,
+                    reason.lines().next().unwrap_or("")
+                );
+                first_failure.get_or_insert_with(|| reason.clone());
+            }
+            _ => return result,
+        }
+    }
 }
 
 /// Looks a cell up by name and runs it (the VM tests' entry point).
@@ -131,6 +323,7 @@ pub fn run_cell(
     let mut result = CellResult {
         cell: cell.name.clone(),
         verdict: Verdict::Passed,
+        attempts: 1,
         milestones: Vec::new(),
         fixtures: Vec::new(),
         accel: String::new(),
@@ -243,8 +436,21 @@ fn boot_cell(
         hotplug_ports: u32::from(cell.hotplug.is_some()),
         empty_cdroms: u32::from(cell.empty_cdrom),
     };
+    let config =
+        builder::kernel_config::KernelConfig::locate(kernel.modules_root(), &kernel.release)
+            .with_context(|| format!("reading the config of kernel {}", kernel.release))?;
+    let substitutions =
+        crate::cells::Substitutions::new(&nonce, &kernel.release, config.erofs_file_backed());
+    let mut console_checks = cell.console.clone();
+    if cell.prove_drivers {
+        console_checks.extend(driver_checks(&kernel, cell.bus)?);
+    }
+    let mut milestones = cell.milestones(&substitutions)?;
+    for milestone in &mut milestones {
+        milestone.timeout = scaled_timeout(milestone.timeout, accel);
+    }
     let spec = testvm::run::BootSpec {
-        milestones: cell.milestones(&nonce)?,
+        milestones,
         fatal: cell.fatal()?,
         end: match cell.end {
             CellEnd::PowerOff => testvm::run::End::GuestPowersOff {
@@ -301,7 +507,7 @@ fn boot_cell(
                     if scan.fatal.len() == 1 { "" } else { "s" }
                 )));
             }
-            match cell.console.iter().find_map(|c| c.violation(&console)) {
+            match console_checks.iter().find_map(|c| c.violation(&console)) {
                 Some(violation) => Err(CellError::Guest(violation)),
                 None => Ok(()),
             }
@@ -315,6 +521,53 @@ fn boot_cell(
         }
         Err(testvm::run::VmError::Infra(error)) => Err(CellError::Infra(anyhow::Error::new(error))),
     }
+}
+
+/// A milestone's timeout under `accel`. cells.toml sizes timeouts for TCG on 2 cores; under
+/// KVM a guest is several times faster, so a hung boot is reported after a third of the time,
+/// but never under [`KVM_TIMEOUT_FLOOR`] (a busy CI runner must not turn slowness into a
+/// failure).
+fn scaled_timeout(tcg: Duration, accel: testvm::machine::Accel) -> Duration {
+    match accel {
+        testvm::machine::Accel::Tcg => tcg,
+        testvm::machine::Accel::Kvm => (tcg / 3).max(KVM_TIMEOUT_FLOOR).min(tcg),
+    }
+}
+
+/// The shortest milestone timeout under KVM.
+const KVM_TIMEOUT_FLOOR: Duration = Duration::from_secs(10);
+
+/// One `loaded module <path>` line for each driver of `bus` that `kernel` has as a module (a
+/// built-in one has nothing to load): storage-init loaded it, once.
+fn driver_checks(
+    kernel: &fixtures::Kernel,
+    bus: crate::cells::Bus,
+) -> Result<Vec<crate::cells::ConsoleCheck>> {
+    let modules = builder::modules::KernelModules::new(kernel.modules_root(), &kernel.release);
+    let wanted: Vec<String> = bus.drivers().iter().map(|d| (*d).to_owned()).collect();
+    let resolution = modules.resolve_with_wanted(&[], &wanted).with_context(|| {
+        format!(
+            "resolving the {} drivers of kernel {}",
+            bus.name(),
+            kernel.release
+        )
+    })?;
+    let mut checks = Vec::new();
+    for driver in bus.drivers() {
+        let name = builder::modules::normalize_name(driver);
+        if let Some(module) = resolution.modules.iter().find(|m| m.name == name) {
+            checks.push(crate::cells::ConsoleCheck {
+                text: format!(
+                    "storage-init: loaded module /lib/modules/{}/{}",
+                    kernel.release,
+                    module.uncompressed_relative_path()?
+                ),
+                count: Some(1),
+                at_least: None,
+            });
+        }
+    }
+    Ok(checks)
 }
 
 /// The milestones a failed boot did reach, from its timings.json (empty when unreadable).
@@ -337,6 +590,11 @@ fn nonce() -> String {
 fn verdict_word(verdict: &Verdict) -> String {
     match verdict {
         Verdict::Passed => "passed".to_owned(),
+        Verdict::Flaky { reason } => format!(
+            "FLAKY: passed on a retry; the first attempt: {}",
+            reason.lines().next().unwrap_or("")
+        ),
+        Verdict::Skipped { reason } => format!("skipped: {reason}"),
         Verdict::Failed { reason } => format!("FAILED: {reason}"),
         Verdict::Error { reason } => format!("ERROR (harness): {reason}"),
     }
@@ -356,11 +614,7 @@ fn print_table(results: &[CellResult]) {
         "cell", "result", "accel"
     );
     for result in results {
-        let word = match result.verdict {
-            Verdict::Passed => "passed",
-            Verdict::Failed { .. } => "FAILED",
-            Verdict::Error { .. } => "ERROR",
-        };
+        let word = result.verdict.word();
         let milestones: Vec<String> = result
             .milestones
             .iter()
@@ -375,7 +629,7 @@ fn print_table(results: &[CellResult]) {
             result.accel,
             milestones.join(" | ")
         );
-        if let Verdict::Failed { reason } | Verdict::Error { reason } = &result.verdict {
+        if let Some(reason) = result.verdict.reason() {
             println!(
                 "{:width$}  {:7}  {:5}  {}",
                 "",
@@ -389,4 +643,19 @@ fn print_table(results: &[CellResult]) {
         }
     }
     println!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use testvm::machine::Accel;
+
+    #[test]
+    fn timeouts_scale_with_the_accelerator() {
+        let s = Duration::from_secs;
+        assert_eq!(scaled_timeout(s(60), Accel::Tcg), s(60));
+        assert_eq!(scaled_timeout(s(60), Accel::Kvm), s(20));
+        assert_eq!(scaled_timeout(s(20), Accel::Kvm), s(10));
+        assert_eq!(scaled_timeout(s(5), Accel::Kvm), s(5));
+    }
 }

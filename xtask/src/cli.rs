@@ -1,0 +1,211 @@
+//! The command line of `cargo xtask`, parsed into a [`Task`] without doing anything, so a test
+//! can check that every command the GitHub workflows run is one xtask accepts.
+
+use anyhow::{Context, Result, bail};
+
+use crate::cells::Tier;
+use crate::vm_test;
+
+pub const USAGE: &str = "\
+usage: cargo xtask <task>
+
+tasks:
+  vm-test [--cell PATTERN] [--kernel ID] [--arch ARCH] [--tier smoke|default]
+          [--accel auto|kvm|tcg] [--jobs N] [--retries N] [--list]
+                      boot the VM cells (fixtures/cells.toml) and print a result table;
+                      exit 0 all passed, 1 a guest failed, 3 the harness or host broke
+  bench-storage-init [--cell NAME] [--runs N]
+                      boot a cell N times (default: the quiet 6.12 smoke cell, 5) and report where
+                      storage-init's time goes, step by step (target/bench/storage-init.md)
+  test [NEXTEST ARGS]   provision, fetch fixtures, run every test with cargo nextest
+  fuzz [--seconds N] [--target T]
+                      run storage-init's cargo-fuzz targets N seconds each (default 60)
+  provision             install the host tools the VM tests need (apt; root or sudo)
+  fixtures fetch        fetch and unpack every pinned package into the cache
+  fixtures update       re-pin fixtures/kernels.toml and packages.toml to what apt offers now
+";
+
+/// The cell `bench-storage-init` boots unless told otherwise: quiet, so the serial console
+/// does not dominate what is measured.
+const BENCH_DEFAULT_CELL: &str = "x86_64-q35-virtio-blk-debian12-6.12-busybox-quiet";
+
+/// One invocation of `cargo xtask`.
+#[derive(Debug)]
+pub enum Task {
+    Help,
+    VmTest(vm_test::Options),
+    /// `cargo nextest run` arguments.
+    Test(Vec<String>),
+    BenchStorageInit {
+        cell: String,
+        runs: usize,
+    },
+    Fuzz {
+        seconds: u64,
+        target: Option<String>,
+    },
+    Provision,
+    FixturesFetch,
+    FixturesUpdate,
+}
+
+/// Parses the arguments after `cargo xtask`. Reads `INITOVERLAYFS_ACCEL` for vm-test's
+/// default accelerator.
+pub fn parse(args: &[String]) -> Result<Task> {
+    let Some((task, rest)) = args.split_first() else {
+        return Ok(Task::Help);
+    };
+    Ok(match (task.as_str(), rest) {
+        ("vm-test", rest) => Task::VmTest(parse_vm_test(rest)?),
+        ("test", rest) => Task::Test(rest.to_vec()),
+        ("bench-storage-init", rest) => {
+            let (mut cell, mut runs) = (BENCH_DEFAULT_CELL.to_owned(), 5);
+            let mut args = rest.iter();
+            while let Some(arg) = args.next() {
+                match arg.as_str() {
+                    "--cell" => cell = value(&mut args, "--cell")?,
+                    "--runs" => runs = number(&mut args, "--runs")?,
+                    other => bail!("bench-storage-init: unknown option {other:?}\n\n{USAGE}"),
+                }
+            }
+            Task::BenchStorageInit { cell, runs }
+        }
+        ("provision", []) => Task::Provision,
+        ("fuzz", rest) => {
+            let (mut seconds, mut target) = (60, None);
+            let mut args = rest.iter();
+            while let Some(arg) = args.next() {
+                match arg.as_str() {
+                    "--seconds" => seconds = number(&mut args, "--seconds")?,
+                    "--target" => target = Some(value(&mut args, "--target")?),
+                    other => bail!("fuzz: unknown option {other:?}\n\n{USAGE}"),
+                }
+            }
+            Task::Fuzz { seconds, target }
+        }
+        ("fixtures", [sub]) if sub == "update" => Task::FixturesUpdate,
+        ("fixtures", [sub]) if sub == "fetch" => Task::FixturesFetch,
+        ("help" | "--help" | "-h", _) => Task::Help,
+        _ => bail!("unknown task {:?}\n\n{USAGE}", args.join(" ")),
+    })
+}
+
+fn parse_vm_test(args: &[String]) -> Result<vm_test::Options> {
+    let mut options = vm_test::Options {
+        accel: crate::accel::AccelChoice::from_env()?,
+        ..vm_test::Options::default()
+    };
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--cell" => options.filter.name = Some(value(&mut args, "--cell")?),
+            "--kernel" => options.filter.kernel = Some(value(&mut args, "--kernel")?),
+            "--arch" => options.filter.arch = Some(value(&mut args, "--arch")?),
+            "--tier" => {
+                options.filter.tier = Some(match value(&mut args, "--tier")?.as_str() {
+                    "smoke" => Tier::Smoke,
+                    "default" => Tier::Default,
+                    other => bail!("--tier {other:?}: expected smoke or default"),
+                })
+            }
+            "--list" => options.list = true,
+            "--accel" => options.accel = value(&mut args, "--accel")?.parse()?,
+            "--jobs" => {
+                let jobs: usize = number(&mut args, "--jobs")?;
+                if jobs == 0 {
+                    bail!("--jobs 0: at least one cell must run at a time");
+                }
+                options.jobs = Some(jobs);
+            }
+            "--retries" => options.retries = number(&mut args, "--retries")?,
+            other => bail!("vm-test: unknown option {other:?}\n\n{USAGE}"),
+        }
+    }
+    Ok(options)
+}
+
+fn value(args: &mut std::slice::Iter<'_, String>, flag: &str) -> Result<String> {
+    match args.next() {
+        Some(v) => Ok(v.clone()),
+        None => bail!("{flag} needs a value"),
+    }
+}
+
+fn number<T: std::str::FromStr>(args: &mut std::slice::Iter<'_, String>, flag: &str) -> Result<T>
+where
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    let text = value(args, flag)?;
+    text.parse()
+        .with_context(|| format!("{flag} {text:?}: expected a whole number"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_line(line: &str) -> Result<Task> {
+        let args: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
+        parse(&args)
+    }
+
+    #[test]
+    fn vm_test_options() {
+        let Task::VmTest(options) =
+            parse_line("vm-test --cell x86_64-*-nvme-* --jobs 2 --retries 1 --accel tcg").unwrap()
+        else {
+            panic!("not vm-test");
+        };
+        assert_eq!(options.jobs, Some(2));
+        assert_eq!(options.retries, 1);
+        assert_eq!(options.filter.name.as_deref(), Some("x86_64-*-nvme-*"));
+        for bad in [
+            "vm-test --jobs 0",
+            "vm-test --jobs two",
+            "vm-test --tier huge",
+            "vm-test --frobnicate",
+            "vm-test --cell",
+            "fixtures",
+            "nonsense",
+        ] {
+            assert!(parse_line(bad).is_err(), "{bad} was accepted");
+        }
+    }
+
+    /// Every `cargo xtask …` line the GitHub workflows run parses: a renamed task or flag
+    /// fails here, not on GitHub.
+    #[test]
+    fn every_workflow_command_exists() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let dir = root.join(".github/workflows");
+        // Workflow expressions stand for a value: any word will do for the parser.
+        let expression = regex::Regex::new(r"\$\{\{[^}]*\}\}").unwrap();
+        let mut found = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            for line in text.lines() {
+                let Some((_, command)) = line.split_once("cargo xtask ") else {
+                    continue;
+                };
+                if line.trim_start().starts_with('#') {
+                    continue;
+                }
+                let command = expression.replace_all(command, "x86_64");
+                let words: Vec<String> = command
+                    .split_whitespace()
+                    .take_while(|w| !matches!(*w, "|" | "&&" | ";" | ">" | ">>" | "2>&1"))
+                    .map(|w| w.trim_matches(['"', '\'']).to_owned())
+                    .collect();
+                parse(&words).unwrap_or_else(|e| {
+                    panic!(
+                        "{}: `cargo xtask {command}` does not parse: {e:#}",
+                        path.display()
+                    )
+                });
+                found += 1;
+            }
+        }
+        assert!(found > 0, "no workflow runs cargo xtask");
+    }
+}
