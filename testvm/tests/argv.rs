@@ -2,7 +2,7 @@
 //! insta snapshots (`tests/snapshots/argv__<board>-<bus>.snap`): a change to a device, a
 //! property or an option shows up in review as a diff of the exact argv.
 
-use testvm::machine::{Accel, Board, Disk, DiskBus, Io, Machine, shell};
+use testvm::machine::{Accel, Board, Boot, Disk, DiskBus, Io, Machine, shell};
 
 /// Every bus, under the name cells use.
 const BUSES: [(&str, DiskBus); 6] = [
@@ -30,9 +30,11 @@ fn machine(board: Board, bus: DiskBus) -> Machine {
         accel: Accel::Tcg,
         memory_mib: 1024,
         cpus: 1,
-        kernel: "/fixtures/vmlinuz".into(),
-        initrd: Some("/cell/mini-initramfs.img".into()),
-        cmdline: format!("console={} panic=-1", board.console()),
+        boot: Boot::Direct {
+            kernel: "/fixtures/vmlinuz".into(),
+            initrd: Some("/cell/mini-initramfs.img".into()),
+            cmdline: format!("console={} panic=-1", board.console()),
+        },
         disks: vec![Disk {
             path: "/cell/disk.img".into(),
             bus,

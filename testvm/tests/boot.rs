@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use testvm::machine::{Accel, Board, Io, Machine};
+use testvm::machine::{Accel, Board, Boot, Io, Machine};
 use testvm::run::{
     BootSpec, End, Event, Fatal, GuestFailureReason, InfraError, Milestone, Timings, VmError,
     artifact, boot, boot_with_events,
@@ -28,10 +28,12 @@ fn machine(kernel: &Path, initrd: Option<PathBuf>) -> Machine {
         accel: Accel::Tcg,
         memory_mib: 512,
         cpus: 1,
-        kernel: kernel.to_owned(),
-        initrd,
-        // panic=-1 reboots at once on a panic, which -no-reboot turns into QEMU exiting.
-        cmdline: "console=ttyS0 panic=-1".into(),
+        boot: Boot::Direct {
+            kernel: kernel.to_owned(),
+            initrd,
+            // panic=-1 reboots at once on a panic, which -no-reboot turns into QEMU exiting.
+            cmdline: "console=ttyS0 panic=-1".into(),
+        },
         disks: vec![],
         hotplug_ports: 0,
         empty_cdroms: 0,

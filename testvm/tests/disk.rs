@@ -51,11 +51,24 @@ fn make_contents(dir: &Path) {
     let _ = std::os::unix::fs::chown(dir.join("initoverlayfs.conf"), Some(1000), Some(1000));
 }
 
-/// Contents a vfat partition can hold: regular files at the top (see `disk/vfat.rs`).
-fn make_flat_contents(dir: &Path) {
-    fs::create_dir_all(dir).unwrap();
+/// Contents of an ESP: files at the top, the bootloader two levels down, and a directory with
+/// more entries than one cluster holds (its children are read across the cluster chain).
+fn make_esp_contents(dir: &Path) {
+    fs::create_dir_all(dir.join("EFI/BOOT")).unwrap();
+    fs::create_dir_all(dir.join("loader/entries")).unwrap();
+    fs::create_dir_all(dir.join("many")).unwrap();
     fs::write(dir.join("readme.txt"), "kernels go here\n").unwrap();
     fs::write(dir.join("initoverlayfs-6.12.img"), vec![0x5a; 70_000]).unwrap();
+    fs::write(dir.join("EFI/BOOT/BOOTX64.EFI"), vec![0x4d; 5_000]).unwrap();
+    fs::write(dir.join("loader/loader.conf"), "timeout 0\n").unwrap();
+    fs::write(
+        dir.join("loader/entries/debian-6.12.conf"),
+        "linux /vmlinuz-6.12\n",
+    )
+    .unwrap();
+    for i in 0..60 {
+        fs::write(dir.join(format!("many/file-with-a-long-name-{i}.txt")), "x").unwrap();
+    }
 }
 
 fn disk(boot: &Path, data: &Path) -> GptDisk {
@@ -107,7 +120,7 @@ fn two_builds_are_byte_identical() {
     let tmp = tempfile::tempdir().unwrap();
     let (boot, data) = (tmp.path().join("boot"), tmp.path().join("data"));
     make_contents(&boot);
-    make_flat_contents(&data);
+    make_esp_contents(&data);
     let spec = disk(&boot, &data);
     spec.write(&tmp.path().join("one.img")).unwrap();
     // Reading the sources moved their atimes; touching one moves its ctime. Neither may show.
@@ -136,7 +149,7 @@ fn tools_read_back_the_layout() {
     let tmp = tempfile::tempdir().unwrap();
     let (boot, data) = (tmp.path().join("boot"), tmp.path().join("data"));
     make_contents(&boot);
-    make_flat_contents(&data);
+    make_esp_contents(&data);
     let image = tmp.path().join("disk.img");
     disk(&boot, &data).write(&image).unwrap();
 
@@ -194,8 +207,9 @@ fn tools_read_back_the_layout() {
             &bytes[ESP_OFFSET as usize..(ESP_OFFSET + (8 << 20)) as usize],
         )
         .unwrap();
+        // -l lists every file it checks: the subdirectories are walked, not only the root.
         let check = Command::new("fsck.fat")
-            .args(["-n", "-v"])
+            .args(["-n", "-v", "-l"])
             .arg(&esp)
             .output()
             .unwrap();
@@ -205,6 +219,18 @@ fn tools_read_back_the_layout() {
             "fsck.fat: {text}{}",
             String::from_utf8_lossy(&check.stderr)
         );
+        // fsck.fat reports its repairs ("Dirty bit", "Deleting", "'.' is not first") on stdout
+        // even with -n; a clean check says nothing of the kind.
+        for complaint in ["not first", "Deleting", "bad", "Correct"] {
+            assert!(!text.contains(complaint), "fsck.fat: {text}");
+        }
+        for path in [
+            "/EFI/BOOT/BOOTX64.EFI",
+            "/loader/entries/debian-6.12.conf",
+            "/many/file-with-a-long-name-59.txt",
+        ] {
+            assert!(text.contains(path), "fsck.fat did not list {path}: {text}");
+        }
     }
 
     if has_tool("sgdisk") {
@@ -261,35 +287,4 @@ fn tools_read_back_the_layout() {
     let link = stat("/link");
     assert!(link.contains("Type: symlink"), "{link}");
     assert!(link.contains("Fast link dest: \"sub/run.sh\""), "{link}");
-}
-
-#[test]
-fn vfat_partitions_refuse_subdirectories() {
-    let tmp = tempfile::tempdir().unwrap();
-    let contents = tmp.path().join("esp");
-    fs::create_dir_all(contents.join("EFI")).unwrap();
-    let disk = GptDisk {
-        disk_guid: DISK_GUID.parse().unwrap(),
-        partitions: vec![Partition {
-            name: "esp".into(),
-            part_guid: ESP_PART.parse().unwrap(),
-            filesystem: Filesystem::Vfat {
-                volume_id: ESP_VOLUME_ID,
-            },
-            label: "ESP".into(),
-            size_mib: 8,
-            contents,
-        }],
-        timestamp: 0,
-        power_of_two_size: false,
-        sector_size: 512,
-    };
-    let error = disk
-        .write(&tmp.path().join("disk.img"))
-        .unwrap_err()
-        .to_string();
-    assert!(
-        error.contains("subdirectories are not supported"),
-        "{error}"
-    );
 }

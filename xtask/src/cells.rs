@@ -62,6 +62,57 @@ impl MachineKind {
             MachineKind::Virt => "virt",
         }
     }
+
+    /// Where this machine's UEFI firmware and systemd-boot come from (fixtures/packages.toml).
+    pub fn uefi(self) -> UefiParts {
+        match self {
+            MachineKind::Q35 => UefiParts {
+                firmware_package: "ovmf",
+                code: "usr/share/OVMF/OVMF_CODE_4M.fd",
+                vars: "usr/share/OVMF/OVMF_VARS_4M.fd",
+                loader_package: "systemd-boot-efi-amd64",
+                loader: "usr/lib/systemd/boot/efi/systemd-bootx64.efi",
+                removable_path: "EFI/BOOT/BOOTX64.EFI",
+            },
+            MachineKind::Virt => UefiParts {
+                firmware_package: "qemu-efi-aarch64",
+                code: "usr/share/AAVMF/AAVMF_CODE.fd",
+                vars: "usr/share/AAVMF/AAVMF_VARS.fd",
+                loader_package: "systemd-boot-efi-arm64",
+                loader: "usr/lib/systemd/boot/efi/systemd-bootaa64.efi",
+                removable_path: "EFI/BOOT/BOOTAA64.EFI",
+            },
+        }
+    }
+}
+
+/// A machine's UEFI boot parts: paths are inside the unpacked packages.
+#[derive(Debug, Clone, Copy)]
+pub struct UefiParts {
+    /// The `id` of the firmware package in fixtures/packages.toml.
+    pub firmware_package: &'static str,
+    /// The firmware code and the pristine variable store, in that package.
+    pub code: &'static str,
+    pub vars: &'static str,
+    /// The `id` of the systemd-boot package and the loader in it.
+    pub loader_package: &'static str,
+    pub loader: &'static str,
+    /// Where firmware looks on an ESP without boot entries of its own (the removable-media
+    /// path of the UEFI specification), so the fresh variable store needs no setup.
+    pub removable_path: &'static str,
+}
+
+/// How a cell's machine reaches the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Firmware {
+    /// QEMU loads kernel and mini initramfs itself (`-kernel`, `-initrd`, `-append`).
+    #[default]
+    Direct,
+    /// UEFI firmware (OVMF, AAVMF) runs systemd-boot from the ESP, which loads the kernel and
+    /// mini initramfs named by a Boot Loader Specification entry, as a machine does. Needs
+    /// `boot_fs = "vfat"`: /boot is the ESP.
+    Uefi,
 }
 
 /// The bus the boot disk hangs off, and so the storage preset of the cell's mini initramfs.
@@ -259,6 +310,9 @@ pub struct Cell {
     /// The machine (default q35); its architecture must be the kernel's.
     #[serde(default)]
     pub machine: MachineKind,
+    /// Direct kernel boot (default) or UEFI firmware and bootloader.
+    #[serde(default)]
+    pub firmware: Firmware,
     /// Console patterns that fail the cell at once.
     pub fatal: Vec<String>,
     /// Line counts the whole console must show once the milestones passed.
@@ -383,6 +437,7 @@ impl MatrixSpec {
             empty_cdrom: false,
             bus,
             machine,
+            firmware: Firmware::default(),
             fatal: self.fatal.clone(),
             console: self.console.clone(),
             prove_drivers: true,
@@ -552,6 +607,14 @@ pub fn read_cells(root: &Path) -> Result<Vec<Cell>> {
                 path.display(),
                 cell.name,
                 check.text
+            );
+        }
+        if cell.firmware == Firmware::Uefi && cell.boot_fs != crate::images::BootFsKind::Vfat {
+            bail!(
+                "{}: cell {} boots through UEFI firmware, which reads the bootloader from the ESP: \
+                 it needs boot_fs = \"vfat\"",
+                path.display(),
+                cell.name
             );
         }
         if cell.empty_cdrom && cell.machine != MachineKind::Q35 {

@@ -171,12 +171,70 @@ pub fn busybox_content(busybox: &Fetched, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Builds every artefact of a busybox cell into `work`.
+/// What firmware needs on the ESP to boot a cell the way a machine does: systemd-boot at the
+/// removable-media path, a loader.conf that boots the one entry at once, and a Boot Loader
+/// Specification entry naming the kernel, the mini initramfs (under Debian's initrd name, as
+/// `builder install` puts it) and the command line.
+#[derive(Debug, Clone)]
+pub struct EspBoot {
+    /// systemd-boot's EFI binary.
+    pub loader: PathBuf,
+    /// Where on the ESP (`EFI/BOOT/BOOTX64.EFI`).
+    pub removable_path: String,
+    /// The kernel command line of the entry.
+    pub cmdline: String,
+}
+
+/// The entry's file name: Debian's machine-id-less form.
+fn bls_entry_name(release: &str) -> String {
+    format!("debian-{release}.conf")
+}
+
+/// Lays out `esp` (the /boot directory that becomes the ESP) for `boot`.
+fn populate_esp(esp: &Path, boot: &EspBoot, kernel: &Kernel, mini_initramfs: &Path) -> Result<()> {
+    let release = &kernel.release;
+    let copy = |from: &Path, to: &str| -> Result<()> {
+        let target = esp.join(to);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::copy(from, &target)
+            .with_context(|| format!("copying {} to {}", from.display(), target.display()))?;
+        Ok(())
+    };
+    copy(&boot.loader, &boot.removable_path)?;
+    copy(&kernel.vmlinuz, &format!("vmlinuz-{release}"))?;
+    copy(mini_initramfs, &format!("initrd.img-{release}"))?;
+    let entries = esp.join("loader/entries");
+    std::fs::create_dir_all(&entries)?;
+    let entry = bls_entry_name(release);
+    // `timeout 0` boots the default at once; the menu can still be had by holding a key.
+    std::fs::write(
+        esp.join("loader/loader.conf"),
+        format!("timeout 0\ndefault {entry}\n"),
+    )?;
+    std::fs::write(
+        entries.join(&entry),
+        format!(
+            "title Debian GNU/Linux {release} (initoverlayfs)\n\
+             version {release}\n\
+             linux /vmlinuz-{release}\n\
+             initrd /initrd.img-{release}\n\
+             options {}\n",
+            boot.cmdline
+        ),
+    )?;
+    Ok(())
+}
+
+/// Builds every artefact of a busybox cell into `work`; with `esp`, /boot is also an ESP that
+/// firmware boots from.
 pub fn build_busybox_cell(
     storage_init: &Path,
     kernel: &Kernel,
     busybox: &Fetched,
     layout: Layout,
+    esp: Option<&EspBoot>,
     work: &Path,
 ) -> Result<BootArtefacts> {
     std::fs::create_dir_all(work)?;
@@ -216,6 +274,9 @@ pub fn build_busybox_cell(
     build_erofs(&content, &boot.join(STALE_IMAGE))?;
     let mini_initramfs = work.join("mini-initramfs.img");
     build_mini_initramfs(storage_init, kernel, layout, &image_uuid, &mini_initramfs)?;
+    if let Some(esp) = esp {
+        populate_esp(&boot, esp, kernel, &mini_initramfs)?;
+    }
     let disk = work.join("disk.img");
     build_boot_disk(&boot, layout.boot_fs, layout.bus, &disk)?;
     Ok(BootArtefacts {

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use xshell::Shell;
 
-use crate::cells::{Cell, CellEnd, Flow, read_cells};
+use crate::cells::{Cell, CellEnd, Firmware, Flow, read_cells};
 use crate::fixtures::{self, Fetched};
 use crate::images;
 
@@ -391,25 +391,33 @@ fn boot_cell(
     let busybox = fixtures::fetch_deb(sh, busybox_pin, false)?;
     result.fixtures.push(busybox.clone());
 
-    let storage_init = crate::static_build::build_for_arch(sh, root, cell.machine.arch())?;
-    let built = images::build_busybox_cell(
-        &storage_init,
-        &kernel,
-        &busybox,
-        cell.layout(),
-        &artifacts.join("build"),
-    )?;
-    if cell.flow == Flow::PrepareOnly {
-        images::add_service_stand_in(&built.mini_initramfs, &storage_init, &busybox)?;
-    }
-
     let nonce = nonce();
     let cmdline = format!(
         "console={} panic=-1 {}={nonce} {}",
         cell.machine.board().console(),
         images::MARKER_PARAM,
         cell.cmdline
-    );
+    )
+    .trim()
+    .to_owned();
+    let build = artifacts.join("build");
+    let uefi = match cell.firmware {
+        Firmware::Direct => None,
+        Firmware::Uefi => Some(uefi_parts(sh, root, cell, &build, &cmdline, result)?),
+    };
+
+    let storage_init = crate::static_build::build_for_arch(sh, root, cell.machine.arch())?;
+    let built = images::build_busybox_cell(
+        &storage_init,
+        &kernel,
+        &busybox,
+        cell.layout(),
+        uefi.as_ref().map(|(esp, _)| esp),
+        &build,
+    )?;
+    if cell.flow == Flow::PrepareOnly {
+        images::add_service_stand_in(&built.mini_initramfs, &storage_init, &busybox)?;
+    }
     let boot_disk = testvm::machine::Disk {
         path: built.disk.clone(),
         bus: cell.bus.disk_bus(),
@@ -425,9 +433,14 @@ fn boot_cell(
         accel,
         memory_mib: MEMORY_MIB,
         cpus: cell.cpus,
-        kernel: kernel.vmlinuz.clone(),
-        initrd: Some(built.mini_initramfs.clone()),
-        cmdline: cmdline.trim().to_owned(),
+        boot: match uefi {
+            None => testvm::machine::Boot::Direct {
+                kernel: kernel.vmlinuz.clone(),
+                initrd: Some(built.mini_initramfs.clone()),
+                cmdline,
+            },
+            Some((_, firmware)) => firmware,
+        },
         disks: if cell.hotplug.is_some() {
             Vec::new()
         } else {
@@ -521,6 +534,49 @@ fn boot_cell(
         }
         Err(testvm::run::VmError::Infra(error)) => Err(CellError::Infra(anyhow::Error::new(error))),
     }
+}
+
+/// The ESP contents and the firmware of a UEFI cell: systemd-boot and the firmware come from
+/// pinned packages; the variable store is a fresh copy in `build` for every boot.
+fn uefi_parts(
+    sh: &Shell,
+    root: &Path,
+    cell: &Cell,
+    build: &Path,
+    cmdline: &str,
+    result: &mut CellResult,
+) -> Result<(images::EspBoot, testvm::machine::Boot)> {
+    let parts = cell.machine.uefi();
+    let packages = fixtures::read_packages(root)?;
+    let mut fetch = |id: &str| -> Result<PathBuf> {
+        let pin = packages
+            .package
+            .iter()
+            .find(|p| p.id == id)
+            .with_context(|| format!("no {id} in {}", fixtures::PACKAGES_TOML))?;
+        let fetched = fixtures::fetch_deb(sh, pin, false)?;
+        result.fixtures.push(fetched.clone());
+        Ok(fetched.root)
+    };
+    let firmware = fetch(parts.firmware_package)?;
+    let loader = fetch(parts.loader_package)?.join(parts.loader);
+    let code = firmware.join(parts.code);
+    std::fs::create_dir_all(build)?;
+    let vars = build.join("efivars.fd");
+    std::fs::copy(firmware.join(parts.vars), &vars).with_context(|| {
+        format!(
+            "copying the pristine variable store of {}",
+            parts.firmware_package
+        )
+    })?;
+    Ok((
+        images::EspBoot {
+            loader,
+            removable_path: parts.removable_path.to_owned(),
+            cmdline: cmdline.to_owned(),
+        },
+        testvm::machine::Boot::Uefi { code, vars },
+    ))
 }
 
 /// A milestone's timeout under `accel`. cells.toml sizes timeouts for TCG on 2 cores; under

@@ -27,6 +27,7 @@ fn boot_artefacts_are_byte_identical_across_builds() {
             &kernel,
             &busybox,
             images::Layout::default(),
+            None,
             &work,
         )
         .unwrap();

@@ -23,8 +23,14 @@ fn check_cell(name: &str) -> Result<(), Failed> {
         )
         .into());
     }
-    if let Some(m) = result.milestones.iter().find(|m| m.guest_s.is_none()) {
+    // Firmware and bootloader print before the kernel's clock exists; from the first
+    // timestamped milestone on, every one must carry the guest's time.
+    let kernel_on = result.milestones.iter().skip_while(|m| m.guest_s.is_none());
+    if let Some(m) = kernel_on.clone().find(|m| m.guest_s.is_none()) {
         return Err(format!("{name}: milestone {} has no guest timestamp", m.name).into());
+    }
+    if kernel_on.count() == 0 {
+        return Err(format!("{name}: no milestone carries a guest timestamp").into());
     }
     Ok(())
 }

@@ -193,7 +193,31 @@ impl Disk {
     }
 }
 
-/// A whole virtual machine: board, CPU, memory, direct kernel boot and disks.
+/// How the machine gets to the kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Boot {
+    /// QEMU loads the kernel and initramfs into guest memory itself (`-kernel`, `-initrd`,
+    /// `-append`): the quickest way in, but the initramfs is read before the guest clock
+    /// starts, so its cost never shows.
+    Direct {
+        /// The kernel image.
+        kernel: PathBuf,
+        /// The initramfs, if any.
+        initrd: Option<PathBuf>,
+        /// The kernel command line.
+        cmdline: String,
+    },
+    /// UEFI firmware in the board's flash: it runs the bootloader from the boot disk's EFI
+    /// System Partition, which loads the kernel and initramfs from the disk, as on hardware.
+    Uefi {
+        /// The firmware's code, mapped read-only (`OVMF_CODE_4M.fd`, `AAVMF_CODE.fd`).
+        code: PathBuf,
+        /// This VM's own writable copy of the variable store (boot entries land there).
+        vars: PathBuf,
+    },
+}
+
+/// A whole virtual machine: board, CPU, memory, boot path and disks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Machine {
     /// The emulated board.
@@ -204,12 +228,8 @@ pub struct Machine {
     pub memory_mib: u32,
     /// Guest CPUs.
     pub cpus: u32,
-    /// The kernel image booted directly (`-kernel`).
-    pub kernel: PathBuf,
-    /// The initramfs (`-initrd`), if any.
-    pub initrd: Option<PathBuf>,
-    /// The kernel command line.
-    pub cmdline: String,
+    /// Direct kernel boot, or firmware and bootloader.
+    pub boot: Boot,
     /// Disks, in the order the guest enumerates them.
     pub disks: Vec<Disk>,
     /// Empty PCIe root ports (`hotplug0`, `hotplug1`, …) that disks can be plugged into while
@@ -264,11 +284,34 @@ impl Machine {
             ]
             .map(String::from),
         );
-        argv.extend(["-kernel".into(), path_arg(&self.kernel)]);
-        if let Some(initrd) = &self.initrd {
-            argv.extend(["-initrd".into(), path_arg(initrd)]);
+        match &self.boot {
+            Boot::Direct {
+                kernel,
+                initrd,
+                cmdline,
+            } => {
+                argv.extend(["-kernel".into(), path_arg(kernel)]);
+                if let Some(initrd) = initrd {
+                    argv.extend(["-initrd".into(), path_arg(initrd)]);
+                }
+                argv.extend(["-append".into(), cmdline.clone()]);
+            }
+            Boot::Uefi { code, vars } => {
+                // Both boards take the firmware as two flash devices: code, then variables.
+                argv.extend([
+                    "-drive".into(),
+                    format!(
+                        "if=pflash,format=raw,unit=0,readonly=on,file={}",
+                        option_value(&code.to_string_lossy())
+                    ),
+                    "-drive".into(),
+                    format!(
+                        "if=pflash,format=raw,unit=1,file={}",
+                        option_value(&vars.to_string_lossy())
+                    ),
+                ]);
+            }
         }
-        argv.extend(["-append".into(), self.cmdline.clone()]);
         for (index, disk) in self.disks.iter().enumerate() {
             argv.extend(disk.qemu_args(index));
         }
@@ -349,9 +392,11 @@ mod tests {
             accel: Accel::Tcg,
             memory_mib: 512,
             cpus: 2,
-            kernel: "/fake/vmlinuz".into(),
-            initrd: Some("/fake/initrd.img".into()),
-            cmdline: "console=ttyS0 panic=-1 root=PARTLABEL=boot".into(),
+            boot: Boot::Direct {
+                kernel: "/fake/vmlinuz".into(),
+                initrd: Some("/fake/initrd.img".into()),
+                cmdline: "console=ttyS0 panic=-1 root=PARTLABEL=boot".into(),
+            },
             disks: vec![
                 Disk {
                     path: "/fake/boot.img".into(),
@@ -407,7 +452,11 @@ mod tests {
     fn aarch64_virt_command_line() {
         let machine = Machine {
             board: Board::Virt,
-            cmdline: "console=ttyAMA0 panic=-1".into(),
+            boot: Boot::Direct {
+                kernel: "/fake/vmlinuz".into(),
+                initrd: Some("/fake/initrd.img".into()),
+                cmdline: "console=ttyAMA0 panic=-1".into(),
+            },
             empty_cdroms: 0,
             ..machine()
         };
@@ -453,7 +502,33 @@ mod tests {
     fn interactive_command_line() {
         let mut machine = machine();
         machine.accel = Accel::Kvm;
-        machine.initrd = None;
+        if let Boot::Direct { initrd, .. } = &mut machine.boot {
+            *initrd = None;
+        }
         insta::assert_snapshot!(shell::join(&machine.qemu_args(&Io::Interactive)));
+    }
+
+    /// Firmware and bootloader: no -kernel, the firmware's code read-only in the first flash
+    /// device and the VM's own variable store in the second.
+    #[test]
+    fn uefi_command_line() {
+        for board in [Board::Q35, Board::Virt] {
+            let machine = Machine {
+                board,
+                boot: Boot::Uefi {
+                    code: "/fw/CODE.fd".into(),
+                    vars: "/cell/odd,vars.fd".into(),
+                },
+                empty_cdroms: 0,
+                hotplug_ports: 0,
+                ..machine()
+            };
+            let argv = machine.qemu_args(&Io::Interactive);
+            assert!(!argv.iter().any(|a| a == "-kernel" || a == "-append"));
+            insta::assert_snapshot!(
+                format!("uefi_command_line_{}", board.machine_type()),
+                shell::join(&argv)
+            );
+        }
     }
 }
