@@ -10,6 +10,7 @@ pub mod fixtures;
 pub mod fuzz;
 pub mod images;
 pub mod provision;
+pub mod rpm;
 pub mod static_build;
 pub mod test;
 pub mod verdict;
