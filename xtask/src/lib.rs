@@ -11,6 +11,7 @@ pub mod fuzz;
 pub mod images;
 pub mod provision;
 pub mod rpm;
+pub mod rpm_repo;
 pub mod static_build;
 pub mod test;
 pub mod verdict;
