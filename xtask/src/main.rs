@@ -84,8 +84,17 @@ fn run() -> Result<()> {
         }
         ("fixtures", [sub]) if sub == "update" => fixtures::update(&sh, &root),
         ("fixtures", [sub]) if sub == "fetch" => {
-            for kernel in fixtures::read_kernels(&root)?.kernel {
-                let kernel = fixtures::fetch_kernel(&sh, &kernel)?;
+            for pin in fixtures::read_kernels(&root)?.kernel {
+                let kernel = match fixtures::fetch_kernel(&sh, &pin) {
+                    Ok(kernel) => kernel,
+                    Err(error) => match fixtures::unavailable(&error) {
+                        Some(reason) => {
+                            println!("{} skipped: {reason}", pin.id);
+                            continue;
+                        }
+                        None => return Err(error),
+                    },
+                };
                 println!(
                     "{} {} {}",
                     kernel.fetched.id,

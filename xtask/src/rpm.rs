@@ -99,7 +99,9 @@ impl<'a> Header<'a> {
             bail!("{what} at byte {offset}: {count} index entries, rpm accepts 1 to {MAX_ENTRIES}");
         }
         if store_len > MAX_STORE {
-            bail!("{what} at byte {offset}: a {store_len}-byte store, rpm accepts at most {MAX_STORE}");
+            bail!(
+                "{what} at byte {offset}: a {store_len}-byte store, rpm accepts at most {MAX_STORE}"
+            );
         }
         // Both bounded above, so no overflow.
         let entries_start = offset + HEADER_INTRO_LEN;
@@ -127,7 +129,13 @@ impl<'a> Header<'a> {
     /// The entry for `tag`: its type, offset into the store and count.
     fn find(&self, tag: u32) -> Option<(u32, usize, usize)> {
         self.entries.chunks_exact(INDEX_ENTRY_LEN).find_map(|e| {
-            (be32(&e[0..4]) == tag).then(|| (be32(&e[4..8]), be32(&e[8..12]) as usize, be32(&e[12..16]) as usize))
+            (be32(&e[0..4]) == tag).then(|| {
+                (
+                    be32(&e[4..8]),
+                    be32(&e[8..12]) as usize,
+                    be32(&e[12..16]) as usize,
+                )
+            })
         })
     }
 
@@ -138,7 +146,10 @@ impl<'a> Header<'a> {
         };
         let context = || format!("header at byte {}: tag {tag}", self.offset);
         if !matches!(kind, TYPE_STRING | TYPE_STRING_ARRAY | TYPE_I18N_STRING) || count == 0 {
-            bail!("{}: type {kind} count {count}, expected a string", context());
+            bail!(
+                "{}: type {kind} count {count}, expected a string",
+                context()
+            );
         }
         let rest = self
             .store
@@ -249,9 +260,9 @@ fn payload_archive(bytes: &[u8], package: &Package) -> Result<Vec<u8>> {
                 )
             })?
         }
-        other => bail!(
-            "payload compressor {other:?} is not supported (zstd, xz, gzip, bzip2, lzma are)"
-        ),
+        other => {
+            bail!("payload compressor {other:?} is not supported (zstd, xz, gzip, bzip2, lzma are)")
+        }
     };
     match archive.get(..6) {
         Some(b"070701" | b"070702") => Ok(archive),
@@ -379,7 +390,10 @@ mod tests {
         let mut bytes = package_bytes(&[]);
         bytes[LEAD_LEN] = 0;
         let error = format!("{:#}", read_package(&bytes).unwrap_err());
-        assert!(error.contains("signature header at byte 96: magic"), "{error}");
+        assert!(
+            error.contains("signature header at byte 96: magic"),
+            "{error}"
+        );
     }
 
     #[test]
@@ -426,7 +440,19 @@ mod tests {
         let name = "../escape\0";
         let mut cpio = format!(
             "070701{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}",
-            1, 0o100644, 0, 0, 1, 0, 1, 0, 0, 0, 0, name.len(), 0
+            1,
+            0o100644,
+            0,
+            0,
+            1,
+            0,
+            1,
+            0,
+            0,
+            0,
+            0,
+            name.len(),
+            0
         )
         .into_bytes();
         cpio.extend_from_slice(name.as_bytes());
