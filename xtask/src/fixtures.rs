@@ -378,38 +378,35 @@ pub fn sha256_file(path: &Path) -> Result<String> {
 pub fn update(sh: &Shell, root: &Path) -> Result<()> {
     let mut kernels = read_kernels(root)?;
     for kernel in &mut kernels.kernel {
-        let resolved = match &kernel.source {
-            KernelSource::Deb(_) => None,
-            KernelSource::Rpm(rpm) => Some(crate::rpm_fixture::resolve_files(
-                sh,
-                kernel,
-                &rpm.mirror.base_url(),
-                &cache_dir(),
-            )),
-        };
-        match (&mut kernel.source, resolved) {
-            (KernelSource::Deb(deb), _) => {
+        let pin = kernel.clone();
+        match &mut kernel.source {
+            KernelSource::Deb(deb) => {
                 let (package, version, sha256) =
                     newest_pin(sh, &deb.series, arch_suffix(&deb.package))?;
-                report_repin(&kernel.id, &deb.package, &deb.version, &package, &version);
+                report_repin(&pin.id, &deb.package, &deb.version, &package, &version);
                 (deb.package, deb.version, deb.sha256) = (package, version, sha256);
             }
-            (KernelSource::Rpm(rpm), Some(Ok(files))) => {
-                if rpm.files == files {
-                    eprintln!("fixtures: {}: pinned files are current", kernel.id);
-                } else {
-                    for file in &files {
-                        eprintln!("fixtures: {}: pinning {}", kernel.id, file.path);
+            KernelSource::Rpm(rpm) => {
+                let base_url = rpm.mirror.base_url();
+                match crate::rpm_fixture::resolve_files(sh, &pin, &base_url, &cache_dir()) {
+                    Ok(files) if files == rpm.files => {
+                        eprintln!("fixtures: {}: pinned files are current", pin.id);
                     }
+                    Ok(files) => {
+                        for file in &files {
+                            eprintln!("fixtures: {}: pinning {}", pin.id, file.path);
+                        }
+                        rpm.files = files;
+                    }
+                    // Kept as it is: re-pinning needs the mirror.
+                    Err(error) => match unavailable(&error) {
+                        Some(reason) => {
+                            eprintln!("fixtures: {}: cannot re-pin here: {reason}", pin.id)
+                        }
+                        None => return Err(error.context(format!("re-pinning {}", pin.id))),
+                    },
                 }
-                rpm.files = files;
             }
-            (KernelSource::Rpm(_), Some(Err(error))) => match unavailable(&error) {
-                // Kept as it is: re-pinning needs the mirror.
-                Some(reason) => eprintln!("fixtures: {}: cannot re-pin here: {reason}", kernel.id),
-                None => return Err(error.context(format!("re-pinning {}", kernel.id))),
-            },
-            (KernelSource::Rpm(_), None) => {}
         }
     }
     let mut packages = read_packages(root)?;
