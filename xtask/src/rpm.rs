@@ -40,6 +40,16 @@ const TAG_EPOCH: u32 = 1003;
 const TAG_ARCH: u32 = 1022;
 const TAG_PAYLOAD_FORMAT: u32 = 1124;
 const TAG_PAYLOAD_COMPRESSOR: u32 = 1125;
+/// The digest of the compressed payload (rpm >= 4.14) and its algorithm.
+const TAG_PAYLOAD_DIGEST: u32 = 5092;
+const TAG_PAYLOAD_DIGEST_ALGO: u32 = 5093;
+/// In the signature header: the sha256 of the main header (rpm >= 4.6).
+const SIGTAG_SHA256: u32 = 273;
+/// OpenPGP hash algorithm numbers, as rpm's digest tags use them.
+const PGP_SHA256: u32 = 8;
+const PGP_SHA384: u32 = 9;
+const PGP_SHA512: u32 = 10;
+const PGP_SHA224: u32 = 11;
 
 const TYPE_INT32: u32 = 4;
 const TYPE_STRING: u32 = 6;
@@ -58,8 +68,14 @@ pub struct Package {
     pub payload_format: String,
     /// `zstd`, `xz`, `gzip`, `bzip2`, `lzma`.
     pub payload_compressor: String,
+    /// Byte offset of the main header in the file.
+    pub header_offset: usize,
     /// Byte offset of the payload in the file.
     pub payload_offset: usize,
+    /// The package's own digests, checked before the payload is used: the main header's
+    /// sha256 (signature header) and the compressed payload's (OpenPGP algorithm, hex).
+    pub header_sha256: Option<String>,
+    pub payload_digest: Option<(u32, String)>,
 }
 
 impl Package {
@@ -218,7 +234,7 @@ pub fn read_package(bytes: &[u8]) -> Result<Package> {
              (a package older than rpm 3?)"
         );
     }
-    let (_, signature_end) = Header::parse(bytes, LEAD_LEN, "signature header")?;
+    let (signature, signature_end) = Header::parse(bytes, LEAD_LEN, "signature header")?;
     // The signature header is padded to a multiple of 8 bytes; the main header is not.
     let main_start = signature_end.div_ceil(8) * 8;
     let (header, payload_offset) = Header::parse(bytes, main_start, "main header")?;
@@ -235,8 +251,56 @@ pub fn read_package(bytes: &[u8]) -> Result<Package> {
         payload_compressor: header
             .string(TAG_PAYLOAD_COMPRESSOR)?
             .unwrap_or_else(|| "gzip".to_owned()),
+        header_offset: main_start,
         payload_offset,
+        header_sha256: signature.string(SIGTAG_SHA256)?,
+        payload_digest: match header.string(TAG_PAYLOAD_DIGEST)? {
+            // rpm's default when the algorithm tag is absent.
+            Some(digest) => Some((
+                header.int32(TAG_PAYLOAD_DIGEST_ALGO)?.unwrap_or(PGP_SHA256),
+                digest,
+            )),
+            None => None,
+        },
     })
+}
+
+/// Checks the digests the package carries of its main header and its compressed payload, as
+/// `rpm -K` does (signatures are not checked: the fixture's sha256 is the trust anchor).
+fn verify_digests(bytes: &[u8], package: &Package) -> Result<()> {
+    use sha2::Digest;
+    fn hex_digest(algo: u32, data: &[u8]) -> Option<String> {
+        Some(match algo {
+            PGP_SHA256 => hex::encode(sha2::Sha256::digest(data)),
+            PGP_SHA384 => hex::encode(sha2::Sha384::digest(data)),
+            PGP_SHA512 => hex::encode(sha2::Sha512::digest(data)),
+            PGP_SHA224 => hex::encode(sha2::Sha224::digest(data)),
+            _ => return None,
+        })
+    }
+    if let Some(expected) = &package.header_sha256 {
+        let header = bytes
+            .get(package.header_offset..package.payload_offset)
+            .unwrap_or_default();
+        let actual = hex_digest(PGP_SHA256, header).unwrap_or_default();
+        if !actual.eq_ignore_ascii_case(expected) {
+            bail!(
+                "the main header's sha256 is {actual}, the signature header says {expected}: the package is damaged"
+            );
+        }
+    }
+    if let Some((algo, expected)) = &package.payload_digest {
+        let payload = bytes.get(package.payload_offset..).unwrap_or_default();
+        // An algorithm sha2 does not offer (none rpm uses by default) is left unchecked.
+        if let Some(actual) = hex_digest(*algo, payload)
+            && !actual.eq_ignore_ascii_case(expected)
+        {
+            bail!(
+                "the payload's digest is {actual}, the header says {expected}: the package is damaged or truncated"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The decompressed payload: the newc cpio archive.
@@ -282,6 +346,7 @@ fn payload_archive(bytes: &[u8], package: &Package) -> Result<Vec<u8>> {
 /// The package's description and the entries of its payload.
 pub fn read_entries(bytes: &[u8]) -> Result<(Package, Vec<ReadEntry>)> {
     let package = read_package(bytes)?;
+    verify_digests(bytes, &package)?;
     let archive = payload_archive(bytes, &package)?;
     let entries =
         builder::cpio::read_archive(&archive).context("reading the payload's cpio archive")?;
@@ -432,6 +497,57 @@ mod tests {
         let package = read_package(&garbage).unwrap();
         let error = format!("{:#}", payload_archive(&garbage, &package).unwrap_err());
         assert!(error.contains("decompressing the gzip payload"), "{error}");
+    }
+
+    /// A package carrying both digests, right or wrong.
+    fn package_with_digests(payload: &[u8], damage_payload: bool) -> Vec<u8> {
+        use sha2::Digest;
+        let main = header(&[
+            (TAG_NAME, "t"),
+            (TAG_VERSION, "1"),
+            (TAG_RELEASE, "1"),
+            (TAG_ARCH, "noarch"),
+            (
+                TAG_PAYLOAD_DIGEST,
+                &hex::encode(sha2::Sha256::digest(payload)),
+            ),
+        ]);
+        let mut out = LEAD_MAGIC.to_vec();
+        out.resize(LEAD_LEN, 0);
+        out[78..80].copy_from_slice(&HEADER_SIGNATURE_TYPE.to_be_bytes());
+        out.extend(header(&[(
+            SIGTAG_SHA256,
+            &hex::encode(sha2::Sha256::digest(&main)),
+        )]));
+        out.resize(out.len().div_ceil(8) * 8, 0);
+        out.extend(main);
+        out.extend_from_slice(payload);
+        if damage_payload {
+            let last = out.len() - 1;
+            out[last] ^= 1;
+        }
+        out
+    }
+
+    #[test]
+    fn the_packages_own_digests_are_checked() {
+        let payload = newc("/a", b"x");
+        let good = package_with_digests(&payload, false);
+        let (package, entries) = read_entries(&good).unwrap();
+        assert!(package.header_sha256.is_some() && package.payload_digest.is_some());
+        assert_eq!(entries[0].name, "a");
+        let damaged = package_with_digests(&payload, true);
+        let error = format!("{:#}", read_entries(&damaged).unwrap_err());
+        assert!(error.contains("payload's digest"), "{error}");
+        let mut header_damaged = good.clone();
+        // The package name's first letter, in the main header's store.
+        let name_at = header_damaged
+            .windows(2)
+            .rposition(|w| w == b"t\0")
+            .unwrap();
+        header_damaged[name_at] = b'u';
+        let error = format!("{:#}", read_entries(&header_damaged).unwrap_err());
+        assert!(error.contains("main header's sha256"), "{error}");
     }
 
     #[test]

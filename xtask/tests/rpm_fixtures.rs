@@ -134,6 +134,10 @@ fn check_against_rpm(rpm: &Path, work: &Path) {
     let name = rpm.file_name().unwrap().to_string_lossy();
     let ours = work.join(format!("ours-{name}"));
     let package = xtask::rpm::unpack_rpm(rpm, &ours).unwrap();
+    assert!(
+        package.header_sha256.is_some() && package.payload_digest.is_some(),
+        "{name}: rpmbuild writes both digests, so unpack_rpm checked them"
+    );
     let theirs = work.join(format!("theirs-{name}"));
     std::fs::create_dir_all(&theirs).unwrap();
     run(Command::new("sh")
