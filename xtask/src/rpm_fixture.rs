@@ -111,8 +111,25 @@ pub fn fetch_rpm_kernel(
         rpms: &rpms,
     };
     if source.files.is_empty() {
-        let files = fetch.resolve()?;
-        return fetch.fill(&files, false);
+        let files = match fetch.resolve() {
+            Ok(files) => files,
+            // Offline with the build resolved last time in the cache: use it rather than skip.
+            Err(error) if error.downcast_ref::<Unavailable>().is_some() => {
+                let Some(files) = fetch.last_resolved() else {
+                    return Err(error);
+                };
+                eprintln!(
+                    "\nWARNING: kernel {}: cannot read the repository metadata ({error:#});\n\
+                     WARNING: using the build resolved last time, from the cache.\n",
+                    pin.id
+                );
+                files
+            }
+            Err(error) => return Err(error),
+        };
+        let kernel = fetch.fill(&files, false)?;
+        fetch.remember(&files)?;
+        return Ok(kernel);
     }
     if source.files.len() != source.packages.len() {
         bail!(
@@ -260,14 +277,39 @@ impl Fetch<'_> {
             .with_context(|| format!("reading {primary_url}"))
     }
 
+    /// Where the files of the build last resolved for this pin are recorded.
+    fn resolved_path(&self) -> PathBuf {
+        self.rpms.join(format!("{}.resolved", self.pin.id))
+    }
+
+    fn remember(&self, files: &[RpmFile]) -> Result<()> {
+        let path = self.resolved_path();
+        let partial = path.with_extension(format!("tmp-{}", std::process::id()));
+        std::fs::write(&partial, manifest(files))
+            .and_then(|()| std::fs::rename(&partial, &path))
+            .with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// The files last resolved, if their unpacked tree is still in the cache.
+    fn last_resolved(&self) -> Option<Vec<RpmFile>> {
+        let text = std::fs::read_to_string(self.resolved_path()).ok()?;
+        let files: Vec<RpmFile> = text
+            .lines()
+            .map(|line| {
+                let (sha256, path) = line.split_once("  ")?;
+                Some(RpmFile {
+                    path: path.to_owned(),
+                    sha256: sha256.to_owned(),
+                })
+            })
+            .collect::<Option<_>>()?;
+        let cached = self.rpms.join(cache_key(&files)).join(COMPLETE);
+        (!files.is_empty() && cached.is_file()).then_some(files)
+    }
+
     /// Downloads, verifies and unpacks `files` into the cache (or finds them there).
     fn fill(&self, files: &[RpmFile], pinned: bool) -> Result<Kernel> {
-        // The cache key: the sha256 of the files' `sha256sum` lines, one entry per set of files.
-        let manifest: String = files
-            .iter()
-            .map(|f| format!("{}  {}\n", f.sha256.to_ascii_lowercase(), f.path))
-            .collect();
-        let key = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(manifest.as_bytes()));
+        let key = cache_key(files);
         let cached = self.rpms.join(&key);
         if cached.join(COMPLETE).is_file() {
             return self.kernel(files, pinned, &key, cached);
@@ -314,7 +356,7 @@ impl Fetch<'_> {
             .run()
             .context("building modules.dep with depmod")?;
         let mut complete = File::create(tree.join(COMPLETE))?;
-        write!(complete, "{version}\n{manifest}")?;
+        write!(complete, "{version}\n{}", manifest(files))?;
         drop(complete);
         if !cached.join(COMPLETE).is_file() {
             let _ = std::fs::remove_dir_all(&cached); // an incomplete entry from a killed run
@@ -358,6 +400,21 @@ impl Fetch<'_> {
             vmlinuz,
         })
     }
+}
+
+/// The files as `sha256sum` lines.
+fn manifest(files: &[RpmFile]) -> String {
+    files
+        .iter()
+        .map(|f| format!("{}  {}\n", f.sha256.to_ascii_lowercase(), f.path))
+        .collect()
+}
+
+/// The cache key of a set of files: the sha256 of their `sha256sum` lines.
+fn cache_key(files: &[RpmFile]) -> String {
+    hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+        manifest(files).as_bytes(),
+    ))
 }
 
 /// The one kernel release under the tree's modules directory. Packages that put the modules in

@@ -428,4 +428,8 @@ fn a_fedora_layout_kernel_is_fetched_from_a_mirror() {
     let error = fetch_rpm_kernel(&sh, &rpm_pin(vec![]), &dead_url, &fresh_cache).unwrap_err();
     let reason = fixtures::unavailable(&error).expect("unavailable, so the cell is skipped");
     assert!(reason.reason.contains(&dead_url), "{reason}");
+    // Unless the build resolved last time is in the cache: then that one, still unpinned.
+    let offline = fetch_rpm_kernel(&sh, &rpm_pin(vec![]), &dead_url, &cache).unwrap();
+    assert_eq!(offline.fetched.root, kernel.fetched.root);
+    assert!(!offline.fetched.pinned);
 }
