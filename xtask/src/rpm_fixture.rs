@@ -111,48 +111,9 @@ pub fn fetch_rpm_kernel(
         rpms: &rpms,
     };
     if source.files.is_empty() {
-        let files = match fetch.resolve() {
-            Ok(files) => files,
-            // Offline with the build resolved last time in the cache: use it rather than skip.
-            Err(error) if error.downcast_ref::<Unavailable>().is_some() => {
-                let Some(files) = fetch.last_resolved() else {
-                    return Err(error);
-                };
-                eprintln!(
-                    "\nWARNING: kernel {}: cannot read the repository metadata ({error:#});\n\
-                     WARNING: using the build resolved last time, from the cache.\n",
-                    pin.id
-                );
-                files
-            }
-            Err(error) => return Err(error),
-        };
-        let kernel = fetch.fill(&files, false)?;
-        fetch.remember(&files)?;
-        return Ok(kernel);
-    }
-    if source.files.len() != source.packages.len() {
-        bail!(
-            "kernel {}: {} pinned files for {} packages; pin one file per package",
-            pin.id,
-            source.files.len(),
-            source.packages.len()
-        );
-    }
-    match fetch.fill(&source.files, true) {
-        Err(error) if error.downcast_ref::<Unavailable>().is_some() => {
-            let files = fetch.resolve().with_context(|| {
-                format!("{error:#}; and no fallback from the repository metadata")
-            })?;
-            eprintln!(
-                "\nWARNING: kernel {}: a pinned file is not offered ({error:#});\n\
-                 WARNING: using the newest build in the repository metadata instead. \
-                 Re-pin with `cargo xtask fixtures update`.\n",
-                pin.id
-            );
-            fetch.fill(&files, false)
-        }
-        other => other,
+        fetch.unpinned()
+    } else {
+        fetch.pinned()
     }
 }
 
@@ -187,6 +148,57 @@ struct Fetch<'a> {
 }
 
 impl Fetch<'_> {
+    /// An unpinned kernel: the newest build in the repository metadata.
+    fn unpinned(&self) -> Result<Kernel> {
+        let files = match self.resolve() {
+            Ok(files) => files,
+            // Offline with the build resolved last time in the cache: use it rather than skip.
+            Err(error) if error.downcast_ref::<Unavailable>().is_some() => {
+                let Some(files) = self.last_resolved() else {
+                    return Err(error);
+                };
+                eprintln!(
+                    "\nWARNING: kernel {}: cannot read the repository metadata ({error:#});\n\
+                     WARNING: using the build resolved last time, from the cache.\n",
+                    self.pin.id
+                );
+                files
+            }
+            Err(error) => return Err(error),
+        };
+        let kernel = self.fill(&files, false)?;
+        self.remember(&files)?;
+        Ok(kernel)
+    }
+
+    /// A pinned kernel: its files, or the newest build when one is gone from the mirror.
+    fn pinned(&self) -> Result<Kernel> {
+        let pinned = &self.source.files;
+        if pinned.len() != self.source.packages.len() {
+            bail!(
+                "kernel {}: {} pinned files for {} packages; pin one file per package",
+                self.pin.id,
+                pinned.len(),
+                self.source.packages.len()
+            );
+        }
+        match self.fill(pinned, true) {
+            Err(error) if error.downcast_ref::<Unavailable>().is_some() => {
+                let files = self.resolve().with_context(|| {
+                    format!("{error:#}; and no fallback from the repository metadata")
+                })?;
+                eprintln!(
+                    "\nWARNING: kernel {}: a pinned file is not offered ({error:#});\n\
+                     WARNING: using the newest build in the repository metadata instead. \
+                     Re-pin with `cargo xtask fixtures update`.\n",
+                    self.pin.id
+                );
+                self.fill(&files, false)
+            }
+            other => other,
+        }
+    }
+
     /// The files of the newest build of the first package, and the same build of the others.
     fn resolve(&self) -> Result<Vec<RpmFile>> {
         let first = &self.source.packages[0];
