@@ -667,7 +667,7 @@ mod tests {
                 .collect()
         };
         let nvme = names(CellFilter {
-            name: Some("x86_64-*-nvme-*".into()),
+            name: Some("x86_64-*-nvme-*debian*".into()),
             ..CellFilter::default()
         });
         assert_eq!(

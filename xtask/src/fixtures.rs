@@ -1,5 +1,6 @@
-//! Fixtures: the pinned Debian packages (kernels, busybox) the VM tests are made from. Fetched
-//! with `apt-get download`, verified by sha256, unpacked into a cache keyed by that sha256 and
+//! Fixtures: the pinned packages (kernels, busybox) the VM tests are made from. Debian packages
+//! are fetched with `apt-get download`, RPM kernels from their distribution's mirror
+//! (`rpm_fixture`); both are verified by sha256, unpacked into a cache keyed by that sha256 and
 //! shared by every run and every concurrent test process (a lock, a temporary name, a rename).
 
 use std::fs::File;
@@ -11,12 +12,14 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use xshell::{Shell, cmd};
 
+pub use crate::download::Unavailable;
+
 pub const KERNELS_TOML: &str = "fixtures/kernels.toml";
 pub const PACKAGES_TOML: &str = "fixtures/packages.toml";
 /// Overrides where fetched fixtures are cached.
 pub const CACHE_ENV: &str = "INITOVERLAYFS_CACHE";
 /// Marks a cache entry as complete (written last).
-const COMPLETE: &str = ".complete";
+pub(crate) const COMPLETE: &str = ".complete";
 
 /// A Debian package pinned by version and file hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,13 +32,28 @@ pub struct DebPin {
     pub series: String,
 }
 
-/// A kernel fixture: a pinned `linux-image-*` package.
+/// A kernel fixture: a Debian `linux-image-*` package or RPM kernel packages.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KernelPin {
     pub id: String,
-    /// QEMU's name for the architecture: `x86_64`, `aarch64`.
+    /// QEMU's name for the architecture: `x86_64`, `aarch64` (also RPM's).
     pub arch: String,
     pub distro: String,
+    /// `format = "deb"` or `format = "rpm"` and that format's fields.
+    #[serde(flatten)]
+    pub source: KernelSource,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "format", rename_all = "lowercase")]
+pub enum KernelSource {
+    Deb(DebKernel),
+    Rpm(crate::rpm_fixture::RpmKernel),
+}
+
+/// A kernel from a pinned Debian package.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DebKernel {
     pub package: String,
     pub version: String,
     pub sha256: String,
@@ -43,13 +61,13 @@ pub struct KernelPin {
 }
 
 impl KernelPin {
-    fn deb(&self) -> DebPin {
+    fn deb(&self, deb: &DebKernel) -> DebPin {
         DebPin {
             id: self.id.clone(),
-            package: self.package.clone(),
-            version: self.version.clone(),
-            sha256: self.sha256.clone(),
-            series: self.series.clone(),
+            package: deb.package.clone(),
+            version: deb.version.clone(),
+            sha256: deb.sha256.clone(),
+            series: deb.series.clone(),
         }
     }
 }
@@ -91,6 +109,18 @@ pub struct Fetched {
     pub pinned: bool,
     /// The unpacked package.
     pub root: PathBuf,
+    /// The files downloaded for an RPM kernel (a Debian fixture is one package: the fields
+    /// above). For an RPM kernel `sha256` is the cache key: the sha256 of these files'
+    /// `sha256sum` lines.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<FetchedFile>,
+}
+
+/// One downloaded file of a fixture.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FetchedFile {
+    pub url: String,
+    pub sha256: String,
 }
 
 /// An unpacked kernel package, ready to boot.
@@ -121,9 +151,30 @@ pub fn cache_dir() -> PathBuf {
     base.join("initoverlayfs-rs")
 }
 
-/// Fetches and unpacks a kernel; runs depmod (Debian packages ship no modules.dep).
+/// Fetches and unpacks a kernel; runs depmod (neither format ships modules.dep). An RPM kernel
+/// comes from its distribution's mirror (`INITOVERLAYFS_FEDORA_MIRROR`,
+/// `INITOVERLAYFS_CENTOS_MIRROR` override the default host).
+///
+/// When the error's root cause is [`Unavailable`] (see [`unavailable`]) the fixture cannot be
+/// fetched from this machine: a cell reports `skipped: <reason>`. Any other error (a sha256
+/// mismatch, a broken package) is a real failure.
 pub fn fetch_kernel(sh: &Shell, pin: &KernelPin) -> Result<Kernel> {
-    let fetched = fetch_deb(sh, &pin.deb(), true)?;
+    match &pin.source {
+        KernelSource::Deb(deb) => fetch_deb_kernel(sh, pin, deb),
+        KernelSource::Rpm(rpm) => {
+            crate::rpm_fixture::fetch_rpm_kernel(sh, pin, &rpm.mirror.base_url(), &cache_dir())
+        }
+    }
+}
+
+/// The reason a fixture could not be fetched from this machine (no network, mirror down, file
+/// gone), when that is what `error` comes from; `None` for real failures.
+pub fn unavailable(error: &anyhow::Error) -> Option<&Unavailable> {
+    error.downcast_ref::<Unavailable>()
+}
+
+fn fetch_deb_kernel(sh: &Shell, pin: &KernelPin, deb: &DebKernel) -> Result<Kernel> {
+    let fetched = fetch_deb(sh, &pin.deb(deb), true)?;
     let modules = fetched.root.join("lib/modules");
     let release = single_dir_name(&modules)?;
     let vmlinuz = fetched.root.join("boot").join(format!("vmlinuz-{release}"));
@@ -137,7 +188,7 @@ pub fn fetch_kernel(sh: &Shell, pin: &KernelPin) -> Result<Kernel> {
     })
 }
 
-fn single_dir_name(dir: &Path) -> Result<String> {
+pub(crate) fn single_dir_name(dir: &Path) -> Result<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .with_context(|| format!("listing {}", dir.display()))?
         .filter_map(|e| e.ok())
@@ -221,8 +272,8 @@ pub fn fetch_deb(sh: &Shell, pin: &DebPin, is_kernel: bool) -> Result<Fetched> {
     Ok(fetched(pin, &version, &sha256, pinned, cached))
 }
 
-/// Removes a scratch directory when dropped (the .deb itself is never kept).
-struct RemoveDirOnDrop(PathBuf);
+/// Removes a scratch directory when dropped (the downloaded package itself is never kept).
+pub(crate) struct RemoveDirOnDrop(pub(crate) PathBuf);
 
 impl Drop for RemoveDirOnDrop {
     fn drop(&mut self) {
@@ -238,6 +289,7 @@ fn fetched(pin: &DebPin, version: &str, sha256: &str, pinned: bool, root: PathBu
         sha256: sha256.to_owned(),
         pinned,
         root,
+        files: Vec::new(),
     }
 }
 
@@ -326,16 +378,36 @@ pub fn sha256_file(path: &Path) -> Result<String> {
 pub fn update(sh: &Shell, root: &Path) -> Result<()> {
     let mut kernels = read_kernels(root)?;
     for kernel in &mut kernels.kernel {
-        let (package, version, sha256) =
-            newest_pin(sh, &kernel.series, arch_suffix(&kernel.package))?;
-        report_repin(
-            &kernel.id,
-            &kernel.package,
-            &kernel.version,
-            &package,
-            &version,
-        );
-        (kernel.package, kernel.version, kernel.sha256) = (package, version, sha256);
+        let pin = kernel.clone();
+        match &mut kernel.source {
+            KernelSource::Deb(deb) => {
+                let (package, version, sha256) =
+                    newest_pin(sh, &deb.series, arch_suffix(&deb.package))?;
+                report_repin(&pin.id, &deb.package, &deb.version, &package, &version);
+                (deb.package, deb.version, deb.sha256) = (package, version, sha256);
+            }
+            KernelSource::Rpm(rpm) => {
+                let base_url = rpm.mirror.base_url();
+                match crate::rpm_fixture::resolve_files(sh, &pin, &base_url, &cache_dir()) {
+                    Ok(files) if files == rpm.files => {
+                        eprintln!("fixtures: {}: pinned files are current", pin.id);
+                    }
+                    Ok(files) => {
+                        for file in &files {
+                            eprintln!("fixtures: {}: pinning {}", pin.id, file.path);
+                        }
+                        rpm.files = files;
+                    }
+                    // Kept as it is: re-pinning needs the mirror.
+                    Err(error) => match unavailable(&error) {
+                        Some(reason) => {
+                            eprintln!("fixtures: {}: cannot re-pin here: {reason}", pin.id)
+                        }
+                        None => return Err(error.context(format!("re-pinning {}", pin.id))),
+                    },
+                }
+            }
+        }
     }
     let mut packages = read_packages(root)?;
     for pin in &mut packages.package {
@@ -399,7 +471,10 @@ mod tests {
         let sha256s = kernels
             .kernel
             .iter()
-            .map(|k| &k.sha256)
+            .flat_map(|k| match &k.source {
+                KernelSource::Deb(deb) => vec![&deb.sha256],
+                KernelSource::Rpm(rpm) => rpm.files.iter().map(|f| &f.sha256).collect(),
+            })
             .chain(packages.package.iter().map(|p| &p.sha256));
         for sha256 in sha256s {
             assert!(
@@ -408,15 +483,58 @@ mod tests {
             );
         }
         for kernel in &kernels.kernel {
-            let series = regex::Regex::new(&kernel.series).unwrap();
-            // A series names packages as apt-cache pkgnames does: without `:arch`.
-            let name = kernel.package.split(':').next().unwrap_or_default();
-            assert!(
-                series.is_match(name),
-                "{} is outside its own series",
-                kernel.id
-            );
+            match &kernel.source {
+                KernelSource::Deb(deb) => {
+                    let series = regex::Regex::new(&deb.series).unwrap();
+                    // A series names packages as apt-cache pkgnames does: without `:arch`.
+                    let name = deb.package.split(':').next().unwrap_or_default();
+                    assert!(
+                        series.is_match(name),
+                        "{} is outside its own series",
+                        kernel.id
+                    );
+                }
+                KernelSource::Rpm(rpm) => {
+                    assert!(
+                        !rpm.packages.is_empty() && !rpm.repos.is_empty(),
+                        "{}",
+                        kernel.id
+                    );
+                    assert!(
+                        rpm.files.is_empty() || rpm.files.len() == rpm.packages.len(),
+                        "{}: pin one file per package, or none",
+                        kernel.id
+                    );
+                }
+            }
         }
+        // Every format and distribution the matrix names (BRIEF §5).
+        for distro in [
+            "debian-12",
+            "fedora-",
+            "centos-stream-9",
+            "centos-stream-10",
+        ] {
+            for arch in ["x86_64", "aarch64"] {
+                assert!(
+                    kernels
+                        .kernel
+                        .iter()
+                        .any(|k| k.distro.starts_with(distro) && k.arch == arch),
+                    "no {distro} kernel for {arch}"
+                );
+            }
+        }
+    }
+
+    /// `fixtures update` rewrites the manifest through serde: both formats must survive it.
+    #[test]
+    fn the_kernel_manifest_round_trips() {
+        let kernels = read_kernels(&root()).unwrap();
+        let text = toml::to_string(&kernels).unwrap();
+        let again: KernelManifest = toml::from_str(&text).unwrap();
+        assert_eq!(again.kernel, kernels.kernel, "{text}");
+        assert!(text.contains("format = \"rpm\"") && text.contains("format = \"deb\""));
     }
 
     #[test]

@@ -54,8 +54,17 @@ fn run(task: Task) -> Result<()> {
         Task::Fuzz { seconds, target } => fuzz::run(&sh, &root, seconds, target.as_deref()),
         Task::FixturesUpdate => fixtures::update(&sh, &root),
         Task::FixturesFetch => {
-            for kernel in fixtures::read_kernels(&root)?.kernel {
-                let kernel = fixtures::fetch_kernel(&sh, &kernel)?;
+            for pin in fixtures::read_kernels(&root)?.kernel {
+                let kernel = match fixtures::fetch_kernel(&sh, &pin) {
+                    Ok(kernel) => kernel,
+                    Err(error) => match fixtures::unavailable(&error) {
+                        Some(reason) => {
+                            println!("{} skipped: {reason}", pin.id);
+                            continue;
+                        }
+                        None => return Err(error),
+                    },
+                };
                 println!(
                     "{} {} {}",
                     kernel.fetched.id,

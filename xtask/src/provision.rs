@@ -17,7 +17,7 @@ struct Tool {
     backports: bool,
 }
 
-const TOOLS: [Tool; 26] = [
+const TOOLS: [Tool; 29] = [
     Tool {
         command: "qemu-system-x86_64",
         package: "qemu-system-x86",
@@ -129,6 +129,25 @@ const TOOLS: [Tool; 26] = [
     Tool {
         command: "mmdebstrap",
         package: "mmdebstrap",
+        backports: false,
+    },
+    // RPM kernel fixtures are downloaded with curl (download.rs): no TLS stack compiled into
+    // xtask, and the usual proxy variables work.
+    Tool {
+        command: "curl",
+        package: "curl",
+        backports: false,
+    },
+    // The RPM fixture tests build Fedora-style kernel packages and a repository of them, and
+    // check our RPM reader against rpm2cpio (xtask/tests/rpm_fixtures.rs).
+    Tool {
+        command: "rpmbuild",
+        package: "rpm",
+        backports: false,
+    },
+    Tool {
+        command: "createrepo_c",
+        package: "createrepo-c",
         backports: false,
     },
     // The musl build of storage-init (see static_build.rs): Debian's Rust with std's sources,

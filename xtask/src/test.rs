@@ -53,7 +53,17 @@ pub fn run(sh: &Shell, root: &Path, extra: &[String]) -> Result<()> {
 fn prefetch(sh: &Shell, root: &Path) -> Result<Vec<Kernel>> {
     let mut kernels = Vec::new();
     for pin in crate::fixtures::read_kernels(root)?.kernel {
-        let kernel = crate::fixtures::fetch_kernel(sh, &pin)?;
+        let kernel = match crate::fixtures::fetch_kernel(sh, &pin) {
+            Ok(kernel) => kernel,
+            // Not fatal here: the cells using this kernel report it as skipped.
+            Err(error) => match crate::fixtures::unavailable(&error) {
+                Some(reason) => {
+                    eprintln!("fixtures: {} skipped: {reason}", pin.id);
+                    continue;
+                }
+                None => return Err(error),
+            },
+        };
         eprintln!(
             "fixtures: {} {} ready",
             kernel.fetched.package, kernel.fetched.version

@@ -333,6 +333,7 @@ pub fn run_cell(
     match boot_cell(sh, root, cell, accel, &artifacts, &mut result) {
         Ok(()) => {}
         Err(CellError::Guest(reason)) => result.verdict = Verdict::Failed { reason },
+        Err(CellError::Skipped(reason)) => result.verdict = Verdict::Skipped { reason },
         Err(CellError::Infra(error)) => {
             result.verdict = Verdict::Error {
                 reason: format!("{error:#}"),
@@ -350,6 +351,42 @@ pub fn run_cell(
 enum CellError {
     Guest(String),
     Infra(anyhow::Error),
+    /// A fixture cannot be fetched from this machine.
+    Skipped(String),
+}
+
+/// Kernels found unreachable in this process: the cells of one kernel (a whole row of the
+/// matrix) ask the mirror once, not once each.
+static UNAVAILABLE_KERNELS: std::sync::Mutex<Vec<(String, String)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// The cell's kernel; a kernel that cannot be fetched from here skips the cell.
+fn fetch_kernel_once(sh: &Shell, pin: &fixtures::KernelPin) -> Result<fixtures::Kernel, CellError> {
+    let known = |id: &str| {
+        UNAVAILABLE_KERNELS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|(k, _)| k == id)
+            .map(|(_, reason)| reason.clone())
+    };
+    if let Some(reason) = known(&pin.id) {
+        return Err(CellError::Skipped(reason));
+    }
+    match fixtures::fetch_kernel(sh, pin) {
+        Ok(kernel) => Ok(kernel),
+        Err(error) => match fixtures::unavailable(&error) {
+            Some(unavailable) => {
+                let reason = format!("kernel {} cannot be fetched here: {unavailable}", pin.id);
+                UNAVAILABLE_KERNELS
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((pin.id.clone(), reason.clone()));
+                Err(CellError::Skipped(reason))
+            }
+            None => Err(CellError::Infra(error)),
+        },
+    }
 }
 
 impl From<anyhow::Error> for CellError {
@@ -379,7 +416,7 @@ fn boot_cell(
                 fixtures::KERNELS_TOML
             )
         })?;
-    let kernel = fixtures::fetch_kernel(sh, pin)?;
+    let kernel = fetch_kernel_once(sh, pin)?;
     result.fixtures.push(kernel.fetched.clone());
     let packages = fixtures::read_packages(root)?;
     let busybox_id = format!("busybox-static-{}", cell.machine.debian_arch());

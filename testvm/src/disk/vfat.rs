@@ -219,7 +219,11 @@ impl Geometry {
             12 => {
                 let at = c + c / 2;
                 let pair = u16::from_le_bytes([*fat.get(at)?, *fat.get(at + 1)?]);
-                let v = if c.is_multiple_of(2) { pair & 0x0FFF } else { pair >> 4 };
+                let v = if c.is_multiple_of(2) {
+                    pair & 0x0FFF
+                } else {
+                    pair >> 4
+                };
                 (u32::from(v), 0x0FF8)
             }
             16 => (
