@@ -30,6 +30,7 @@ fn machine(kernel: &Path, initrd: Option<PathBuf>) -> Machine {
         cpus: 1,
         kernel: kernel.to_owned(),
         initrd,
+        dtb: None,
         // panic=-1 reboots at once on a panic, which -no-reboot turns into QEMU exiting.
         cmdline: "console=ttyS0 panic=-1".into(),
         disks: vec![],
@@ -173,6 +174,7 @@ fn qemu_failing_at_start_is_an_infra_error_quoting_its_stderr() {
     assert!(
         !machine(&missing, None)
             .qemu_args(&Io::Interactive)
+            .unwrap()
             .iter()
             .any(|a| a.contains("sock"))
     );

@@ -29,6 +29,10 @@ pub enum MachineKind {
     Q35,
     /// aarch64 `virt`.
     Virt,
+    /// Raspberry Pi 3 Model B (aarch64): storage only on its SD slot, no power-off.
+    Raspi3b,
+    /// Raspberry Pi 4 Model B (aarch64): storage only on its SD slot, no power-off.
+    Raspi4b,
 }
 
 impl MachineKind {
@@ -36,6 +40,19 @@ impl MachineKind {
         match self {
             MachineKind::Q35 => testvm::machine::Board::Q35,
             MachineKind::Virt => testvm::machine::Board::Virt,
+            MachineKind::Raspi3b => testvm::machine::Board::Raspi3b,
+            MachineKind::Raspi4b => testvm::machine::Board::Raspi4b,
+        }
+    }
+
+    /// The board's device tree in the kernel package (`usr/lib/linux-image-<release>/…`):
+    /// the distribution's own, which names the drivers its kernel has. None where QEMU
+    /// describes the machine itself.
+    pub fn dtb(self) -> Option<&'static str> {
+        match self {
+            MachineKind::Q35 | MachineKind::Virt => None,
+            MachineKind::Raspi3b => Some("broadcom/bcm2837-rpi-3-b.dtb"),
+            MachineKind::Raspi4b => Some("broadcom/bcm2711-rpi-4-b.dtb"),
         }
     }
 
@@ -43,7 +60,7 @@ impl MachineKind {
     pub fn arch(self) -> &'static str {
         match self {
             MachineKind::Q35 => "x86_64",
-            MachineKind::Virt => "aarch64",
+            MachineKind::Virt | MachineKind::Raspi3b | MachineKind::Raspi4b => "aarch64",
         }
     }
 
@@ -51,7 +68,7 @@ impl MachineKind {
     pub fn debian_arch(self) -> &'static str {
         match self {
             MachineKind::Q35 => "amd64",
-            MachineKind::Virt => "arm64",
+            MachineKind::Virt | MachineKind::Raspi3b | MachineKind::Raspi4b => "arm64",
         }
     }
 }
@@ -69,7 +86,7 @@ pub enum Bus {
     Nvme4kn,
     /// USB mass storage on xHCI.
     Usb,
-    /// An SD card on SDHCI (PCI).
+    /// An SD card: on SDHCI (PCI), or in the board's own slot on the raspi boards.
     Sd,
 }
 
@@ -350,6 +367,18 @@ pub fn read_cells(root: &Path) -> Result<Vec<Cell>> {
                 path.display(),
                 cell.name,
                 check.text
+            );
+        }
+        if let Some(fixed) = cell.machine.board().fixed_cpus()
+            && cell.cpus != one_cpu()
+            && cell.cpus != fixed
+        {
+            bail!(
+                "{}: cell {} asks for {} CPUs, but {} always has {fixed}",
+                path.display(),
+                cell.name,
+                cell.cpus,
+                cell.machine.board()
             );
         }
         if cell.empty_cdrom && cell.machine != MachineKind::Q35 {

@@ -227,13 +227,20 @@ fn boot_cell(
     let board = cell.machine.board();
     let accel = crate::accel::resolve(accel, board, &kernel.vmlinuz, &root.join(ARTIFACTS_DIR));
     result.accel = accel.name().to_owned();
+    let dtb = cell
+        .machine
+        .dtb()
+        .map(|name| kernel.dtb(name))
+        .transpose()?;
     let machine = testvm::machine::Machine {
         board,
         accel,
-        memory_mib: MEMORY_MIB,
-        cpus: cell.cpus,
+        // A board that models real hardware takes only its own RAM size and CPU count.
+        memory_mib: board.fixed_memory_mib().unwrap_or(MEMORY_MIB),
+        cpus: board.fixed_cpus().unwrap_or(cell.cpus),
         kernel: kernel.vmlinuz.clone(),
         initrd: Some(built.mini_initramfs.clone()),
+        dtb,
         cmdline: cmdline.trim().to_owned(),
         disks: if cell.hotplug.is_some() {
             Vec::new()
