@@ -227,11 +227,7 @@ fn boot_cell(
     let board = cell.machine.board();
     let accel = crate::accel::resolve(accel, board, &kernel.vmlinuz, &root.join(ARTIFACTS_DIR));
     result.accel = accel.name().to_owned();
-    let dtb = cell
-        .machine
-        .dtb()
-        .map(|name| kernel.dtb(name))
-        .transpose()?;
+    let dtb = images::board_dtb(cell.machine, &kernel, &artifacts.join("build"))?;
     let machine = testvm::machine::Machine {
         board,
         accel,

@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use super::fdt::DropProperties;
+
 /// The emulated board (and so the QEMU binary).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Board {
@@ -93,6 +95,26 @@ impl Board {
     /// distribution's own file is the one to use: it names the drivers its kernel has.
     pub fn needs_dtb(self) -> bool {
         matches!(self, Board::Raspi3b | Board::Raspi4b)
+    }
+
+    /// What the distribution's device tree must lose to describe the board as QEMU models
+    /// it (apply with [`super::fdt::drop_properties`]), as QEMU itself drops the nodes of the
+    /// BCM2711 devices it lacks (PCIe, GENET, RNG, thermal).
+    ///
+    /// raspi4b: the SD card's supplies. The Pi 4 tree powers EMMC2's card through two
+    /// regulators on the firmware's GPIO expander, and QEMU's firmware mailbox does not
+    /// implement the expander's GPIO calls: both regulators fail to probe ("setup of GPIO
+    /// (default) failed: -5") and EMMC2 waits for them for ever ("deferred probe pending:
+    /// platform: supplier regulator-sd-io-1v8 not ready"). Without the two properties the host
+    /// runs on its fixed 3.3 V, as QEMU's card does.
+    pub fn dtb_fixes(self) -> &'static [DropProperties] {
+        match self {
+            Board::Q35 | Board::Virt | Board::Raspi3b => &[],
+            Board::Raspi4b => &[DropProperties {
+                compatible: "brcm,bcm2711-emmc2",
+                properties: &["vmmc-supply", "vqmmc-supply"],
+            }],
+        }
     }
 
     /// Whether `-dtb` means anything on this board (x86 boots from ACPI tables).

@@ -2,6 +2,7 @@
 
 mod board;
 mod error;
+pub mod fdt;
 pub mod shell;
 
 use std::path::{Path, PathBuf};
