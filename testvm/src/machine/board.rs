@@ -55,6 +55,13 @@ impl Board {
         }
     }
 
+    /// Whether this crate runs the board under KVM, which it renders as `-cpu host`: the raspi
+    /// boards build their SoC's own CPU model (Cortex-A53/A72) whatever `-cpu` says, so they
+    /// run under TCG only (an Arm host might run them under KVM; nothing here tries).
+    pub fn kvm_capable(self) -> bool {
+        matches!(self, Board::Q35 | Board::Virt)
+    }
+
     /// The guest architecture, as Rust (`std::env::consts::ARCH`) and QEMU name it.
     pub fn arch(self) -> &'static str {
         match self {

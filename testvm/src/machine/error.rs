@@ -23,6 +23,12 @@ pub enum MachineError {
         /// The SD cards asked for.
         cards: usize,
     },
+    /// KVM on a board that runs under TCG only.
+    #[error("{board} runs under TCG only here: it builds its SoC's own CPU model, not `-cpu host`")]
+    NoKvm {
+        /// The board.
+        board: Board,
+    },
     /// A RAM size the board refuses.
     #[error(
         "{board} takes exactly {required} MiB of RAM (QEMU refuses any other size), not {given}"

@@ -283,6 +283,9 @@ impl Machine {
     /// What the board cannot host, found before anything is rendered.
     fn check(&self) -> Result<(), MachineError> {
         let board = self.board;
+        if self.accel == Accel::Kvm && !board.kvm_capable() {
+            return Err(MachineError::NoKvm { board });
+        }
         if let Some(required) = board.fixed_memory_mib()
             && self.memory_mib != required
         {
@@ -520,6 +523,13 @@ mod tests {
                 ..raspi(Board::Raspi4b)
             }),
             MachineError::Memory { required: 2048, .. }
+        ));
+        assert!(matches!(
+            refused(Machine {
+                accel: Accel::Kvm,
+                ..pi3.clone()
+            }),
+            MachineError::NoKvm { .. }
         ));
         assert!(matches!(
             refused(Machine {
