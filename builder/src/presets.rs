@@ -49,11 +49,18 @@ const USB: &[&str] = &[
 const MMC: &[&str] = &[
     "sdhci_pci",
     "sdhci_acpi",
+    // The Raspberry Pi's SD hosts: the Arasan SDHCI of the BCM2835/7 (and the BCM2711's EMMC2)
+    // and the BCM2835's own SDHOST, where the Pi 3 device tree routes the card.
     "sdhci_iproc",
     "bcm2835",
     "sdhci_of_arasan",
     "dw_mmc_rockchip",
     "mmc_block",
+    // The card's supplies, where a device tree names them (the Pi 4's EMMC2: `vmmc-supply` a
+    // regulator-fixed, `vqmmc-supply` a regulator-gpio). The host's probe waits for them, so
+    // without their drivers (modules on Debian's arm64 kernel) the card never appears.
+    "fixed",
+    "gpio_regulator",
 ];
 const SCSI: &[&str] = &[
     "ahci",

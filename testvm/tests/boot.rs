@@ -34,6 +34,7 @@ fn machine(kernel: &Path, initrd: Option<PathBuf>) -> Machine {
             // panic=-1 reboots at once on a panic, which -no-reboot turns into QEMU exiting.
             cmdline: "console=ttyS0 panic=-1".into(),
         },
+        dtb: None,
         disks: vec![],
         hotplug_ports: 0,
         empty_cdroms: 0,
@@ -175,6 +176,7 @@ fn qemu_failing_at_start_is_an_infra_error_quoting_its_stderr() {
     assert!(
         !machine(&missing, None)
             .qemu_args(&Io::Interactive)
+            .unwrap()
             .iter()
             .any(|a| a.contains("sock"))
     );

@@ -55,8 +55,10 @@ pub fn resolve(choice: AccelChoice, board: Board, kernel: &Path, artifacts: &Pat
     match choice {
         AccelChoice::Kvm => Accel::Kvm,
         AccelChoice::Tcg => Accel::Tcg,
-        // KVM runs guests of the host's own architecture only.
-        AccelChoice::Auto if board.arch() != std::env::consts::ARCH => Accel::Tcg,
+        // KVM runs guests of the host's own architecture only, and not every board.
+        AccelChoice::Auto if board.arch() != std::env::consts::ARCH || !board.kvm_capable() => {
+            Accel::Tcg
+        }
         AccelChoice::Auto => probed(board, kernel, artifacts),
     }
 }

@@ -29,6 +29,10 @@ pub enum MachineKind {
     Q35,
     /// aarch64 `virt`.
     Virt,
+    /// Raspberry Pi 3 Model B (aarch64): storage only on its SD slot, no power-off.
+    Raspi3b,
+    /// Raspberry Pi 4 Model B (aarch64): storage only on its SD slot, no power-off.
+    Raspi4b,
 }
 
 impl MachineKind {
@@ -36,6 +40,19 @@ impl MachineKind {
         match self {
             MachineKind::Q35 => testvm::machine::Board::Q35,
             MachineKind::Virt => testvm::machine::Board::Virt,
+            MachineKind::Raspi3b => testvm::machine::Board::Raspi3b,
+            MachineKind::Raspi4b => testvm::machine::Board::Raspi4b,
+        }
+    }
+
+    /// The board's device tree in the kernel package (`usr/lib/linux-image-<release>/…`):
+    /// the distribution's own, which names the drivers its kernel has. None where QEMU
+    /// describes the machine itself.
+    pub fn dtb(self) -> Option<&'static str> {
+        match self {
+            MachineKind::Q35 | MachineKind::Virt => None,
+            MachineKind::Raspi3b => Some("broadcom/bcm2837-rpi-3-b.dtb"),
+            MachineKind::Raspi4b => Some("broadcom/bcm2711-rpi-4-b.dtb"),
         }
     }
 
@@ -43,7 +60,7 @@ impl MachineKind {
     pub fn arch(self) -> &'static str {
         match self {
             MachineKind::Q35 => "x86_64",
-            MachineKind::Virt => "aarch64",
+            MachineKind::Virt | MachineKind::Raspi3b | MachineKind::Raspi4b => "aarch64",
         }
     }
 
@@ -51,21 +68,19 @@ impl MachineKind {
     pub fn debian_arch(self) -> &'static str {
         match self {
             MachineKind::Q35 => "amd64",
-            MachineKind::Virt => "arm64",
+            MachineKind::Virt | MachineKind::Raspi3b | MachineKind::Raspi4b => "arm64",
         }
     }
 
-    /// The name cells.toml and cell names use.
+    /// The name cells.toml and cell names use: QEMU's machine type.
     pub fn name(self) -> &'static str {
-        match self {
-            MachineKind::Q35 => "q35",
-            MachineKind::Virt => "virt",
-        }
+        self.board().machine_type()
     }
 
-    /// Where this machine's UEFI firmware and systemd-boot come from (fixtures/packages.toml).
-    pub fn uefi(self) -> UefiParts {
-        match self {
+    /// Where this machine's UEFI firmware and systemd-boot come from (fixtures/packages.toml);
+    /// None for the raspi boards, which QEMU starts without UEFI firmware.
+    pub fn uefi(self) -> Option<UefiParts> {
+        Some(match self {
             MachineKind::Q35 => UefiParts {
                 firmware_package: "ovmf",
                 code: "usr/share/OVMF/OVMF_CODE_4M.fd",
@@ -82,7 +97,8 @@ impl MachineKind {
                 loader: "usr/lib/systemd/boot/efi/systemd-bootaa64.efi",
                 removable_path: "EFI/BOOT/BOOTAA64.EFI",
             },
-        }
+            MachineKind::Raspi3b | MachineKind::Raspi4b => return None,
+        })
     }
 }
 
@@ -128,7 +144,7 @@ pub enum Bus {
     Nvme4kn,
     /// USB mass storage on xHCI.
     Usb,
-    /// An SD card on SDHCI (PCI).
+    /// An SD card: on SDHCI (PCI), or in the board's own slot on the raspi boards.
     Sd,
 }
 
@@ -609,12 +625,32 @@ pub fn read_cells(root: &Path) -> Result<Vec<Cell>> {
                 check.text
             );
         }
+        if cell.firmware == Firmware::Uefi && cell.machine.uefi().is_none() {
+            bail!(
+                "{}: cell {} asks for UEFI firmware, which QEMU has no image of for {}",
+                path.display(),
+                cell.name,
+                cell.machine.name()
+            );
+        }
         if cell.firmware == Firmware::Uefi && cell.boot_fs != crate::images::BootFsKind::Vfat {
             bail!(
                 "{}: cell {} boots through UEFI firmware, which reads the bootloader from the ESP: \
                  it needs boot_fs = \"vfat\"",
                 path.display(),
                 cell.name
+            );
+        }
+        if let Some(fixed) = cell.machine.board().fixed_cpus()
+            && cell.cpus != one_cpu()
+            && cell.cpus != fixed
+        {
+            bail!(
+                "{}: cell {} asks for {} CPUs, but {} always has {fixed}",
+                path.display(),
+                cell.name,
+                cell.cpus,
+                cell.machine.board()
             );
         }
         if cell.empty_cdrom && cell.machine != MachineKind::Q35 {

@@ -137,6 +137,25 @@ impl Kernel {
     pub fn modules_root(&self) -> &Path {
         &self.fetched.root
     }
+
+    /// A device tree the package ships (`broadcom/bcm2837-rpi-3-b.dtb`), where Debian puts
+    /// them: `usr/lib/linux-image-<release>/`.
+    pub fn dtb(&self, name: &str) -> Result<PathBuf> {
+        let path = self
+            .fetched
+            .root
+            .join("usr/lib")
+            .join(format!("linux-image-{}", self.release))
+            .join(name);
+        if !path.is_file() {
+            bail!(
+                "{} ships no device tree {name} (looked for {})",
+                self.fetched.package,
+                path.display()
+            );
+        }
+        Ok(path)
+    }
 }
 
 pub fn cache_dir() -> PathBuf {

@@ -434,3 +434,39 @@ pub fn build_boot_disk(
         .with_context(|| format!("building {}", disk.display()))?;
     Ok(())
 }
+
+/// The device tree a cell's board boots with: the kernel package's own (`machine.dtb()`),
+/// with the board's fix-ups (testvm's `Board::dtb_fixes`) applied when it has any, written
+/// into `dir`. None where QEMU describes the machine itself.
+pub fn board_dtb(
+    machine: crate::cells::MachineKind,
+    kernel: &Kernel,
+    dir: &Path,
+) -> Result<Option<PathBuf>> {
+    let Some(name) = machine.dtb() else {
+        return Ok(None);
+    };
+    let source = kernel.dtb(name)?;
+    let fixes = machine.board().dtb_fixes();
+    if fixes.is_empty() {
+        return Ok(Some(source));
+    }
+    let blob = std::fs::read(&source).with_context(|| format!("reading {}", source.display()))?;
+    let (fixed, dropped) = testvm::machine::fdt::drop_properties(&blob, fixes)
+        .with_context(|| format!("fixing {}", source.display()))?;
+    if dropped == 0 {
+        anyhow::bail!(
+            "{}: none of the properties {fixes:?} is there: the package's device tree changed, \
+             review testvm's Board::dtb_fixes",
+            source.display()
+        );
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let output = dir.join(
+        source
+            .file_name()
+            .context("a device tree path without a file name")?,
+    );
+    std::fs::write(&output, fixed).with_context(|| format!("writing {}", output.display()))?;
+    Ok(Some(output))
+}

@@ -465,11 +465,13 @@ fn boot_cell(
     let board = cell.machine.board();
     let accel = crate::accel::resolve(accel, board, &kernel.vmlinuz, &root.join(ARTIFACTS_DIR));
     result.accel = accel.name().to_owned();
+    let dtb = images::board_dtb(cell.machine, &kernel, &artifacts.join("build"))?;
     let machine = testvm::machine::Machine {
         board,
         accel,
-        memory_mib: MEMORY_MIB,
-        cpus: cell.cpus,
+        // A board that models real hardware takes only its own RAM size and CPU count.
+        memory_mib: board.fixed_memory_mib().unwrap_or(MEMORY_MIB),
+        cpus: board.fixed_cpus().unwrap_or(cell.cpus),
         boot: match uefi {
             None => testvm::machine::Boot::Direct {
                 kernel: kernel.vmlinuz.clone(),
@@ -478,6 +480,7 @@ fn boot_cell(
             },
             Some((_, firmware)) => firmware,
         },
+        dtb,
         disks: if cell.hotplug.is_some() {
             Vec::new()
         } else {
@@ -583,7 +586,10 @@ fn uefi_parts(
     cmdline: &str,
     result: &mut CellResult,
 ) -> Result<(images::EspBoot, testvm::machine::Boot)> {
-    let parts = cell.machine.uefi();
+    let parts = cell
+        .machine
+        .uefi()
+        .with_context(|| format!("{} has no UEFI firmware", cell.machine.name()))?;
     let packages = fixtures::read_packages(root)?;
     let mut fetch = |id: &str| -> Result<PathBuf> {
         let pin = packages

@@ -1,8 +1,14 @@
 //! Typed QEMU machines that render their command line; building one has no side effects.
 
+mod board;
+mod error;
+pub mod fdt;
 pub mod shell;
 
 use std::path::{Path, PathBuf};
+
+pub use board::Board;
+pub use error::MachineError;
 
 /// How the guest CPU runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,62 +29,12 @@ impl Accel {
     }
 
     /// `-accel` and `-cpu`: the host's CPU under KVM; under TCG a model distribution kernels
-    /// accept on the board.
-    fn qemu_args(self, board: Board) -> [&'static str; 4] {
-        match self {
-            Accel::Tcg => ["-accel", self.name(), "-cpu", board.tcg_cpu()],
-            Accel::Kvm => ["-accel", self.name(), "-cpu", "host"],
-        }
-    }
-}
-
-/// The emulated board (and so the QEMU binary).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Board {
-    /// x86_64 PC with the Q35 chipset (PCIe), the one modern distributions target.
-    Q35,
-    /// QEMU's generic aarch64 board (`virt`): PCIe, a PL011 UART, PSCI power-off.
-    Virt,
-}
-
-impl Board {
-    /// The QEMU system emulator for this board.
-    pub fn qemu_binary(self) -> &'static str {
-        match self {
-            Board::Q35 => "qemu-system-x86_64",
-            Board::Virt => "qemu-system-aarch64",
-        }
-    }
-
-    pub fn machine_type(self) -> &'static str {
-        match self {
-            Board::Q35 => "q35",
-            Board::Virt => "virt",
-        }
-    }
-
-    /// The CPU model under TCG: every feature QEMU models on x86_64; on aarch64 a named core,
-    /// which Debian's kernel boots (BRIEF §6).
-    fn tcg_cpu(self) -> &'static str {
-        match self {
-            Board::Q35 => "max",
-            Board::Virt => "cortex-a72",
-        }
-    }
-
-    /// The guest architecture, as Rust (`std::env::consts::ARCH`) and QEMU name it.
-    pub fn arch(self) -> &'static str {
-        match self {
-            Board::Q35 => "x86_64",
-            Board::Virt => "aarch64",
-        }
-    }
-
-    /// The kernel's name for the first serial port.
-    pub fn console(self) -> &'static str {
-        match self {
-            Board::Q35 => "ttyS0",
-            Board::Virt => "ttyAMA0",
+    /// accept on the board, or none where the board fixes its CPU.
+    fn qemu_args(self, board: Board) -> Vec<&'static str> {
+        match (self, board.tcg_cpu()) {
+            (Accel::Tcg, Some(cpu)) => vec!["-accel", self.name(), "-cpu", cpu],
+            (Accel::Tcg, None) => vec!["-accel", self.name()],
+            (Accel::Kvm, _) => vec!["-accel", self.name(), "-cpu", "host"],
         }
     }
 }
@@ -96,9 +52,10 @@ pub enum DiskBus {
     Nvme { logical_block_size: u32 },
     /// A USB mass-storage device on an xHCI controller of its own (`/dev/sdX`).
     Usb,
-    /// An SD card in an SDHCI PCI controller of its own (`/dev/mmcblk0`). QEMU takes only
-    /// images whose size is a power of two, and an SD card has no serial property (its CID
-    /// register carries QEMU's fixed one).
+    /// An SD card (`/dev/mmcblk0`): in the board's own slot where it has one (the raspi
+    /// boards, one card), else in an SDHCI PCI controller of its own. QEMU takes only images
+    /// whose size is a power of two, and an SD card has no serial property (its CID register
+    /// carries QEMU's fixed one).
     Sd,
 }
 
@@ -116,9 +73,22 @@ pub struct Disk {
     pub read_only: bool,
 }
 
+impl DiskBus {
+    /// Whether the bus needs a PCI controller on `board` (all but the board's own SD slot).
+    fn needs_pci(self, board: Board) -> bool {
+        !(self == DiskBus::Sd && board.sd_slot_bus().is_some())
+    }
+}
+
 impl Disk {
-    /// The argv of this disk; `index` makes its QEMU node names unique.
-    fn qemu_args(&self, index: usize) -> Vec<String> {
+    /// The argv of this disk on `board`; `index` makes its QEMU node names unique.
+    fn qemu_args(&self, index: usize, board: Board) -> Result<Vec<String>, MachineError> {
+        if self.bus.needs_pci(board) && !board.has_pci() {
+            return Err(MachineError::NoPciBus {
+                board,
+                bus: self.bus,
+            });
+        }
         let node = format!("disk{index}");
         let read_only = on_off(self.read_only);
         let blockdev = format!(
@@ -141,16 +111,19 @@ impl Disk {
                 format!("qemu-xhci,id={node}-xhci"),
                 format!("usb-storage,bus={node}-xhci.0,drive={node},serial={serial}"),
             ],
-            DiskBus::Sd => vec![
-                format!("sdhci-pci,id={node}-sdhci"),
-                format!("sd-card,drive={node}"),
-            ],
+            DiskBus::Sd => match board.sd_slot_bus() {
+                Some(slot) => vec![format!("sd-card,drive={node},bus={slot}")],
+                None => vec![
+                    format!("sdhci-pci,id={node}-sdhci"),
+                    format!("sd-card,drive={node}"),
+                ],
+            },
         };
         let mut argv = vec!["-blockdev".into(), blockdev];
         for device in devices {
             argv.extend(["-device".to_owned(), device]);
         }
-        argv
+        Ok(argv)
     }
 }
 
@@ -230,6 +203,9 @@ pub struct Machine {
     pub cpus: u32,
     /// Direct kernel boot, or firmware and bootloader.
     pub boot: Boot,
+    /// The device tree (`-dtb`) of a direct boot: required where [`Board::needs_dtb`],
+    /// refused on q35 and with firmware (which hands the kernel its own).
+    pub dtb: Option<PathBuf>,
     /// Disks, in the order the guest enumerates them.
     pub disks: Vec<Disk>,
     /// Empty PCIe root ports (`hotplug0`, `hotplug1`, …) that disks can be plugged into while
@@ -261,11 +237,18 @@ pub enum Io {
 
 impl Machine {
     /// The whole command line; the first element is the QEMU binary. Paths that are not
-    /// UTF-8 are rendered lossily.
-    pub fn qemu_args(&self, io: &Io) -> Vec<String> {
+    /// UTF-8 are rendered lossily. Fails on what the board cannot host, rather than render
+    /// an argv QEMU would refuse or a guest that could never see its disk.
+    pub fn qemu_args(&self, io: &Io) -> Result<Vec<String>, MachineError> {
+        self.check()?;
         let mut argv: Vec<String> = vec![self.board.qemu_binary().into()];
         argv.extend(["-machine".into(), self.board.machine_type().into()]);
-        argv.extend(self.accel.qemu_args(self.board).map(String::from));
+        argv.extend(
+            self.accel
+                .qemu_args(self.board)
+                .into_iter()
+                .map(String::from),
+        );
         argv.extend([
             "-m".into(),
             self.memory_mib.to_string(),
@@ -294,7 +277,11 @@ impl Machine {
                 if let Some(initrd) = initrd {
                     argv.extend(["-initrd".into(), path_arg(initrd)]);
                 }
-                argv.extend(["-append".into(), cmdline.clone()]);
+                if let Some(dtb) = &self.dtb {
+                    argv.extend(["-dtb".into(), path_arg(dtb)]);
+                }
+                let cmdline = format!("{} {cmdline}", self.board.required_cmdline());
+                argv.extend(["-append".into(), cmdline.trim().to_owned()]);
             }
             Boot::Uefi { code, vars } => {
                 // Both boards take the firmware as two flash devices: code, then variables.
@@ -313,11 +300,10 @@ impl Machine {
             }
         }
         for (index, disk) in self.disks.iter().enumerate() {
-            argv.extend(disk.qemu_args(index));
+            argv.extend(disk.qemu_args(index, self.board)?);
         }
         for drive in 0..self.empty_cdroms {
-            // q35's built-in ICH9 AHCI controller has six ports, `ide.0` to `ide.5` (`virt`
-            // has none: its cells ask for no CD-ROM).
+            // q35's built-in ICH9 AHCI controller has six ports, `ide.0` to `ide.5`.
             argv.extend([
                 "-device".into(),
                 format!("ide-cd,bus=ide.{drive},id=cdrom{drive}"),
@@ -335,7 +321,61 @@ impl Machine {
             ]);
         }
         argv.extend(io_args(io));
-        argv
+        Ok(argv)
+    }
+
+    /// What the board cannot host, found before anything is rendered.
+    fn check(&self) -> Result<(), MachineError> {
+        let board = self.board;
+        if self.accel == Accel::Kvm && !board.kvm_capable() {
+            return Err(MachineError::NoKvm { board });
+        }
+        if let Some(required) = board.fixed_memory_mib()
+            && self.memory_mib != required
+        {
+            return Err(MachineError::Memory {
+                board,
+                required,
+                given: self.memory_mib,
+            });
+        }
+        if let Some(required) = board.fixed_cpus()
+            && self.cpus != required
+        {
+            return Err(MachineError::Cpus {
+                board,
+                required,
+                given: self.cpus,
+            });
+        }
+        match &self.boot {
+            Boot::Direct { .. } => match (&self.dtb, board.needs_dtb(), board.takes_dtb()) {
+                (None, true, _) => return Err(MachineError::DtbMissing { board }),
+                (Some(_), _, false) => return Err(MachineError::DtbUnsupported { board }),
+                _ => {}
+            },
+            Boot::Uefi { .. } if !board.has_uefi() => {
+                return Err(MachineError::NoUefi { board });
+            }
+            Boot::Uefi { .. } if self.dtb.is_some() => {
+                return Err(MachineError::DtbWithFirmware { board });
+            }
+            Boot::Uefi { .. } => {}
+        }
+        if self.hotplug_ports > 0 && !board.has_pci() {
+            return Err(MachineError::NoHotplug { board });
+        }
+        if self.empty_cdroms > 0 && board != Board::Q35 {
+            return Err(MachineError::NoCdrom { board });
+        }
+        let sd_cards = self.disks.iter().filter(|d| d.bus == DiskBus::Sd).count();
+        if board.sd_slot_bus().is_some() && sd_cards > 1 {
+            return Err(MachineError::SdSlot {
+                board,
+                cards: sd_cards,
+            });
+        }
+        Ok(())
     }
 }
 
@@ -397,6 +437,7 @@ mod tests {
                 initrd: Some("/fake/initrd.img".into()),
                 cmdline: "console=ttyS0 panic=-1 root=PARTLABEL=boot".into(),
             },
+            dtb: None,
             disks: vec![
                 Disk {
                     path: "/fake/boot.img".into(),
@@ -445,7 +486,7 @@ mod tests {
             empty_cdroms: 0,
             ..machine()
         };
-        insta::assert_snapshot!(shell::join(&machine.qemu_args(&Io::Interactive)));
+        insta::assert_snapshot!(shell::join(&machine.qemu_args(&Io::Interactive).unwrap()));
     }
 
     #[test]
@@ -460,7 +501,134 @@ mod tests {
             empty_cdroms: 0,
             ..machine()
         };
-        insta::assert_snapshot!(shell::join(&machine.qemu_args(&Io::Interactive)));
+        insta::assert_snapshot!(shell::join(&machine.qemu_args(&Io::Interactive).unwrap()));
+    }
+
+    /// A raspi board: no `-cpu` (the SoC fixes it), its RAM and CPU count, the kernel
+    /// package's device tree, the SD card in the board's own slot.
+    fn raspi(board: Board) -> Machine {
+        Machine {
+            board,
+            memory_mib: board.fixed_memory_mib().unwrap(),
+            cpus: board.fixed_cpus().unwrap(),
+            dtb: Some("/fake/broadcom/board.dtb".into()),
+            boot: Boot::Direct {
+                kernel: "/fake/vmlinuz".into(),
+                initrd: Some("/fake/initrd.img".into()),
+                cmdline: "console=ttyAMA0 panic=-1".into(),
+            },
+            disks: vec![Disk {
+                path: "/fake/sd.img".into(),
+                bus: DiskBus::Sd,
+                serial: "boot".into(),
+                read_only: false,
+            }],
+            hotplug_ports: 0,
+            empty_cdroms: 0,
+            ..machine()
+        }
+    }
+
+    #[test]
+    fn raspi3b_command_line() {
+        let argv = raspi(Board::Raspi3b).qemu_args(&Io::Interactive).unwrap();
+        insta::assert_snapshot!(shell::join(&argv));
+    }
+
+    #[test]
+    fn raspi4b_command_line() {
+        let argv = raspi(Board::Raspi4b).qemu_args(&Io::Interactive).unwrap();
+        insta::assert_snapshot!(shell::join(&argv));
+    }
+
+    /// What a raspi board cannot host is refused with the reason, never rendered.
+    #[test]
+    fn raspi_refusals() {
+        let refused = |machine: Machine| machine.qemu_args(&Io::Interactive).unwrap_err();
+        let pi3 = raspi(Board::Raspi3b);
+        let mut pci_disk = pi3.clone();
+        pci_disk.disks[0].bus = DiskBus::VirtioBlk;
+        assert_eq!(
+            refused(pci_disk.clone()),
+            MachineError::NoPciBus {
+                board: Board::Raspi3b,
+                bus: DiskBus::VirtioBlk
+            }
+        );
+        assert!(
+            refused(pci_disk)
+                .to_string()
+                .contains("raspi3b has no PCI bus"),
+            "the message names the board"
+        );
+        let two_cards = Machine {
+            disks: vec![pi3.disks[0].clone(), pi3.disks[0].clone()],
+            ..pi3.clone()
+        };
+        assert!(matches!(
+            refused(two_cards),
+            MachineError::SdSlot { cards: 2, .. }
+        ));
+        assert_eq!(
+            refused(Machine {
+                memory_mib: 512,
+                ..pi3.clone()
+            }),
+            MachineError::Memory {
+                board: Board::Raspi3b,
+                required: 1024,
+                given: 512
+            }
+        );
+        assert!(matches!(
+            refused(Machine {
+                memory_mib: 1024,
+                ..raspi(Board::Raspi4b)
+            }),
+            MachineError::Memory { required: 2048, .. }
+        ));
+        assert!(matches!(
+            refused(Machine {
+                accel: Accel::Kvm,
+                ..pi3.clone()
+            }),
+            MachineError::NoKvm { .. }
+        ));
+        assert!(matches!(
+            refused(Machine {
+                cpus: 1,
+                ..pi3.clone()
+            }),
+            MachineError::Cpus { required: 4, .. }
+        ));
+        assert!(matches!(
+            refused(Machine {
+                dtb: None,
+                ..pi3.clone()
+            }),
+            MachineError::DtbMissing { .. }
+        ));
+        assert!(matches!(
+            refused(Machine {
+                hotplug_ports: 1,
+                ..pi3.clone()
+            }),
+            MachineError::NoHotplug { .. }
+        ));
+        assert!(matches!(
+            refused(Machine {
+                empty_cdroms: 1,
+                ..pi3
+            }),
+            MachineError::NoCdrom { .. }
+        ));
+        assert!(matches!(
+            refused(Machine {
+                dtb: Some("/fake/x.dtb".into()),
+                ..machine()
+            }),
+            MachineError::DtbUnsupported { board: Board::Q35 }
+        ));
     }
 
     #[test]
@@ -495,7 +663,7 @@ mod tests {
             console_log: "/art/console.log".into(),
             qmp: "/run/t/qmp.sock".into(),
         };
-        insta::assert_snapshot!(shell::join(&machine().qemu_args(&io)));
+        insta::assert_snapshot!(shell::join(&machine().qemu_args(&io).unwrap()));
     }
 
     #[test]
@@ -505,7 +673,37 @@ mod tests {
         if let Boot::Direct { initrd, .. } = &mut machine.boot {
             *initrd = None;
         }
-        insta::assert_snapshot!(shell::join(&machine.qemu_args(&Io::Interactive)));
+        insta::assert_snapshot!(shell::join(&machine.qemu_args(&Io::Interactive).unwrap()));
+    }
+
+    /// Firmware where the board has none, or beside a device tree, is refused.
+    #[test]
+    fn uefi_refusals() {
+        let uefi = Boot::Uefi {
+            code: "/fw/CODE.fd".into(),
+            vars: "/cell/vars.fd".into(),
+        };
+        let on_raspi = Machine {
+            boot: uefi.clone(),
+            dtb: None,
+            ..raspi(Board::Raspi3b)
+        };
+        assert!(matches!(
+            on_raspi.qemu_args(&Io::Interactive).unwrap_err(),
+            MachineError::NoUefi { .. }
+        ));
+        let with_dtb = Machine {
+            board: Board::Virt,
+            boot: uefi,
+            dtb: Some("/fake/virt.dtb".into()),
+            empty_cdroms: 0,
+            hotplug_ports: 0,
+            ..machine()
+        };
+        assert!(matches!(
+            with_dtb.qemu_args(&Io::Interactive).unwrap_err(),
+            MachineError::DtbWithFirmware { .. }
+        ));
     }
 
     /// Firmware and bootloader: no -kernel, the firmware's code read-only in the first flash
@@ -523,7 +721,7 @@ mod tests {
                 hotplug_ports: 0,
                 ..machine()
             };
-            let argv = machine.qemu_args(&Io::Interactive);
+            let argv = machine.qemu_args(&Io::Interactive).unwrap();
             assert!(!argv.iter().any(|a| a == "-kernel" || a == "-append"));
             insta::assert_snapshot!(
                 format!("uefi_command_line_{}", board.machine_type()),

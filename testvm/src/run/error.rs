@@ -88,6 +88,9 @@ pub enum InfraError {
         /// The disk's bus, as text.
         bus: String,
     },
+    /// The machine asks for what its board cannot host.
+    #[error("the machine cannot be rendered: {0}")]
+    Machine(#[from] crate::machine::MachineError),
     /// QMP did not answer as expected.
     #[error("QMP {what}: {detail}")]
     Qmp {

@@ -141,8 +141,10 @@ fn run(
     let Io::Sockets { serial, qmp, .. } = &io else {
         unreachable!("built just above")
     };
-    let argv = machine.qemu_args(&io);
-    let interactive = machine.qemu_args(&Io::Interactive);
+    let argv = machine.qemu_args(&io).map_err(InfraError::from)?;
+    let interactive = machine
+        .qemu_args(&Io::Interactive)
+        .map_err(InfraError::from)?;
     write_artifact(
         artifacts,
         artifact::QEMU_CMDLINE,
