@@ -58,17 +58,14 @@ impl MachineKind {
 
     /// QEMU's name of the guest architecture, as fixtures/kernels.toml's `arch`.
     pub fn arch(self) -> &'static str {
-        match self {
-            MachineKind::Q35 => "x86_64",
-            MachineKind::Virt | MachineKind::Raspi3b | MachineKind::Raspi4b => "aarch64",
-        }
+        self.board().arch()
     }
 
     /// Debian's name of the architecture (package ids end with it).
     pub fn debian_arch(self) -> &'static str {
-        match self {
-            MachineKind::Q35 => "amd64",
-            MachineKind::Virt | MachineKind::Raspi3b | MachineKind::Raspi4b => "arm64",
+        match self.arch() {
+            "x86_64" => "amd64",
+            _ => "arm64",
         }
     }
 
@@ -249,6 +246,9 @@ pub enum Tier {
     Smoke,
     /// What `cargo xtask vm-test` boots by default.
     Default,
+    /// Adds the slow cells (none yet: the real-chain cells of systemd and a real root will be
+    /// the first); `--tier full`.
+    Full,
 }
 
 /// How many console lines may contain a text, checked after a VM whose milestones all passed.

@@ -10,7 +10,7 @@ pub const USAGE: &str = "\
 usage: cargo xtask <task>
 
 tasks:
-  vm-test [--cell PATTERN] [--kernel ID] [--arch ARCH] [--tier smoke|default]
+  vm-test [--cell PATTERN] [--kernel ID] [--arch ARCH] [--tier smoke|default|full]
           [--accel auto|kvm|tcg] [--jobs N] [--retries N] [--list]
                       boot the VM cells (fixtures/cells.toml) and print a result table;
                       exit 0 all passed, 1 a guest failed, 3 the harness or host broke
@@ -105,7 +105,8 @@ fn parse_vm_test(args: &[String]) -> Result<vm_test::Options> {
                 options.filter.tier = Some(match value(&mut args, "--tier")?.as_str() {
                     "smoke" => Tier::Smoke,
                     "default" => Tier::Default,
-                    other => bail!("--tier {other:?}: expected smoke or default"),
+                    "full" => Tier::Full,
+                    other => bail!("--tier {other:?}: expected smoke, default or full"),
                 })
             }
             "--list" => options.list = true,
@@ -121,6 +122,8 @@ fn parse_vm_test(args: &[String]) -> Result<vm_test::Options> {
             other => bail!("vm-test: unknown option {other:?}\n\n{USAGE}"),
         }
     }
+    // Without --tier, the default tier: the slow `full` cells only when asked for.
+    options.filter.tier.get_or_insert(Tier::Default);
     Ok(options)
 }
 

@@ -418,15 +418,8 @@ fn boot_cell(
         })?;
     let kernel = fetch_kernel_once(sh, pin)?;
     result.fixtures.push(kernel.fetched.clone());
-    let packages = fixtures::read_packages(root)?;
     let busybox_id = format!("busybox-static-{}", cell.machine.debian_arch());
-    let busybox_pin = packages
-        .package
-        .iter()
-        .find(|p| p.id == busybox_id)
-        .with_context(|| format!("no {busybox_id} in {}", fixtures::PACKAGES_TOML))?;
-    let busybox = fixtures::fetch_deb(sh, busybox_pin, false)?;
-    result.fixtures.push(busybox.clone());
+    let busybox = fetch_package(sh, root, &busybox_id, result)?;
 
     let nonce = nonce();
     let cmdline = format!(
@@ -590,19 +583,10 @@ fn uefi_parts(
         .machine
         .uefi()
         .with_context(|| format!("{} has no UEFI firmware", cell.machine.name()))?;
-    let packages = fixtures::read_packages(root)?;
-    let mut fetch = |id: &str| -> Result<PathBuf> {
-        let pin = packages
-            .package
-            .iter()
-            .find(|p| p.id == id)
-            .with_context(|| format!("no {id} in {}", fixtures::PACKAGES_TOML))?;
-        let fetched = fixtures::fetch_deb(sh, pin, false)?;
-        result.fixtures.push(fetched.clone());
-        Ok(fetched.root)
-    };
-    let firmware = fetch(parts.firmware_package)?;
-    let loader = fetch(parts.loader_package)?.join(parts.loader);
+    let firmware = fetch_package(sh, root, parts.firmware_package, result)?.root;
+    let loader = fetch_package(sh, root, parts.loader_package, result)?
+        .root
+        .join(parts.loader);
     let code = firmware.join(parts.code);
     std::fs::create_dir_all(build)?;
     let vars = build.join("efivars.fd");
@@ -620,6 +604,25 @@ fn uefi_parts(
         },
         testvm::machine::Boot::Uefi { code, vars },
     ))
+}
+
+/// Package `id` of fixtures/packages.toml, fetched (or found in the cache) and recorded in the
+/// cell's result.
+fn fetch_package(
+    sh: &Shell,
+    root: &Path,
+    id: &str,
+    result: &mut CellResult,
+) -> Result<Fetched> {
+    let packages = fixtures::read_packages(root)?;
+    let pin = packages
+        .package
+        .iter()
+        .find(|p| p.id == id)
+        .with_context(|| format!("no {id} in {}", fixtures::PACKAGES_TOML))?;
+    let fetched = fixtures::fetch_deb(sh, pin, false)?;
+    result.fixtures.push(fetched.clone());
+    Ok(fetched)
 }
 
 /// A milestone's timeout under `accel`. cells.toml sizes timeouts for TCG on 2 cores; under
