@@ -14,6 +14,10 @@ pub const CELLS_TOML: &str = "fixtures/cells.toml";
 pub enum Flow {
     /// Static busybox whose /init writes the marker to /dev/kmsg and powers off.
     Busybox,
+    /// A real second stage: Debian's dracut systemd initramfs (built in an mmdebstrap tree for
+    /// the cell's kernel) is the initoverlayfs image; storage-init hands over to its systemd,
+    /// which runs in initrd mode from the overlay.
+    Dracut,
     /// The same content, but the mini initramfs runs `storage-init --prepare-only` as a service:
     /// its /init is a busybox script standing in for systemd (mount the API filesystems, run
     /// the service, `switch-root /initoverlayfs`).
@@ -432,6 +436,7 @@ impl MatrixSpec {
         let short = kernel.rsplit_once('-').map_or(kernel, |(head, _)| head);
         let flow = match self.flow {
             Flow::Busybox => "busybox",
+            Flow::Dracut => "dracut",
             Flow::PrepareOnly => "prepare-only",
         };
         Cell {

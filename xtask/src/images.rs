@@ -13,7 +13,8 @@ pub const BOOT_FS_UUID: &str = "3f1b2c4d-5e6f-4780-91a2-b3c4d5e6f708";
 /// Fixed GUIDs keep the disk image byte-for-byte reproducible.
 const DISK_GUID: &str = "6e2b1c3a-7d4f-4a5b-9c8d-0e1f2a3b4c5d";
 const BOOT_PART_GUID: &str = "9a8b7c6d-5e4f-4321-8765-43210fedcba9";
-/// Room for the image plus ext4 metadata; the busybox image is about 1 MB.
+/// The smallest boot partition: room for the busybox image, the fault cells' extra images, a
+/// kernel and a mini initramfs, plus filesystem metadata.
 const BOOT_PART_MIB: u64 = 64;
 /// The storage preset of every cell's mini initramfs: the boot disk is virtio-blk.
 /// The drivers of an empty CD-ROM drive on q35's AHCI controller: both have device aliases, so
@@ -272,8 +273,65 @@ pub fn build_busybox_cell(
         "built after the mini initramfs\n",
     )?;
     build_erofs(&content, &boot.join(STALE_IMAGE))?;
+    finish_cell(storage_init, kernel, layout, esp, work, image, &image_uuid)
+}
+
+/// Builds the artefacts of a cell whose initoverlayfs is a real second stage: the dracut
+/// (systemd) initramfs `second_stage`, unpacked into an erofs image as `builder image` does.
+pub fn build_second_stage_cell(
+    storage_init: &Path,
+    kernel: &Kernel,
+    second_stage: &Path,
+    layout: Layout,
+    esp: Option<&EspBoot>,
+    work: &Path,
+) -> Result<BootArtefacts> {
+    std::fs::create_dir_all(work)?;
+    let boot = work.join("boot");
+    if boot.exists() {
+        std::fs::remove_dir_all(&boot)?;
+    }
+    std::fs::create_dir_all(&boot)?;
+    let image = boot.join(format!("initoverlayfs-{}.img", kernel.release));
+    let options = builder::erofs::ErofsOptions {
+        mtime: builder::source_date_epoch()?,
+        compression: None,
+        // An initramfs's owners are the image's (dracut's are all root, but not by rule).
+        keep_owners: true,
+    };
+    let report = builder::image::image_from_initramfs(second_stage, &image, &options)
+        .with_context(|| {
+            format!(
+                "building {} from {}",
+                image.display(),
+                second_stage.display()
+            )
+        })?;
+    finish_cell(
+        storage_init,
+        kernel,
+        layout,
+        esp,
+        work,
+        image,
+        &report.erofs.uuid,
+    )
+}
+
+/// The mini initramfs recording `image`, the ESP's boot files where the cell boots through
+/// firmware, and the disk holding `work/boot`.
+fn finish_cell(
+    storage_init: &Path,
+    kernel: &Kernel,
+    layout: Layout,
+    esp: Option<&EspBoot>,
+    work: &Path,
+    image: PathBuf,
+    image_uuid: &str,
+) -> Result<BootArtefacts> {
+    let boot = work.join("boot");
     let mini_initramfs = work.join("mini-initramfs.img");
-    build_mini_initramfs(storage_init, kernel, layout, &image_uuid, &mini_initramfs)?;
+    build_mini_initramfs(storage_init, kernel, layout, image_uuid, &mini_initramfs)?;
     if let Some(esp) = esp {
         populate_esp(&boot, esp, kernel, &mini_initramfs)?;
     }
@@ -284,6 +342,26 @@ pub fn build_busybox_cell(
         image,
         disk,
     })
+}
+
+/// A boot partition that holds `boot` with room to spare: at least [`BOOT_PART_MIB`], else the
+/// contents plus a quarter and 16 MiB for the filesystem's own structures.
+fn boot_partition_mib(boot: &Path) -> Result<u64> {
+    fn bytes(dir: &Path) -> Result<u64> {
+        let mut total = 0;
+        for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+            let entry = entry?;
+            let metadata = entry.metadata()?;
+            total += if metadata.is_dir() {
+                bytes(&entry.path())?
+            } else {
+                metadata.len()
+            };
+        }
+        Ok(total)
+    }
+    let contents_mib = bytes(boot)?.div_ceil(1 << 20);
+    Ok(BOOT_PART_MIB.max(contents_mib + contents_mib / 4 + 16))
 }
 
 /// Turns a built mini initramfs into the `prepare-only` flow's: a second newc archive appended
@@ -423,7 +501,7 @@ pub fn build_boot_disk(
                 },
             },
             label: "boot".to_owned(),
-            size_mib: BOOT_PART_MIB,
+            size_mib: boot_partition_mib(boot)?,
             contents: boot.to_path_buf(),
         }],
         timestamp: testvm::disk::source_date_epoch(),

@@ -437,14 +437,28 @@ fn boot_cell(
     };
 
     let storage_init = crate::static_build::build_for_arch(sh, root, cell.machine.arch())?;
-    let built = images::build_busybox_cell(
-        &storage_init,
-        &kernel,
-        &busybox,
-        cell.layout(),
-        uefi.as_ref().map(|(esp, _)| esp),
-        &build,
-    )?;
+    let esp = uefi.as_ref().map(|(esp, _)| esp);
+    let built = match cell.flow {
+        Flow::Busybox | Flow::PrepareOnly => images::build_busybox_cell(
+            &storage_init,
+            &kernel,
+            &busybox,
+            cell.layout(),
+            esp,
+            &build,
+        )?,
+        Flow::Dracut => {
+            let second_stage = crate::dracut_fixture::dracut_initramfs(sh, &kernel)?;
+            images::build_second_stage_cell(
+                &storage_init,
+                &kernel,
+                &second_stage,
+                cell.layout(),
+                esp,
+                &build,
+            )?
+        }
+    };
     if cell.flow == Flow::PrepareOnly {
         images::add_service_stand_in(&built.mini_initramfs, &storage_init, &busybox)?;
     }
@@ -608,12 +622,7 @@ fn uefi_parts(
 
 /// Package `id` of fixtures/packages.toml, fetched (or found in the cache) and recorded in the
 /// cell's result.
-fn fetch_package(
-    sh: &Shell,
-    root: &Path,
-    id: &str,
-    result: &mut CellResult,
-) -> Result<Fetched> {
+fn fetch_package(sh: &Shell, root: &Path, id: &str, result: &mut CellResult) -> Result<Fetched> {
     let packages = fixtures::read_packages(root)?;
     let pin = packages
         .package
