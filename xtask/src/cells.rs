@@ -250,8 +250,8 @@ pub enum Tier {
     Smoke,
     /// What `cargo xtask vm-test` boots by default.
     Default,
-    /// Adds the slow cells (none yet: the real-chain cells of systemd and a real root will be
-    /// the first); `--tier full`.
+    /// Adds the slow cells of the real chain (systemd from a dracut second stage); booted only
+    /// with `--tier full`.
     Full,
 }
 
