@@ -147,6 +147,38 @@ fn initrd_reaches_init_and_quits_over_qmp() {
     read_timings(artifacts.path());
 }
 
+/// busybox's init has no acpid: it ignores the power button, and a guest that does not shut
+/// down when asked fails at the end, with the press in qmp.log.
+#[test]
+fn a_guest_that_ignores_the_power_button_fails() {
+    let Some(kernel) = kernel() else { return };
+    let Some(initrd) = std::env::var_os("TESTVM_INITRD").map(PathBuf::from) else {
+        println!("skipped: TESTVM_INITRD unset");
+        return;
+    };
+    let artifacts = tempfile::tempdir().unwrap();
+    let spec = BootSpec {
+        milestones: vec![milestone("init", r"Run /init as init process")],
+        fatal: vec![Fatal::new("kernel panic", r"Kernel panic").unwrap()],
+        end: End::PowerButton {
+            timeout: Duration::from_secs(5),
+        },
+        hotplug: Vec::new(),
+    };
+    let error = boot(&machine(&kernel, Some(initrd)), &spec, artifacts.path()).unwrap_err();
+    let VmError::Guest(failure) = &error else {
+        panic!("expected a guest failure: {}", error.detail())
+    };
+    assert_eq!(
+        failure.milestone,
+        testvm::run::END_MILESTONE,
+        "{}",
+        error.detail()
+    );
+    let qmp = std::fs::read_to_string(artifacts.path().join(artifact::QMP_LOG)).unwrap();
+    assert!(qmp.contains(r#"-> {"execute":"system_powerdown""#), "{qmp}");
+}
+
 #[test]
 fn qemu_failing_at_start_is_an_infra_error_quoting_its_stderr() {
     let qemu = Board::Q35.qemu_binary();

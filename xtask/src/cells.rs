@@ -239,6 +239,9 @@ pub enum CellEnd {
     /// The guest powers off by itself.
     #[default]
     PowerOff,
+    /// The harness presses the power button (QMP `system_powerdown`) and the guest must shut
+    /// down and power off by itself: the clean end of a systemd machine.
+    PowerButton,
     /// The harness ends QEMU over QMP (a guest that halts, a board that cannot power off).
     Quit,
 }

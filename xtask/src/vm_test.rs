@@ -18,6 +18,8 @@ pub const ARTIFACTS_DIR: &str = "target/vm-test";
 const MEMORY_MIB: u32 = 1024;
 /// After the last milestone, how long the guest may take to power off.
 const POWER_OFF_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a systemd machine may take to shut down after the power button, under TCG.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// How one cell ended.
 #[derive(Debug, Clone, Serialize)]
@@ -515,6 +517,9 @@ fn boot_cell(
         end: match cell.end {
             CellEnd::PowerOff => testvm::run::End::GuestPowersOff {
                 timeout: POWER_OFF_TIMEOUT,
+            },
+            CellEnd::PowerButton => testvm::run::End::PowerButton {
+                timeout: SHUTDOWN_TIMEOUT,
             },
             CellEnd::Quit => testvm::run::End::Quit,
         },

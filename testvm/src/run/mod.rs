@@ -200,7 +200,10 @@ fn run(
     }
 
     match spec.end {
-        End::GuestPowersOff { timeout } => {
+        End::GuestPowersOff { timeout } | End::PowerButton { timeout } => {
+            if matches!(spec.end, End::PowerButton { .. }) {
+                qmp.system_powerdown()?;
+            }
             let seen = watcher.wait_for(None, timeout)?;
             if !matches!(seen, Seen::Eof) {
                 return Err(guest_failure(

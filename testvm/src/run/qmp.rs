@@ -81,6 +81,12 @@ impl QmpClient {
         Ok(())
     }
 
+    /// Presses the power button: an ACPI event the guest's OS answers by shutting down.
+    pub(crate) fn system_powerdown(&mut self) -> Result<(), InfraError> {
+        self.execute(&qapi::qmp::system_powerdown {}, "system_powerdown")?;
+        Ok(())
+    }
+
     /// Asks QEMU to exit. QEMU may close the socket before or instead of answering, so only
     /// sending the command can fail.
     pub(crate) fn quit(&mut self) -> Result<(), InfraError> {

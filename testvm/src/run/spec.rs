@@ -56,6 +56,13 @@ pub enum End {
         /// How long to wait after the last milestone.
         timeout: Duration,
     },
+    /// The harness presses the power button (QMP `system_powerdown`, an ACPI power-button
+    /// event) and the guest must shut down cleanly and power off within `timeout`, as a
+    /// systemd machine does; a guest that ignores it fails.
+    PowerButton {
+        /// How long the guest may take to shut down.
+        timeout: Duration,
+    },
     /// The harness ends QEMU over QMP `quit` (for boards that cannot power off).
     Quit,
 }
