@@ -88,15 +88,48 @@ pub fn build_for_arch(sh: &Shell, root: &Path, arch: &str) -> Result<PathBuf> {
     }
 }
 
-/// The aarch64 storage-init: static glibc, cross-built with Debian's rustc-web and its arm64
-/// std (rustup has only the x86_64 std here; BRIEF §6). About 1 MiB.
+/// Whether rustup's toolchain has `triple`'s std installed (GitHub: `rustup target add`).
+fn rustup_has_target(sh: &Shell, triple: &str) -> bool {
+    cmd!(sh, "rustup target list --installed")
+        .quiet()
+        .ignore_stderr()
+        .read()
+        .is_ok_and(|list| list.lines().any(|l| l.trim() == triple))
+}
+
+/// The aarch64 storage-init: static glibc, cross-built with rustup's aarch64 std where it is
+/// installed (GitHub's runners, after `rustup target add`), else with Debian's rustc-web and
+/// its arm64 std (rustup has only the x86_64 std here; BRIEF §6). Both link with Debian's
+/// cross gcc. About 1 MiB.
 fn build_aarch64(sh: &Shell, root: &Path) -> Result<PathBuf> {
+    let _dir = sh.push_dir(root);
+    let rustflags = "-C target-feature=+crt-static -C relocation-model=static";
+    let linker_env = "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER";
+    if rustup_has_target(sh, AARCH64_TRIPLE) {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let target_dir =
+            std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+        cmd!(
+            sh,
+            "{cargo} build --quiet --package storage-init --profile initrd --target {AARCH64_TRIPLE}"
+        )
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env(linker_env, "aarch64-linux-gnu-gcc")
+        .env("RUSTFLAGS", rustflags)
+        .run()
+        .context("building the static aarch64 storage-init (rustup's aarch64 target)")?;
+        return checked_static(
+            target_dir
+                .join(AARCH64_TRIPLE)
+                .join("initrd")
+                .join("storage-init"),
+        );
+    }
     if let Some(missing) = AARCH64_BUILD_FILES.iter().find(|f| !Path::new(f).exists()) {
         bail!(
             "the aarch64 storage-init needs {missing}: cargo xtask provision installs cargo-web, libstd-rust-web-dev:arm64, gcc-aarch64-linux-gnu and libc6-dev-arm64-cross"
         );
     }
-    let _dir = sh.push_dir(root);
     let target_dir = root.join(AARCH64_TARGET_DIR);
     cmd!(
         sh,
@@ -106,21 +139,27 @@ fn build_aarch64(sh: &Shell, root: &Path) -> Result<PathBuf> {
     .env_remove("RUSTUP_TOOLCHAIN")
     .env("RUSTC", DEBIAN_RUSTC)
     .env("CARGO_TARGET_DIR", &target_dir)
-    .env(
-        "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER",
-        "aarch64-linux-gnu-gcc",
-    )
-    .env(
-        "RUSTFLAGS",
-        "-C target-feature=+crt-static -C relocation-model=static",
-    )
+    .env(linker_env, "aarch64-linux-gnu-gcc")
+    .env("RUSTFLAGS", rustflags)
     .run()
     .context("building the static aarch64 storage-init (Debian's rustc-web)")?;
-    let binary = target_dir
-        .join(AARCH64_TRIPLE)
-        .join("initrd")
-        .join("storage-init");
-    if has_interpreter(&std::fs::read(&binary)?) {
+    checked_static(
+        target_dir
+            .join(AARCH64_TRIPLE)
+            .join("initrd")
+            .join("storage-init"),
+    )
+}
+
+/// `binary`, if it is static: a dynamically linked PID 1 cannot start.
+fn checked_static(binary: PathBuf) -> Result<PathBuf> {
+    let bytes = std::fs::read(&binary).with_context(|| {
+        format!(
+            "cargo built storage-init but {} cannot be read",
+            binary.display()
+        )
+    })?;
+    if has_interpreter(&bytes) {
         bail!(
             "{} is dynamically linked: it cannot run as PID 1 of the mini initramfs",
             binary.display()
@@ -173,20 +212,7 @@ pub fn build(sh: &Shell, root: &Path, libc: Libc) -> Result<PathBuf> {
             target_dir
         }
     };
-    let binary = target_dir.join(triple).join("initrd").join("storage-init");
-    if !binary.is_file() {
-        bail!(
-            "cargo built storage-init but {} is missing",
-            binary.display()
-        );
-    }
-    if has_interpreter(&std::fs::read(&binary)?) {
-        bail!(
-            "{} is dynamically linked: it cannot run as PID 1 of the mini initramfs",
-            binary.display()
-        );
-    }
-    Ok(binary)
+    checked_static(target_dir.join(triple).join("initrd").join("storage-init"))
 }
 
 /// Whether a 64-bit little-endian ELF file asks for a dynamic loader (has a `PT_INTERP`
