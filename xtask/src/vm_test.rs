@@ -608,12 +608,7 @@ fn uefi_parts(
 
 /// Package `id` of fixtures/packages.toml, fetched (or found in the cache) and recorded in the
 /// cell's result.
-fn fetch_package(
-    sh: &Shell,
-    root: &Path,
-    id: &str,
-    result: &mut CellResult,
-) -> Result<Fetched> {
+fn fetch_package(sh: &Shell, root: &Path, id: &str, result: &mut CellResult) -> Result<Fetched> {
     let packages = fixtures::read_packages(root)?;
     let pin = packages
         .package
