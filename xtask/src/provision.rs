@@ -419,6 +419,13 @@ pub fn ensure_binfmt(sh: &Shell, arch: &str) -> Result<()> {
     if host.trim() == arch {
         return Ok(());
     }
+    if find_in_path("arch-test").is_none() {
+        bail!(
+            "building a Debian {arch} tree on this {} host needs arch-test (mmdebstrap checks \
+             foreign binaries with it) and qemu-user-static: run `cargo xtask provision`",
+            host.trim()
+        );
+    }
     let runs = || {
         cmd!(sh, "arch-test {arch}")
             .quiet()
