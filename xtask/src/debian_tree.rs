@@ -41,7 +41,7 @@ const SUITE: &str = "bookworm";
 /// `multi-user.target`. Nothing else: every package costs build time and image size.
 const PACKAGES: &str = "systemd,systemd-sysv,udev,kmod,dracut,e2fsprogs,dbus";
 /// Bumped whenever the tree's recipe (hooks, flags) changes, so the cache is rebuilt.
-const TREE_RECIPE: &str = "v2 --variant=apt, modules copied in, dracut --no-hostonly --reproducible, hostname, empty machine-id, no resolv.conf";
+const TREE_RECIPE: &str = "v3 --variant=apt, modules copied in, dracut --no-hostonly --reproducible, hostname, empty machine-id, no resolv.conf, apt partial dirs _apt's";
 /// Bumped whenever what [`real_root`] adds to the tree changes.
 const ROOT_RECIPE: &str = "v1 fstab, ShowStatus=yes";
 /// The real root's hostname (what the serial console's login prompt shows).
@@ -318,6 +318,11 @@ fn build_tree(sh: &Shell, arch: Arch, kernel: &Kernel, epoch: u64, work: &Path) 
         // Empty, not absent and not "uninitialized": systemd makes up an id at every boot and
         // does not treat the boot as a first boot (no systemd-firstboot prompt on the console).
         r#": > "$1/etc/machine-id""#.to_owned(),
+        // apt leaves its `partial` directories to its sandbox user `_apt` only when that user
+        // can reach the target (not below a 0700 /root): give them to `_apt`, as an installed
+        // system has them, wherever the cache is.
+        r#"chroot "$1" chown _apt:root /var/cache/apt/archives/partial /var/lib/apt/lists/partial"#
+            .to_owned(),
         format!(
             r#"chroot "$1" dpkg-query -W -f '${{binary:Package}}\t${{Version}}\t${{Architecture}}\n' > {out}/packages.txt"#
         ),
