@@ -245,6 +245,7 @@ fn fill_once(entry: &Path, build: impl FnOnce(&Path) -> Result<()>) -> Result<Pa
     }
     let work = entry.join("tmp");
     for stale in [&work, &done] {
+        refuse_if_mounted(stale)?;
         remove_tree(stale)?;
     }
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
@@ -258,6 +259,26 @@ fn fill_once(entry: &Path, build: impl FnOnce(&Path) -> Result<()>) -> Result<Pa
     std::fs::write(entry.join(COMPLETE), "")
         .with_context(|| format!("marking {} complete", entry.display()))?;
     Ok(done)
+}
+
+/// A killed mmdebstrap can leave its chroot's /proc, /sys and /dev mounts behind: removing the
+/// tree under them would fail half-way or reach into the host's devices, so stop and say so.
+fn refuse_if_mounted(path: &Path) -> Result<()> {
+    let mounts =
+        std::fs::read_to_string("/proc/self/mounts").context("reading /proc/self/mounts")?;
+    let below: Vec<&str> = mounts
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(1))
+        .filter(|point| Path::new(point).starts_with(path))
+        .collect();
+    if !below.is_empty() {
+        bail!(
+            "{} still has mounts of a killed build ({}); unmount them with `umount -R` and rerun",
+            path.display(),
+            below.join(", ")
+        );
+    }
+    Ok(())
 }
 
 /// Removes a directory tree; absent is fine.
