@@ -129,6 +129,8 @@ impl RootSpec {
 #[derive(Debug, Clone)]
 pub struct DebianTree {
     pub arch: Arch,
+    /// The cache key (hex sha256) the tree was built under.
+    pub key: String,
     /// The kernel release whose modules the tree holds.
     pub release: String,
     /// The tree itself (owners and modes as Debian installs them).
@@ -160,6 +162,7 @@ pub fn debian_tree(sh: &Shell, kernel: &Kernel) -> Result<DebianTree> {
     let done = fill_once(&entry, |work| build_tree(sh, arch, kernel, epoch, work))?;
     Ok(DebianTree {
         arch,
+        key,
         release: kernel.release.clone(),
         root: done.join("root"),
         initramfs: done.join(initramfs_name(&kernel.release)),
@@ -177,7 +180,7 @@ pub fn second_stage_initramfs(sh: &Shell, kernel: &Kernel) -> Result<PathBuf> {
 pub fn real_root(sh: &Shell, kernel: &Kernel, spec: &RootSpec) -> Result<RealRoot> {
     spec.validate()?;
     let tree = debian_tree(sh, kernel)?;
-    let key = root_key(&tree.root, spec);
+    let key = root_key(&tree.key, spec);
     let entry =
         cache_dir()
             .join("debian-root")
@@ -207,11 +210,11 @@ fn tree_key(arch: Arch, kernel_sha256: &str, release: &str, epoch: u64) -> Strin
     ])
 }
 
-/// The real root's key: its tree (whose path ends in the tree's key) and the spec.
-fn root_key(tree: &Path, spec: &RootSpec) -> String {
+/// The real root's key: its tree's key and the spec.
+fn root_key(tree_key: &str, spec: &RootSpec) -> String {
     hash(&[
         ROOT_RECIPE,
-        &tree.to_string_lossy(),
+        tree_key,
         &spec.root,
         &spec.root_fstype,
         &spec.boot,
@@ -250,8 +253,11 @@ fn fill_once(entry: &Path, build: impl FnOnce(&Path) -> Result<()>) -> Result<Pa
     }
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
     if let Err(error) = build(&work) {
-        // A failed build leaves nothing half-made behind; the error is what matters.
-        let _ = remove_tree(&work);
+        // A failed build leaves nothing half-made behind (unless mmdebstrap left mounts in it:
+        // the next run says so); the build's error is what matters.
+        if refuse_if_mounted(&work).is_ok() {
+            let _ = remove_tree(&work);
+        }
         return Err(error);
     }
     std::fs::rename(&work, &done)
@@ -434,9 +440,9 @@ mod tests {
 
     #[test]
     fn the_root_key_follows_the_spec_and_the_tree() {
-        let tree = Path::new("/cache/debian-tree/amd64-0123456789abcdef/done/root");
-        let base = root_key(tree, &spec());
-        assert_eq!(base, root_key(tree, &spec()), "a key is a function");
+        let tree = tree_key(Arch::Amd64, "aa", "6.12.95+deb12-amd64", 0);
+        let base = root_key(&tree, &spec());
+        assert_eq!(base, root_key(&tree, &spec()), "a key is a function");
         let changed = [
             RootSpec {
                 root: "PARTUUID=00000000-5566-4778-899a-abbccddeeff0".into(),
@@ -456,10 +462,10 @@ mod tests {
             },
         ];
         for other in changed {
-            assert_ne!(base, root_key(tree, &other), "{other:?}");
+            assert_ne!(base, root_key(&tree, &other), "{other:?}");
         }
-        let other_tree = Path::new("/cache/debian-tree/arm64-fedcba9876543210/done/root");
-        assert_ne!(base, root_key(other_tree, &spec()));
+        let other_tree = tree_key(Arch::Arm64, "aa", "6.12.95+deb12-amd64", 0);
+        assert_ne!(base, root_key(&other_tree, &spec()));
     }
 
     #[test]
