@@ -84,6 +84,7 @@ fn disk(boot: &Path, data: &Path) -> GptDisk {
                 label: "boot".into(),
                 size_mib: 8,
                 contents: boot.to_owned(),
+                keep_owners: false,
             },
             Partition {
                 name: "data partition".into(),
@@ -94,6 +95,7 @@ fn disk(boot: &Path, data: &Path) -> GptDisk {
                 label: "data".into(),
                 size_mib: 3,
                 contents: data.to_owned(),
+                keep_owners: false,
             },
             Partition {
                 name: "esp".into(),
@@ -104,6 +106,7 @@ fn disk(boot: &Path, data: &Path) -> GptDisk {
                 label: "ESP".into(),
                 size_mib: 8,
                 contents: data.to_owned(),
+                keep_owners: false,
             },
         ],
         timestamp: 1_700_000_000,
@@ -287,4 +290,51 @@ fn tools_read_back_the_layout() {
     let link = stat("/link");
     assert!(link.contains("Type: symlink"), "{link}");
     assert!(link.contains("Fast link dest: \"sub/run.sh\""), "{link}");
+}
+
+/// `keep_owners`: a real root's files of other users and its setuid programs survive, times are
+/// still clamped.
+#[test]
+fn keep_owners_keeps_owners_and_setuid_bits() {
+    if !tools_present(&["mkfs.ext4", "debugfs"]) {
+        return;
+    }
+    if !rustix::process::geteuid().is_root() {
+        println!("skipped: only root can give files to another user");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    fs::create_dir_all(root.join("home/user")).unwrap();
+    fs::write(root.join("home/user/notes"), "mine\n").unwrap();
+    std::os::unix::fs::chown(root.join("home/user"), Some(1000), Some(1000)).unwrap();
+    std::os::unix::fs::chown(root.join("home/user/notes"), Some(1000), Some(1001)).unwrap();
+    fs::create_dir_all(root.join("usr/bin")).unwrap();
+    fs::write(root.join("usr/bin/su"), "#!/bin/sh\n").unwrap();
+    fs::set_permissions(root.join("usr/bin/su"), fs::Permissions::from_mode(0o4755)).unwrap();
+    let mut spec = disk(&root, &root);
+    spec.partitions.truncate(1);
+    spec.partitions[0].keep_owners = true;
+    let image = tmp.path().join("root.img");
+    spec.write(&image).unwrap();
+
+    let fs_image = format!("{}?offset={}", image.display(), 1u64 << 20);
+    let stat = |path: &str| {
+        let output = Command::new("debugfs")
+            .args(["-R", &format!("stat {path}"), &fs_image])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let notes = stat("/home/user/notes");
+    assert!(notes.contains("User:  1000   Group:  1001"), "{notes}");
+    assert!(
+        !notes.contains(" 2026 ") && notes.contains("mtime: 0x"),
+        "{notes}"
+    );
+    let home = stat("/home/user");
+    assert!(home.contains("User:  1000   Group:  1000"), "{home}");
+    let su = stat("/usr/bin/su");
+    assert!(su.contains("Mode:  04755"), "{su}");
+    assert!(su.contains("User:     0   Group:     0"), "{su}");
 }

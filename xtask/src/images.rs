@@ -503,6 +503,7 @@ pub fn build_boot_disk(
             label: "boot".to_owned(),
             size_mib: boot_partition_mib(boot)?,
             contents: boot.to_path_buf(),
+            keep_owners: false,
         }],
         timestamp: testvm::disk::source_date_epoch(),
         power_of_two_size,

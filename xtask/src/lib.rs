@@ -6,6 +6,7 @@ pub mod bench_storage_init;
 pub mod cells;
 pub mod cli;
 pub mod deb;
+pub mod debian_tree;
 pub mod download;
 pub mod dracut_fixture;
 pub mod fixtures;

@@ -17,7 +17,7 @@ struct Tool {
     backports: bool,
 }
 
-const TOOLS: [Tool; 29] = [
+const TOOLS: [Tool; 31] = [
     Tool {
         command: "qemu-system-x86_64",
         package: "qemu-system-x86",
@@ -125,10 +125,24 @@ const TOOLS: [Tool; 29] = [
         package: "libstd-rust-web-dev:arm64",
         backports: false,
     },
-    // The Debian tree the dracut fixture is made in (dracut_fixture.rs).
+    // The Debian trees of the real chain and the dracut fixture (debian_tree.rs).
     Tool {
         command: "mmdebstrap",
         package: "mmdebstrap",
+        backports: false,
+    },
+    // The arm64 tree: its maintainer scripts and dracut run under qemu-user through binfmt_misc
+    // (see ensure_binfmt). QEMU 10 from backports: bookworm's 7.2 conflicts with the rest of
+    // QEMU here. It pulls in qemu-user-binfmt, whose binfmt.d entries ensure_binfmt registers.
+    Tool {
+        command: "/usr/bin/qemu-aarch64-static",
+        package: "qemu-user-static",
+        backports: true,
+    },
+    // mmdebstrap refuses a foreign architecture without it ("install arch-test").
+    Tool {
+        command: "arch-test",
+        package: "arch-test",
         backports: false,
     },
     // RPM kernel fixtures are downloaded with curl (download.rs): no TLS stack compiled into
@@ -390,6 +404,83 @@ fn foreign_architectures(tools: &[Tool]) -> Vec<&'static str> {
     arches.sort_unstable();
     arches.dedup();
     arches
+}
+
+/// Where the kernel takes binfmt_misc registrations, and the entries qemu-user-binfmt ships.
+const BINFMT_MISC: &str = "/proc/sys/fs/binfmt_misc";
+const BINFMT_D: &str = "/usr/lib/binfmt.d";
+
+/// Makes sure this host runs binaries of the Debian architecture `arch` (`arm64`): nothing to do
+/// for the host's own; otherwise binfmt_misc mounted and qemu-user's entry registered (a
+/// container or a host without systemd-binfmt has neither), checked with `arch-test`, as
+/// mmdebstrap does.
+pub fn ensure_binfmt(sh: &Shell, arch: &str) -> Result<()> {
+    let host = cmd!(sh, "dpkg --print-architecture").quiet().read()?;
+    if host.trim() == arch {
+        return Ok(());
+    }
+    if find_in_path("arch-test").is_none() {
+        bail!(
+            "building a Debian {arch} tree on this {} host needs arch-test (mmdebstrap checks \
+             foreign binaries with it) and qemu-user-static: run `cargo xtask provision`",
+            host.trim()
+        );
+    }
+    let runs = || {
+        cmd!(sh, "arch-test {arch}")
+            .quiet()
+            .ignore_stderr()
+            .read()
+            .is_ok_and(|out| out.contains(": ok"))
+    };
+    if runs() {
+        return Ok(());
+    }
+    let qemu_arch = match arch {
+        "arm64" => "aarch64",
+        other => bail!("no qemu-user mapping for the Debian architecture {other}"),
+    };
+    let cannot = |why: String| {
+        anyhow::anyhow!(
+            "this host cannot run {arch} binaries: {why}. The {arch} Debian tree needs them              (mmdebstrap runs the packages' scripts and dracut in the tree): run `cargo xtask              provision` as root, or build the tree inside a helper VM of that architecture"
+        )
+    };
+    let register = Path::new(BINFMT_MISC).join("register");
+    if !register.exists() {
+        eprintln!("provision: mounting binfmt_misc on {BINFMT_MISC}");
+        cmd!(sh, "mount -t binfmt_misc binfmt_misc {BINFMT_MISC}")
+            .quiet()
+            .run()
+            .map_err(|e| {
+                cannot(format!(
+                    "binfmt_misc is not mounted and mounting it failed ({e})"
+                ))
+            })?;
+    }
+    if !Path::new(BINFMT_MISC)
+        .join(format!("qemu-{qemu_arch}"))
+        .exists()
+    {
+        let entry = Path::new(BINFMT_D).join(format!("qemu-{qemu_arch}.conf"));
+        let line = std::fs::read_to_string(&entry).map_err(|e| {
+            cannot(format!(
+                "{} ({e}; qemu-user-binfmt ships it)",
+                entry.display()
+            ))
+        })?;
+        eprintln!(
+            "provision: registering {} with binfmt_misc",
+            entry.display()
+        );
+        std::fs::write(&register, line.trim_end())
+            .map_err(|e| cannot(format!("registering {} failed ({e})", entry.display())))?;
+    }
+    if !runs() {
+        return Err(cannot(format!(
+            "`arch-test {arch}` still fails with qemu-{qemu_arch} registered"
+        )));
+    }
+    Ok(())
 }
 
 /// The machine's Debian mirror, from its apt sources (never written into this repository).

@@ -1,5 +1,6 @@
 //! Makes a reproducible ext4 filesystem image from a directory with e2fsprogs (there is no ext4
-//! writer in Rust): `mkfs.ext4 -d`, then a `debugfs` pass that normalises owners and timestamps.
+//! writer in Rust): `mkfs.ext4 -d`, then a `debugfs` pass that normalises timestamps and (unless
+//! asked to keep them) owners.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -27,6 +28,8 @@ pub(crate) struct Ext4Spec<'a> {
     /// logical blocks cannot mount a filesystem with smaller ones (mke2fs picks 1 KiB for
     /// small filesystems).
     pub(crate) block_size: Option<u64>,
+    /// Keep the source files' owners (mkfs.ext4 -d copies them) rather than making them root's.
+    pub(crate) keep_owners: bool,
 }
 
 /// Writes the filesystem to `image` (created or truncated).
@@ -52,7 +55,7 @@ pub(crate) fn make_ext4(spec: &Ext4Spec<'_>, image: &Path) -> Result<(), DiskErr
 
     // mkfs.ext4 -d copies owners, atime and ctime from the source files: the ctime of a file
     // cannot be set from userspace and reading it moves its atime, so neither is reproducible.
-    let script = normalise_script(spec.contents, spec.timestamp)?;
+    let script = normalise_script(spec.contents, spec.timestamp, spec.keep_owners)?;
     let script_path = image.with_extension("debugfs");
     fs::write(&script_path, script).map_err(|source| DiskError::Io {
         path: script_path.clone(),
@@ -71,8 +74,13 @@ pub(crate) fn make_ext4(spec: &Ext4Spec<'_>, image: &Path) -> Result<(), DiskErr
     result
 }
 
-/// A debugfs script that makes every entry owned by root and clamps its times to `timestamp`.
-fn normalise_script(contents: &Path, timestamp: u64) -> Result<String, DiskError> {
+/// A debugfs script that clamps every entry's times to `timestamp` and, unless `keep_owners`,
+/// makes it owned by root.
+fn normalise_script(
+    contents: &Path,
+    timestamp: u64,
+    keep_owners: bool,
+) -> Result<String, DiskError> {
     let mut entries = Vec::new();
     collect_entries(contents, Path::new("/"), &mut entries)?;
     let mut script = String::new();
@@ -82,13 +90,18 @@ fn normalise_script(contents: &Path, timestamp: u64) -> Result<String, DiskError
             return Err(DiskError::UnsupportedFileName { path: fs_path });
         };
         let time = u64::try_from(metadata.mtime()).unwrap_or(0).min(timestamp);
-        for (field, value) in [
-            ("uid", "0".to_owned()),
-            ("gid", "0".to_owned()),
+        let owners = [("uid", "0".to_owned()), ("gid", "0".to_owned())];
+        let owners = if keep_owners {
+            &owners[..0]
+        } else {
+            &owners[..]
+        };
+        let times = [
             ("mtime", format!("@{time}")),
             ("atime", format!("@{time}")),
             ("ctime", format!("@{time}")),
-        ] {
+        ];
+        for (field, value) in owners.iter().chain(&times) {
             // `sif` works on the path's own inode: a symlink is not followed.
             let _ = writeln!(script, "sif \"{text}\" {field} {value}");
         }

@@ -59,8 +59,13 @@ pub struct Partition {
     /// Partition and filesystem size.
     pub size_mib: u64,
     /// Directory whose contents become the filesystem's root; file modes are kept, owners
-    /// become root and times are clamped to [`GptDisk::timestamp`].
+    /// become root (unless [`Partition::keep_owners`]) and times are clamped to
+    /// [`GptDisk::timestamp`].
     pub contents: PathBuf,
+    /// Keep the owners (uid, gid) of the source files instead of making everything root's: a
+    /// real root filesystem has files of other users (`_apt`, `messagebus`), and its setuid
+    /// programs mean something only with their owner. ext4 only (vfat has no owners).
+    pub keep_owners: bool,
 }
 
 /// A whole disk: a GPT and its partitions, in order.
@@ -150,6 +155,7 @@ pub fn write_ext4_image(
         contents,
         timestamp,
         block_size: None,
+        keep_owners: false,
     };
     make_ext4(&spec, image)
 }
@@ -200,6 +206,7 @@ impl GptDisk {
                         contents: &partition.contents,
                         timestamp: self.timestamp,
                         block_size: (self.sector_size > 1024).then_some(self.sector_size),
+                        keep_owners: partition.keep_owners,
                     };
                     make_ext4(&spec, fs_image.path())?;
                 }
@@ -351,6 +358,7 @@ mod tests {
             label: "l".to_owned(),
             size_mib,
             contents: PathBuf::new(),
+            keep_owners: false,
         }
     }
 
