@@ -15,7 +15,7 @@ use crate::contract::{MODULE_LIST_PATH, ModuleList};
 use crate::error::{Context, Fatal};
 use crate::log::Log;
 use crate::modules::{self, Drivers};
-use crate::mounts::{mount_fs, mount_image, mount_overlay, move_mount};
+use crate::mounts::{detach, mount_fs, mount_image, mount_overlay, move_mount};
 use crate::probe::{Superblock, probe_file};
 use crate::switch_root::switch_root;
 use crate::uevent::UeventSocket;
@@ -40,11 +40,11 @@ const SERVICE: Layout = Layout {
     boot: "/run/initoverlayfs/boot",
     sysroot: "/initoverlayfs",
 };
-/// The read-only image mount (the overlay's lower layer). Under /run, which moves into the new
-/// root, so the layers stay visible there at the same path.
+/// The read-only image mount (the overlay's lower layer), detached once the overlay holds it.
 const LOWER: &str = "/run/initoverlayfs/lower";
 /// The tmpfs holding the overlay's upper and work directories. Its own tmpfs, not the initramfs
-/// root, which is emptied at switch-root (an upstream defect we do not repeat).
+/// root, which is emptied at switch-root (an upstream defect we do not repeat). Detached, too,
+/// once the overlay holds it.
 const RW: &str = "/run/initoverlayfs/rw";
 /// systemd runs in initrd mode only when this file exists in its root.
 const INITRD_RELEASE: &str = "/etc/initrd-release";
@@ -284,6 +284,16 @@ fn prepare(log: &mut Log, emergency: &mut Emergency, layout: Layout) -> Result<C
         layout.sysroot,
         if volatile { "" } else { " (without volatile)" }
     ));
+    // The overlay holds private clones of its layers: their own mounts can go. Left under
+    // /run, they would move with /run into the real root at the second stage's switch-root
+    // and keep the image, and so /boot's filesystem (or the loop device), busy for the life of
+    // the machine: the real root could not mount /boot read-write ("would change RO state")
+    // and a kernel update could not free the image. Detached, everything of the early boot
+    // goes with the overlay when the second stage leaves it.
+    for layer in [LOWER, RW] {
+        detach(Path::new(layer))?;
+    }
+    log.step("detached the image and upper-layer mounts (the overlay holds them)");
 
     let sysroot = Path::new(layout.sysroot);
     move_mount(Path::new(layout.boot), &sysroot.join("boot"))?;

@@ -4,7 +4,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use rustix::io::Errno;
-use rustix::mount::{MountFlags, mount_move};
+use rustix::mount::{MountFlags, UnmountFlags, mount_move, unmount};
 
 use crate::error::{Context, Fatal};
 use crate::fs_context::{MountFailure, mount};
@@ -96,6 +96,17 @@ fn explain_image_error(failure: MountFailure, fstype: &str) -> String {
         }
         _ => failure.to_string(),
     }
+}
+
+/// Detaches the mount at `target` from the tree (`MNT_DETACH`): it stays alive for whatever
+/// still holds it (an overlay holds private clones of its layers) and is freed with the last.
+pub fn detach(target: &Path) -> Result<(), Fatal> {
+    unmount(target, UnmountFlags::DETACH).map_err(|e| {
+        Fatal::new(
+            format!("detaching the mount on {}", target.display()),
+            errno_text(e),
+        )
+    })
 }
 
 /// Moves the mount at `from` to `to` (creating `to` if needed, e.g. /boot in an image lacking it).

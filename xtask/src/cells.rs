@@ -324,6 +324,10 @@ pub struct Cell {
     /// Guest CPUs (TCG runs each on a host thread of its own).
     #[serde(default = "one_cpu")]
     pub cpus: u32,
+    /// Flow `dracut`: a second partition holds a real Debian root (systemd, an fstab mounting
+    /// it and /boot), which the second stage mounts and switches to (`root=` is added).
+    #[serde(default)]
+    pub real_root: bool,
     /// Add a CD-ROM drive without a disc (and its drivers to the mini initramfs).
     #[serde(default)]
     pub empty_cdrom: bool,
@@ -459,6 +463,7 @@ impl MatrixSpec {
             image_fs: Default::default(),
             cpus: one_cpu(),
             empty_cdrom: false,
+            real_root: false,
             bus,
             machine,
             firmware: Firmware::default(),

@@ -43,11 +43,45 @@ const PACKAGES: &str = "systemd,systemd-sysv,udev,kmod,dracut,e2fsprogs,dbus";
 /// Bumped whenever the tree's recipe (hooks, flags) changes, so the cache is rebuilt.
 const TREE_RECIPE: &str = "v3 --variant=apt, modules copied in, dracut --no-hostonly --reproducible, hostname, empty machine-id, no resolv.conf, apt partial dirs _apt's";
 /// Bumped whenever what [`real_root`] adds to the tree changes.
-const ROOT_RECIPE: &str = "v1 fstab, ShowStatus=yes";
+const ROOT_RECIPE: &str = "v3 fstab, ShowStatus=yes, test report unit before the getties";
 /// The real root's hostname (what the serial console's login prompt shows).
 pub const HOSTNAME: &str = "initoverlayfs";
 /// The drop-in that makes systemd print its status lines even under `quiet`.
 const SHOW_STATUS_DROP_IN: &str = "etc/systemd/system.conf.d/initoverlayfs-rs.conf";
+
+/// The real root's report for the test cells: on one kernel-log line (writes to /dev/kmsg
+/// are rate-limited per line), what the early boot left behind once the real root's
+/// filesystems are up: /boot's mount (source, type, ro/rw), how many erofs and overlay mounts
+/// and loop devices remain, and whether the image on /boot can be replaced, as a kernel update
+/// would. Ordered before the getties (getty-pre.target), so it always comes before the login
+/// prompt: once a getty owns the serial console, systemd prints no more status there.
+const REPORT_SCRIPT: &str = r#"#!/bin/sh
+boot=$(awk '$2 == "/boot" { split($4, o, ","); print $1 "," $3 "," o[1] }' /proc/mounts)
+erofs=$(awk '$3 == "erofs"' /proc/mounts | wc -l)
+overlay=$(awk '$3 == "overlay"' /proc/mounts | wc -l)
+loops=$(cat /sys/block/loop*/loop/backing_file 2>/dev/null | wc -l)
+replaced=no
+image=$(ls /boot/initoverlayfs-*.img 2>/dev/null | head -n 1)
+if [ -n "$image" ] && cp "$image" "$image.new" && mv "$image.new" "$image"; then
+    replaced=yes
+fi
+echo "<5>initoverlayfs-test: report boot=$boot erofs=$erofs overlay=$overlay loop=$loops image-replaced=$replaced" > /dev/kmsg
+"#;
+const REPORT_SCRIPT_PATH: &str = "usr/local/sbin/initoverlayfs-test-report";
+const REPORT_UNIT: &str = "[Unit]
+Description=initoverlayfs-rs test report (what the early boot left behind)
+After=local-fs.target
+Wants=getty-pre.target
+Before=getty-pre.target multi-user.target
+
+[Service]
+Type=oneshot
+ExecStart=/usr/local/sbin/initoverlayfs-test-report
+
+[Install]
+WantedBy=multi-user.target
+";
+const REPORT_UNIT_NAME: &str = "initoverlayfs-test-report.service";
 
 /// A Debian architecture the trees can be built for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -408,6 +442,21 @@ fn build_root(sh: &Shell, tree: &DebianTree, spec: &RootSpec, work: &Path) -> Re
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     replace_file(&drop_in, "[Manager]\nShowStatus=yes\n")?;
+    let script = to.join(REPORT_SCRIPT_PATH);
+    if let Some(dir) = script.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    replace_file(&script, REPORT_SCRIPT)?;
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .with_context(|| format!("making {} executable", script.display()))?;
+    let units = to.join("etc/systemd/system");
+    replace_file(&units.join(REPORT_UNIT_NAME), REPORT_UNIT)?;
+    let wants = units.join("multi-user.target.wants");
+    std::fs::create_dir_all(&wants).with_context(|| format!("creating {}", wants.display()))?;
+    let link = wants.join(REPORT_UNIT_NAME);
+    let _ = std::fs::remove_file(&link); // a fresh link, never one into the tree
+    std::os::unix::fs::symlink(format!("../{REPORT_UNIT_NAME}"), &link)
+        .with_context(|| format!("enabling {}", link.display()))?;
     std::fs::copy(&tree.packages, work.join("packages.txt"))
         .with_context(|| format!("copying {}", tree.packages.display()))?;
     Ok(())

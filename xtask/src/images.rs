@@ -13,6 +13,9 @@ pub const BOOT_FS_UUID: &str = "3f1b2c4d-5e6f-4780-91a2-b3c4d5e6f708";
 /// Fixed GUIDs keep the disk image byte-for-byte reproducible.
 const DISK_GUID: &str = "6e2b1c3a-7d4f-4a5b-9c8d-0e1f2a3b4c5d";
 const BOOT_PART_GUID: &str = "9a8b7c6d-5e4f-4321-8765-43210fedcba9";
+/// The real root's partition (`root=PARTUUID=`) and filesystem, on the real chain's disks.
+pub const ROOT_PART_GUID: &str = "4c0f9a3e-2b1d-4e6f-9a8b-7c6d5e4f3a2b";
+const ROOT_FS_UUID: &str = "b7e3c1d2-8f4a-4b5c-9d6e-0f1a2b3c4d5e";
 /// The smallest boot partition: room for the busybox image, the fault cells' extra images, a
 /// kernel and a mini initramfs, plus filesystem metadata.
 const BOOT_PART_MIB: u64 = 64;
@@ -33,8 +36,11 @@ const BUSYBOX_INIT: &str = r#"#!/bin/busybox sh
 bb=/bin/busybox
 nonce=$($bb sed -n 's/.*initoverlayfs_test\.marker=\([0-9a-z]*\).*/\1/p' /proc/cmdline)
 root=$($bb awk '$2 == "/" { print $3 }' /proc/mounts | $bb tail -n 1)
-rw=$($bb awk '$2 == "/run/initoverlayfs/rw" { print $4 }' /proc/mounts)
-echo "<5>initoverlayfs-test: marker $nonce root=$root rw=$rw" > /dev/kmsg
+# The overlay's size is its upper layer's (the tmpfs storage-init sized): statfs of / says.
+upper=$(( $($bb stat -f -c '%b * %S' /) / 1024 ))k
+# storage-init detached its layer mounts: nothing of the image may be mounted on its own.
+layers=$($bb awk '$2 ~ "^/run/initoverlayfs"' /proc/mounts | $bb wc -l)
+echo "<5>initoverlayfs-test: marker $nonce root=$root upper=$upper layer-mounts=$layers" > /dev/kmsg
 # A `quiet` boot prints only warnings on the console: replay the kernel log so the harness
 # still reads every step, with the guest's timestamps.
 case " $($bb cat /proc/cmdline) " in *" initoverlayfs_test.dmesg "*) $bb dmesg ;; esac
@@ -97,7 +103,7 @@ const BOOT_VFAT_VOLUME_ID: u32 = 0x1234_ABCD;
 
 impl BootFsKind {
     /// What `bootfs UUID=` names and `bootfstype` says.
-    fn identity(self) -> (String, &'static str) {
+    pub fn identity(self) -> (String, &'static str) {
         match self {
             BootFsKind::Ext4 => (BOOT_FS_UUID.to_owned(), "ext4"),
             BootFsKind::Vfat => {
@@ -273,7 +279,16 @@ pub fn build_busybox_cell(
         "built after the mini initramfs\n",
     )?;
     build_erofs(&content, &boot.join(STALE_IMAGE))?;
-    finish_cell(storage_init, kernel, layout, esp, work, image, &image_uuid)
+    finish_cell(
+        storage_init,
+        kernel,
+        layout,
+        esp,
+        None,
+        work,
+        image,
+        &image_uuid,
+    )
 }
 
 /// Builds the artefacts of a cell whose initoverlayfs is a real second stage: the dracut
@@ -282,6 +297,7 @@ pub fn build_second_stage_cell(
     storage_init: &Path,
     kernel: &Kernel,
     second_stage: &Path,
+    real_root: Option<&Path>,
     layout: Layout,
     esp: Option<&EspBoot>,
     work: &Path,
@@ -312,19 +328,33 @@ pub fn build_second_stage_cell(
         kernel,
         layout,
         esp,
+        real_root,
         work,
         image,
         &report.erofs.uuid,
     )
 }
 
+/// Where a real root cell's fstab finds / and /boot on the disk [`build_boot_disk`] makes.
+pub fn root_spec(boot_fs: BootFsKind) -> crate::debian_tree::RootSpec {
+    let (boot, boot_fstype) = boot_fs.identity();
+    crate::debian_tree::RootSpec {
+        root: format!("PARTUUID={ROOT_PART_GUID}"),
+        root_fstype: "ext4".to_owned(),
+        boot: format!("UUID={boot}"),
+        boot_fstype: boot_fstype.to_owned(),
+    }
+}
+
 /// The mini initramfs recording `image`, the ESP's boot files where the cell boots through
 /// firmware, and the disk holding `work/boot`.
+#[allow(clippy::too_many_arguments)] // one call per flow, each naming what it builds
 fn finish_cell(
     storage_init: &Path,
     kernel: &Kernel,
     layout: Layout,
     esp: Option<&EspBoot>,
+    real_root: Option<&Path>,
     work: &Path,
     image: PathBuf,
     image_uuid: &str,
@@ -336,7 +366,7 @@ fn finish_cell(
         populate_esp(&boot, esp, kernel, &mini_initramfs)?;
     }
     let disk = work.join("disk.img");
-    build_boot_disk(&boot, layout.boot_fs, layout.bus, &disk)?;
+    build_boot_disk(&boot, layout.boot_fs, layout.bus, real_root, &disk)?;
     Ok(BootArtefacts {
         mini_initramfs,
         image,
@@ -344,8 +374,9 @@ fn finish_cell(
     })
 }
 
-/// A boot partition that holds `boot` with room to spare: at least [`BOOT_PART_MIB`], else the
-/// contents plus a quarter and 16 MiB for the filesystem's own structures.
+/// A partition that holds `dir` with room to spare: at least [`BOOT_PART_MIB`], else twice the
+/// contents (a kernel update writes the new image beside the old before replacing it; a root
+/// needs room to run) and 16 MiB for the filesystem's own structures.
 fn boot_partition_mib(boot: &Path) -> Result<u64> {
     fn bytes(dir: &Path) -> Result<u64> {
         let mut total = 0;
@@ -361,7 +392,7 @@ fn boot_partition_mib(boot: &Path) -> Result<u64> {
         Ok(total)
     }
     let contents_mib = bytes(boot)?.div_ceil(1 << 20);
-    Ok(BOOT_PART_MIB.max(contents_mib + contents_mib / 4 + 16))
+    Ok(BOOT_PART_MIB.max(2 * contents_mib + 16))
 }
 
 /// Turns a built mini initramfs into the `prepare-only` flow's: a second newc archive appended
@@ -479,6 +510,7 @@ pub fn build_boot_disk(
     boot: &Path,
     boot_fs: BootFsKind,
     bus: crate::cells::Bus,
+    real_root: Option<&Path>,
     disk: &Path,
 ) -> Result<()> {
     let power_of_two_size = bus == crate::cells::Bus::Sd;
@@ -487,24 +519,39 @@ pub fn build_boot_disk(
         s.parse::<testvm::Guid>()
             .map_err(|e| anyhow::anyhow!("{s}: {e}"))
     };
+    let mut partitions = vec![testvm::disk::Partition {
+        name: "boot".to_owned(),
+        part_guid: guid(BOOT_PART_GUID)?,
+        filesystem: match boot_fs {
+            BootFsKind::Ext4 => testvm::disk::Filesystem::Ext4 {
+                uuid: guid(BOOT_FS_UUID)?,
+            },
+            BootFsKind::Vfat => testvm::disk::Filesystem::Vfat {
+                volume_id: BOOT_VFAT_VOLUME_ID,
+            },
+        },
+        label: "boot".to_owned(),
+        size_mib: boot_partition_mib(boot)?,
+        contents: boot.to_path_buf(),
+        keep_owners: false,
+    }];
+    if let Some(root) = real_root {
+        // A distribution's root: its owners and setuid bits matter.
+        partitions.push(testvm::disk::Partition {
+            name: "root".to_owned(),
+            part_guid: guid(ROOT_PART_GUID)?,
+            filesystem: testvm::disk::Filesystem::Ext4 {
+                uuid: guid(ROOT_FS_UUID)?,
+            },
+            label: "root".to_owned(),
+            size_mib: boot_partition_mib(root)?,
+            contents: root.to_path_buf(),
+            keep_owners: true,
+        });
+    }
     let gpt = testvm::disk::GptDisk {
         disk_guid: guid(DISK_GUID)?,
-        partitions: vec![testvm::disk::Partition {
-            name: "boot".to_owned(),
-            part_guid: guid(BOOT_PART_GUID)?,
-            filesystem: match boot_fs {
-                BootFsKind::Ext4 => testvm::disk::Filesystem::Ext4 {
-                    uuid: guid(BOOT_FS_UUID)?,
-                },
-                BootFsKind::Vfat => testvm::disk::Filesystem::Vfat {
-                    volume_id: BOOT_VFAT_VOLUME_ID,
-                },
-            },
-            label: "boot".to_owned(),
-            size_mib: boot_partition_mib(boot)?,
-            contents: boot.to_path_buf(),
-            keep_owners: false,
-        }],
+        partitions,
         timestamp: testvm::disk::source_date_epoch(),
         power_of_two_size,
         sector_size,

@@ -424,8 +424,13 @@ fn boot_cell(
     let busybox = fetch_package(sh, root, &busybox_id, result)?;
 
     let nonce = nonce();
+    let root_param = if cell.real_root {
+        format!("root=PARTUUID={}", images::ROOT_PART_GUID)
+    } else {
+        String::new()
+    };
     let cmdline = format!(
-        "console={} panic=-1 {}={nonce} {}",
+        "console={} panic=-1 {}={nonce} {root_param} {}",
         cell.machine.board().console(),
         images::MARKER_PARAM,
         cell.cmdline
@@ -450,11 +455,18 @@ fn boot_cell(
             &build,
         )?,
         Flow::Dracut => {
-            let second_stage = crate::dracut_fixture::dracut_initramfs(sh, &kernel)?;
+            let second_stage = crate::debian_tree::second_stage_initramfs(sh, &kernel)?;
+            let real_root = if cell.real_root {
+                let spec = images::root_spec(cell.boot_fs);
+                Some(crate::debian_tree::real_root(sh, &kernel, &spec)?.root)
+            } else {
+                None
+            };
             images::build_second_stage_cell(
                 &storage_init,
                 &kernel,
                 &second_stage,
+                real_root.as_deref(),
                 cell.layout(),
                 esp,
                 &build,
@@ -468,8 +480,10 @@ fn boot_cell(
         path: built.disk.clone(),
         bus: cell.bus.disk_bus(),
         serial: "boot0".to_owned(),
-        // QEMU refuses a read-only drive as an SD card; the disk is rebuilt for every run.
-        read_only: cell.bus != crate::cells::Bus::Sd,
+        // Read-only where the guest has no business writing (storage-init mounts /boot
+        // read-only); a real root writes to its disk, and QEMU refuses a read-only SD card.
+        // The disk is rebuilt for every run either way.
+        read_only: cell.bus != crate::cells::Bus::Sd && !cell.real_root,
     };
     let board = cell.machine.board();
     let accel = crate::accel::resolve(accel, board, &kernel.vmlinuz, &root.join(ARTIFACTS_DIR));
