@@ -41,6 +41,16 @@ fn machine(kernel: &Path, initrd: Option<PathBuf>) -> Machine {
     }
 }
 
+/// The kernel and `TESTVM_INITRD` (busybox as /init), or None with the reason printed.
+fn kernel_and_initrd() -> Option<(PathBuf, PathBuf)> {
+    let kernel = kernel()?;
+    let Some(initrd) = std::env::var_os("TESTVM_INITRD").map(PathBuf::from) else {
+        println!("skipped: TESTVM_INITRD unset");
+        return None;
+    };
+    Some((kernel, initrd))
+}
+
 fn milestone(name: &str, pattern: &str) -> Milestone {
     Milestone::new(name, pattern, STEP_TIMEOUT).unwrap()
 }
@@ -125,9 +135,7 @@ fn fatal_pattern_fails_the_boot_with_its_line() {
 
 #[test]
 fn initrd_reaches_init_and_quits_over_qmp() {
-    let Some(kernel) = kernel() else { return };
-    let Some(initrd) = std::env::var_os("TESTVM_INITRD").map(PathBuf::from) else {
-        println!("skipped: TESTVM_INITRD unset");
+    let Some((kernel, initrd)) = kernel_and_initrd() else {
         return;
     };
     let artifacts = tempfile::tempdir().unwrap();
@@ -151,9 +159,7 @@ fn initrd_reaches_init_and_quits_over_qmp() {
 /// down when asked fails at the end, with the press in qmp.log.
 #[test]
 fn a_guest_that_ignores_the_power_button_fails() {
-    let Some(kernel) = kernel() else { return };
-    let Some(initrd) = std::env::var_os("TESTVM_INITRD").map(PathBuf::from) else {
-        println!("skipped: TESTVM_INITRD unset");
+    let Some((kernel, initrd)) = kernel_and_initrd() else {
         return;
     };
     let artifacts = tempfile::tempdir().unwrap();

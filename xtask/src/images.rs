@@ -234,6 +234,17 @@ fn populate_esp(esp: &Path, boot: &EspBoot, kernel: &Kernel, mini_initramfs: &Pa
     Ok(())
 }
 
+/// `work/boot`, emptied (a cell's build directory is reused), and the image path in it.
+fn empty_boot(work: &Path, kernel: &Kernel) -> Result<(PathBuf, PathBuf)> {
+    let boot = work.join("boot");
+    if boot.exists() {
+        std::fs::remove_dir_all(&boot).with_context(|| format!("emptying {}", boot.display()))?;
+    }
+    std::fs::create_dir_all(&boot).with_context(|| format!("creating {}", boot.display()))?;
+    let image = boot.join(format!("initoverlayfs-{}.img", kernel.release));
+    Ok((boot, image))
+}
+
 /// Builds every artefact of a busybox cell into `work`; with `esp`, /boot is also an ESP that
 /// firmware boots from.
 pub fn build_busybox_cell(
@@ -244,15 +255,9 @@ pub fn build_busybox_cell(
     esp: Option<&EspBoot>,
     work: &Path,
 ) -> Result<BootArtefacts> {
-    std::fs::create_dir_all(work)?;
     let content = work.join("content");
     busybox_content(busybox, &content)?;
-    let boot = work.join("boot");
-    if boot.exists() {
-        std::fs::remove_dir_all(&boot)?;
-    }
-    std::fs::create_dir_all(&boot)?;
-    let image = boot.join(format!("initoverlayfs-{}.img", kernel.release));
+    let (boot, image) = empty_boot(work, kernel)?;
     // For the corrupt-image fault cell: bytes that are no filesystem, the same on every build.
     std::fs::write(boot.join(CORRUPT_IMAGE), corrupt_bytes(CORRUPT_IMAGE_LEN))?;
     let image_uuid = match layout.image_fs {
@@ -302,13 +307,7 @@ pub fn build_second_stage_cell(
     esp: Option<&EspBoot>,
     work: &Path,
 ) -> Result<BootArtefacts> {
-    std::fs::create_dir_all(work)?;
-    let boot = work.join("boot");
-    if boot.exists() {
-        std::fs::remove_dir_all(&boot)?;
-    }
-    std::fs::create_dir_all(&boot)?;
-    let image = boot.join(format!("initoverlayfs-{}.img", kernel.release));
+    let (_, image) = empty_boot(work, kernel)?;
     let options = builder::erofs::ErofsOptions {
         mtime: builder::source_date_epoch()?,
         compression: None,
