@@ -18,6 +18,10 @@ pub enum Flow {
     /// the cell's kernel) is the initoverlayfs image; storage-init hands over to its systemd,
     /// which runs in initrd mode from the overlay.
     Dracut,
+    /// The baseline beside `dracut`: the same dracut initramfs loaded whole as the machine's
+    /// initramfs, the classic way (no storage-init, no image), on the same kernel, machine,
+    /// firmware and real root.
+    DracutClassic,
     /// The same content, but the mini initramfs runs `storage-init --prepare-only` as a service:
     /// its /init is a busybox script standing in for systemd (mount the API filesystems, run
     /// the service, `switch-root /initoverlayfs`).
@@ -444,6 +448,7 @@ impl MatrixSpec {
         let flow = match self.flow {
             Flow::Busybox => "busybox",
             Flow::Dracut => "dracut",
+            Flow::DracutClassic => "dracut-classic",
             Flow::PrepareOnly => "prepare-only",
         };
         Cell {

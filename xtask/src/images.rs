@@ -334,6 +334,25 @@ pub fn build_second_stage_cell(
     )
 }
 
+/// The classic boot beside the real chain: the same second stage, loaded whole as the
+/// initramfs (no storage-init, no image), on the same disk layout. Returns the disk.
+pub fn build_classic_cell(
+    kernel: &Kernel,
+    initramfs: &Path,
+    real_root: Option<&Path>,
+    layout: Layout,
+    esp: Option<&EspBoot>,
+    work: &Path,
+) -> Result<PathBuf> {
+    let (boot, _) = empty_boot(work, kernel)?;
+    if let Some(esp) = esp {
+        populate_esp(&boot, esp, kernel, initramfs)?;
+    }
+    let disk = work.join("disk.img");
+    build_boot_disk(&boot, layout.boot_fs, layout.bus, real_root, &disk)?;
+    Ok(disk)
+}
+
 /// Where a real root cell's fstab finds / and /boot on the disk [`build_boot_disk`] makes.
 pub fn root_spec(boot_fs: BootFsKind) -> crate::debian_tree::RootSpec {
     let (boot, boot_fstype) = boot_fs.identity();

@@ -445,24 +445,31 @@ fn boot_cell(
 
     let storage_init = crate::static_build::build_for_arch(sh, root, cell.machine.arch())?;
     let esp = uefi.as_ref().map(|(esp, _)| esp);
-    let built = match cell.flow {
-        Flow::Busybox | Flow::PrepareOnly => images::build_busybox_cell(
-            &storage_init,
-            &kernel,
-            &busybox,
-            cell.layout(),
-            esp,
-            &build,
-        )?,
+    let real_root = if cell.real_root {
+        let spec = images::root_spec(cell.boot_fs);
+        Some(crate::debian_tree::real_root(sh, &kernel, &spec)?.root)
+    } else {
+        None
+    };
+    // What the machine boots: the initramfs the bootloader (or QEMU) loads, and the disk.
+    let (initrd, disk) = match cell.flow {
+        Flow::Busybox | Flow::PrepareOnly => {
+            let built = images::build_busybox_cell(
+                &storage_init,
+                &kernel,
+                &busybox,
+                cell.layout(),
+                esp,
+                &build,
+            )?;
+            if cell.flow == Flow::PrepareOnly {
+                images::add_service_stand_in(&built.mini_initramfs, &storage_init, &busybox)?;
+            }
+            (built.mini_initramfs, built.disk)
+        }
         Flow::Dracut => {
             let second_stage = crate::debian_tree::second_stage_initramfs(sh, &kernel)?;
-            let real_root = if cell.real_root {
-                let spec = images::root_spec(cell.boot_fs);
-                Some(crate::debian_tree::real_root(sh, &kernel, &spec)?.root)
-            } else {
-                None
-            };
-            images::build_second_stage_cell(
+            let built = images::build_second_stage_cell(
                 &storage_init,
                 &kernel,
                 &second_stage,
@@ -470,14 +477,24 @@ fn boot_cell(
                 cell.layout(),
                 esp,
                 &build,
-            )?
+            )?;
+            (built.mini_initramfs, built.disk)
+        }
+        Flow::DracutClassic => {
+            let initramfs = crate::debian_tree::second_stage_initramfs(sh, &kernel)?;
+            let disk = images::build_classic_cell(
+                &kernel,
+                &initramfs,
+                real_root.as_deref(),
+                cell.layout(),
+                esp,
+                &build,
+            )?;
+            (initramfs, disk)
         }
     };
-    if cell.flow == Flow::PrepareOnly {
-        images::add_service_stand_in(&built.mini_initramfs, &storage_init, &busybox)?;
-    }
     let boot_disk = testvm::machine::Disk {
-        path: built.disk.clone(),
+        path: disk,
         bus: cell.bus.disk_bus(),
         serial: "boot0".to_owned(),
         // Read-only where the guest has no business writing (storage-init mounts /boot
@@ -498,7 +515,7 @@ fn boot_cell(
         boot: match uefi {
             None => testvm::machine::Boot::Direct {
                 kernel: kernel.vmlinuz.clone(),
-                initrd: Some(built.mini_initramfs.clone()),
+                initrd: Some(initrd),
                 cmdline,
             },
             Some((_, firmware)) => firmware,
