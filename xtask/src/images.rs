@@ -344,13 +344,8 @@ pub fn build_classic_cell(
     esp: Option<&EspBoot>,
     work: &Path,
 ) -> Result<PathBuf> {
-    let (boot, _) = empty_boot(work, kernel)?;
-    if let Some(esp) = esp {
-        populate_esp(&boot, esp, kernel, initramfs)?;
-    }
-    let disk = work.join("disk.img");
-    build_boot_disk(&boot, layout.boot_fs, layout.bus, real_root, &disk)?;
-    Ok(disk)
+    empty_boot(work, kernel)?;
+    boot_disk(kernel, initramfs, layout, esp, real_root, work)
 }
 
 /// Where a real root cell's fstab finds / and /boot on the disk [`build_boot_disk`] makes.
@@ -377,19 +372,33 @@ fn finish_cell(
     image: PathBuf,
     image_uuid: &str,
 ) -> Result<BootArtefacts> {
-    let boot = work.join("boot");
     let mini_initramfs = work.join("mini-initramfs.img");
     build_mini_initramfs(storage_init, kernel, layout, image_uuid, &mini_initramfs)?;
-    if let Some(esp) = esp {
-        populate_esp(&boot, esp, kernel, &mini_initramfs)?;
-    }
-    let disk = work.join("disk.img");
-    build_boot_disk(&boot, layout.boot_fs, layout.bus, real_root, &disk)?;
+    let disk = boot_disk(kernel, &mini_initramfs, layout, esp, real_root, work)?;
     Ok(BootArtefacts {
         mini_initramfs,
         image,
         disk,
     })
+}
+
+/// `work/disk.img` from `work/boot` (and the real root, if any); with `esp`, /boot is first
+/// made an ESP whose boot entry loads `initramfs`.
+fn boot_disk(
+    kernel: &Kernel,
+    initramfs: &Path,
+    layout: Layout,
+    esp: Option<&EspBoot>,
+    real_root: Option<&Path>,
+    work: &Path,
+) -> Result<PathBuf> {
+    let boot = work.join("boot");
+    if let Some(esp) = esp {
+        populate_esp(&boot, esp, kernel, initramfs)?;
+    }
+    let disk = work.join("disk.img");
+    build_boot_disk(&boot, layout.boot_fs, layout.bus, real_root, &disk)?;
+    Ok(disk)
 }
 
 /// A partition that holds `dir` with room to spare: at least [`BOOT_PART_MIB`], else twice the
