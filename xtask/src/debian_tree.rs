@@ -38,10 +38,14 @@ const SUITE: &str = "bookworm";
 /// Besides the essential packages and apt: systemd as init (`systemd-sysv` owns /sbin/init),
 /// udev and kmod to load the modules, dracut for the second stage, e2fsprogs for the fsck the
 /// fstab asks for, and dbus so systemd-logind starts instead of failing on the way to
-/// `multi-user.target`. Nothing else: every package costs build time and image size.
-const PACKAGES: &str = "systemd,systemd-sysv,udev,kmod,dracut,e2fsprogs,dbus";
+/// `multi-user.target`; cryptsetup and lvm2, so the generic (no-hostonly) dracut image unlocks
+/// and activates a root on LUKS2 or LVM as a distribution's does; erofs-utils, so the builder
+/// runs inside the real root (the dogfooding install). Nothing else: every package costs build
+/// time and image size.
+const PACKAGES: &str =
+    "systemd,systemd-sysv,udev,kmod,dracut,e2fsprogs,dbus,cryptsetup,lvm2,erofs-utils";
 /// Bumped whenever the tree's recipe (hooks, flags) changes, so the cache is rebuilt.
-const TREE_RECIPE: &str = "v3 --variant=apt, modules copied in, dracut --no-hostonly --reproducible, hostname, empty machine-id, no resolv.conf, apt partial dirs _apt's";
+const TREE_RECIPE: &str = "v4 --variant=apt, modules copied in, dracut --no-hostonly --reproducible, hostname, empty machine-id, no resolv.conf, apt partial dirs _apt's";
 /// Bumped whenever what [`real_root`] adds to the tree changes.
 const ROOT_RECIPE: &str = "v3 fstab, ShowStatus=yes, test report unit before the getties";
 /// The real root's hostname (what the serial console's login prompt shows).

@@ -65,7 +65,13 @@ fn check_tree(arch: &str) {
         .into_iter()
         .map(|e| e.name.trim_start_matches('/'))
         .collect();
-    for wanted in ["usr/lib/systemd/systemd", "etc/initrd-release"] {
+    // A generic image: it can unlock a LUKS2 root and activate an LVM one.
+    for wanted in [
+        "usr/lib/systemd/systemd",
+        "etc/initrd-release",
+        "usr/lib/systemd/systemd-cryptsetup",
+        "usr/sbin/lvm",
+    ] {
         assert!(
             names.contains(&wanted),
             "no {wanted} in {}",
@@ -102,7 +108,17 @@ fn check_tree(arch: &str) {
         format!("{}\n", debian_tree::HOSTNAME)
     );
     let packages = std::fs::read_to_string(&tree.packages).unwrap();
-    for package in ["systemd", "systemd-sysv", "udev", "kmod", "dracut", "dbus"] {
+    for package in [
+        "systemd",
+        "systemd-sysv",
+        "udev",
+        "kmod",
+        "dracut",
+        "dbus",
+        "cryptsetup",
+        "lvm2",
+        "erofs-utils",
+    ] {
         assert!(
             packages
                 .lines()
