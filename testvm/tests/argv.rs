@@ -3,7 +3,7 @@
 //! shows up in review as a diff of the exact argv. A combination the board cannot host (a PCI
 //! disk on a raspi) snapshots testvm's refusal instead.
 
-use testvm::machine::{Accel, Board, Boot, Disk, DiskBus, Io, Machine, shell};
+use testvm::machine::{Accel, Board, Boot, Disk, DiskBus, GuestReboot, Io, Machine, shell};
 
 /// Every bus, under the name cells use.
 const BUSES: [(&str, DiskBus); 6] = [
@@ -45,6 +45,7 @@ fn machine(board: Board, bus: DiskBus) -> Machine {
         }],
         hotplug_ports: 0,
         empty_cdroms: 0,
+        on_reboot: GuestReboot::ExitQemu,
     }
 }
 
@@ -69,4 +70,29 @@ fn every_machine_and_bus() {
             insta::assert_snapshot!(format!("{}-{name}", board.machine_type()), rendered);
         }
     }
+}
+
+/// A machine that boots again when its guest reboots (the dogfood cell: firmware, bootloader,
+/// a read-write disk holding the ESP and the root): no `-no-reboot`, so a guest reboot goes
+/// back through the firmware.
+#[test]
+fn firmware_machine_that_reboots() {
+    let machine = Machine {
+        boot: Boot::Uefi {
+            code: "/fixtures/OVMF_CODE_4M.fd".into(),
+            vars: "/cell/build/efivars.fd".into(),
+        },
+        dtb: None,
+        disks: vec![Disk {
+            path: "/cell/disk.img".into(),
+            bus: DiskBus::VirtioBlk,
+            serial: "boot0".into(),
+            read_only: false,
+        }],
+        on_reboot: GuestReboot::Restart,
+        ..machine(Board::Q35, DiskBus::VirtioBlk)
+    };
+    let argv = machine.qemu_args(&Io::Interactive).unwrap();
+    assert!(!argv.iter().any(|a| a == "-no-reboot"));
+    insta::assert_snapshot!("q35-uefi-reboots", shell::join(&argv));
 }

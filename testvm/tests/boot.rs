@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use testvm::machine::{Accel, Board, Boot, Io, Machine};
+use testvm::machine::{Accel, Board, Boot, GuestReboot, Io, Machine};
 use testvm::run::{
     BootSpec, End, Event, Fatal, GuestFailureReason, InfraError, Milestone, Timings, VmError,
     artifact, boot, boot_with_events,
@@ -38,6 +38,7 @@ fn machine(kernel: &Path, initrd: Option<PathBuf>) -> Machine {
         disks: vec![],
         hotplug_ports: 0,
         empty_cdroms: 0,
+        on_reboot: GuestReboot::ExitQemu,
     }
 }
 

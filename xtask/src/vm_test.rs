@@ -535,6 +535,7 @@ fn boot_cell(
         },
         hotplug_ports: u32::from(cell.hotplug.is_some()),
         empty_cdroms: u32::from(cell.empty_cdrom),
+        on_reboot: testvm::machine::GuestReboot::ExitQemu,
     };
     let config =
         builder::kernel_config::KernelConfig::locate(kernel.modules_root(), &kernel.release)

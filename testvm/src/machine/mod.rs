@@ -190,6 +190,20 @@ pub enum Boot {
     },
 }
 
+/// What a guest reboot does to the machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GuestReboot {
+    /// QEMU exits (`-no-reboot`): a test boots once, and a panic with `panic=-1` or a
+    /// triple fault ends the VM at once instead of booting again.
+    #[default]
+    ExitQemu,
+    /// The machine resets and boots again through its firmware and bootloader, as hardware
+    /// does (QEMU's default): for tests that reboot on purpose, such as an install that
+    /// takes effect at the next boot. The test must then watch every boot's milestones, or a
+    /// boot loop goes unnoticed until a timeout.
+    Restart,
+}
+
 /// A whole virtual machine: board, CPU, memory, boot path and disks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Machine {
@@ -211,6 +225,8 @@ pub struct Machine {
     /// Empty PCIe root ports (`hotplug0`, `hotplug1`, …) that disks can be plugged into while
     /// the guest runs (see [`crate::run::Hotplug`]).
     pub hotplug_ports: u32,
+    /// What a guest reboot does: exit QEMU (the default) or boot again.
+    pub on_reboot: GuestReboot,
     /// CD-ROM drives without a disc on the board's SATA (AHCI) controller: the guest sees a
     /// block device of size 0, as on a machine with an empty optical drive.
     pub empty_cdroms: u32,
@@ -255,18 +271,13 @@ impl Machine {
             "-smp".into(),
             self.cpus.to_string(),
         ]);
-        // Nothing implicit: no default NIC, VGA, config file or window; a guest reboot or
-        // panic ends QEMU instead of booting again.
-        argv.extend(
-            [
-                "-nodefaults",
-                "-no-user-config",
-                "-display",
-                "none",
-                "-no-reboot",
-            ]
-            .map(String::from),
-        );
+        // Nothing implicit: no default NIC, VGA, config file or window.
+        argv.extend(["-nodefaults", "-no-user-config", "-display", "none"].map(String::from));
+        // Unless the test reboots on purpose, a guest reboot or panic ends QEMU instead of
+        // booting again.
+        if self.on_reboot == GuestReboot::ExitQemu {
+            argv.push("-no-reboot".into());
+        }
         match &self.boot {
             Boot::Direct {
                 kernel,
@@ -454,6 +465,7 @@ mod tests {
             ],
             hotplug_ports: 1,
             empty_cdroms: 1,
+            on_reboot: GuestReboot::ExitQemu,
         }
     }
 
@@ -728,5 +740,23 @@ mod tests {
                 shell::join(&argv)
             );
         }
+    }
+
+    /// Only a machine that exits on a guest reboot gets `-no-reboot`.
+    #[test]
+    fn reboot_is_opt_in() {
+        let has_no_reboot = |on_reboot| {
+            Machine {
+                on_reboot,
+                ..machine()
+            }
+            .qemu_args(&Io::Interactive)
+            .unwrap()
+            .iter()
+            .any(|a| a == "-no-reboot")
+        };
+        assert!(has_no_reboot(GuestReboot::ExitQemu));
+        assert!(!has_no_reboot(GuestReboot::Restart));
+        assert_eq!(GuestReboot::default(), GuestReboot::ExitQemu);
     }
 }

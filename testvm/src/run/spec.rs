@@ -50,8 +50,10 @@ impl Fatal {
 /// How a boot ends once every milestone has been reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum End {
-    /// The guest powers off (or, with `-no-reboot`, reboots) by itself and QEMU exits within
-    /// `timeout`; fatal patterns are still watched until then.
+    /// The guest powers off (or reboots, on a machine with
+    /// [`GuestReboot::ExitQemu`](crate::machine::GuestReboot)) by itself and QEMU exits
+    /// within `timeout`; fatal patterns are still watched until then. On a machine that
+    /// restarts, only a power-off ends it.
     GuestPowersOff {
         /// How long to wait after the last milestone.
         timeout: Duration,
