@@ -22,6 +22,12 @@ pub enum Flow {
     /// initramfs, the classic way (no storage-init, no image), on the same kernel, machine,
     /// firmware and real root.
     DracutClassic,
+    /// Dogfooding (`xtask::dogfood`): a Debian root with the kernel installed as a package
+    /// boots the classic way through firmware and bootloader, runs `builder install` as the
+    /// README says and reboots through storage-init, undoes it and reboots classic, then
+    /// purges the kernel through apt and checks its image is gone. The machine boots again on
+    /// a guest reboot; needs `firmware = "uefi"`, `boot_fs = "vfat"`, `real_root = true`.
+    Dogfood,
     /// The same content, but the mini initramfs runs `storage-init --prepare-only` as a service:
     /// its /init is a busybox script standing in for systemd (mount the API filesystems, run
     /// the service, `switch-root /initoverlayfs`).
@@ -42,6 +48,19 @@ pub enum MachineKind {
     /// Raspberry Pi 4 Model B (aarch64): storage only on its SD slot, no power-off.
     Raspi4b,
 }
+
+impl Flow {
+    /// The guest reboots on purpose: its machine boots again instead of exiting.
+    pub fn reboots(self) -> bool {
+        self == Flow::Dogfood
+    }
+}
+
+/// The dogfood cell's ESP: room for the kernel package's files, the classic initramfs, and
+/// what `builder install` adds (the image, the mini initramfs and, vfat having no hard links,
+/// a copy of the classic initramfs as the fallback) with its 8 MiB to spare; 512 MiB is what
+/// distribution installers commonly give an ESP.
+pub const DOGFOOD_ESP_MIB: u64 = 512;
 
 impl MachineKind {
     pub fn board(self) -> testvm::machine::Board {
@@ -481,6 +500,7 @@ impl MatrixSpec {
             Flow::Dracut => "dracut",
             Flow::DracutClassic => "dracut-classic",
             Flow::PrepareOnly => "prepare-only",
+            Flow::Dogfood => "dogfood",
         };
         let firmware = match self.firmware {
             Firmware::Direct => "",
@@ -530,6 +550,11 @@ impl Cell {
             empty_cdrom: self.empty_cdrom,
             uncompressed: self.flow == Flow::PrepareOnly,
             bus: self.bus,
+            boot_min_mib: if self.flow == Flow::Dogfood {
+                DOGFOOD_ESP_MIB
+            } else {
+                0
+            },
         }
     }
 
@@ -690,6 +715,19 @@ pub fn read_cells(root: &Path) -> Result<Vec<Cell>> {
             bail!(
                 "{}: cell {} boots through UEFI firmware, which reads the bootloader from the ESP: \
                  it needs boot_fs = \"vfat\"",
+                path.display(),
+                cell.name
+            );
+        }
+        if cell.flow == Flow::Dogfood
+            && !(cell.firmware == Firmware::Uefi
+                && cell.boot_fs == crate::images::BootFsKind::Vfat
+                && cell.real_root
+                && cell.end == CellEnd::PowerOff)
+        {
+            bail!(
+                "{}: cell {}: flow dogfood boots a real root through firmware and powers off                  by itself: it needs firmware = \"uefi\", boot_fs = \"vfat\", real_root = true \
+                 and the default end",
                 path.display(),
                 cell.name
             );

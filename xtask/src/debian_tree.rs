@@ -229,7 +229,7 @@ pub fn real_root(sh: &Shell, kernel: &Kernel, spec: &RootSpec) -> Result<RealRoo
     })
 }
 
-fn initramfs_name(release: &str) -> String {
+pub(crate) fn initramfs_name(release: &str) -> String {
     format!("initrd.img-{release}")
 }
 
@@ -248,7 +248,7 @@ fn tree_key(arch: Arch, kernel_sha256: &str, release: &str, epoch: u64) -> Strin
 }
 
 /// The real root's key: its tree's key and the spec.
-fn root_key(tree_key: &str, spec: &RootSpec) -> String {
+pub(crate) fn root_key(tree_key: &str, spec: &RootSpec) -> String {
     hash(&[
         ROOT_RECIPE,
         tree_key,
@@ -259,7 +259,7 @@ fn root_key(tree_key: &str, spec: &RootSpec) -> String {
     ])
 }
 
-fn hash(parts: &[&str]) -> String {
+pub(crate) fn hash(parts: &[&str]) -> String {
     let mut hasher = Sha256::new();
     for part in parts {
         hasher.update(part.as_bytes());
@@ -271,7 +271,7 @@ fn hash(parts: &[&str]) -> String {
 /// Fills the cache entry `entry` once, shared by concurrent processes: under `entry/.lock`, unless
 /// `.complete` is there, `build` fills `entry/tmp` (a leftover of a killed run is removed first),
 /// which is then renamed to `entry/done` and marked complete. Returns `entry/done`.
-fn fill_once(entry: &Path, build: impl FnOnce(&Path) -> Result<()>) -> Result<PathBuf> {
+pub(crate) fn fill_once(entry: &Path, build: impl FnOnce(&Path) -> Result<()>) -> Result<PathBuf> {
     std::fs::create_dir_all(entry).with_context(|| format!("creating {}", entry.display()))?;
     let lock_path = entry.join(".lock");
     let lock =
@@ -437,6 +437,15 @@ fn build_root(sh: &Shell, tree: &DebianTree, spec: &RootSpec, work: &Path) -> Re
         .quiet()
         .run()
         .with_context(|| format!("hard-linking {} to {}", from.display(), to.display()))?;
+    add_real_root_files(&to, spec)?;
+    std::fs::copy(&tree.packages, work.join("packages.txt"))
+        .with_context(|| format!("copying {}", tree.packages.display()))?;
+    Ok(())
+}
+
+/// What makes a tree a real root for `spec`'s disk: its fstab, systemd's status on the console
+/// and the report unit. Every file is written fresh (never through a hard link into the tree).
+pub(crate) fn add_real_root_files(to: &Path, spec: &RootSpec) -> Result<()> {
     replace_file(&to.join("etc/fstab"), &spec.fstab())?;
     // ShowStatus=yes: "Reached target … Multi-User System" reaches the serial console even when
     // the command line says `quiet` (a config setting outranks `quiet`).
@@ -460,14 +469,12 @@ fn build_root(sh: &Shell, tree: &DebianTree, spec: &RootSpec, work: &Path) -> Re
     let _ = std::fs::remove_file(&link); // a fresh link, never one into the tree
     std::os::unix::fs::symlink(format!("../{REPORT_UNIT_NAME}"), &link)
         .with_context(|| format!("enabling {}", link.display()))?;
-    std::fs::copy(&tree.packages, work.join("packages.txt"))
-        .with_context(|| format!("copying {}", tree.packages.display()))?;
     Ok(())
 }
 
 /// Writes `path` as a new file: unlinked first, so a hard link into the tree is never written
 /// through.
-fn replace_file(path: &Path, contents: &str) -> Result<()> {
+pub(crate) fn replace_file(path: &Path, contents: &str) -> Result<()> {
     match std::fs::remove_file(path) {
         Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
             return Err(error).with_context(|| format!("removing {}", path.display()));

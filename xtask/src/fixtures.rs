@@ -314,7 +314,7 @@ fn fetched(pin: &DebPin, version: &str, sha256: &str, pinned: bool, root: PathBu
 
 /// `apt-get download package=version` into `dir`; refreshes the package lists once when apt
 /// does not know the package (a fresh machine may have none).
-fn apt_download(sh: &Shell, dir: &Path, package: &str, version: &str) -> Result<()> {
+pub(crate) fn apt_download(sh: &Shell, dir: &Path, package: &str, version: &str) -> Result<()> {
     let _cd = sh.push_dir(dir);
     let spec = format!("{package}={version}");
     // As root apt drops to the _apt user, who cannot write to our cache: download as ourselves.

@@ -143,6 +143,9 @@ pub struct Layout {
     pub uncompressed: bool,
     /// The boot disk's bus: its storage preset goes in the mini initramfs.
     pub bus: crate::cells::Bus,
+    /// The boot partition's least size in MiB (0: only what [`boot_partition_mib`] gives),
+    /// for a /boot that must take files the guest writes later.
+    pub boot_min_mib: u64,
 }
 
 /// Everything a cell boots from.
@@ -197,21 +200,31 @@ fn bls_entry_name(release: &str) -> String {
     format!("debian-{release}.conf")
 }
 
-/// Lays out `esp` (the /boot directory that becomes the ESP) for `boot`.
+/// Lays out `esp` (the /boot directory that becomes the ESP) for `boot`, with `kernel`'s
+/// vmlinuz and `mini_initramfs` as the entry's files.
 fn populate_esp(esp: &Path, boot: &EspBoot, kernel: &Kernel, mini_initramfs: &Path) -> Result<()> {
     let release = &kernel.release;
-    let copy = |from: &Path, to: &str| -> Result<()> {
-        let target = esp.join(to);
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        std::fs::copy(from, &target)
-            .with_context(|| format!("copying {} to {}", from.display(), target.display()))?;
-        Ok(())
-    };
-    copy(&boot.loader, &boot.removable_path)?;
-    copy(&kernel.vmlinuz, &format!("vmlinuz-{release}"))?;
-    copy(mini_initramfs, &format!("initrd.img-{release}"))?;
+    copy_into(esp, &kernel.vmlinuz, &format!("vmlinuz-{release}"))?;
+    copy_into(esp, mini_initramfs, &format!("initrd.img-{release}"))?;
+    write_esp_loader(esp, boot, release)
+}
+
+/// Copies `from` to `dir/to`, making the directories on the way.
+fn copy_into(dir: &Path, from: &Path, to: &str) -> Result<()> {
+    let target = dir.join(to);
+    if let Some(parent) = target.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::copy(from, &target)
+        .with_context(|| format!("copying {} to {}", from.display(), target.display()))?;
+    Ok(())
+}
+
+/// systemd-boot, its loader.conf and the one BLS entry on `esp`, which loads
+/// `/vmlinuz-<release>` and `/initrd.img-<release>` from the ESP's root (the files themselves
+/// are the caller's).
+fn write_esp_loader(esp: &Path, boot: &EspBoot, release: &str) -> Result<()> {
+    copy_into(esp, &boot.loader, &boot.removable_path)?;
     let entries = esp.join("loader/entries");
     std::fs::create_dir_all(&entries)?;
     let entry = bls_entry_name(release);
@@ -397,7 +410,62 @@ fn boot_disk(
         populate_esp(&boot, esp, kernel, initramfs)?;
     }
     let disk = work.join("disk.img");
-    build_boot_disk(&boot, layout.boot_fs, layout.bus, real_root, &disk)?;
+    build_boot_disk(&boot, layout, real_root, &disk)?;
+    Ok(disk)
+}
+
+/// Builds the dogfood cell's disk into `work` (see `xtask::dogfood`): the ESP holds what the
+/// kernel package and dracut's hook put in /boot (`vmlinuz-`, `config-`, `System.map-`,
+/// `initrd.img-<kver>`: the classic initramfs, whole) and systemd-boot with the entry that
+/// loads them; the root is the dogfood root, hard-linked, with this run's builder and
+/// storage-init copied in where the README installs them. Returns the disk.
+pub fn build_dogfood_cell(
+    kernel: &Kernel,
+    dogfood: &crate::dogfood::DogfoodRoot,
+    builder: &Path,
+    storage_init: &Path,
+    layout: Layout,
+    esp: &EspBoot,
+    work: &Path,
+) -> Result<PathBuf> {
+    let (boot, _) = empty_boot(work, kernel)?;
+    for entry in std::fs::read_dir(&dogfood.boot)
+        .with_context(|| format!("listing {}", dogfood.boot.display()))?
+    {
+        let entry = entry?;
+        copy_into(&boot, &entry.path(), &entry.file_name().to_string_lossy())?;
+    }
+    write_esp_loader(&boot, esp, &kernel.release)?;
+    let root = work.join("root");
+    if root.exists() {
+        std::fs::remove_dir_all(&root).with_context(|| format!("emptying {}", root.display()))?;
+    }
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg("--link")
+        .arg(&dogfood.root)
+        .arg(&root)
+        .status()
+        .context("running cp")?;
+    if !status.success() {
+        anyhow::bail!(
+            "hard-linking {} to {}: cp {status}",
+            dogfood.root.display(),
+            root.display()
+        );
+    }
+    // Fresh files (never written through a link into the cache), as `install -m755` makes them.
+    for (from, to) in [
+        (builder, crate::dogfood::GUEST_BUILDER),
+        (storage_init, crate::dogfood::GUEST_STORAGE_INIT),
+    ] {
+        let target = root.join(to);
+        let _ = std::fs::remove_file(&target); // absent in the root: fine
+        copy_into(&root, from, to)?;
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755))?;
+    }
+    let disk = work.join("disk.img");
+    build_boot_disk(&boot, layout, Some(&root), &disk)?;
     Ok(disk)
 }
 
@@ -535,11 +603,11 @@ fn modules_for(kernel: &Kernel, layout: Layout) -> Result<(Vec<String>, Vec<Stri
 /// 4096-byte sectors for a 4Kn NVMe drive.
 pub fn build_boot_disk(
     boot: &Path,
-    boot_fs: BootFsKind,
-    bus: crate::cells::Bus,
+    layout: Layout,
     real_root: Option<&Path>,
     disk: &Path,
 ) -> Result<()> {
+    let (boot_fs, bus) = (layout.boot_fs, layout.bus);
     let power_of_two_size = bus == crate::cells::Bus::Sd;
     let sector_size = bus.logical_block_size().into();
     let guid = |s: &str| {
@@ -558,7 +626,7 @@ pub fn build_boot_disk(
             },
         },
         label: "boot".to_owned(),
-        size_mib: boot_partition_mib(boot)?,
+        size_mib: boot_partition_mib(boot)?.max(layout.boot_min_mib),
         contents: boot.to_path_buf(),
         keep_owners: false,
     }];

@@ -7,6 +7,7 @@ pub mod cells;
 pub mod cli;
 pub mod deb;
 pub mod debian_tree;
+pub mod dogfood;
 pub mod download;
 pub mod dracut_fixture;
 pub mod fixtures;

@@ -452,7 +452,8 @@ fn boot_cell(
 
     let storage_init = crate::static_build::build_for_arch(sh, root, cell.machine.arch())?;
     let esp = uefi.as_ref().map(|(esp, _)| esp);
-    let real_root = if cell.real_root {
+    // The dogfood flow brings a root of its own (the kernel installed as a package).
+    let real_root = if cell.real_root && cell.flow != Flow::Dogfood {
         let spec = images::root_spec(cell.boot_fs);
         Some(crate::debian_tree::real_root(sh, &kernel, &spec)?.root)
     } else {
@@ -499,6 +500,25 @@ fn boot_cell(
             )?;
             (initramfs, disk)
         }
+        Flow::Dogfood => {
+            let esp = esp.context("flow dogfood boots through UEFI firmware")?;
+            let spec = images::root_spec(cell.boot_fs);
+            let dogfood = crate::dogfood::dogfood_root(sh, &kernel, &spec)?;
+            let builder = crate::dogfood::builder_binary(sh, root)?;
+            let disk = images::build_dogfood_cell(
+                &kernel,
+                &dogfood,
+                &builder,
+                &storage_init,
+                cell.layout(),
+                esp,
+                &build,
+            )?;
+            let initramfs = dogfood
+                .boot
+                .join(crate::debian_tree::initramfs_name(&kernel.release));
+            (initramfs, disk)
+        }
     };
     let boot_disk = testvm::machine::Disk {
         path: disk,
@@ -535,7 +555,11 @@ fn boot_cell(
         },
         hotplug_ports: u32::from(cell.hotplug.is_some()),
         empty_cdroms: u32::from(cell.empty_cdrom),
-        on_reboot: testvm::machine::GuestReboot::ExitQemu,
+        on_reboot: if cell.flow.reboots() {
+            testvm::machine::GuestReboot::Restart
+        } else {
+            testvm::machine::GuestReboot::ExitQemu
+        },
     };
     let config =
         builder::kernel_config::KernelConfig::locate(kernel.modules_root(), &kernel.release)

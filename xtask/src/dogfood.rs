@@ -1,0 +1,389 @@
+//! The dogfood cell (issue 6 item 7): `builder install` run inside a booted Debian machine
+//! exactly as the README tells a user, then the machine rebooted through its firmware and
+//! bootloader, the install undone, and the kernel removed through the distribution.
+//!
+//! Host side: a Debian root in which the fixture kernel is installed *as a package* (its .deb
+//! with `dpkg -i` in the tree, so its postinst runs dracut's kernel hook and writes
+//! `/boot/initrd.img-<kver>`, and `apt-get purge` can later remove it through the hooks), cached
+//! like the other roots ([`dogfood_root`]); the builder as the README builds it
+//! ([`builder_binary`]). Guest side: a oneshot unit running [`GUEST_SCRIPT`] once per boot, its
+//! stage kept on the root's disk:
+//!
+//! 1. classic boot (the dracut initramfs whole): `initoverlayfs-builder install --kver
+//!    $(uname -r)`, show what changed in /boot, reboot;
+//! 2. through storage-init and the image: prove it, `initoverlayfs-builder uninstall`, reboot;
+//! 3. classic again: install once more (so the removal hooks are in place), `apt-get purge` the
+//!    running kernel, check the image, the fallback and the kernel's files are gone, power off.
+//!
+//! Every line of evidence goes to the kernel log (`<5>`, notice), so it carries the guest's
+//! clock on the serial console; each `echo` opens /dev/kmsg afresh, so the per-open-file rate
+//! limit never drops one.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use xshell::{Shell, cmd};
+
+use crate::debian_tree::{RootSpec, debian_tree, fill_once, hash, replace_file, root_key};
+use crate::fixtures::{Kernel, cache_dir};
+
+/// Bumped whenever what [`dogfood_root`] makes changes, so the cache is rebuilt.
+const DOGFOOD_RECIPE: &str = "v1 full copy of the tree, linux-base and the kernel .deb installed with dpkg -i, /boot moved out, real root files, dogfood unit";
+
+/// Where the README installs the builder (`builder::install::DEFAULT_BUILDER_PATH`, where the
+/// hooks look for it).
+pub const GUEST_BUILDER: &str = "usr/local/sbin/initoverlayfs-builder";
+/// Where the README installs the static storage-init (`builder::install::DEFAULT_STORAGE_INIT`).
+pub const GUEST_STORAGE_INIT: &str = "usr/lib/initoverlayfs/storage-init";
+
+const SCRIPT_PATH: &str = "usr/local/sbin/initoverlayfs-dogfood";
+const UNIT_NAME: &str = "initoverlayfs-dogfood.service";
+/// After multi-user.target, so every stage starts on a machine that reached it (and says so:
+/// `multi-user=active`). Its output also goes to the console, so the builder's and apt's own
+/// words are in the cell's console.log.
+const UNIT: &str = "[Unit]
+Description=initoverlayfs-rs dogfood cell: install, undo, remove the kernel (one stage per boot)
+After=multi-user.target
+
+[Service]
+Type=oneshot
+ExecStart=/usr/local/sbin/initoverlayfs-dogfood
+TimeoutStartSec=infinity
+StandardOutput=journal+console
+StandardError=journal+console
+
+[Install]
+WantedBy=multi-user.target
+";
+
+/// The guest's driver. The install and undo commands are the README's, verbatim (without
+/// `sudo`: the unit runs as root); a test checks the README still says so.
+pub const GUEST_SCRIPT: &str = r#"#!/bin/sh
+# initoverlayfs-rs dogfood cell (xtask/src/dogfood.rs): one stage per boot, the stage kept in
+# /var/lib/initoverlayfs-dogfood/stage on the root's disk.
+set -u
+kver=$(uname -r)
+dir=/var/lib/initoverlayfs-dogfood
+mkdir -p "$dir"
+stage=$(cat "$dir/stage" 2>/dev/null || echo 1)
+say() { echo "<5>initoverlayfs-dogfood: $*" > /dev/kmsg; }
+fail() { say "FAILED: $*"; systemctl --no-block poweroff; exit 1; }
+next() { echo "$1" > "$dir/stage"; sync; }
+# This boot's kernel log (log_buf_len on the command line keeps all of it).
+has() { if dmesg | grep -qF "$1"; then echo yes; else echo no; fi; }
+storage_init=$(has 'storage-init: ')
+multi_user=$(systemctl is-active multi-user.target)
+# /boot as `path:KiB` words: what install, uninstall and the purge change.
+boot_files() {
+    (cd /boot && find . -type f | sed 's|^\./||' | sort | while read -r f; do
+        printf '%s:%s ' "$f" $(( $(stat -c %s "$f") / 1024 ))
+    done)
+}
+hooks() {
+    ls /etc/kernel/postinst.d/zz-initoverlayfs /etc/kernel/postrm.d/zz-initoverlayfs \
+        /etc/initramfs/post-update.d/initoverlayfs 2>/dev/null | wc -l
+}
+# Runs "$@", leaving its exit status in $rc and its duration in $ms.
+timed() {
+    start=$(date +%s%N)
+    "$@"
+    rc=$?
+    ms=$(( ($(date +%s%N) - start) / 1000000 ))
+}
+
+case "$stage" in
+1)
+    say "boot 1 classic storage-init=$storage_init multi-user=$multi_user"
+    [ "$storage_init" = no ] || fail "boot 1 went through storage-init"
+    say "boot 1 /boot before: $(boot_files)"
+    timed initoverlayfs-builder install --kver $(uname -r)
+    [ "$rc" = 0 ] || fail "boot 1: install exited $rc"
+    say "boot 1 installed exit=$rc in $ms ms hooks=$(hooks)"
+    say "boot 1 /boot after: $(boot_files)"
+    next 2
+    systemctl --no-block reboot
+    ;;
+2)
+    image=$(has "storage-init: mounted /boot/initoverlayfs-$kver.img (erofs")
+    overlay=$(has 'storage-init: mounted overlay on /sysroot')
+    say "boot 2 storage-init=$storage_init image=$image overlay=$overlay multi-user=$multi_user"
+    [ "$storage_init$image$overlay" = yesyesyes ] || fail "boot 2 did not go through storage-init"
+    timed initoverlayfs-builder uninstall
+    [ "$rc" = 0 ] || fail "boot 2: uninstall exited $rc"
+    say "boot 2 uninstalled exit=$rc in $ms ms hooks=$(hooks)"
+    say "boot 2 /boot after: $(boot_files)"
+    next 3
+    systemctl --no-block reboot
+    ;;
+3)
+    say "boot 3 classic storage-init=$storage_init multi-user=$multi_user"
+    [ "$storage_init" = no ] || fail "boot 3 went through storage-init"
+    # Installed again, so that the removal goes through the hooks install puts in place.
+    timed initoverlayfs-builder install --kver $(uname -r)
+    [ "$rc" = 0 ] || fail "boot 3: install exited $rc"
+    say "boot 3 installed again exit=$rc in $ms ms hooks=$(hooks)"
+    # The running kernel: linux-base's prerm check lets it go without a question only
+    # non-interactively.
+    timed env DEBIAN_FRONTEND=noninteractive apt-get purge -y "linux-image-$kver"
+    left=
+    for f in "initoverlayfs-$kver.img" "initrd.img-$kver.classic" "initrd.img-$kver" \
+        "vmlinuz-$kver" "config-$kver" "System.map-$kver" \
+        "loader/entries/debian-$kver.initoverlayfs-classic.conf"; do
+        [ -e "/boot/$f" ] && left="$left,$f"
+    done
+    left=${left#,}
+    say "boot 3 purged linux-image-$kver exit=$rc in $ms ms left=${left:-none}"
+    say "boot 3 /boot after: $(boot_files)"
+    next done
+    systemctl --no-block poweroff
+    ;;
+*)
+    say "stage $stage: nothing left to do"
+    ;;
+esac
+"#;
+
+/// A Debian root with the fixture kernel installed as a package, its /boot moved out.
+#[derive(Debug, Clone)]
+pub struct DogfoodRoot {
+    /// The root directory (its /boot empty: the ESP is mounted there). Shared and cached: link
+    /// or copy it, never write into it.
+    pub root: PathBuf,
+    /// What the kernel package and dracut's hook put in /boot: `vmlinuz-`, `config-`,
+    /// `System.map-` and `initrd.img-<kver>`. It goes onto the ESP.
+    pub boot: PathBuf,
+    /// `dpkg-query -W` of the root, the kernel package included.
+    pub packages: PathBuf,
+}
+
+/// The dogfood root for `kernel` and `spec`'s disk, built or found in the cache:
+/// `debian-dogfood/<arch>-<key>/done/{root/, boot/, packages.txt}`.
+pub fn dogfood_root(sh: &Shell, kernel: &Kernel, spec: &RootSpec) -> Result<DogfoodRoot> {
+    let tree = debian_tree(sh, kernel)?;
+    let key = dogfood_key(&root_key(&tree.key, spec));
+    let entry =
+        cache_dir()
+            .join("debian-dogfood")
+            .join(format!("{}-{}", tree.arch.debian(), &key[..16]));
+    let done = fill_once(&entry, |work| build(sh, &tree.root, kernel, spec, work))?;
+    Ok(DogfoodRoot {
+        root: done.join("root"),
+        boot: done.join("boot"),
+        packages: done.join("packages.txt"),
+    })
+}
+
+fn dogfood_key(root_key: &str) -> String {
+    hash(&[DOGFOOD_RECIPE, root_key, GUEST_SCRIPT, UNIT])
+}
+
+/// A full copy of the tree (dpkg appends to logs in place: a hard-linked copy would write
+/// through into the shared tree), the kernel package installed in it, /boot moved out.
+fn build(sh: &Shell, tree: &Path, kernel: &Kernel, spec: &RootSpec, work: &Path) -> Result<()> {
+    let root = work.join("root");
+    cmd!(sh, "cp -a --reflink=auto {tree} {root}")
+        .quiet()
+        .run()
+        .with_context(|| format!("copying {} to {}", tree.display(), root.display()))?;
+    let debs = root.join("tmp/initoverlayfs-debs");
+    std::fs::create_dir_all(&debs).with_context(|| format!("creating {}", debs.display()))?;
+    let kernel_deb = fetch_kernel_deb(sh, kernel, &debs)?;
+    // The kernel package pre-depends on linux-base (its update-symlinks and removal check),
+    // which the tree does not have: the mirror's current version, recorded in packages.txt.
+    {
+        let _cd = sh.push_dir(&debs);
+        cmd!(
+            sh,
+            "apt-get download -q -o APT::Sandbox::User=root linux-base"
+        )
+        .quiet()
+        .ignore_stdout()
+        .run()
+        .context("apt-get download linux-base")?;
+    }
+    let linux_base = single_deb_named(&debs, "linux-base_")?;
+    eprintln!(
+        "dogfood: installing {} in a copy of the Debian tree (its postinst runs dracut)",
+        kernel.fetched.package
+    );
+    let started = std::time::Instant::now();
+    for deb in [&linux_base, &kernel_deb] {
+        let inside = Path::new("/").join(deb.strip_prefix(&root)?);
+        in_chroot(
+            sh,
+            &root,
+            &format!(
+                "DEBIAN_FRONTEND=noninteractive dpkg -i {}",
+                inside.display()
+            ),
+        )
+        .with_context(|| format!("dpkg -i {}", deb.display()))?;
+    }
+    std::fs::remove_dir_all(&debs).with_context(|| format!("removing {}", debs.display()))?;
+    eprintln!(
+        "dogfood: kernel package installed in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    let release = &kernel.release;
+    let initrd = root
+        .join("boot")
+        .join(crate::debian_tree::initramfs_name(release));
+    if !initrd.is_file() {
+        bail!(
+            "the kernel's postinst left no {} (did dracut's kernel hook run?)",
+            initrd.display()
+        );
+    }
+    // The real root's /boot is the ESP, mounted over it: its files go onto the ESP.
+    let boot = work.join("boot");
+    std::fs::create_dir_all(&boot).with_context(|| format!("creating {}", boot.display()))?;
+    for entry in std::fs::read_dir(root.join("boot"))? {
+        let entry = entry?;
+        std::fs::rename(entry.path(), boot.join(entry.file_name()))
+            .with_context(|| format!("moving {} out of the root", entry.path().display()))?;
+    }
+    crate::debian_tree::add_real_root_files(&root, spec)?;
+    let script = root.join(SCRIPT_PATH);
+    replace_file(&script, GUEST_SCRIPT)?;
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .with_context(|| format!("making {} executable", script.display()))?;
+    let units = root.join("etc/systemd/system");
+    replace_file(&units.join(UNIT_NAME), UNIT)?;
+    let link = units.join("multi-user.target.wants").join(UNIT_NAME);
+    let _ = std::fs::remove_file(&link); // absent in a fresh copy; a fresh link either way
+    std::os::unix::fs::symlink(format!("../{UNIT_NAME}"), &link)
+        .with_context(|| format!("enabling {}", link.display()))?;
+    let format = "${binary:Package}\t${Version}\t${Architecture}\n";
+    let packages = cmd!(sh, "chroot {root} dpkg-query -W -f {format}")
+        .quiet()
+        .read()
+        .context("listing the dogfood root's packages")?;
+    std::fs::write(work.join("packages.txt"), packages + "\n")?;
+    Ok(())
+}
+
+/// The kernel fixture's own .deb, downloaded again (the fixture cache keeps only its unpacked
+/// tree) and checked against the sha256 the fixture was unpacked from.
+fn fetch_kernel_deb(sh: &Shell, kernel: &Kernel, dir: &Path) -> Result<PathBuf> {
+    let fetched = &kernel.fetched;
+    crate::fixtures::apt_download(sh, dir, &fetched.package, &fetched.version)?;
+    let name = fetched
+        .package
+        .split(':')
+        .next()
+        .unwrap_or(&fetched.package);
+    let deb = single_deb_named(dir, &format!("{name}_"))?;
+    let sha256 = crate::fixtures::sha256_file(&deb)?;
+    if sha256 != fetched.sha256 {
+        bail!(
+            "{}: sha256 {sha256}, but the kernel fixture was unpacked from {}: refusing to install it",
+            deb.display(),
+            fetched.sha256
+        );
+    }
+    Ok(deb)
+}
+
+fn single_deb_named(dir: &Path, prefix: &str) -> Result<PathBuf> {
+    std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            let name = p.file_name().unwrap_or_default().to_string_lossy();
+            name.starts_with(prefix) && name.ends_with(".deb")
+        })
+        .with_context(|| {
+            format!(
+                "apt-get download left no {prefix}*.deb in {}",
+                dir.display()
+            )
+        })
+}
+
+/// Runs `command` (a shell line) chrooted into `root`, with /proc, /sys and /dev mounted for it
+/// in a mount namespace of its own: the mounts vanish with the process, even a killed one, and
+/// never show in the host's mount table.
+fn in_chroot(sh: &Shell, root: &Path, command: &str) -> Result<()> {
+    let script = format!(
+        r#"set -e
+mount -t proc proc "$1/proc"
+mount -t sysfs sysfs "$1/sys"
+mount --rbind /dev "$1/dev"
+exec chroot "$1" /bin/sh -c "$2""#
+    );
+    cmd!(
+        sh,
+        "unshare --mount --propagation private sh -c {script} sh {root} {command}"
+    )
+    .quiet()
+    .run()?;
+    Ok(())
+}
+
+/// The builder exactly as the README builds it (`cargo build --release -p builder`): a
+/// binary linked against the host's glibc, which runs in the guest's Debian 12 root as long as
+/// the host's glibc is not newer (the project's hosts are Debian 12 too).
+pub fn builder_binary(sh: &Shell, project: &Path) -> Result<PathBuf> {
+    let _dir = sh.push_dir(project);
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    cmd!(sh, "{cargo} build --quiet --release -p builder")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .run()
+        .context("building the builder (cargo build --release -p builder)")?;
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| project.join("target"), PathBuf::from);
+    let binary = target.join("release/builder");
+    if !binary.is_file() {
+        bail!("cargo built no {}", binary.display());
+    }
+    Ok(binary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The guest runs the README's install and undo lines word for word (less `sudo`): if the
+    /// README changes what it tells a user, the dogfood cell must follow.
+    #[test]
+    fn the_guest_runs_the_readme_commands() {
+        let readme =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+                .unwrap();
+        let command = |verb: &str| -> String {
+            let line = readme
+                .lines()
+                .find(|l| l.starts_with(&format!("sudo initoverlayfs-builder {verb}")))
+                .unwrap_or_else(|| {
+                    panic!("README has no `sudo initoverlayfs-builder {verb}` line")
+                });
+            let command = line.split('#').next().unwrap().trim();
+            command.strip_prefix("sudo ").unwrap().to_owned()
+        };
+        let install = command("install");
+        assert_eq!(install, "initoverlayfs-builder install --kver $(uname -r)");
+        assert!(GUEST_SCRIPT.contains(&format!("timed {install}\n")));
+        let uninstall = command("uninstall");
+        assert_eq!(uninstall, "initoverlayfs-builder uninstall");
+        assert!(GUEST_SCRIPT.contains(&format!("timed {uninstall}\n")));
+    }
+
+    #[test]
+    fn the_guest_paths_are_the_builders_defaults() {
+        assert_eq!(
+            format!("/{GUEST_BUILDER}"),
+            builder::install::DEFAULT_BUILDER_PATH
+        );
+        assert_eq!(
+            format!("/{GUEST_STORAGE_INIT}"),
+            builder::install::DEFAULT_STORAGE_INIT
+        );
+        assert!(UNIT.contains(&format!("ExecStart=/{SCRIPT_PATH}\n")));
+    }
+
+    #[test]
+    fn the_key_follows_the_root_and_the_guest_side() {
+        assert_eq!(dogfood_key("a"), dogfood_key("a"));
+        assert_ne!(dogfood_key("a"), dogfood_key("b"));
+        assert_ne!(dogfood_key("a"), hash(&[DOGFOOD_RECIPE, "a"]));
+    }
+}
