@@ -499,6 +499,21 @@ pub fn install(options: &InstallOptions) -> Result<InstallReport, InstallError> 
     Ok(report)
 }
 
+/// What `install` tells the user to run to undo everything: `program` as they invoked it
+/// (its file name: `initoverlayfs-builder` once installed as the README says), with `--root`
+/// only for a tree. Without `--kver`, uninstall also removes the hooks; with it, the hooks
+/// would install the next kernel again.
+pub fn undo_hint(program: &str, root: &Path) -> String {
+    let program = Path::new(program)
+        .file_name()
+        .map_or_else(|| "builder".into(), |name| name.to_string_lossy());
+    if root == Path::new("/") {
+        format!("{program} uninstall")
+    } else {
+        format!("{program} uninstall --root {}", root.display())
+    }
+}
+
 /// Undoes `install` for one kernel: the classic initramfs back in place (one rename), the
 /// image and the fallback entries removed. With `kernel_removed` (the kernel is being
 /// uninstalled) the classic fallback is deleted instead of restored.
@@ -831,6 +846,29 @@ mod tests {
             BootLayout::fallback_entry(Path::new("/b/loader/entries/abc-6.1.0.conf")),
             Path::new("/b/loader/entries/abc-6.1.0.initoverlayfs-classic.conf")
         );
+    }
+
+    #[test]
+    fn the_undo_hint_undoes_everything() {
+        let check = |program: &str, root: &str, expected: &str| {
+            assert_eq!(undo_hint(program, Path::new(root)), expected);
+        };
+        check(
+            "initoverlayfs-builder",
+            "/",
+            "initoverlayfs-builder uninstall",
+        );
+        check(
+            "/usr/local/sbin/initoverlayfs-builder",
+            "/",
+            "initoverlayfs-builder uninstall",
+        );
+        check(
+            "target/debug/builder",
+            "/srv/image",
+            "builder uninstall --root /srv/image",
+        );
+        check("", "/", "builder uninstall");
     }
 
     #[test]

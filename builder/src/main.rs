@@ -350,11 +350,11 @@ fn run(cli: Cli) -> Result<()> {
             for step in report.steps {
                 println!("{step}");
             }
+            let program = std::env::args().next().unwrap_or_default();
             println!(
-                "installed initoverlayfs for {}; undo with `builder uninstall --kver {} --root {}`",
+                "installed initoverlayfs for {}; undo with `{}`",
                 options.kver,
-                options.kver,
-                options.root.display()
+                builder::install::undo_hint(&program, &options.root)
             );
             Ok(())
         }
