@@ -28,7 +28,7 @@ use crate::debian_tree::{RootSpec, debian_tree, fill_once, hash, replace_file, r
 use crate::fixtures::{Kernel, cache_dir};
 
 /// Bumped whenever what [`dogfood_root`] makes changes, so the cache is rebuilt.
-const DOGFOOD_RECIPE: &str = "v1 full copy of the tree, linux-base and the kernel .deb installed with dpkg -i, /boot moved out, real root files, dogfood unit";
+const DOGFOOD_RECIPE: &str = "v2 full copy of the tree, linux-base and the kernel .deb installed with dpkg -i, /boot moved out, real root files";
 
 /// Where the README installs the builder (`builder::install::DEFAULT_BUILDER_PATH`, where the
 /// hooks look for it).
@@ -56,7 +56,7 @@ StandardError=journal+console
 WantedBy=multi-user.target
 ";
 
-/// The guest's driver. The install and undo commands are the README's, verbatim (without
+/// The guest's driver, one stage per boot. The install and undo commands are the README's, verbatim (without
 /// `sudo`: the unit runs as root); a test checks the README still says so.
 pub const GUEST_SCRIPT: &str = r#"#!/bin/sh
 # initoverlayfs-rs dogfood cell (xtask/src/dogfood.rs): one stage per boot, the stage kept in
@@ -70,7 +70,8 @@ say() { echo "<5>initoverlayfs-dogfood: $*" > /dev/kmsg; }
 fail() { say "FAILED: $*"; systemctl --no-block poweroff; exit 1; }
 next() { echo "$1" > "$dir/stage"; sync; }
 # This boot's kernel log (log_buf_len on the command line keeps all of it).
-has() { if dmesg | grep -qF "$1"; then echo yes; else echo no; fi; }
+# (grep reads it all: with -q, dmesg would complain of the closed pipe.)
+has() { if dmesg | grep -F "$1" > /dev/null; then echo yes; else echo no; fi; }
 storage_init=$(has 'storage-init: ')
 multi_user=$(systemctl is-active multi-user.target)
 # /boot as `path:KiB` words: what install, uninstall and the purge change.
@@ -174,7 +175,7 @@ pub fn dogfood_root(sh: &Shell, kernel: &Kernel, spec: &RootSpec) -> Result<Dogf
 }
 
 fn dogfood_key(root_key: &str) -> String {
-    hash(&[DOGFOOD_RECIPE, root_key, GUEST_SCRIPT, UNIT])
+    hash(&[DOGFOOD_RECIPE, root_key])
 }
 
 /// A full copy of the tree (dpkg appends to logs in place: a hard-linked copy would write
@@ -243,6 +244,19 @@ fn build(sh: &Shell, tree: &Path, kernel: &Kernel, spec: &RootSpec, work: &Path)
             .with_context(|| format!("moving {} out of the root", entry.path().display()))?;
     }
     crate::debian_tree::add_real_root_files(&root, spec)?;
+    let format = "${binary:Package}\t${Version}\t${Architecture}\n";
+    let packages = cmd!(sh, "chroot {root} dpkg-query -W -f {format}")
+        .quiet()
+        .read()
+        .context("listing the dogfood root's packages")?;
+    std::fs::write(work.join("packages.txt"), packages + "\n")?;
+    Ok(())
+}
+
+/// Puts the guest's driver into a cell's copy of the dogfood root (not into the cache: editing
+/// the script costs no rebuild): [`GUEST_SCRIPT`] and its unit, enabled. Every file is written
+/// fresh, never through a hard link into the cache.
+pub fn add_guest_driver(root: &Path) -> Result<()> {
     let script = root.join(SCRIPT_PATH);
     replace_file(&script, GUEST_SCRIPT)?;
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
@@ -250,15 +264,9 @@ fn build(sh: &Shell, tree: &Path, kernel: &Kernel, spec: &RootSpec, work: &Path)
     let units = root.join("etc/systemd/system");
     replace_file(&units.join(UNIT_NAME), UNIT)?;
     let link = units.join("multi-user.target.wants").join(UNIT_NAME);
-    let _ = std::fs::remove_file(&link); // absent in a fresh copy; a fresh link either way
+    let _ = std::fs::remove_file(&link); // absent in the root; a fresh link either way
     std::os::unix::fs::symlink(format!("../{UNIT_NAME}"), &link)
         .with_context(|| format!("enabling {}", link.display()))?;
-    let format = "${binary:Package}\t${Version}\t${Architecture}\n";
-    let packages = cmd!(sh, "chroot {root} dpkg-query -W -f {format}")
-        .quiet()
-        .read()
-        .context("listing the dogfood root's packages")?;
-    std::fs::write(work.join("packages.txt"), packages + "\n")?;
     Ok(())
 }
 
@@ -303,13 +311,11 @@ fn single_deb_named(dir: &Path, prefix: &str) -> Result<PathBuf> {
 /// in a mount namespace of its own: the mounts vanish with the process, even a killed one, and
 /// never show in the host's mount table.
 fn in_chroot(sh: &Shell, root: &Path, command: &str) -> Result<()> {
-    let script = format!(
-        r#"set -e
+    let script = r#"set -e
 mount -t proc proc "$1/proc"
 mount -t sysfs sysfs "$1/sys"
 mount --rbind /dev "$1/dev"
-exec chroot "$1" /bin/sh -c "$2""#
-    );
+exec chroot "$1" /bin/sh -c "$2""#;
     cmd!(
         sh,
         "unshare --mount --propagation private sh -c {script} sh {root} {command}"
@@ -381,9 +387,10 @@ mod tests {
     }
 
     #[test]
-    fn the_key_follows_the_root_and_the_guest_side() {
+    fn the_key_follows_the_root() {
         assert_eq!(dogfood_key("a"), dogfood_key("a"));
         assert_ne!(dogfood_key("a"), dogfood_key("b"));
-        assert_ne!(dogfood_key("a"), hash(&[DOGFOOD_RECIPE, "a"]));
+        // Never the key of the real root it starts from.
+        assert_ne!(dogfood_key("a"), "a");
     }
 }

@@ -417,8 +417,8 @@ fn boot_disk(
 /// Builds the dogfood cell's disk into `work` (see `xtask::dogfood`): the ESP holds what the
 /// kernel package and dracut's hook put in /boot (`vmlinuz-`, `config-`, `System.map-`,
 /// `initrd.img-<kver>`: the classic initramfs, whole) and systemd-boot with the entry that
-/// loads them; the root is the dogfood root, hard-linked, with this run's builder and
-/// storage-init copied in where the README installs them. Returns the disk.
+/// loads them; the root is the dogfood root, hard-linked, with the guest's driver and this
+/// run's builder and storage-init copied in where the README installs them. Returns the disk.
 pub fn build_dogfood_cell(
     kernel: &Kernel,
     dogfood: &crate::dogfood::DogfoodRoot,
@@ -454,6 +454,7 @@ pub fn build_dogfood_cell(
             root.display()
         );
     }
+    crate::dogfood::add_guest_driver(&root)?;
     // Fresh files (never written through a link into the cache), as `install -m755` makes them.
     for (from, to) in [
         (builder, crate::dogfood::GUEST_BUILDER),
