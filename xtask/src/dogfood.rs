@@ -11,7 +11,9 @@
 //!
 //! 1. classic boot (the dracut initramfs whole): `initoverlayfs-builder install --kver
 //!    $(uname -r)`, show what changed in /boot, reboot;
-//! 2. through storage-init and the image: prove it, `initoverlayfs-builder uninstall`, reboot;
+//! 2. through storage-init and the image: prove it; run the kernel's postinst again
+//!    (`dpkg-reconfigure`, a kernel update's path: dracut's hook, then ours); then
+//!    `initoverlayfs-builder uninstall`, reboot;
 //! 3. classic again: install once more (so the removal hooks are in place), `apt-get purge` the
 //!    running kernel, check the image, the fallback and the kernel's files are gone, power off.
 //!
@@ -109,6 +111,18 @@ case "$stage" in
     overlay=$(has 'storage-init: mounted overlay on /sysroot')
     say "boot 2 storage-init=$storage_init image=$image overlay=$overlay multi-user=$multi_user"
     [ "$storage_init$image$overlay" = yesyesyes ] || fail "boot 2 did not go through storage-init"
+    # A kernel update's path: the kernel's postinst again. dracut's hook overwrites
+    # initrd.img-<kver> with a fresh classic initramfs, then ours (it sorts after dracut's)
+    # converts it: a mini initramfs is in place again and the fallback is the fresh one.
+    classic=/boot/initrd.img-$kver.classic
+    before=$(stat -c %Y "$classic")
+    sleep 2 # vfat keeps times to 2 s
+    timed env DEBIAN_FRONTEND=noninteractive dpkg-reconfigure "linux-image-$kver"
+    mini=no
+    [ "$(stat -c %s "/boot/initrd.img-$kver")" -lt "$(stat -c %s "$classic")" ] && mini=yes
+    renewed=no
+    [ "$(stat -c %Y "$classic")" -gt "$before" ] && renewed=yes
+    say "boot 2 kernel postinst again exit=$rc in $ms ms mini=$mini classic-renewed=$renewed"
     timed initoverlayfs-builder uninstall
     [ "$rc" = 0 ] || fail "boot 2: uninstall exited $rc"
     say "boot 2 uninstalled exit=$rc in $ms ms hooks=$(hooks)"
