@@ -84,7 +84,7 @@ ExecStart=/usr/local/sbin/initoverlayfs-test-report
 [Install]
 WantedBy=multi-user.target
 ";
-const REPORT_UNIT_NAME: &str = "initoverlayfs-test-report.service";
+pub(crate) const REPORT_UNIT_NAME: &str = "initoverlayfs-test-report.service";
 
 /// A Debian architecture the trees can be built for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -41,11 +41,12 @@ pub const GUEST_STORAGE_INIT: &str = "usr/lib/initoverlayfs/storage-init";
 const SCRIPT_PATH: &str = "usr/local/sbin/initoverlayfs-dogfood";
 const UNIT_NAME: &str = "initoverlayfs-dogfood.service";
 /// After multi-user.target, so every stage starts on a machine that reached it (and says so:
-/// `multi-user=active`). Its output also goes to the console, so the builder's and apt's own
-/// words are in the cell's console.log.
+/// `multi-user=active`), and after the real root's report (`debian_tree`), which copies the
+/// image the stages rewrite and whose line comes first. Its output also goes to the console,
+/// so the builder's and apt's own words are in the cell's console.log.
 const UNIT: &str = "[Unit]
 Description=initoverlayfs-rs dogfood cell: install, undo, remove the kernel (one stage per boot)
-After=multi-user.target
+After=multi-user.target initoverlayfs-test-report.service
 
 [Service]
 Type=oneshot
@@ -398,6 +399,10 @@ mod tests {
             builder::install::DEFAULT_STORAGE_INIT
         );
         assert!(UNIT.contains(&format!("ExecStart=/{SCRIPT_PATH}\n")));
+        assert!(UNIT.contains(&format!(
+            "After=multi-user.target {}\n",
+            crate::debian_tree::REPORT_UNIT_NAME
+        )));
     }
 
     #[test]
