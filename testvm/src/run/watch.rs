@@ -198,7 +198,7 @@ impl Watcher {
 mod tests {
     use super::*;
     use crate::run::console::TeeReader;
-    use std::io::{BufRead, BufReader, Write};
+    use std::io::{BufRead, BufReader, Read, Write};
 
     /// A watcher on one end of a socket pair; the other end plays the guest's console.
     fn watcher() -> (Watcher, UnixStream) {
@@ -211,6 +211,17 @@ mod tests {
             Watcher::new(reader, harness, transcript, start, &fatal),
             guest,
         )
+    }
+
+    /// Nothing (more) waits to be read on the guest's end.
+    fn assert_nothing_typed(guest: &mut UnixStream) {
+        guest.set_nonblocking(true).unwrap();
+        let mut rest = [0u8; 16];
+        let read = guest.read(&mut rest);
+        assert!(
+            matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "typed: {read:?}"
+        );
     }
 
     #[test]
@@ -242,12 +253,7 @@ mod tests {
             panic!("the line was on the console");
         };
         assert_eq!(reached.sent, None);
-        guest.set_nonblocking(true).unwrap();
-        let mut rest = [0u8; 16];
-        assert!(
-            matches!(std::io::Read::read(&mut guest, &mut rest), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
-            "nothing more was typed"
-        );
+        assert_nothing_typed(&mut guest);
     }
 
     #[test]
@@ -261,10 +267,6 @@ mod tests {
             watcher.reach(&prompt).unwrap(),
             Seen::Fatal { .. }
         ));
-        guest.set_nonblocking(true).unwrap();
-        let mut rest = [0u8; 16];
-        assert!(
-            matches!(std::io::Read::read(&mut guest, &mut rest), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
-        );
+        assert_nothing_typed(&mut guest);
     }
 }
