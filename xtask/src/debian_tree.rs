@@ -47,7 +47,8 @@ const PACKAGES: &str =
 /// Bumped whenever the tree's recipe (hooks, flags) changes, so the cache is rebuilt.
 const TREE_RECIPE: &str = "v4 --variant=apt, modules copied in, dracut --no-hostonly --reproducible, hostname, empty machine-id, no resolv.conf, apt partial dirs _apt's";
 /// Bumped whenever what [`real_root`] adds to the tree changes.
-const ROOT_RECIPE: &str = "v3 fstab, ShowStatus=yes, test report unit before the getties";
+const ROOT_RECIPE: &str =
+    "v4 fstab, ShowStatus=yes, test report unit (root=, dm=) before the getties";
 /// The real root's hostname (what the serial console's login prompt shows).
 pub const HOSTNAME: &str = "initoverlayfs";
 /// The drop-in that makes systemd print its status lines even under `quiet`.
@@ -56,8 +57,9 @@ const SHOW_STATUS_DROP_IN: &str = "etc/systemd/system.conf.d/initoverlayfs-rs.co
 /// The real root's report for the test cells: on one kernel-log line (writes to /dev/kmsg
 /// are rate-limited per line), what the early boot left behind once the real root's
 /// filesystems are up: /boot's mount (source, type, ro/rw), how many erofs and overlay mounts
-/// and loop devices remain, and whether the image on /boot can be replaced, as a kernel update
-/// would. Ordered before the getties (getty-pre.target), so it always comes before the login
+/// and loop devices remain, whether the image on /boot can be replaced, as a kernel update
+/// would, the root's device, and the device-mapper targets in use (`none`, `CRYPT`, `LVM`,
+/// comma-separated): the proof a LUKS2 or LVM root really is one. Ordered before the getties (getty-pre.target), so it always comes before the login
 /// prompt: once a getty owns the serial console, systemd prints no more status there.
 const REPORT_SCRIPT: &str = r#"#!/bin/sh
 boot=$(awk '$2 == "/boot" { split($4, o, ","); print $1 "," $3 "," o[1] }' /proc/mounts)
@@ -69,7 +71,10 @@ image=$(ls /boot/initoverlayfs-*.img 2>/dev/null | head -n 1)
 if [ -n "$image" ] && cp "$image" "$image.new" && mv "$image.new" "$image"; then
     replaced=yes
 fi
-echo "<5>initoverlayfs-test: report boot=$boot erofs=$erofs overlay=$overlay loop=$loops image-replaced=$replaced" > /dev/kmsg
+root=$(awk '$2 == "/" { print $1 }' /proc/mounts | tail -n 1)
+# The device-mapper targets under the machine (dm-crypt: CRYPT-..., LVM: LVM-... in dm/uuid).
+dm=$(cat /sys/block/dm-*/dm/uuid 2>/dev/null | cut -d- -f1 | sort -u | paste -s -d, -)
+echo "<5>initoverlayfs-test: report boot=$boot erofs=$erofs overlay=$overlay loop=$loops image-replaced=$replaced root=$root dm=${dm:-none}" > /dev/kmsg
 "#;
 const REPORT_SCRIPT_PATH: &str = "usr/local/sbin/initoverlayfs-test-report";
 const REPORT_UNIT: &str = "[Unit]
@@ -182,6 +187,9 @@ pub struct DebianTree {
 /// A real root filesystem for one [`RootSpec`].
 #[derive(Debug, Clone)]
 pub struct RealRoot {
+    /// The cache key (hex sha256) the root was built under: its tree's key, the spec, the
+    /// recipe. What is made from the root (an encrypted copy) is keyed by it.
+    pub key: String,
     /// The root directory: hard links into the tree's files plus its own `/etc/fstab` and
     /// systemd drop-in. Make the disk with `keep_owners: true` (`testvm::disk::Partition`).
     pub root: PathBuf,
@@ -225,6 +233,7 @@ pub fn real_root(sh: &Shell, kernel: &Kernel, spec: &RootSpec) -> Result<RealRoo
             .join(format!("{}-{}", tree.arch.debian(), &key[..16]));
     let done = fill_once(&entry, |work| build_root(sh, &tree, spec, work))?;
     Ok(RealRoot {
+        key,
         root: done.join("root"),
         packages: done.join("packages.txt"),
     })
@@ -260,7 +269,8 @@ fn root_key(tree_key: &str, spec: &RootSpec) -> String {
     ])
 }
 
-fn hash(parts: &[&str]) -> String {
+/// The hex sha256 of `parts`, each ended by a NUL (so no two lists hash alike): the cache keys.
+pub(crate) fn hash(parts: &[&str]) -> String {
     let mut hasher = Sha256::new();
     for part in parts {
         hasher.update(part.as_bytes());
@@ -272,7 +282,7 @@ fn hash(parts: &[&str]) -> String {
 /// Fills the cache entry `entry` once, shared by concurrent processes: under `entry/.lock`, unless
 /// `.complete` is there, `build` fills `entry/tmp` (a leftover of a killed run is removed first),
 /// which is then renamed to `entry/done` and marked complete. Returns `entry/done`.
-fn fill_once(entry: &Path, build: impl FnOnce(&Path) -> Result<()>) -> Result<PathBuf> {
+pub(crate) fn fill_once(entry: &Path, build: impl FnOnce(&Path) -> Result<()>) -> Result<PathBuf> {
     std::fs::create_dir_all(entry).with_context(|| format!("creating {}", entry.display()))?;
     let lock_path = entry.join(".lock");
     let lock =

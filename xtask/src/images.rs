@@ -13,9 +13,10 @@ pub const BOOT_FS_UUID: &str = "3f1b2c4d-5e6f-4780-91a2-b3c4d5e6f708";
 /// Fixed GUIDs keep the disk image byte-for-byte reproducible.
 const DISK_GUID: &str = "6e2b1c3a-7d4f-4a5b-9c8d-0e1f2a3b4c5d";
 const BOOT_PART_GUID: &str = "9a8b7c6d-5e4f-4321-8765-43210fedcba9";
-/// The real root's partition (`root=PARTUUID=`) and filesystem, on the real chain's disks.
+/// The real root's partition (`root=PARTUUID=`) and filesystem (`root=UUID=`, also inside a
+/// LUKS2 container or on a logical volume), on the real chain's disks.
 pub const ROOT_PART_GUID: &str = "4c0f9a3e-2b1d-4e6f-9a8b-7c6d5e4f3a2b";
-const ROOT_FS_UUID: &str = "b7e3c1d2-8f4a-4b5c-9d6e-0f1a2b3c4d5e";
+pub const ROOT_FS_UUID: &str = "b7e3c1d2-8f4a-4b5c-9d6e-0f1a2b3c4d5e";
 /// The smallest boot partition: room for the busybox image, the fault cells' extra images, a
 /// kernel and a mini initramfs, plus filesystem metadata.
 const BOOT_PART_MIB: u64 = 64;
@@ -143,6 +144,19 @@ pub struct Layout {
     pub uncompressed: bool,
     /// The boot disk's bus: its storage preset goes in the mini initramfs.
     pub bus: crate::cells::Bus,
+}
+
+/// What a real root cell's second partition holds.
+#[derive(Debug, Clone, Copy)]
+pub enum RootPartition<'a> {
+    /// An ext4 filesystem made here from this directory, owners kept.
+    Ext4(&'a Path),
+    /// A partition image made elsewhere (`root_storage`'s LUKS2 container or LVM physical
+    /// volume), laid in as it is.
+    Image {
+        path: &'a Path,
+        type_guid: testvm::Guid,
+    },
 }
 
 /// Everything a cell boots from.
@@ -302,7 +316,7 @@ pub fn build_second_stage_cell(
     storage_init: &Path,
     kernel: &Kernel,
     second_stage: &Path,
-    real_root: Option<&Path>,
+    real_root: Option<RootPartition<'_>>,
     layout: Layout,
     esp: Option<&EspBoot>,
     work: &Path,
@@ -339,7 +353,7 @@ pub fn build_second_stage_cell(
 pub fn build_classic_cell(
     kernel: &Kernel,
     initramfs: &Path,
-    real_root: Option<&Path>,
+    real_root: Option<RootPartition<'_>>,
     layout: Layout,
     esp: Option<&EspBoot>,
     work: &Path,
@@ -348,11 +362,15 @@ pub fn build_classic_cell(
     boot_disk(kernel, initramfs, layout, esp, real_root, work)
 }
 
-/// Where a real root cell's fstab finds / and /boot on the disk [`build_boot_disk`] makes.
-pub fn root_spec(boot_fs: BootFsKind) -> crate::debian_tree::RootSpec {
+/// Where a real root cell's fstab finds / and /boot on the disk [`build_boot_disk`] makes,
+/// with the root stored as `storage` says.
+pub fn root_spec(
+    boot_fs: BootFsKind,
+    storage: crate::root_storage::RootStorage,
+) -> crate::debian_tree::RootSpec {
     let (boot, boot_fstype) = boot_fs.identity();
     crate::debian_tree::RootSpec {
-        root: format!("PARTUUID={ROOT_PART_GUID}"),
+        root: storage.fstab_source(),
         root_fstype: "ext4".to_owned(),
         boot: format!("UUID={boot}"),
         boot_fstype: boot_fstype.to_owned(),
@@ -367,7 +385,7 @@ fn finish_cell(
     kernel: &Kernel,
     layout: Layout,
     esp: Option<&EspBoot>,
-    real_root: Option<&Path>,
+    real_root: Option<RootPartition<'_>>,
     work: &Path,
     image: PathBuf,
     image_uuid: &str,
@@ -389,7 +407,7 @@ fn boot_disk(
     initramfs: &Path,
     layout: Layout,
     esp: Option<&EspBoot>,
-    real_root: Option<&Path>,
+    real_root: Option<RootPartition<'_>>,
     work: &Path,
 ) -> Result<PathBuf> {
     let boot = work.join("boot");
@@ -404,7 +422,7 @@ fn boot_disk(
 /// A partition that holds `dir` with room to spare: at least [`BOOT_PART_MIB`], else twice the
 /// contents (a kernel update writes the new image beside the old before replacing it; a root
 /// needs room to run) and 16 MiB for the filesystem's own structures.
-fn boot_partition_mib(boot: &Path) -> Result<u64> {
+pub(crate) fn boot_partition_mib(boot: &Path) -> Result<u64> {
     fn bytes(dir: &Path) -> Result<u64> {
         let mut total = 0;
         for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
@@ -537,7 +555,7 @@ pub fn build_boot_disk(
     boot: &Path,
     boot_fs: BootFsKind,
     bus: crate::cells::Bus,
-    real_root: Option<&Path>,
+    real_root: Option<RootPartition<'_>>,
     disk: &Path,
 ) -> Result<()> {
     let power_of_two_size = bus == crate::cells::Bus::Sd;
@@ -562,9 +580,10 @@ pub fn build_boot_disk(
         contents: boot.to_path_buf(),
         keep_owners: false,
     }];
-    if let Some(root) = real_root {
+    match real_root {
+        None => {}
         // A distribution's root: its owners and setuid bits matter.
-        partitions.push(testvm::disk::Partition {
+        Some(RootPartition::Ext4(root)) => partitions.push(testvm::disk::Partition {
             name: "root".to_owned(),
             part_guid: guid(ROOT_PART_GUID)?,
             filesystem: testvm::disk::Filesystem::Ext4 {
@@ -574,7 +593,21 @@ pub fn build_boot_disk(
             size_mib: boot_partition_mib(root)?,
             contents: root.to_path_buf(),
             keep_owners: true,
-        });
+        }),
+        Some(RootPartition::Image { path, type_guid }) => {
+            let bytes = std::fs::metadata(path)
+                .with_context(|| format!("reading {}", path.display()))?
+                .len();
+            partitions.push(testvm::disk::Partition {
+                name: "root".to_owned(),
+                part_guid: guid(ROOT_PART_GUID)?,
+                filesystem: testvm::disk::Filesystem::Image { type_guid },
+                label: String::new(),
+                size_mib: bytes.div_ceil(1 << 20),
+                contents: path.to_path_buf(),
+                keep_owners: false,
+            });
+        }
     }
     let gpt = testvm::disk::GptDisk {
         disk_guid: guid(DISK_GUID)?,

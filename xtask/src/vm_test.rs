@@ -425,7 +425,7 @@ fn boot_cell(
 
     let nonce = nonce();
     let root_param = if cell.real_root {
-        format!("root=PARTUUID={}", images::ROOT_PART_GUID)
+        cell.root_storage.kernel_params()
     } else {
         String::new()
     };
@@ -445,12 +445,34 @@ fn boot_cell(
 
     let storage_init = crate::static_build::build_for_arch(sh, root, cell.machine.arch())?;
     let esp = uefi.as_ref().map(|(esp, _)| esp);
+    let board = cell.machine.board();
+    let accel = crate::accel::resolve(accel, board, &kernel.vmlinuz, &root.join(ARTIFACTS_DIR));
+    result.accel = accel.name().to_owned();
+    // The real root's directory, and the partition image a LUKS2 or LVM root is made into.
     let real_root = if cell.real_root {
-        let spec = images::root_spec(cell.boot_fs);
-        Some(crate::debian_tree::real_root(sh, &kernel, &spec)?.root)
+        let spec = images::root_spec(cell.boot_fs, cell.root_storage);
+        let real_root = crate::debian_tree::real_root(sh, &kernel, &spec)?;
+        let image = crate::root_storage::root_partition_image(
+            cell.root_storage,
+            &kernel,
+            &busybox,
+            board,
+            accel,
+            &real_root,
+            images::boot_partition_mib(&real_root.root)?,
+            cell.luks_passphrase.as_deref(),
+        )?;
+        Some((real_root.root, image))
     } else {
         None
     };
+    let root_partition = real_root.as_ref().map(|(dir, image)| match image {
+        None => images::RootPartition::Ext4(dir),
+        Some(path) => images::RootPartition::Image {
+            path,
+            type_guid: cell.root_storage.partition_type(),
+        },
+    });
     // What the machine boots: the initramfs the bootloader (or QEMU) loads, and the disk.
     let (initrd, disk) = match cell.flow {
         Flow::Busybox | Flow::PrepareOnly => {
@@ -473,7 +495,7 @@ fn boot_cell(
                 &storage_init,
                 &kernel,
                 &second_stage,
-                real_root.as_deref(),
+                root_partition,
                 cell.layout(),
                 esp,
                 &build,
@@ -485,7 +507,7 @@ fn boot_cell(
             let disk = images::build_classic_cell(
                 &kernel,
                 &initramfs,
-                real_root.as_deref(),
+                root_partition,
                 cell.layout(),
                 esp,
                 &build,
@@ -502,9 +524,6 @@ fn boot_cell(
         // The disk is rebuilt for every run either way.
         read_only: cell.bus != crate::cells::Bus::Sd && !cell.real_root,
     };
-    let board = cell.machine.board();
-    let accel = crate::accel::resolve(accel, board, &kernel.vmlinuz, &root.join(ARTIFACTS_DIR));
-    result.accel = accel.name().to_owned();
     let dtb = images::board_dtb(cell.machine, &kernel, &artifacts.join("build"))?;
     let machine = testvm::machine::Machine {
         board,
