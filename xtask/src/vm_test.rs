@@ -589,12 +589,16 @@ fn boot_cell(
             eprintln!("vm-test: {}: QEMU started (pid {pid})", cell.name)
         }
         testvm::run::Event::Milestone(m) => eprintln!(
-            "vm-test: {}: {} at {} ms host{}",
+            "vm-test: {}: {} at {} ms host{}{}",
             cell.name,
             m.name,
             m.host_ms,
             m.guest_s
-                .map_or(String::new(), |s| format!(", {s:.3} s guest"))
+                .map_or(String::new(), |s| format!(", {s:.3} s guest")),
+            // A cell's answers are test data (cells.toml), never secrets.
+            m.sent.as_ref().map_or(String::new(), |text| format!(
+                "; typed {text:?} and a newline"
+            ))
         ),
         testvm::run::Event::Finished { .. } => {}
     };
