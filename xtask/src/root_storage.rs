@@ -100,8 +100,8 @@ const HELPER_POWER_OFF_TIMEOUT: Duration = Duration::from_secs(60);
 /// Bumped whenever the helper's initramfs, `/init` or recipe changes, so the cache is rebuilt.
 const RECIPE: &str = "v1 busybox /init, chroot into the real root, luksFormat pbkdf2 / pvcreate vgcreate lvcreate, dd";
 
-/// The helper's `/init` (busybox sh). `@MODULES@` becomes the `insmod` lines, `@RECIPE@` the
-/// recipe's path inside the chroot.
+/// The helper's `/init` (busybox sh). `@MODULES@` becomes the `insmod` lines; the recipe
+/// runs as `/run/recipe.sh` in the chroot, with the disks in `$TARGET` and `$SOURCE`.
 const HELPER_INIT: &str = r#"#!/bin/busybox sh
 # The root-storage helper VM of initoverlayfs-rs (xtask/src/root_storage.rs): fills disk
 # "target" with an encrypted or LVM copy of the ext4 root on disk "source", then powers off.
@@ -264,6 +264,7 @@ pub fn root_partition_image(
     let key = crate::debian_tree::hash(&[
         RECIPE,
         HELPER_INIT,
+        HELPER_MODPROBE,
         &recipe,
         &real_root.key,
         &busybox.sha256,
