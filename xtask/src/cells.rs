@@ -415,8 +415,10 @@ impl Substitutions {
 
 /// A block of cells declared as a product: every machine × bus × kernel whose architectures
 /// agree becomes a cell named `<arch>-<machine>-<bus>-<kernel>-<flow>` (the kernel's id
-/// without its architecture suffix), with these milestones. `{partition}` in a pattern is the
-/// bus's boot partition (`/dev/nvme0n1p1`); the run-time placeholders are [`Substitutions`].
+/// without its architecture suffix; `-uefi` appended when the block boots through firmware),
+/// with these milestones. `{partition}` in a pattern is the bus's boot partition
+/// (`/dev/nvme0n1p1`); the run-time placeholders are [`Substitutions`]. The remaining fields
+/// are [`Cell`]'s, the same for every cell of the block.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MatrixSpec {
@@ -426,10 +428,31 @@ pub struct MatrixSpec {
     pub buses: Vec<Bus>,
     /// `id`s of fixtures/kernels.toml.
     pub kernels: Vec<String>,
+    /// Globs over generated names (as `--cell` takes them): combinations left out.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    #[serde(default)]
+    pub cmdline: String,
+    #[serde(default)]
+    pub firmware: Firmware,
+    #[serde(default)]
+    pub boot_fs: crate::images::BootFsKind,
+    #[serde(default)]
+    pub real_root: bool,
+    #[serde(default)]
+    pub end: CellEnd,
+    /// Default true: every generated cell proves storage-init loaded its bus's drivers. Off for
+    /// a flow without storage-init (`dracut-classic`).
+    #[serde(default = "yes")]
+    pub prove_drivers: bool,
     pub fatal: Vec<String>,
     #[serde(default)]
     pub console: Vec<ConsoleCheck>,
     pub milestones: Vec<MilestoneSpec>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl MatrixSpec {
@@ -446,7 +469,15 @@ impl MatrixSpec {
                     if pin.arch != machine.arch() {
                         continue;
                     }
-                    cells.push(self.cell(machine, bus, id));
+                    let cell = self.cell(machine, bus, id);
+                    if self
+                        .exclude
+                        .iter()
+                        .any(|pattern| glob(pattern.as_bytes(), cell.name.as_bytes()))
+                    {
+                        continue;
+                    }
+                    cells.push(cell);
                 }
             }
         }
@@ -468,9 +499,13 @@ impl MatrixSpec {
             Flow::DracutClassic => "dracut-classic",
             Flow::PrepareOnly => "prepare-only",
         };
+        let firmware = match self.firmware {
+            Firmware::Direct => "",
+            Firmware::Uefi => "-uefi",
+        };
         Cell {
             name: format!(
-                "{}-{}-{}-{short}-{flow}",
+                "{}-{}-{}-{short}-{flow}{firmware}",
                 machine.arch(),
                 machine.name(),
                 bus.name()
@@ -478,22 +513,22 @@ impl MatrixSpec {
             tier: self.tier,
             kernel: kernel.to_owned(),
             flow: self.flow,
-            cmdline: String::new(),
-            end: CellEnd::default(),
-            boot_fs: Default::default(),
+            cmdline: self.cmdline.clone(),
+            end: self.end,
+            boot_fs: self.boot_fs,
             hotplug: None,
             image_fs: Default::default(),
             cpus: one_cpu(),
             empty_cdrom: false,
-            real_root: false,
+            real_root: self.real_root,
             root_storage: Default::default(),
             luks_passphrase: None,
             bus,
             machine,
-            firmware: Firmware::default(),
+            firmware: self.firmware,
             fatal: self.fatal.clone(),
             console: self.console.clone(),
-            prove_drivers: true,
+            prove_drivers: self.prove_drivers,
             milestones: self
                 .milestones
                 .iter()
@@ -775,6 +810,7 @@ mod tests {
         };
         let nvme = names(CellFilter {
             name: Some("x86_64-*-nvme-*debian*".into()),
+            tier: Some(Tier::Default),
             ..CellFilter::default()
         });
         assert_eq!(
@@ -849,6 +885,45 @@ mod tests {
         assert_eq!(cells[2].milestones[0].pattern, "on /dev/mmcblk0p1 ");
         assert_eq!(cells[4].machine, MachineKind::Virt);
         assert_eq!(cells[4].kernel, "debian12-6.12-arm64");
+
+        // A real-chain block: firmware in the name, the block's fields on every cell, exclusions.
+        let chain: MatrixSpec = toml::from_str(
+            r#"
+            tier = "full"
+            flow = "dracut-classic"
+            machines = ["q35", "virt"]
+            buses = ["virtio-blk", "nvme"]
+            kernels = ["debian12-6.12-amd64", "debian12-6.12-arm64"]
+            exclude = ["aarch64-*-nvme-*"]
+            cmdline = "printk.devkmsg=on"
+            firmware = "uefi"
+            boot_fs = "vfat"
+            real_root = true
+            end = "power-button"
+            prove_drivers = false
+            fatal = ["Kernel panic"]
+            milestones = [{ name = "report", pattern = "boot={partition},", timeout = 5 }]
+            "#,
+        )
+        .unwrap();
+        let cells = chain.expand(&kernels).unwrap();
+        let names: Vec<&str> = cells.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "x86_64-q35-virtio-blk-debian12-6.12-dracut-classic-uefi",
+                "x86_64-q35-nvme-debian12-6.12-dracut-classic-uefi",
+                "aarch64-virt-virtio-blk-debian12-6.12-dracut-classic-uefi",
+            ]
+        );
+        for cell in &cells {
+            assert_eq!(cell.firmware, Firmware::Uefi);
+            assert_eq!(cell.boot_fs, crate::images::BootFsKind::Vfat);
+            assert_eq!(cell.end, CellEnd::PowerButton);
+            assert_eq!(cell.cmdline, "printk.devkmsg=on");
+            assert!(cell.real_root && !cell.prove_drivers);
+        }
+        assert_eq!(cells[1].milestones[0].pattern, "boot=/dev/nvme0n1p1,");
 
         let unknown: MatrixSpec = toml::from_str(
             r#"

@@ -48,7 +48,7 @@ const PACKAGES: &str =
 const TREE_RECIPE: &str = "v4 --variant=apt, modules copied in, dracut --no-hostonly --reproducible, hostname, empty machine-id, no resolv.conf, apt partial dirs _apt's";
 /// Bumped whenever what [`real_root`] adds to the tree changes.
 const ROOT_RECIPE: &str =
-    "v4 fstab, ShowStatus=yes, test report unit (root=, dm=) before the getties";
+    "v5 fstab, ShowStatus=yes, test report unit (root=, dm=) after multi-user.target";
 /// The real root's hostname (what the serial console's login prompt shows).
 pub const HOSTNAME: &str = "initoverlayfs";
 /// The drop-in that makes systemd print its status lines even under `quiet`.
@@ -59,8 +59,9 @@ const SHOW_STATUS_DROP_IN: &str = "etc/systemd/system.conf.d/initoverlayfs-rs.co
 /// filesystems are up: /boot's mount (source, type, ro/rw), how many erofs and overlay mounts
 /// and loop devices remain, whether the image on /boot can be replaced, as a kernel update
 /// would, the root's device, and the device-mapper targets in use (`none`, `CRYPT`, `LVM`,
-/// comma-separated): the proof a LUKS2 or LVM root really is one. Ordered before the getties (getty-pre.target), so it always comes before the login
-/// prompt: once a getty owns the serial console, systemd prints no more status there.
+/// comma-separated): the proof a LUKS2 or LVM root really is one. Ordered after
+/// multi-user.target, so what it costs (copying the image, under TCG seconds) stays out of the
+/// boot's time to multi-user.target; kernel-log lines reach the serial console whoever owns it.
 const REPORT_SCRIPT: &str = r#"#!/bin/sh
 boot=$(awk '$2 == "/boot" { split($4, o, ","); print $1 "," $3 "," o[1] }' /proc/mounts)
 erofs=$(awk '$3 == "erofs"' /proc/mounts | wc -l)
@@ -79,9 +80,7 @@ echo "<5>initoverlayfs-test: report boot=$boot erofs=$erofs overlay=$overlay loo
 const REPORT_SCRIPT_PATH: &str = "usr/local/sbin/initoverlayfs-test-report";
 const REPORT_UNIT: &str = "[Unit]
 Description=initoverlayfs-rs test report (what the early boot left behind)
-After=local-fs.target
-Wants=getty-pre.target
-Before=getty-pre.target multi-user.target
+After=multi-user.target
 
 [Service]
 Type=oneshot

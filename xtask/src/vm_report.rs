@@ -75,6 +75,65 @@ pub fn markdown(results: &[CellResult]) -> String {
     out
 }
 
+/// The milestones of the real chain compared across a pair: systemd starts in the initrd, and
+/// the real root is up.
+const CHAIN_MILESTONES: [(&str, &str); 2] = [
+    ("systemd", "Running in initrd"),
+    ("multi-user", "multi-user.target"),
+];
+
+/// The classic sibling of a real-chain cell: the same name with the `dracut` flow replaced by
+/// `dracut-classic` (how the `[[matrix]]` blocks of fixtures/cells.toml name a pair).
+pub fn classic_sibling(cell: &str) -> Option<String> {
+    if cell.contains("-dracut-classic") {
+        return None;
+    }
+    let (head, tail) = cell.split_once("-dracut")?;
+    (tail.is_empty() || tail.starts_with('-')).then(|| format!("{head}-dracut-classic{tail}"))
+}
+
+/// The two chains side by side: for every real-chain cell whose classic sibling ran too, the
+/// guest seconds (kernel clock) to each of [`CHAIN_MILESTONES`] in both, and the difference
+/// (initoverlayfs minus classic: negative is faster). None when no pair ran.
+pub fn chains(results: &[CellResult]) -> Option<String> {
+    let guest = |result: &CellResult, milestone: &str| {
+        result
+            .milestones
+            .iter()
+            .find(|m| m.name == milestone)
+            .and_then(|m| m.guest_s)
+    };
+    let mut out = String::from("| pair |");
+    for (_, label) in CHAIN_MILESTONES {
+        let _ = write!(out, " {label}: initoverlayfs s | classic s | difference |");
+    }
+    out.push_str("\n|---|");
+    out.push_str(&"---|---|---|".repeat(CHAIN_MILESTONES.len()));
+    out.push('\n');
+    let mut rows = 0;
+    for result in results {
+        let Some(sibling) = classic_sibling(&result.cell) else {
+            continue;
+        };
+        let Some(classic) = results.iter().find(|r| r.cell == sibling) else {
+            continue;
+        };
+        let _ = write!(out, "| `{}` |", result.cell);
+        for (milestone, _) in CHAIN_MILESTONES {
+            let (ours, theirs) = (guest(result, milestone), guest(classic, milestone));
+            let shown = |s: Option<f64>| s.map_or("-".to_owned(), |s| format!("{s:.2}"));
+            let difference = match (ours, theirs) {
+                (Some(a), Some(b)) => format!("{:+.2} s ({:+.0} %)", a - b, (a - b) / b * 100.0),
+                _ => "-".to_owned(),
+            };
+            let _ = write!(out, " {} | {} | {difference} |", shown(ours), shown(theirs));
+        }
+        out.push('\n');
+        rows += 1;
+    }
+    (rows > 0).then_some(out)
+}
+
 /// A JUnit XML report: one test case per cell, `failure` for a guest failure, `error` for a
 /// harness failure, `skipped`, and `flakyFailure` (the first attempt's) on a cell that passed
 /// on a retry, as nextest and Maven Surefire write it; the time is the host's, from QEMU's
@@ -206,6 +265,61 @@ mod tests {
     #[test]
     fn markdown_table() {
         insta::assert_snapshot!(markdown(&sample()));
+    }
+
+    fn chain(cell: &str, systemd: Option<f64>, multi_user: f64) -> CellResult {
+        let mut result = result(cell, Verdict::Passed);
+        result.milestones = [("systemd", systemd), ("multi-user", Some(multi_user))]
+            .into_iter()
+            .map(|(name, guest_s)| MilestoneReached {
+                name: name.into(),
+                host_ms: 0,
+                guest_s,
+                line: String::new(),
+                sent: None,
+            })
+            .collect();
+        result
+    }
+
+    #[test]
+    fn classic_siblings() {
+        assert_eq!(
+            classic_sibling("x86_64-q35-nvme-debian12-6.1-dracut-uefi").as_deref(),
+            Some("x86_64-q35-nvme-debian12-6.1-dracut-classic-uefi")
+        );
+        assert_eq!(
+            classic_sibling("a-dracut").as_deref(),
+            Some("a-dracut-classic")
+        );
+        assert_eq!(classic_sibling("a-dracut-classic-uefi"), None);
+        assert_eq!(
+            classic_sibling("x86_64-q35-nvme-debian12-6.1-busybox"),
+            None
+        );
+        assert_eq!(classic_sibling("a-dracutish"), None);
+    }
+
+    #[test]
+    fn chains_side_by_side() {
+        assert_eq!(chains(&sample()), None, "no pair, no table");
+        let table = chains(&[
+            chain("q35-dracut-uefi", Some(6.0), 40.0),
+            chain("q35-dracut-classic-uefi", Some(8.0), 50.0),
+            chain("virt-dracut-uefi", None, 90.0),
+            chain("virt-dracut-classic-uefi", Some(12.0), 100.0),
+            chain("lone-dracut-uefi", Some(1.0), 2.0),
+        ])
+        .unwrap();
+        insta::assert_snapshot!(table);
+        assert!(
+            table.contains("| 6.00 | 8.00 | -2.00 s (-25 %) |"),
+            "{table}"
+        );
+        assert!(
+            !table.contains("lone"),
+            "a cell without its sibling has no row"
+        );
     }
 
     #[test]

@@ -201,10 +201,17 @@ pub fn run(sh: &Shell, root: &Path, options: &Options) -> Result<()> {
     let dir = root.join(ARTIFACTS_DIR);
     let summary = dir.join("summary.json");
     std::fs::write(&summary, serde_json::to_string_pretty(&results)?)?;
-    std::fs::write(
-        dir.join("summary.md"),
-        format!("{headline}\n{}", crate::vm_report::markdown(&results)),
-    )?;
+    let mut summary_md = format!("{headline}\n{}", crate::vm_report::markdown(&results));
+    if let Some(chains) = crate::vm_report::chains(&results) {
+        println!(
+            "\nthe real chain beside the classic one (guest seconds since kernel start):\n{chains}"
+        );
+        summary_md.push_str(
+            "\nThe real chain beside the classic one (guest seconds since kernel start):\n\n",
+        );
+        summary_md.push_str(&chains);
+    }
+    std::fs::write(dir.join("summary.md"), summary_md)?;
     std::fs::write(dir.join("junit.xml"), crate::vm_report::junit(&results))?;
     println!(
         "artifacts: {}/<cell>/ (console.log, qemu.cmdline, qmp.log, timings.json, result.json); summary: {} (and summary.md, junit.xml)",

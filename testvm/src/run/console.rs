@@ -135,9 +135,11 @@ fn latin1(bytes: &[u8]) -> String {
 /// The printk timestamp at the start of a console line: `[    2.345678] …` → 2.345678.
 pub(crate) fn printk_seconds(line: &str) -> Option<f64> {
     // The kernel prints `[%5lu.%06lu] ` (kernel/printk/printk.c, print_time); a `<N>` level
-    // prefix appears with some console settings.
+    // prefix appears with some console settings. A kernel line that cuts into systemd's
+    // animated status line ("A start job is running…") comes after its ANSI erase-line escape.
     static PRINTK_TIME: std::sync::LazyLock<Regex> = std::sync::LazyLock::new(|| {
-        Regex::new(r"^\s*(?:<\d+>)?\[\s*(\d+\.\d+)\]").expect("a valid regex")
+        Regex::new(r"^(?:\s|\x1b\[[0-9;]*[A-Za-z])*(?:<\d+>)?\[\s*(\d+\.\d+)\]")
+            .expect("a valid regex")
     });
     let captures = PRINTK_TIME.captures(line)?;
     captures[1].parse().ok()
@@ -179,6 +181,11 @@ mod tests {
         check_time("<6>[    0.500000] x", Some(0.5));
         check_time("storage-init: mounted /boot", None);
         check_time("echo [ 1.0] later", None);
+        check_time(
+            "\x1b[K[   58.411985] systemd[1]: Reached target initrd-root-fs.target",
+            Some(58.411985),
+        );
+        check_time("\r\x1b[0;32m OK [ 1.0] x", None);
     }
 
     #[test]

@@ -34,6 +34,11 @@ const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a failed start-up step waits for QEMU to exit before blaming the step itself.
 const EXITED_GRACE: Duration = Duration::from_secs(1);
 
+/// How long after a power-button press without effect the harness presses again: a press before
+/// the guest listens (systemd-logind not yet watching the button's input device) is lost, as on
+/// a real machine.
+const PRESS_AGAIN: Duration = Duration::from_secs(15);
+
 /// Console lines kept in a [`GuestFailure`].
 const CONSOLE_TAIL_LINES: usize = 40;
 
@@ -201,10 +206,20 @@ fn run(
 
     match spec.end {
         End::GuestPowersOff { timeout } | End::PowerButton { timeout } => {
-            if matches!(spec.end, End::PowerButton { .. }) {
-                qmp.system_powerdown()?;
-            }
-            let seen = watcher.wait_for(None, timeout)?;
+            let seen = if matches!(spec.end, End::PowerButton { .. }) {
+                let deadline = Instant::now() + timeout;
+                loop {
+                    qmp.system_powerdown()?;
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    match watcher.wait_for(None, left.min(PRESS_AGAIN))? {
+                        Seen::Timeout(_) if Instant::now() < deadline => continue,
+                        Seen::Timeout(_) => break Seen::Timeout(timeout),
+                        seen => break seen,
+                    }
+                }
+            } else {
+                watcher.wait_for(None, timeout)?
+            };
             if !matches!(seen, Seen::Eof) {
                 return Err(guest_failure(
                     END_MILESTONE,

@@ -74,8 +74,9 @@ pub enum End {
         timeout: Duration,
     },
     /// The harness presses the power button (QMP `system_powerdown`, an ACPI power-button
-    /// event) and the guest must shut down cleanly and power off within `timeout`, as a
-    /// systemd machine does; a guest that ignores it fails.
+    /// event; again every 15 s, since a press before the guest listens is lost) and the guest
+    /// must shut down cleanly and power off within `timeout`, as a systemd machine does; a
+    /// guest that ignores it fails.
     PowerButton {
         /// How long the guest may take to shut down.
         timeout: Duration,
