@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use rexpect::error::Error as ExpectError;
 use rexpect::session::{ReadUntil, StreamSession, spawn_stream};
 
-use super::console::{SharedTranscript, printk_seconds};
+use super::console::{SharedTranscript, printk_seconds_of_match};
 use super::error::InfraError;
 use super::report::MilestoneReached;
 use super::spec::{Fatal, Milestone, SEND_LINE_END};
@@ -140,7 +140,7 @@ impl Watcher {
         Seen::Milestone(MilestoneReached {
             name: milestone.name.clone(),
             host_ms: u64::try_from(host.as_millis()).unwrap_or(u64::MAX),
-            guest_s: printk_seconds(&line),
+            guest_s: printk_seconds_of_match(&line, &transcript.line_before(start)),
             line,
             sent: None,
         })
