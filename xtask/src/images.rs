@@ -311,7 +311,8 @@ pub fn build_busybox_cell(
 }
 
 /// Builds the artefacts of a cell whose initoverlayfs is a real second stage: the dracut
-/// (systemd) initramfs `second_stage`, unpacked into an erofs image as `builder image` does.
+/// (systemd) initramfs `second_stage`, unpacked into an erofs image as `builder image` does,
+/// but uncompressed (`builder image` defaults to lz4hc).
 pub fn build_second_stage_cell(
     storage_init: &Path,
     kernel: &Kernel,
