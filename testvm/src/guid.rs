@@ -34,6 +34,13 @@ impl Guid {
         0x3b,
     ]);
 
+    /// The GPT partition type "Linux LVM", e6d6d379-f507-44c2-a23c-238f2a3df928 (the value
+    /// util-linux's fdisk and systemd's Discoverable Partitions Spec use): an LVM physical volume.
+    pub const LINUX_LVM: Guid = Guid([
+        0xe6, 0xd6, 0xd3, 0x79, 0xf5, 0x07, 0x44, 0xc2, 0xa2, 0x3c, 0x23, 0x8f, 0x2a, 0x3d, 0xf9,
+        0x28,
+    ]);
+
     /// The all-zero GUID, which GPT uses for an unused partition entry.
     pub const NIL: Guid = Guid([0; 16]);
 

@@ -338,3 +338,56 @@ fn keep_owners_keeps_owners_and_setuid_bits() {
     assert!(su.contains("Mode:  04755"), "{su}");
     assert!(su.contains("User:     0   Group:     0"), "{su}");
 }
+
+/// A prebuilt partition image (a LUKS2 container, an LVM physical volume) is copied in as it
+/// is, the rest of its partition zero, under the type asked for; one too large is refused.
+#[test]
+fn an_image_partition_is_copied_as_is() {
+    let tmp = tempfile::tempdir().unwrap();
+    let image = tmp.path().join("pv.img");
+    let bytes: Vec<u8> = (0..(1 << 20) + 4096).map(|i| (i % 251) as u8 + 1).collect();
+    fs::write(&image, &bytes).unwrap();
+    let partition = |size_mib| Partition {
+        name: "root".into(),
+        part_guid: DATA_PART.parse().unwrap(),
+        filesystem: Filesystem::Image {
+            type_guid: Guid::LINUX_LVM,
+        },
+        label: String::new(),
+        size_mib,
+        contents: image.clone(),
+        keep_owners: false,
+    };
+    let spec = |size_mib| GptDisk {
+        disk_guid: DISK_GUID.parse().unwrap(),
+        partitions: vec![partition(size_mib)],
+        timestamp: 0,
+        power_of_two_size: false,
+        sector_size: 512,
+    };
+    let path = tmp.path().join("disk.img");
+    spec(2).write(&path).unwrap();
+    let disk = fs::read(&path).unwrap();
+    assert_eq!(disk.len(), 4 << 20, "1 MiB GPT + 2 MiB + 1 MiB backup GPT");
+    let start = 1 << 20;
+    assert!(
+        disk[start..start + bytes.len()] == bytes[..],
+        "the image, as it is"
+    );
+    assert!(
+        disk[start + bytes.len()..start + (2 << 20)]
+            .iter()
+            .all(|&b| b == 0)
+    );
+    // The first partition entry (LBA 2) starts with its type GUID, mixed-endian on disk.
+    let entry = &disk[2 * 512..2 * 512 + 16];
+    assert_eq!(
+        entry,
+        [
+            0x79, 0xd3, 0xd6, 0xe6, 0x07, 0xf5, 0xc2, 0x44, 0xa2, 0x3c, 0x23, 0x8f, 0x2a, 0x3d,
+            0xf9, 0x28
+        ]
+    );
+    let error = spec(1).write(&path).unwrap_err().to_string();
+    assert!(error.contains("more than the partition's"), "{error}");
+}

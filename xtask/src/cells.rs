@@ -320,7 +320,14 @@ pub struct MilestoneSpec {
     pub pattern: String,
     /// Seconds from the previous milestone.
     pub timeout: u64,
+    /// Typed on the console (and a newline) as soon as the milestone matched: the answer to
+    /// the prompt it matched. `{luks_passphrase}` stands for the cell's [`Cell::luks_passphrase`].
+    #[serde(default)]
+    pub send: Option<String>,
 }
+
+/// The placeholder of a milestone's `send` text for the cell's LUKS2 passphrase.
+const LUKS_PASSPHRASE_PLACEHOLDER: &str = "{luks_passphrase}";
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -351,6 +358,16 @@ pub struct Cell {
     /// it and /boot), which the second stage mounts and switches to (`root=` is added).
     #[serde(default)]
     pub real_root: bool,
+    /// With `real_root`: where the root filesystem lives (default: a partition of its own;
+    /// `luks2`, `lvm`: inside a LUKS2 container or on a logical volume, which the second stage
+    /// unlocks or activates).
+    #[serde(default)]
+    pub root_storage: crate::root_storage::RootStorage,
+    /// With `root_storage = "luks2"`: the container's passphrase, a test key of no value. The
+    /// cell types it at systemd-cryptsetup's prompt (a milestone whose `send` is
+    /// `{luks_passphrase}`).
+    #[serde(default)]
+    pub luks_passphrase: Option<String>,
     /// Add a CD-ROM drive without a disc (and its drivers to the mini initramfs).
     #[serde(default)]
     pub empty_cdrom: bool,
@@ -524,6 +541,8 @@ impl MatrixSpec {
             cpus: one_cpu(),
             empty_cdrom: false,
             real_root: self.real_root,
+            root_storage: Default::default(),
+            luks_passphrase: None,
             bus,
             machine,
             firmware: self.firmware,
@@ -563,12 +582,31 @@ impl Cell {
             .iter()
             .map(|m| {
                 let pattern = substitutions.apply(&m.pattern);
-                testvm::run::Milestone::new(&m.name, &pattern, Duration::from_secs(m.timeout))
-                    .with_context(|| {
-                        format!("cell {}: milestone {}: bad pattern", self.name, m.name)
-                    })
+                let milestone =
+                    testvm::run::Milestone::new(&m.name, &pattern, Duration::from_secs(m.timeout))
+                        .with_context(|| {
+                            format!("cell {}: milestone {}: bad pattern", self.name, m.name)
+                        })?;
+                Ok(match &m.send {
+                    Some(text) => milestone.then_send(&self.send_text(text)?),
+                    None => milestone,
+                })
             })
             .collect()
+    }
+
+    /// A milestone's `send` text with the placeholder filled in.
+    fn send_text(&self, text: &str) -> Result<String> {
+        if !text.contains(LUKS_PASSPHRASE_PLACEHOLDER) {
+            return Ok(text.to_owned());
+        }
+        let passphrase = self.luks_passphrase.as_deref().with_context(|| {
+            format!(
+                "cell {}: a milestone sends {LUKS_PASSPHRASE_PLACEHOLDER}, but the cell has no luks_passphrase",
+                self.name
+            )
+        })?;
+        Ok(text.replace(LUKS_PASSPHRASE_PLACEHOLDER, passphrase))
     }
 
     /// The cell's fatal patterns, and those every cell has (`verdict::ALWAYS_FATAL`).
@@ -742,6 +780,21 @@ pub fn read_cells(root: &Path) -> Result<Vec<Cell>> {
                 cell.name,
                 cell.cpus,
                 cell.machine.board()
+            );
+        }
+        if cell.root_storage != crate::root_storage::RootStorage::Partition && !cell.real_root {
+            bail!(
+                "{}: cell {} sets root_storage, which only a cell with real_root = true has",
+                path.display(),
+                cell.name
+            );
+        }
+        let luks2 = cell.root_storage == crate::root_storage::RootStorage::Luks2;
+        if luks2 != cell.luks_passphrase.is_some() {
+            bail!(
+                "{}: cell {}: luks_passphrase goes with root_storage = \"luks2\", and only with it",
+                path.display(),
+                cell.name
             );
         }
         if cell.empty_cdrom && cell.machine != MachineKind::Q35 {
@@ -946,6 +999,47 @@ mod tests {
         let pattern = regex::Regex::new(&loop_device.apply("erofs, {image_mount}\\)")).unwrap();
         assert!(pattern.is_match("erofs, loop device /dev/loop0)"));
         assert!(!pattern.is_match("erofs, file-backed)"));
+    }
+
+    /// A milestone's `send` reaches testvm with the cell's passphrase filled in; a cell
+    /// without one cannot send it.
+    #[test]
+    fn send_fills_in_the_passphrase() {
+        let cell = |passphrase: &str| -> Cell {
+            toml::from_str(&format!(
+                r#"
+                name = "x86_64-q35-virtio-blk-debian12-6.12-dracut-luks2-uefi"
+                tier = "full"
+                kernel = "debian12-6.12-amd64"
+                flow = "dracut"
+                real_root = true
+                root_storage = "luks2"
+                {passphrase}
+                fatal = []
+                milestones = [
+                    {{ name = "systemd", pattern = "Running in initrd", timeout = 60 }},
+                    {{ name = "passphrase", pattern = "Please enter passphrase", timeout = 60, send = "{{luks_passphrase}}" }},
+                    {{ name = "literal", pattern = "login:", timeout = 60, send = "root" }},
+                ]
+                "#
+            ))
+            .unwrap()
+        };
+        let with_key = cell(r#"luks_passphrase = "test key""#);
+        assert_eq!(
+            with_key.root_storage,
+            crate::root_storage::RootStorage::Luks2
+        );
+        let substitutions = Substitutions::new("0", "6.12.0-test", true);
+        let sends: Vec<Option<String>> = with_key
+            .milestones(&substitutions)
+            .unwrap()
+            .into_iter()
+            .map(|m| m.send)
+            .collect();
+        assert_eq!(sends, [None, Some("test key".into()), Some("root".into())]);
+        let error = format!("{:#}", cell("").milestones(&substitutions).unwrap_err());
+        assert!(error.contains("no luks_passphrase"), "{error}");
     }
 
     #[test]

@@ -47,7 +47,8 @@ const PACKAGES: &str =
 /// Bumped whenever the tree's recipe (hooks, flags) changes, so the cache is rebuilt.
 const TREE_RECIPE: &str = "v4 --variant=apt, modules copied in, dracut --no-hostonly --reproducible, hostname, empty machine-id, no resolv.conf, apt partial dirs _apt's";
 /// Bumped whenever what [`real_root`] adds to the tree changes.
-const ROOT_RECIPE: &str = "v4 fstab, ShowStatus=yes, test report unit after multi-user.target";
+const ROOT_RECIPE: &str =
+    "v5 fstab, ShowStatus=yes, test report unit (root=, dm=) after multi-user.target";
 /// The real root's hostname (what the serial console's login prompt shows).
 pub const HOSTNAME: &str = "initoverlayfs";
 /// The drop-in that makes systemd print its status lines even under `quiet`.
@@ -56,10 +57,11 @@ const SHOW_STATUS_DROP_IN: &str = "etc/systemd/system.conf.d/initoverlayfs-rs.co
 /// The real root's report for the test cells: on one kernel-log line (writes to /dev/kmsg
 /// are rate-limited per line), what the early boot left behind once the real root's
 /// filesystems are up: /boot's mount (source, type, ro/rw), how many erofs and overlay mounts
-/// and loop devices remain, and whether the image on /boot can be replaced, as a kernel update
-/// would. Ordered after multi-user.target, so what it costs (copying the image, under TCG
-/// seconds) stays out of the boot's time to multi-user.target; kernel-log lines reach the serial
-/// console whoever owns it.
+/// and loop devices remain, whether the image on /boot can be replaced, as a kernel update
+/// would, the root's device, and the device-mapper targets in use (`none`, `CRYPT`, `LVM`,
+/// comma-separated): the proof a LUKS2 or LVM root really is one. Ordered after
+/// multi-user.target, so what it costs (copying the image, under TCG seconds) stays out of the
+/// boot's time to multi-user.target; kernel-log lines reach the serial console whoever owns it.
 const REPORT_SCRIPT: &str = r#"#!/bin/sh
 boot=$(awk '$2 == "/boot" { split($4, o, ","); print $1 "," $3 "," o[1] }' /proc/mounts)
 erofs=$(awk '$3 == "erofs"' /proc/mounts | wc -l)
@@ -70,7 +72,10 @@ image=$(ls /boot/initoverlayfs-*.img 2>/dev/null | head -n 1)
 if [ -n "$image" ] && cp "$image" "$image.new" && mv "$image.new" "$image"; then
     replaced=yes
 fi
-echo "<5>initoverlayfs-test: report boot=$boot erofs=$erofs overlay=$overlay loop=$loops image-replaced=$replaced" > /dev/kmsg
+root=$(awk '$2 == "/" { print $1 }' /proc/mounts | tail -n 1)
+# The device-mapper targets under the machine (dm-crypt: CRYPT-..., LVM: LVM-... in dm/uuid).
+dm=$(cat /sys/block/dm-*/dm/uuid 2>/dev/null | cut -d- -f1 | sort -u | paste -s -d, -)
+echo "<5>initoverlayfs-test: report boot=$boot erofs=$erofs overlay=$overlay loop=$loops image-replaced=$replaced root=$root dm=${dm:-none}" > /dev/kmsg
 "#;
 const REPORT_SCRIPT_PATH: &str = "usr/local/sbin/initoverlayfs-test-report";
 const REPORT_UNIT: &str = "[Unit]
@@ -181,6 +186,9 @@ pub struct DebianTree {
 /// A real root filesystem for one [`RootSpec`].
 #[derive(Debug, Clone)]
 pub struct RealRoot {
+    /// The cache key (hex sha256) the root was built under: its tree's key, the spec, the
+    /// recipe. What is made from the root (an encrypted copy) is keyed by it.
+    pub key: String,
     /// The root directory: hard links into the tree's files plus its own `/etc/fstab` and
     /// systemd drop-in. Make the disk with `keep_owners: true` (`testvm::disk::Partition`).
     pub root: PathBuf,
@@ -224,6 +232,7 @@ pub fn real_root(sh: &Shell, kernel: &Kernel, spec: &RootSpec) -> Result<RealRoo
             .join(format!("{}-{}", tree.arch.debian(), &key[..16]));
     let done = fill_once(&entry, |work| build_root(sh, &tree, spec, work))?;
     Ok(RealRoot {
+        key,
         root: done.join("root"),
         packages: done.join("packages.txt"),
     })
@@ -259,6 +268,7 @@ pub(crate) fn root_key(tree_key: &str, spec: &RootSpec) -> String {
     ])
 }
 
+/// The hex sha256 of `parts`, each ended by a NUL (so no two lists hash alike): the cache keys.
 pub(crate) fn hash(parts: &[&str]) -> String {
     let mut hasher = Sha256::new();
     for part in parts {

@@ -13,9 +13,10 @@ pub const BOOT_FS_UUID: &str = "3f1b2c4d-5e6f-4780-91a2-b3c4d5e6f708";
 /// Fixed GUIDs keep the disk image byte-for-byte reproducible.
 const DISK_GUID: &str = "6e2b1c3a-7d4f-4a5b-9c8d-0e1f2a3b4c5d";
 const BOOT_PART_GUID: &str = "9a8b7c6d-5e4f-4321-8765-43210fedcba9";
-/// The real root's partition (`root=PARTUUID=`) and filesystem, on the real chain's disks.
+/// The real root's partition (`root=PARTUUID=`) and filesystem (`root=UUID=`, also inside a
+/// LUKS2 container or on a logical volume), on the real chain's disks.
 pub const ROOT_PART_GUID: &str = "4c0f9a3e-2b1d-4e6f-9a8b-7c6d5e4f3a2b";
-const ROOT_FS_UUID: &str = "b7e3c1d2-8f4a-4b5c-9d6e-0f1a2b3c4d5e";
+pub const ROOT_FS_UUID: &str = "b7e3c1d2-8f4a-4b5c-9d6e-0f1a2b3c4d5e";
 /// The smallest boot partition: room for the busybox image, the fault cells' extra images, a
 /// kernel and a mini initramfs, plus filesystem metadata.
 const BOOT_PART_MIB: u64 = 64;
@@ -146,6 +147,19 @@ pub struct Layout {
     /// The boot partition's least size in MiB (0: only what [`boot_partition_mib`] gives),
     /// for a /boot that must take files the guest writes later.
     pub boot_min_mib: u64,
+}
+
+/// What a real root cell's second partition holds.
+#[derive(Debug, Clone, Copy)]
+pub enum RootPartition<'a> {
+    /// An ext4 filesystem made here from this directory, owners kept.
+    Ext4(&'a Path),
+    /// A partition image made elsewhere (`root_storage`'s LUKS2 container or LVM physical
+    /// volume), laid in as it is.
+    Image {
+        path: &'a Path,
+        type_guid: testvm::Guid,
+    },
 }
 
 /// Everything a cell boots from.
@@ -310,12 +324,13 @@ pub fn build_busybox_cell(
 }
 
 /// Builds the artefacts of a cell whose initoverlayfs is a real second stage: the dracut
-/// (systemd) initramfs `second_stage`, unpacked into an erofs image as `builder image` does.
+/// (systemd) initramfs `second_stage`, unpacked into an erofs image as `builder image` does,
+/// but uncompressed (`builder image` defaults to lz4hc).
 pub fn build_second_stage_cell(
     storage_init: &Path,
     kernel: &Kernel,
     second_stage: &Path,
-    real_root: Option<&Path>,
+    real_root: Option<RootPartition<'_>>,
     layout: Layout,
     esp: Option<&EspBoot>,
     work: &Path,
@@ -352,7 +367,7 @@ pub fn build_second_stage_cell(
 pub fn build_classic_cell(
     kernel: &Kernel,
     initramfs: &Path,
-    real_root: Option<&Path>,
+    real_root: Option<RootPartition<'_>>,
     layout: Layout,
     esp: Option<&EspBoot>,
     work: &Path,
@@ -361,11 +376,15 @@ pub fn build_classic_cell(
     boot_disk(kernel, initramfs, layout, esp, real_root, work)
 }
 
-/// Where a real root cell's fstab finds / and /boot on the disk [`build_boot_disk`] makes.
-pub fn root_spec(boot_fs: BootFsKind) -> crate::debian_tree::RootSpec {
+/// Where a real root cell's fstab finds / and /boot on the disk [`build_boot_disk`] makes,
+/// with the root stored as `storage` says.
+pub fn root_spec(
+    boot_fs: BootFsKind,
+    storage: crate::root_storage::RootStorage,
+) -> crate::debian_tree::RootSpec {
     let (boot, boot_fstype) = boot_fs.identity();
     crate::debian_tree::RootSpec {
-        root: format!("PARTUUID={ROOT_PART_GUID}"),
+        root: storage.fstab_source(),
         root_fstype: "ext4".to_owned(),
         boot: format!("UUID={boot}"),
         boot_fstype: boot_fstype.to_owned(),
@@ -380,7 +399,7 @@ fn finish_cell(
     kernel: &Kernel,
     layout: Layout,
     esp: Option<&EspBoot>,
-    real_root: Option<&Path>,
+    real_root: Option<RootPartition<'_>>,
     work: &Path,
     image: PathBuf,
     image_uuid: &str,
@@ -402,7 +421,7 @@ fn boot_disk(
     initramfs: &Path,
     layout: Layout,
     esp: Option<&EspBoot>,
-    real_root: Option<&Path>,
+    real_root: Option<RootPartition<'_>>,
     work: &Path,
 ) -> Result<PathBuf> {
     let boot = work.join("boot");
@@ -466,14 +485,14 @@ pub fn build_dogfood_cell(
         std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755))?;
     }
     let disk = work.join("disk.img");
-    build_boot_disk(&boot, layout, Some(&root), &disk)?;
+    build_boot_disk(&boot, layout, Some(RootPartition::Ext4(&root)), &disk)?;
     Ok(disk)
 }
 
 /// A partition that holds `dir` with room to spare: at least [`BOOT_PART_MIB`], else twice the
 /// contents (a kernel update writes the new image beside the old before replacing it; a root
 /// needs room to run) and 16 MiB for the filesystem's own structures.
-fn boot_partition_mib(boot: &Path) -> Result<u64> {
+pub(crate) fn boot_partition_mib(boot: &Path) -> Result<u64> {
     fn bytes(dir: &Path) -> Result<u64> {
         let mut total = 0;
         for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
@@ -605,7 +624,7 @@ fn modules_for(kernel: &Kernel, layout: Layout) -> Result<(Vec<String>, Vec<Stri
 pub fn build_boot_disk(
     boot: &Path,
     layout: Layout,
-    real_root: Option<&Path>,
+    real_root: Option<RootPartition<'_>>,
     disk: &Path,
 ) -> Result<()> {
     let (boot_fs, bus) = (layout.boot_fs, layout.bus);
@@ -631,9 +650,10 @@ pub fn build_boot_disk(
         contents: boot.to_path_buf(),
         keep_owners: false,
     }];
-    if let Some(root) = real_root {
+    match real_root {
+        None => {}
         // A distribution's root: its owners and setuid bits matter.
-        partitions.push(testvm::disk::Partition {
+        Some(RootPartition::Ext4(root)) => partitions.push(testvm::disk::Partition {
             name: "root".to_owned(),
             part_guid: guid(ROOT_PART_GUID)?,
             filesystem: testvm::disk::Filesystem::Ext4 {
@@ -643,7 +663,21 @@ pub fn build_boot_disk(
             size_mib: boot_partition_mib(root)?,
             contents: root.to_path_buf(),
             keep_owners: true,
-        });
+        }),
+        Some(RootPartition::Image { path, type_guid }) => {
+            let bytes = std::fs::metadata(path)
+                .with_context(|| format!("reading {}", path.display()))?
+                .len();
+            partitions.push(testvm::disk::Partition {
+                name: "root".to_owned(),
+                part_guid: guid(ROOT_PART_GUID)?,
+                filesystem: testvm::disk::Filesystem::Image { type_guid },
+                label: String::new(),
+                size_mib: bytes.div_ceil(1 << 20),
+                contents: path.to_path_buf(),
+                keep_owners: false,
+            });
+        }
     }
     let gpt = testvm::disk::GptDisk {
         disk_guid: guid(DISK_GUID)?,

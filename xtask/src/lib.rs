@@ -14,6 +14,7 @@ pub mod fixtures;
 pub mod fuzz;
 pub mod images;
 pub mod provision;
+pub mod root_storage;
 pub mod rpm;
 pub mod rpm_fixture;
 pub mod rpm_repo;

@@ -214,12 +214,14 @@ mod tests {
                     host_ms: 900,
                     guest_s: Some(0.0),
                     line: String::new(),
+                    sent: None,
                 },
                 MilestoneReached {
                     name: MARKER.into(),
                     host_ms: 7_250,
                     guest_s: Some(5.5),
                     line: String::new(),
+                    sent: None,
                 },
             ],
             attempts: 1,
@@ -274,6 +276,7 @@ mod tests {
                 host_ms: 0,
                 guest_s,
                 line: String::new(),
+                sent: None,
             })
             .collect();
         result

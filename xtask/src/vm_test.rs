@@ -432,7 +432,7 @@ fn boot_cell(
 
     let nonce = nonce();
     let root_param = if cell.real_root {
-        format!("root=PARTUUID={}", images::ROOT_PART_GUID)
+        cell.root_storage.kernel_params()
     } else {
         String::new()
     };
@@ -452,13 +452,35 @@ fn boot_cell(
 
     let storage_init = crate::static_build::build_for_arch(sh, root, cell.machine.arch())?;
     let esp = uefi.as_ref().map(|(esp, _)| esp);
+    let board = cell.machine.board();
+    let accel = crate::accel::resolve(accel, board, &kernel.vmlinuz, &root.join(ARTIFACTS_DIR));
+    result.accel = accel.name().to_owned();
+    // The real root's directory, and the partition image a LUKS2 or LVM root is made into.
     // The dogfood flow brings a root of its own (the kernel installed as a package).
     let real_root = if cell.real_root && cell.flow != Flow::Dogfood {
-        let spec = images::root_spec(cell.boot_fs);
-        Some(crate::debian_tree::real_root(sh, &kernel, &spec)?.root)
+        let spec = images::root_spec(cell.boot_fs, cell.root_storage);
+        let real_root = crate::debian_tree::real_root(sh, &kernel, &spec)?;
+        let image = crate::root_storage::root_partition_image(
+            cell.root_storage,
+            &kernel,
+            &busybox,
+            board,
+            accel,
+            &real_root,
+            images::boot_partition_mib(&real_root.root)?,
+            cell.luks_passphrase.as_deref(),
+        )?;
+        Some((real_root.root, image))
     } else {
         None
     };
+    let root_partition = real_root.as_ref().map(|(dir, image)| match image {
+        None => images::RootPartition::Ext4(dir),
+        Some(path) => images::RootPartition::Image {
+            path,
+            type_guid: cell.root_storage.partition_type(),
+        },
+    });
     // What the machine boots: the initramfs the bootloader (or QEMU) loads, and the disk.
     let (initrd, disk) = match cell.flow {
         Flow::Busybox | Flow::PrepareOnly => {
@@ -481,7 +503,7 @@ fn boot_cell(
                 &storage_init,
                 &kernel,
                 &second_stage,
-                real_root.as_deref(),
+                root_partition,
                 cell.layout(),
                 esp,
                 &build,
@@ -493,7 +515,7 @@ fn boot_cell(
             let disk = images::build_classic_cell(
                 &kernel,
                 &initramfs,
-                real_root.as_deref(),
+                root_partition,
                 cell.layout(),
                 esp,
                 &build,
@@ -502,7 +524,7 @@ fn boot_cell(
         }
         Flow::Dogfood => {
             let esp = esp.context("flow dogfood boots through UEFI firmware")?;
-            let spec = images::root_spec(cell.boot_fs);
+            let spec = images::root_spec(cell.boot_fs, cell.root_storage);
             let dogfood = crate::dogfood::dogfood_root(sh, &kernel, &spec)?;
             let builder = crate::dogfood::builder_binary(sh, root)?;
             let disk = images::build_dogfood_cell(
@@ -529,9 +551,6 @@ fn boot_cell(
         // The disk is rebuilt for every run either way.
         read_only: cell.bus != crate::cells::Bus::Sd && !cell.real_root,
     };
-    let board = cell.machine.board();
-    let accel = crate::accel::resolve(accel, board, &kernel.vmlinuz, &root.join(ARTIFACTS_DIR));
-    result.accel = accel.name().to_owned();
     let dtb = images::board_dtb(cell.machine, &kernel, &artifacts.join("build"))?;
     let machine = testvm::machine::Machine {
         board,
@@ -602,12 +621,16 @@ fn boot_cell(
             eprintln!("vm-test: {}: QEMU started (pid {pid})", cell.name)
         }
         testvm::run::Event::Milestone(m) => eprintln!(
-            "vm-test: {}: {} at {} ms host{}",
+            "vm-test: {}: {} at {} ms host{}{}",
             cell.name,
             m.name,
             m.host_ms,
             m.guest_s
-                .map_or(String::new(), |s| format!(", {s:.3} s guest"))
+                .map_or(String::new(), |s| format!(", {s:.3} s guest")),
+            // A cell's answers are test data (cells.toml), never secrets.
+            m.sent.as_ref().map_or(String::new(), |text| format!(
+                "; typed {text:?} and a newline"
+            ))
         ),
         testvm::run::Event::Finished { .. } => {}
     };

@@ -43,6 +43,14 @@ pub enum Filesystem {
         /// The 32-bit volume id.
         volume_id: u32,
     },
+    /// A partition image made elsewhere (a LUKS2 container, an LVM physical volume): the
+    /// file [`Partition::contents`] names is copied in as it is, at most [`Partition::size_mib`]
+    /// long; the rest of the partition reads as zeros. Its identity is inside the image;
+    /// [`Partition::label`] must be empty.
+    Image {
+        /// The GPT partition type.
+        type_guid: Guid,
+    },
 }
 
 /// A partition and what goes into it.
@@ -60,7 +68,7 @@ pub struct Partition {
     pub size_mib: u64,
     /// Directory whose contents become the filesystem's root; file modes are kept, owners
     /// become root (unless [`Partition::keep_owners`]) and times are clamped to
-    /// [`GptDisk::timestamp`].
+    /// [`GptDisk::timestamp`]. For [`Filesystem::Image`], the image file.
     pub contents: PathBuf,
     /// Keep the owners (uid, gid) of the source files instead of making everything root's: a
     /// real root filesystem has files of other users (`_apt`, `messagebus`), and its setuid
@@ -210,6 +218,23 @@ impl GptDisk {
                     };
                     make_ext4(&spec, fs_image.path())?;
                 }
+                Filesystem::Image { .. } => {
+                    let length = std::fs::metadata(&partition.contents)
+                        .map_err(|source| DiskError::Io {
+                            path: partition.contents.clone(),
+                            source,
+                        })?
+                        .len();
+                    if length > size_bytes {
+                        return Err(DiskError::Invalid {
+                            partition: partition.name.clone(),
+                            problem: format!(
+                                "image {} is {length} bytes, more than the partition's {size_bytes}",
+                                partition.contents.display()
+                            ),
+                        });
+                    }
+                }
                 Filesystem::Vfat { volume_id } => {
                     vfat::make_vfat(
                         volume_id,
@@ -221,7 +246,14 @@ impl GptDisk {
                     )?;
                 }
             }
-            let mut source = File::open(fs_image.path()).map_err(io_error)?;
+            let source_path = match partition.filesystem {
+                Filesystem::Image { .. } => partition.contents.as_path(),
+                _ => fs_image.path(),
+            };
+            let mut source = File::open(source_path).map_err(|source| DiskError::Io {
+                path: source_path.to_owned(),
+                source,
+            })?;
             copy_sparse(
                 &mut source,
                 disk.as_file_mut(),
@@ -238,6 +270,7 @@ impl GptDisk {
                 type_guid: match partition.filesystem {
                     Filesystem::Ext4 { .. } => Guid::LINUX_FILESYSTEM,
                     Filesystem::Vfat { .. } => Guid::EFI_SYSTEM,
+                    Filesystem::Image { type_guid } => type_guid,
                 },
                 unique_guid: partition.part_guid,
                 first_lba: extent.first_lba,
@@ -269,6 +302,7 @@ impl GptDisk {
             let label_max = match partition.filesystem {
                 Filesystem::Ext4 { .. } => EXT4_LABEL_MAX,
                 Filesystem::Vfat { .. } => vfat::LABEL_MAX,
+                Filesystem::Image { .. } => 0,
             };
             if partition.label.len() > label_max {
                 return Err(invalid(format!(

@@ -86,6 +86,16 @@ impl Transcript {
         line_around(&self.bytes, start, end)
     }
 
+    /// The text of the line holding byte `start`, up to it.
+    pub(crate) fn line_before(&self, start: usize) -> String {
+        let start = start.min(self.bytes.len());
+        let line_start = self.bytes[..start]
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
+        clean(&self.bytes[line_start..start])
+    }
+
     /// The last `count` lines.
     pub(crate) fn tail(&self, count: usize) -> String {
         tail(&self.bytes, count)
@@ -145,6 +155,19 @@ pub(crate) fn printk_seconds(line: &str) -> Option<f64> {
     captures[1].parse().ok()
 }
 
+/// The guest time of a match on console `line`, `before` being the line's text up to the
+/// match: the line's printk timestamp ([`printk_seconds`]), or else the last one before the
+/// match. A kernel-log line can land behind output that has no newline yet: a getty's
+/// `login: ` prompt, a status line systemd is still drawing.
+pub(crate) fn printk_seconds_of_match(line: &str, before: &str) -> Option<f64> {
+    static PRINTK_TIME_ANYWHERE: std::sync::LazyLock<Regex> =
+        std::sync::LazyLock::new(|| Regex::new(r"\[\s*(\d+\.\d+)\] ").expect("a valid regex"));
+    printk_seconds(line).or_else(|| {
+        let last = PRINTK_TIME_ANYWHERE.captures_iter(before).last()?;
+        last[1].parse().ok()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,6 +209,20 @@ mod tests {
             Some(58.411985),
         );
         check_time("\r\x1b[0;32m OK [ 1.0] x", None);
+    }
+
+    #[test]
+    fn times_a_kernel_line_behind_a_prompt() {
+        let line = "initoverlayfs login: [  129.371604] initoverlayfs-test: report boot=x";
+        let before = &line[..line.find("initoverlayfs-test").unwrap()];
+        assert_eq!(printk_seconds_of_match(line, before), Some(129.371604));
+        let line = "[    1.500000] a [    2.000000] b";
+        assert_eq!(
+            printk_seconds_of_match(line, &line[..line.len() - 1]),
+            Some(1.5),
+            "the line's own timestamp first"
+        );
+        assert_eq!(printk_seconds_of_match("login: report", "login: "), None);
     }
 
     #[test]

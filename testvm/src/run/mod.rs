@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 pub use error::{END_MILESTONE, GuestFailure, GuestFailureReason, InfraError, VmError};
 pub use report::{BootReport, Event, MilestoneReached, OUTCOME_PASSED, Timings};
-pub use spec::{BootSpec, End, Fatal, Hotplug, Milestone};
+pub use spec::{BootSpec, End, Fatal, Hotplug, Milestone, SEND_LINE_END};
 
 use crate::machine::{Io, Machine, shell};
 use console::{SharedTranscript, TeeReader};
@@ -181,7 +181,7 @@ fn run(
     state.transcript = Some(watcher.transcript());
 
     for milestone in &spec.milestones {
-        match watcher.wait_for(Some(milestone), milestone.timeout)? {
+        match watcher.reach(milestone)? {
             Seen::Milestone(reached) => {
                 on_event(&Event::Milestone(reached.clone()));
                 for hotplug in spec.hotplug.iter().filter(|h| h.after == reached.name) {

@@ -18,6 +18,10 @@ pub struct MilestoneReached {
     pub guest_s: Option<f64>,
     /// The console line holding the match, without its line ending.
     pub line: String,
+    /// What the harness typed on the console right after the match ([`super::Milestone::send`]),
+    /// without the line end; absent when nothing was sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent: Option<String>,
 }
 
 /// A successful boot.
@@ -75,12 +79,14 @@ mod tests {
                     host_ms: 1234,
                     guest_s: Some(2.345678),
                     line: "[    2.345678] Run /init as init process".into(),
+                    sent: None,
                 },
                 MilestoneReached {
                     name: "shell".into(),
                     host_ms: 2000,
                     guest_s: None,
                     line: "hello".into(),
+                    sent: Some("an answer".into()),
                 },
             ],
             qemu_exit: Some(0),

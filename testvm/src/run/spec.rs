@@ -15,7 +15,15 @@ pub struct Milestone {
     pub pattern: Regex,
     /// How long to wait for it, counted from the previous milestone.
     pub timeout: Duration,
+    /// Text typed on the serial console as soon as the milestone matched (an answer to a
+    /// prompt, e.g. a test disk's passphrase), followed by [`SEND_LINE_END`].
+    pub send: Option<String>,
 }
+
+/// What ends a [`Milestone::send`] line: the newline of a terminal in line mode. A serial
+/// console's tty maps a carriage return to it (`ICRNL`) but passes the newline itself through
+/// whatever its input flags, so the newline works in canonical and raw mode alike.
+pub const SEND_LINE_END: &str = "\n";
 
 impl Milestone {
     /// A milestone from a pattern text.
@@ -24,7 +32,16 @@ impl Milestone {
             name: name.to_owned(),
             pattern: Regex::new(pattern)?,
             timeout,
+            send: None,
         })
+    }
+
+    /// The milestone, answered with `text` (see [`Milestone::send`]).
+    pub fn then_send(self, text: &str) -> Milestone {
+        Milestone {
+            send: Some(text.to_owned()),
+            ..self
+        }
     }
 }
 

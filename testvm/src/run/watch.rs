@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 use rexpect::error::Error as ExpectError;
 use rexpect::session::{ReadUntil, StreamSession, spawn_stream};
 
-use super::console::{SharedTranscript, printk_seconds};
+use super::console::{SharedTranscript, printk_seconds_of_match};
 use super::error::InfraError;
 use super::report::MilestoneReached;
-use super::spec::{Fatal, Milestone};
+use super::spec::{Fatal, Milestone, SEND_LINE_END};
 
 /// How long one `exp_any` call waits before the deadline is checked again. rexpect fixes a
 /// session's timeout at creation, so per-milestone timeouts are built from short calls; the
@@ -102,6 +102,21 @@ impl Watcher {
         }
     }
 
+    /// Waits for `milestone` as [`Watcher::wait_for`] does; once it matched, types its
+    /// [`Milestone::send`] text, if any, at once (a prompt waits for its answer and may give
+    /// up), and records it in the [`MilestoneReached`].
+    pub(crate) fn reach(&mut self, milestone: &Milestone) -> Result<Seen, InfraError> {
+        let seen = self.wait_for(Some(milestone), milestone.timeout)?;
+        match (seen, &milestone.send) {
+            (Seen::Milestone(mut reached), Some(text)) => {
+                self.send_line(text)?;
+                reached.sent = Some(text.clone());
+                Ok(Seen::Milestone(reached))
+            }
+            (seen, _) => Ok(seen),
+        }
+    }
+
     /// Which needle matched `matched`: a fatal pattern wins over the milestone.
     fn classify(
         &self,
@@ -125,8 +140,9 @@ impl Watcher {
         Seen::Milestone(MilestoneReached {
             name: milestone.name.clone(),
             host_ms: u64::try_from(host.as_millis()).unwrap_or(u64::MAX),
-            guest_s: printk_seconds(&line),
+            guest_s: printk_seconds_of_match(&line, &transcript.line_before(start)),
             line,
+            sent: None,
         })
     }
 
@@ -149,13 +165,108 @@ impl Watcher {
         }
     }
 
-    /// The last `lines` console lines.
+    /// Types `text` and [`SEND_LINE_END`] on the console, flushed. rexpect's writer is a
+    /// `LineWriter` that takes a short line whole into its buffer; anything less is an error.
+    pub(crate) fn send_line(&mut self, text: &str) -> Result<(), InfraError> {
+        let line = format!("{text}{SEND_LINE_END}");
+        let error = |detail: String| InfraError::Io {
+            what: "typing on the console",
+            source: std::io::Error::other(detail),
+        };
+        let written = self.session.send(&line).map_err(|e| error(e.to_string()))?;
+        if written != line.len() {
+            return Err(error(format!(
+                "{written} of {} bytes taken by the console writer",
+                line.len()
+            )));
+        }
+        self.session.flush().map_err(|e| error(e.to_string()))
+    }
+
     /// The shared transcript of everything read so far.
     pub(crate) fn transcript(&self) -> SharedTranscript {
         self.transcript.clone()
     }
 
+    /// The last `lines` console lines.
     pub(crate) fn console_tail(&self, lines: usize) -> String {
         self.transcript.lock().tail(lines)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::console::TeeReader;
+    use std::io::{BufRead, BufReader, Read, Write};
+
+    /// A watcher on one end of a socket pair; the other end plays the guest's console.
+    fn watcher() -> (Watcher, UnixStream) {
+        let (harness, guest) = UnixStream::pair().unwrap();
+        let start = Instant::now();
+        let transcript = SharedTranscript::default();
+        let reader = TeeReader::new(harness.try_clone().unwrap(), transcript.clone(), start);
+        let fatal = [Fatal::new("panic", "Kernel panic").unwrap()];
+        (
+            Watcher::new(reader, harness, transcript, start, &fatal),
+            guest,
+        )
+    }
+
+    /// Nothing (more) waits to be read on the guest's end.
+    fn assert_nothing_typed(guest: &mut UnixStream) {
+        guest.set_nonblocking(true).unwrap();
+        let mut rest = [0u8; 16];
+        let read = guest.read(&mut rest);
+        assert!(
+            matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "typed: {read:?}"
+        );
+    }
+
+    #[test]
+    fn a_milestone_with_send_answers_its_prompt() {
+        let (mut watcher, mut guest) = watcher();
+        guest
+            .write_all(b"[    7.5] Please enter passphrase for disk root: ")
+            .unwrap();
+        let prompt = Milestone::new(
+            "passphrase",
+            "Please enter passphrase",
+            Duration::from_secs(5),
+        )
+        .unwrap()
+        .then_send("test key");
+        let Seen::Milestone(reached) = watcher.reach(&prompt).unwrap() else {
+            panic!("the prompt was on the console");
+        };
+        assert_eq!(reached.sent.as_deref(), Some("test key"));
+        assert_eq!(reached.guest_s, Some(7.5));
+        let mut typed = String::new();
+        BufReader::new(&mut guest).read_line(&mut typed).unwrap();
+        assert_eq!(typed, format!("test key{SEND_LINE_END}"));
+
+        // Without `send`, nothing is typed and nothing recorded.
+        guest.write_all(b"\nunlocked\n").unwrap();
+        let quiet = Milestone::new("unlocked", "unlocked", Duration::from_secs(5)).unwrap();
+        let Seen::Milestone(reached) = watcher.reach(&quiet).unwrap() else {
+            panic!("the line was on the console");
+        };
+        assert_eq!(reached.sent, None);
+        assert_nothing_typed(&mut guest);
+    }
+
+    #[test]
+    fn a_fatal_line_before_the_prompt_sends_nothing() {
+        let (mut watcher, mut guest) = watcher();
+        guest.write_all(b"Kernel panic - not syncing\n").unwrap();
+        let prompt = Milestone::new("passphrase", "Please enter", Duration::from_secs(5))
+            .unwrap()
+            .then_send("test key");
+        assert!(matches!(
+            watcher.reach(&prompt).unwrap(),
+            Seen::Fatal { .. }
+        ));
+        assert_nothing_typed(&mut guest);
     }
 }
