@@ -442,7 +442,7 @@ pub fn ensure_binfmt(sh: &Shell, arch: &str) -> Result<()> {
     };
     let cannot = |why: String| {
         anyhow::anyhow!(
-            "this host cannot run {arch} binaries: {why}. The {arch} Debian tree needs them              (mmdebstrap runs the packages' scripts and dracut in the tree): run `cargo xtask              provision` as root, or build the tree inside a helper VM of that architecture"
+            "this host cannot run {arch} binaries: {why}. The {arch} Debian tree needs them (mmdebstrap runs the packages' scripts and dracut in the tree): run `cargo xtask provision` as root (building the tree in a helper VM of that architecture instead is not implemented)"
         )
     };
     let register = Path::new(BINFMT_MISC).join("register");
