@@ -11,8 +11,10 @@ usage: cargo xtask <task>
 
 tasks:
   vm-test [--cell PATTERN] [--kernel ID] [--arch ARCH] [--tier smoke|default|full]
-          [--accel auto|kvm|tcg] [--jobs N] [--retries N] [--list]
+          [--accel auto|kvm|tcg] [--jobs N] [--retries N] [--repeat N] [--list]
                       boot the VM cells (fixtures/cells.toml) and print a result table;
+                      --repeat boots them all N times, round after round (the real chain's
+                      side-by-side table then shows medians);
                       exit 0 all passed, 1 a guest failed, 3 the harness or host broke
   bench-storage-init [--cell NAME] [--runs N]
                       boot a cell N times (default: the quiet 6.12 smoke cell, 5) and report where
@@ -93,6 +95,7 @@ pub fn parse(args: &[String]) -> Result<Task> {
 fn parse_vm_test(args: &[String]) -> Result<vm_test::Options> {
     let mut options = vm_test::Options {
         accel: crate::accel::AccelChoice::from_env()?,
+        repeat: 1,
         ..vm_test::Options::default()
     };
     let mut args = args.iter();
@@ -119,6 +122,13 @@ fn parse_vm_test(args: &[String]) -> Result<vm_test::Options> {
                 options.jobs = Some(jobs);
             }
             "--retries" => options.retries = number(&mut args, "--retries")?,
+            "--repeat" => {
+                let repeat: u32 = number(&mut args, "--repeat")?;
+                if repeat == 0 {
+                    bail!("--repeat 0: every cell boots at least once");
+                }
+                options.repeat = repeat;
+            }
             other => bail!("vm-test: unknown option {other:?}\n\n{USAGE}"),
         }
     }
@@ -154,16 +164,19 @@ mod tests {
 
     #[test]
     fn vm_test_options() {
-        let Task::VmTest(options) =
-            parse_line("vm-test --cell x86_64-*-nvme-* --jobs 2 --retries 1 --accel tcg").unwrap()
-        else {
+        let Task::VmTest(options) = parse_line(
+            "vm-test --cell x86_64-*-nvme-* --jobs 2 --retries 1 --repeat 3 --accel tcg",
+        )
+        .unwrap() else {
             panic!("not vm-test");
         };
         assert_eq!(options.jobs, Some(2));
         assert_eq!(options.retries, 1);
+        assert_eq!(options.repeat, 3);
         assert_eq!(options.filter.name.as_deref(), Some("x86_64-*-nvme-*"));
         for bad in [
             "vm-test --jobs 0",
+            "vm-test --repeat 0",
             "vm-test --jobs two",
             "vm-test --tier huge",
             "vm-test --frobnicate",

@@ -94,14 +94,18 @@ pub fn classic_sibling(cell: &str) -> Option<String> {
 
 /// The two chains side by side: for every real-chain cell whose classic sibling ran too, the
 /// guest seconds (kernel clock) to each of [`CHAIN_MILESTONES`] in both, and the difference
-/// (initoverlayfs minus classic: negative is faster). None when no pair ran.
+/// (initoverlayfs minus classic: negative is faster). A cell booted several times
+/// (`--repeat`) shows the median of its boots that reached the milestone. None when no pair
+/// ran.
 pub fn chains(results: &[CellResult]) -> Option<String> {
-    let guest = |result: &CellResult, milestone: &str| {
-        result
-            .milestones
+    let guest = |cell: &str, milestone: &str| {
+        let mut seconds: Vec<f64> = results
             .iter()
-            .find(|m| m.name == milestone)
-            .and_then(|m| m.guest_s)
+            .filter(|r| r.cell == cell)
+            .filter_map(|r| r.milestones.iter().find(|m| m.name == milestone))
+            .filter_map(|m| m.guest_s)
+            .collect();
+        median(&mut seconds)
     };
     let mut out = String::from("| pair |");
     for (_, label) in CHAIN_MILESTONES {
@@ -111,16 +115,20 @@ pub fn chains(results: &[CellResult]) -> Option<String> {
     out.push_str(&"---|---|---|".repeat(CHAIN_MILESTONES.len()));
     out.push('\n');
     let mut rows = 0;
-    for result in results {
-        let Some(sibling) = classic_sibling(&result.cell) else {
+    let mut cells: Vec<&str> = results.iter().map(|r| r.cell.as_str()).collect();
+    // Each cell once, in the order of its first result.
+    let mut seen = std::collections::HashSet::new();
+    cells.retain(|cell| seen.insert(*cell));
+    for cell in cells {
+        let Some(sibling) = classic_sibling(cell) else {
             continue;
         };
-        let Some(classic) = results.iter().find(|r| r.cell == sibling) else {
+        if !results.iter().any(|r| r.cell == sibling) {
             continue;
-        };
-        let _ = write!(out, "| `{}` |", result.cell);
+        }
+        let _ = write!(out, "| `{cell}` |");
         for (milestone, _) in CHAIN_MILESTONES {
-            let (ours, theirs) = (guest(result, milestone), guest(classic, milestone));
+            let (ours, theirs) = (guest(cell, milestone), guest(&sibling, milestone));
             let shown = |s: Option<f64>| s.map_or("-".to_owned(), |s| format!("{s:.2}"));
             let difference = match (ours, theirs) {
                 (Some(a), Some(b)) => format!("{:+.2} s ({:+.0} %)", a - b, (a - b) / b * 100.0),
@@ -132,6 +140,17 @@ pub fn chains(results: &[CellResult]) -> Option<String> {
         rows += 1;
     }
     (rows > 0).then_some(out)
+}
+
+/// The median (the mean of the middle two for an even count); None for no values.
+fn median(values: &mut [f64]) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(values[n / 2]),
+        _ => Some((values[n / 2 - 1] + values[n / 2]) / 2.0),
+    }
 }
 
 /// A JUnit XML report: one test case per cell, `failure` for a guest failure, `error` for a
@@ -320,6 +339,29 @@ mod tests {
             !table.contains("lone"),
             "a cell without its sibling has no row"
         );
+
+        // Repeated boots (`--repeat`): one row per pair, the medians.
+        let table = chains(&[
+            chain("q-dracut", Some(6.0), 40.0),
+            chain("q-dracut-classic", Some(9.0), 50.0),
+            chain("q-dracut", Some(5.0), 44.0),
+            chain("q-dracut-classic", Some(7.0), 52.0),
+            chain("q-dracut", None, 41.0),
+            chain("q-dracut-classic", Some(8.0), 60.0),
+        ])
+        .unwrap();
+        assert_eq!(table.matches("| `q-dracut` |").count(), 1, "{table}");
+        assert!(
+            table.contains("| 5.50 | 8.00 | -2.50 s (-31 %) | 41.00 | 52.00 | -11.00 s (-21 %) |"),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(&mut []), None);
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), Some(2.5));
     }
 
     #[test]

@@ -130,6 +130,9 @@ pub struct Options {
     pub jobs: Option<usize>,
     /// Boots a failing cell may take again; a pass on a retry is reported as flaky.
     pub retries: u32,
+    /// Rounds: every cell boots this many times, one round after the other (a cell never runs
+    /// beside itself, so its artefacts directory is its own). 0 is read as 1.
+    pub repeat: u32,
 }
 
 /// Host memory a cell needs besides its guest's: QEMU itself, the image builds.
@@ -193,7 +196,18 @@ pub fn run(sh: &Shell, root: &Path, options: &Options) -> Result<()> {
         }
     );
     let started = std::time::Instant::now();
-    let results = run_cells(root, &cells, options, jobs);
+    let rounds = options.repeat.max(1);
+    let mut results = Vec::new();
+    for round in 1..=rounds {
+        if rounds > 1 {
+            eprintln!("vm-test: round {round} of {rounds}");
+        }
+        let mut round_results = run_cells(root, &cells, options, jobs);
+        if round < rounds {
+            keep_failed_artifacts(&mut round_results, round);
+        }
+        results.extend(round_results);
+    }
     let wall = started.elapsed();
     print_table(&results);
     let headline = crate::vm_report::headline(&results, wall);
@@ -203,12 +217,15 @@ pub fn run(sh: &Shell, root: &Path, options: &Options) -> Result<()> {
     std::fs::write(&summary, serde_json::to_string_pretty(&results)?)?;
     let mut summary_md = format!("{headline}\n{}", crate::vm_report::markdown(&results));
     if let Some(chains) = crate::vm_report::chains(&results) {
-        println!(
-            "\nthe real chain beside the classic one (guest seconds since kernel start):\n{chains}"
-        );
-        summary_md.push_str(
-            "\nThe real chain beside the classic one (guest seconds since kernel start):\n\n",
-        );
+        let what = if rounds > 1 {
+            format!("medians of {rounds} boots, guest seconds since kernel start")
+        } else {
+            "guest seconds since kernel start".to_owned()
+        };
+        println!("\nthe real chain beside the classic one ({what}):\n{chains}");
+        summary_md.push_str(&format!(
+            "\nThe real chain beside the classic one ({what}):\n\n"
+        ));
         summary_md.push_str(&chains);
     }
     std::fs::write(dir.join("summary.md"), summary_md)?;
@@ -230,6 +247,28 @@ pub fn run(sh: &Shell, root: &Path, options: &Options) -> Result<()> {
         .into());
     }
     Ok(())
+}
+
+/// The next round boots the same cells into the same directories: a cell that did not pass
+/// keeps this round's artefacts under `<cell>-round<N>`.
+fn keep_failed_artifacts(results: &mut [CellResult], round: u32) {
+    for result in results.iter_mut() {
+        if matches!(result.verdict, Verdict::Passed | Verdict::Skipped { .. }) {
+            continue;
+        }
+        let mut kept = result.artifacts.clone().into_os_string();
+        kept.push(format!("-round{round}"));
+        let kept = PathBuf::from(kept);
+        let _ = std::fs::remove_dir_all(&kept);
+        match std::fs::rename(&result.artifacts, &kept) {
+            Ok(()) => result.artifacts = kept,
+            Err(error) => eprintln!(
+                "vm-test: cannot keep {} as {}: {error}",
+                result.artifacts.display(),
+                kept.display()
+            ),
+        }
+    }
 }
 
 /// Boots `cells` on `jobs` worker threads, each taking the next cell in order; results come
@@ -851,6 +890,46 @@ fn print_table(results: &[CellResult]) {
 mod tests {
     use super::*;
     use testvm::machine::Accel;
+
+    #[test]
+    fn a_repeated_round_keeps_what_did_not_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let result = |cell: &str, verdict: Verdict| {
+            let artifacts = dir.path().join(cell);
+            std::fs::create_dir(&artifacts).unwrap();
+            std::fs::write(artifacts.join("console.log"), cell).unwrap();
+            CellResult {
+                cell: cell.to_owned(),
+                verdict,
+                attempts: 1,
+                milestones: Vec::new(),
+                fixtures: Vec::new(),
+                accel: "tcg".into(),
+                warnings: Vec::new(),
+                artifacts,
+            }
+        };
+        let mut results = [
+            result("good", Verdict::Passed),
+            result(
+                "bad",
+                Verdict::Failed {
+                    reason: "marker: timed out".into(),
+                },
+            ),
+        ];
+        keep_failed_artifacts(&mut results, 2);
+        assert_eq!(results[0].artifacts, dir.path().join("good"));
+        assert_eq!(results[1].artifacts, dir.path().join("bad-round2"));
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("bad-round2/console.log")).unwrap(),
+            "bad"
+        );
+        assert!(
+            !dir.path().join("bad").exists(),
+            "the next round starts afresh"
+        );
+    }
 
     #[test]
     fn timeouts_scale_with_the_accelerator() {
