@@ -844,6 +844,23 @@ mod tests {
             assert_eq!(unpacked_bytes(&grown.path).unwrap(), grown.unpacked_bytes);
             // Cached: the second call is a lookup.
             assert_eq!(grown_initramfs(&sh, &root(), &base, target).unwrap(), grown);
+            // builder makes the erofs image from it, base and appended segment alike.
+            let work = tempfile::tempdir().unwrap();
+            let options = builder::erofs::ErofsOptions {
+                mtime: 0,
+                compression: None,
+                keep_owners: false,
+            };
+            let report = builder::image::image_from_initramfs(
+                &grown.path,
+                &work.path().join("image.erofs"),
+                &options,
+            )
+            .unwrap();
+            eprintln!(
+                "bench-content: {mib} MiB: erofs image {} bytes; segments {:?}",
+                report.erofs.bytes, report.segments
+            );
         }
         // Below the base's own size: the base itself.
         let small = grown_initramfs(&sh, &root(), &base, 1).unwrap();
