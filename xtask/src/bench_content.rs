@@ -1,0 +1,870 @@
+//! The boot benchmark's bigger initramfs images: Debian's dracut initramfs grown with realistic
+//! content (GPU and Wi-Fi firmware, LLVM, Mesa's Vulkan drivers, ICU, language runtimes: the
+//! packages pinned in `fixtures/bench-content.toml`) to a target unpacked size.
+//!
+//! The base file is kept byte for byte; one archive segment is appended, compressed as the base's
+//! last segment is (gzip for Debian's dracut), holding the added files as Debian installs them,
+//! package after package in pin order, each package's paths in sorted order, until the unpacked
+//! size reaches the target. The kernel unpacks concatenated segments one after another, and so
+//! does builder's reader, so both the classic boot and `builder image` see base + content.
+//!
+//! Cache layout (under [`cache_dir`]), each entry filled once under its `.lock` (see
+//! `debian_tree::fill_once`):
+//!
+//! ```text
+//! debs/<sha256>/                                  a pinned package, unpacked (as fixtures do)
+//! bench-content/<key>/done/{initrd.img, grown.json}
+//! ```
+//!
+//! The key covers the base's sha256, the target, the pins file's text, [`RECIPE`] and
+//! `SOURCE_DATE_EPOCH` (the appended archive's mtime), so a grown file is byte-reproducible from
+//! its inputs.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use builder::compress::InitramfsCompression;
+use builder::cpio::Archive;
+use builder::initramfs::{Format, MAX_UNPACKED};
+use serde::{Deserialize, Serialize};
+use xshell::Shell;
+
+use crate::fixtures::{COMPLETE, RemoveDirOnDrop, cache_dir};
+
+/// The pinned packages the content comes from.
+pub const PINS_TOML: &str = "fixtures/bench-content.toml";
+/// Bumped whenever what is added, or how, changes, so the cache is rebuilt.
+const RECIPE: &str = "v1 pin order, sorted paths, no doc/man/lintian, base symlinks followed, dirs 0755, stop at target";
+/// The grown file's name inside its cache entry.
+const GROWN_NAME: &str = "initrd.img";
+/// What was added, beside it.
+const MANIFEST_NAME: &str = "grown.json";
+/// Trees of a package that no initramfs generator copies: documentation and packaging metadata.
+const SKIPPED_TREES: [&str; 3] = ["usr/share/doc", "usr/share/man", "usr/share/lintian"];
+/// The mode of every directory the appended archive creates.
+const DIR_MODE: u32 = 0o755;
+/// Symlinks followed while placing one path before giving up (Linux's `MAXSYMLINKS`).
+const MAX_SYMLINK_HOPS: usize = 40;
+/// A newc header: 6 bytes of magic and 13 fields of 8 hex digits (the kernel's
+/// `Documentation/driver-api/early-userspace/buffer-format.rst`).
+const NEWC_HEADER_LEN: u64 = 6 + 13 * 8;
+/// Names and data are each padded to a multiple of 4 bytes (buffer-format.rst).
+const NEWC_ALIGN: u64 = 4;
+/// The name of the entry that ends a newc archive (buffer-format.rst).
+const NEWC_TRAILER: &str = "TRAILER!!!";
+
+/// A dracut initramfs grown with realistic content to about `target_bytes` unpacked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrownInitramfs {
+    /// The initramfs file: the base file's bytes unchanged, then one appended archive segment
+    /// (the same compression as the base's last segment) holding the added files.
+    pub path: PathBuf,
+    /// The unpacked size: the sum of every segment's uncompressed cpio bytes.
+    pub unpacked_bytes: u64,
+    /// The packages whose files were added, in order (`name version`), the last maybe in part.
+    pub added: Vec<String>,
+}
+
+/// One package of `fixtures/bench-content.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ContentPin {
+    pub package: String,
+    pub version: String,
+    /// The pool path, relative to the Debian mirror's root.
+    pub filename: String,
+    pub sha256: String,
+}
+
+impl ContentPin {
+    fn label(&self) -> String {
+        format!("{} {}", self.package, self.version)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ContentPins {
+    deb: Vec<ContentPin>,
+}
+
+fn parse_pins(text: &str) -> Result<Vec<ContentPin>> {
+    let pins: ContentPins = toml::from_str(text).with_context(|| format!("parsing {PINS_TOML}"))?;
+    Ok(pins.deb)
+}
+
+/// What a cache entry records beside the grown file.
+#[derive(Debug, Serialize, Deserialize)]
+struct Manifest {
+    unpacked_bytes: u64,
+    added: Vec<String>,
+}
+
+/// The unpacked size of an initramfs file (sum of its segments' uncompressed cpio bytes).
+/// Holds the whole unpacked content in memory once, as builder's reader does.
+pub fn unpacked_bytes(initramfs: &Path) -> Result<u64> {
+    let bytes =
+        std::fs::read(initramfs).with_context(|| format!("reading {}", initramfs.display()))?;
+    let segments = builder::initramfs::read_with_limit(&bytes, MAX_UNPACKED)
+        .with_context(|| format!("reading {}", initramfs.display()))?
+        .segments;
+    segments_unpacked_bytes(&bytes, &segments).with_context(|| initramfs.display().to_string())
+}
+
+/// The sum of `segments`' uncompressed bytes (`bytes` is the file they were read from).
+fn segments_unpacked_bytes(bytes: &[u8], segments: &[builder::initramfs::Segment]) -> Result<u64> {
+    let mut total = 0;
+    for segment in segments {
+        let stream = &bytes[segment.offset..segment.offset + segment.len];
+        total += match segment.format {
+            Format::Newc => segment.len as u64,
+            format => builder::initramfs::decompress_stream(stream, MAX_UNPACKED)
+                .with_context(|| {
+                    format!(
+                        "decompressing the {} segment at byte {}",
+                        format.name(),
+                        segment.offset
+                    )
+                })?
+                .len() as u64,
+        };
+    }
+    Ok(total)
+}
+
+/// `base` grown to about `target_bytes` unpacked (never less; at most one file more).
+/// Cached by content under `cache_dir().join("bench-content")`, keyed by the base's sha256, the
+/// target, the pins file's content and [`RECIPE`]. Only the packages the target needs are
+/// fetched (from the machine's Debian mirror, by pool path, checked against the pin's sha256).
+pub fn grown_initramfs(
+    sh: &Shell,
+    root: &Path,
+    base: &Path,
+    target_bytes: u64,
+) -> Result<GrownInitramfs> {
+    let pins_path = root.join(PINS_TOML);
+    let pins_text = std::fs::read_to_string(&pins_path)
+        .with_context(|| format!("reading {}", pins_path.display()))?;
+    let pins = parse_pins(&pins_text)?;
+    let epoch = builder::source_date_epoch()?;
+    let key = crate::debian_tree::hash(&[
+        RECIPE,
+        &crate::fixtures::sha256_file(base)?,
+        &target_bytes.to_string(),
+        &pins_text,
+        &epoch.to_string(),
+    ]);
+    let entry = cache_dir().join("bench-content").join(&key[..16]);
+    // A complete entry (`.complete` is written last) was grown from this very base, so the
+    // target was above its size: no need to unpack the base again to find out.
+    if !entry.join(COMPLETE).is_file() {
+        let base_unpacked = unpacked_bytes(base)?;
+        if target_bytes <= base_unpacked {
+            return Ok(GrownInitramfs {
+                path: base.to_owned(),
+                unpacked_bytes: base_unpacked,
+                added: Vec::new(),
+            });
+        }
+    }
+    let done = crate::debian_tree::fill_once(&entry, |work| {
+        eprintln!(
+            "bench-content: growing {} to {target_bytes} bytes unpacked",
+            base.display()
+        );
+        // Lazy: a package is fetched only when the ones before it fall short of the target.
+        let packages = pins
+            .iter()
+            .map(|pin| Ok((pin.label(), fetch_pin(sh, pin)?)));
+        let (unpacked_bytes, added) = grow(base, packages, target_bytes, &work.join(GROWN_NAME))?;
+        let manifest = serde_json::to_string_pretty(&Manifest {
+            unpacked_bytes,
+            added,
+        })?;
+        std::fs::write(work.join(MANIFEST_NAME), manifest + "\n")
+            .with_context(|| format!("writing {MANIFEST_NAME} in {}", work.display()))
+    })?;
+    let manifest_path = done.join(MANIFEST_NAME);
+    let manifest: Manifest = serde_json::from_str(
+        &std::fs::read_to_string(&manifest_path)
+            .with_context(|| format!("reading {}", manifest_path.display()))?,
+    )
+    .with_context(|| format!("parsing {}", manifest_path.display()))?;
+    Ok(GrownInitramfs {
+        path: done.join(GROWN_NAME),
+        unpacked_bytes: manifest.unpacked_bytes,
+        added: manifest.added,
+    })
+}
+
+/// Downloads, verifies and unpacks one pinned package into `cache_dir()/debs/<sha256>/` (the
+/// fixtures' convention: the unpacked tree, its `.complete` naming the package), or finds it
+/// there; the mirror is the machine's Debian apt source. Returns the tree.
+fn fetch_pin(sh: &Shell, pin: &ContentPin) -> Result<PathBuf> {
+    let debs = cache_dir().join("debs");
+    std::fs::create_dir_all(&debs).with_context(|| format!("creating {}", debs.display()))?;
+    let lock_path = debs.join(format!("{}.lock", pin.sha256));
+    let lock =
+        File::create(&lock_path).with_context(|| format!("creating {}", lock_path.display()))?;
+    // Serialises concurrent processes filling the same entry; released when `lock` drops.
+    lock.lock()
+        .with_context(|| format!("locking {}", lock_path.display()))?;
+    let cached = debs.join(&pin.sha256);
+    if cached.join(COMPLETE).is_file() {
+        return Ok(cached);
+    }
+    eprintln!("bench-content: fetching {} {}", pin.package, pin.version);
+    let work = debs.join(format!("tmp-{}-{}", pin.sha256, std::process::id()));
+    let _ = std::fs::remove_dir_all(&work); // a leftover of a killed run; absent is fine
+    std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+    // Removed however this ends: a refused download must not stay in the cache.
+    let _work_guard = RemoveDirOnDrop(work.clone());
+    let deb = work.join("package.deb");
+    // Read only when a package is not in the cache yet: a machine with every package cached
+    // needs no apt source.
+    let mirror = crate::provision::debian_mirror()?;
+    let url = format!("{}/{}", mirror.trim_end_matches('/'), pin.filename);
+    crate::download::curl(sh, &url, &deb)?;
+    crate::download::verify_sha256(&deb, &url, &pin.sha256, PINS_TOML)?;
+    let tree = work.join("tree");
+    crate::deb::unpack_deb(&deb, &tree)?;
+    std::fs::write(
+        tree.join(COMPLETE),
+        format!("{} {} {}\n", pin.package, pin.version, pin.sha256),
+    )?;
+    let _ = std::fs::remove_dir_all(&cached); // an incomplete entry from a killed run
+    std::fs::rename(&tree, &cached)
+        .with_context(|| format!("moving {} to {}", tree.display(), cached.display()))?;
+    Ok(cached)
+}
+
+/// Grows `base` with the files of `packages` (label, unpacked tree), in order, into `out`, until
+/// the unpacked size reaches `target`. Returns the unpacked size and the labels of the packages
+/// whose files were added. `packages` is pulled only as far as the target needs (so a package
+/// is fetched only if it is used).
+pub(crate) fn grow(
+    base: &Path,
+    packages: impl IntoIterator<Item = Result<(String, PathBuf)>>,
+    target: u64,
+    out: &Path,
+) -> Result<(u64, Vec<String>)> {
+    let mut grower = Grower::new(base, target)?;
+    let mut packages = packages.into_iter();
+    while !grower.reached() {
+        let Some(package) = packages.next() else {
+            break;
+        };
+        let (label, tree) = package?;
+        grower.add_package(&label, &tree)?;
+    }
+    grower.finish(out)
+}
+
+/// What a path is in the unpacked tree (the base's entries, then the added ones).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Node {
+    Directory,
+    /// A symlink, with its target.
+    Symlink(String),
+    /// Anything else: a regular file or a device node.
+    Other,
+}
+
+/// The appended archive being assembled, with the running unpacked size.
+struct Grower {
+    base: PathBuf,
+    target: u64,
+    compression: InitramfsCompression,
+    /// Every path of the unpacked tree, relative (`usr/lib/x`).
+    tree: HashMap<String, Node>,
+    archive: Archive,
+    /// The directories `archive` holds.
+    archive_dirs: HashSet<String>,
+    /// The base's unpacked bytes.
+    base_unpacked: u64,
+    /// The appended archive's bytes so far, its trailer included.
+    appended: u64,
+    added: Vec<String>,
+}
+
+impl Grower {
+    fn new(base: &Path, target: u64) -> Result<Grower> {
+        let bytes = std::fs::read(base).with_context(|| format!("reading {}", base.display()))?;
+        let initramfs = builder::initramfs::read_with_limit(&bytes, MAX_UNPACKED)
+            .with_context(|| format!("reading {}", base.display()))?;
+        let base_unpacked = segments_unpacked_bytes(&bytes, &initramfs.segments)
+            .with_context(|| base.display().to_string())?;
+        let last = initramfs
+            .segments
+            .last()
+            .context("the base has no segment")?
+            .format;
+        let compression = compression_of(last)
+            .with_context(|| format!("{}: its last segment", base.display()))?;
+        let mut tree = HashMap::new();
+        for entry in initramfs.final_entries() {
+            let name = entry
+                .name
+                .trim_start_matches("./")
+                .trim_start_matches('/')
+                .to_owned();
+            if name.is_empty() || name == "." {
+                continue;
+            }
+            let node = if entry.is_dir() {
+                Node::Directory
+            } else if entry.is_symlink() {
+                Node::Symlink(String::from_utf8_lossy(&entry.data).into_owned())
+            } else {
+                Node::Other
+            };
+            tree.insert(name, node);
+        }
+        Ok(Grower {
+            base: base.to_owned(),
+            target,
+            compression,
+            tree,
+            archive: Archive::new(),
+            archive_dirs: HashSet::new(),
+            base_unpacked,
+            appended: newc_entry_len(NEWC_TRAILER, 0),
+            added: Vec::new(),
+        })
+    }
+
+    fn total(&self) -> u64 {
+        self.base_unpacked + self.appended
+    }
+
+    fn reached(&self) -> bool {
+        self.total() >= self.target
+    }
+
+    /// Adds the regular files and symlinks of the unpacked package `tree`, in sorted path
+    /// order, until the target is reached.
+    fn add_package(&mut self, label: &str, tree: &Path) -> Result<()> {
+        let mut paths = Vec::new();
+        walk(tree, "", &mut paths)?;
+        for (relative, host) in paths {
+            if self.reached() {
+                break;
+            }
+            // The fixtures' marker of a complete cache entry, not the package's.
+            if relative == COMPLETE {
+                continue;
+            }
+            if self.add_path(&relative, &host)?
+                && self.added.last().map(String::as_str) != Some(label)
+            {
+                self.added.push(label.to_owned());
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds one path of a package (`host` holds it); false if it is left out.
+    fn add_path(&mut self, relative: &str, host: &Path) -> Result<bool> {
+        let Some(placed) = self.place(relative) else {
+            return Ok(false);
+        };
+        if SKIPPED_TREES
+            .iter()
+            .any(|skipped| placed == *skipped || placed.starts_with(&format!("{skipped}/")))
+            || self.tree.contains_key(&placed)
+        {
+            return Ok(false);
+        }
+        let metadata = std::fs::symlink_metadata(host)
+            .with_context(|| format!("reading {}", host.display()))?;
+        let (node, data_len) = if metadata.file_type().is_symlink() {
+            let target = std::fs::read_link(host)
+                .with_context(|| format!("reading the symlink {}", host.display()))?;
+            let target = target
+                .to_str()
+                .with_context(|| format!("{}: its target is not UTF-8", host.display()))?
+                .to_owned();
+            let len = target.len() as u64;
+            (Node::Symlink(target), len)
+        } else {
+            (Node::Other, metadata.len())
+        };
+        // The appended archive holds every parent itself, the base's directories too: the
+        // kernel creates no parents, and builder's archive writes them anyway.
+        let components: Vec<&str> = placed.split('/').collect();
+        for depth in 1..components.len() {
+            let parent = components[..depth].join("/");
+            if self.archive_dirs.contains(&parent) {
+                continue;
+            }
+            self.archive.add_dir(&parent, DIR_MODE)?;
+            self.appended += newc_entry_len(&parent, 0);
+            self.tree.insert(parent.clone(), Node::Directory);
+            self.archive_dirs.insert(parent);
+        }
+        match &node {
+            Node::Symlink(target) => self.archive.add_symlink(&placed, target)?,
+            _ => self
+                .archive
+                .add_file_from_host(&placed, metadata.permissions().mode(), host)?,
+        }
+        self.appended += newc_entry_len(&placed, data_len);
+        self.tree.insert(placed, node);
+        Ok(true)
+    }
+
+    /// Where the package path `relative` lands in the unpacked tree: symlinks among its parents
+    /// followed (a package's `lib/firmware/x` goes to `usr/lib/firmware/x` when the base has
+    /// `lib -> usr/lib`). None if a parent is a file, or the symlinks lead nowhere sensible.
+    fn place(&self, relative: &str) -> Option<String> {
+        let mut components: Vec<String> = relative
+            .split('/')
+            .filter(|c| !c.is_empty() && *c != ".")
+            .map(str::to_owned)
+            .collect();
+        let mut hops = 0;
+        'resolve: loop {
+            for depth in 1..components.len() {
+                match self.tree.get(&components[..depth].join("/")) {
+                    None | Some(Node::Directory) => {}
+                    Some(Node::Other) => return None,
+                    Some(Node::Symlink(target)) => {
+                        hops += 1;
+                        if hops > MAX_SYMLINK_HOPS {
+                            return None;
+                        }
+                        let mut resolved: Vec<String> = if target.starts_with('/') {
+                            Vec::new()
+                        } else {
+                            components[..depth - 1].to_vec()
+                        };
+                        for part in target.split('/') {
+                            match part {
+                                "" | "." => {}
+                                ".." => {
+                                    resolved.pop();
+                                }
+                                part => resolved.push(part.to_owned()),
+                            }
+                        }
+                        resolved.extend_from_slice(&components[depth..]);
+                        components = resolved;
+                        continue 'resolve;
+                    }
+                }
+            }
+            return (!components.is_empty()).then(|| components.join("/"));
+        }
+    }
+
+    /// Writes base ++ the compressed appended archive to `out` (a temporary name, then a
+    /// rename). Returns the unpacked size and the packages added.
+    fn finish(self, out: &Path) -> Result<(u64, Vec<String>)> {
+        if !self.reached() {
+            bail!(
+                "the packages add up to {} bytes unpacked, short of the target {}: pin more in {PINS_TOML}",
+                self.total(),
+                self.target
+            );
+        }
+        let cpio = self.archive.to_bytes(builder::source_date_epoch()?)?;
+        if cpio.len() as u64 != self.appended {
+            bail!(
+                "the appended archive has {} bytes, {} were counted (a bug in the newc size arithmetic)",
+                cpio.len(),
+                self.appended
+            );
+        }
+        let compressed = self
+            .compression
+            .compress(&cpio)
+            .with_context(|| format!("compressing the appended archive ({})", self.compression))?;
+        drop(cpio);
+        let base = std::fs::read(&self.base)
+            .with_context(|| format!("reading {}", self.base.display()))?;
+        let partial = out.with_extension("partial");
+        let mut file =
+            File::create(&partial).with_context(|| format!("creating {}", partial.display()))?;
+        file.write_all(&base)
+            .and_then(|()| file.write_all(&compressed))
+            .and_then(|()| file.sync_all())
+            .with_context(|| format!("writing {}", partial.display()))?;
+        std::fs::rename(&partial, out)
+            .with_context(|| format!("moving {} to {}", partial.display(), out.display()))?;
+        Ok((self.total(), self.added))
+    }
+}
+
+/// The compression that writes `format` (the base's last segment's).
+fn compression_of(format: Format) -> Result<InitramfsCompression> {
+    [
+        InitramfsCompression::None,
+        InitramfsCompression::Zstd,
+        InitramfsCompression::Gzip,
+        InitramfsCompression::Lz4,
+        InitramfsCompression::Xz,
+        InitramfsCompression::Bzip2,
+    ]
+    .into_iter()
+    .find(|c| c.format() == format)
+    .with_context(|| format!("{} is read, not written, by builder", format.name()))
+}
+
+/// The bytes one newc entry takes: header and NUL-terminated name padded to 4, data padded to 4.
+fn newc_entry_len(name: &str, data_len: u64) -> u64 {
+    (NEWC_HEADER_LEN + name.len() as u64 + 1).next_multiple_of(NEWC_ALIGN)
+        + data_len.next_multiple_of(NEWC_ALIGN)
+}
+
+/// The regular files and symlinks under `dir` (`prefix` its path in the package), in sorted
+/// path order, component by component (as the archive writes them); symlinks are not followed.
+fn walk(dir: &Path, prefix: &str, out: &mut Vec<(String, PathBuf)>) -> Result<()> {
+    let mut entries: Vec<(String, PathBuf)> = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
+        let name = entry.file_name().into_string().map_err(|name| {
+            anyhow::anyhow!("{}: a name that is not UTF-8: {name:?}", dir.display())
+        })?;
+        entries.push((name, entry.path()));
+    }
+    entries.sort();
+    for (name, host) in entries {
+        let relative = if prefix.is_empty() {
+            name
+        } else {
+            format!("{prefix}/{name}")
+        };
+        let file_type = std::fs::symlink_metadata(&host)
+            .with_context(|| format!("reading {}", host.display()))?
+            .file_type();
+        if file_type.is_dir() {
+            walk(&host, &relative, out)?;
+        } else if file_type.is_file() || file_type.is_symlink() {
+            out.push((relative, host));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn root() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    }
+
+    #[test]
+    fn the_pins_parse_in_order() {
+        let text = std::fs::read_to_string(root().join(PINS_TOML)).unwrap();
+        let pins = parse_pins(&text).unwrap();
+        let names: Vec<&str> = pins.iter().map(|p| p.package.as_str()).collect();
+        assert_eq!(
+            names[..3],
+            [
+                "firmware-amd-graphics",
+                "firmware-misc-nonfree",
+                "firmware-iwlwifi"
+            ]
+        );
+        assert_eq!(names.len(), 11);
+        for pin in &pins {
+            assert_eq!(pin.sha256.len(), 64, "{}", pin.package);
+            assert!(pin.filename.starts_with("pool/") && pin.filename.ends_with(".deb"));
+        }
+    }
+
+    #[test]
+    fn newc_sizes_match_the_writer() {
+        let mut archive = Archive::new();
+        archive.add_dir("usr", DIR_MODE).unwrap();
+        archive.add_file("usr/a", 0o644, vec![1; 5]).unwrap();
+        archive.add_symlink("usr/bb", "a").unwrap();
+        let expected = newc_entry_len("usr", 0)
+            + newc_entry_len("usr/a", 5)
+            + newc_entry_len("usr/bb", 1)
+            + newc_entry_len(NEWC_TRAILER, 0);
+        assert_eq!(archive.to_bytes(0).unwrap().len() as u64, expected);
+    }
+
+    /// A dracut-like base: merged /usr (`lib -> usr/lib`), a firmware file, gzip-compressed
+    /// behind an uncompressed early archive, as dracut writes microcode.
+    fn synthetic_base(path: &Path) {
+        let mut early = Archive::new();
+        early
+            .add_file("kernel/x86/microcode/GenuineIntel.bin", 0o644, vec![9; 100])
+            .unwrap();
+        let mut main = Archive::new();
+        main.add_dir("usr/lib/firmware", 0o755).unwrap();
+        main.add_symlink("lib", "usr/lib").unwrap();
+        main.add_symlink("bin", "usr/bin").unwrap();
+        main.add_file(
+            "usr/lib/firmware/present.bin",
+            0o644,
+            b"base's own".to_vec(),
+        )
+        .unwrap();
+        main.add_file("init", 0o755, b"#!/bin/sh\n".to_vec())
+            .unwrap();
+        let mut bytes = early.to_bytes(0).unwrap();
+        bytes.extend(
+            InitramfsCompression::Gzip
+                .compress(&main.to_bytes(0).unwrap())
+                .unwrap(),
+        );
+        std::fs::write(path, bytes).unwrap();
+    }
+
+    /// Writes `files` (path, bytes) under `dir`; a path ending in `@target` is a symlink.
+    fn package(dir: &Path, files: &[(&str, &[u8])]) -> PathBuf {
+        for (path, bytes) in files {
+            if let Some((path, target)) = path.split_once('@') {
+                std::fs::create_dir_all(dir.join(path).parent().unwrap()).unwrap();
+                symlink(target, dir.join(path)).unwrap();
+            } else {
+                std::fs::create_dir_all(dir.join(path).parent().unwrap()).unwrap();
+                std::fs::write(dir.join(path), bytes).unwrap();
+            }
+        }
+        // The fixtures' cache marker sits at the top of every unpacked package.
+        std::fs::write(dir.join(COMPLETE), "p 1 0\n").unwrap();
+        dir.to_owned()
+    }
+
+    /// Distinct, incompressible-enough content of `len` bytes.
+    fn content(seed: u8, len: usize) -> Vec<u8> {
+        (0..len)
+            .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[2] ^ seed)
+            .collect()
+    }
+
+    #[test]
+    fn grows_with_packages_until_the_target() {
+        let work = tempfile::tempdir().unwrap();
+        let base = work.path().join("base.img");
+        synthetic_base(&base);
+        let base_unpacked = unpacked_bytes(&base).unwrap();
+        let firmware = content(1, 40_000);
+        let library = content(2, 30_000);
+        let late = content(3, 50_000);
+        let first = package(
+            &work.path().join("first"),
+            &[
+                ("lib/firmware/amdgpu/a.bin", &firmware[..]),
+                ("lib/firmware/present.bin", &b"package's copy"[..]),
+                ("usr/share/doc/first/copyright", &b"text"[..]),
+                ("usr/share/man/man1/x.1.gz", &b"man"[..]),
+                ("usr/lib/x86_64-linux-gnu/libbig.so.1.2", &library[..]),
+                (
+                    "usr/lib/x86_64-linux-gnu/libbig.so.1@libbig.so.1.2",
+                    &b""[..],
+                ),
+            ],
+        );
+        let second = package(
+            &work.path().join("second"),
+            &[
+                ("usr/share/second/a", &late[..]),
+                ("usr/share/second/b", &late[..]),
+                ("usr/share/second/c", &late[..]),
+            ],
+        );
+        let third = package(
+            &work.path().join("third"),
+            &[("usr/share/third/x", &late[..])],
+        );
+        let packages = [
+            ("first 1".to_owned(), first),
+            ("second 2".to_owned(), second),
+            ("third 3".to_owned(), third),
+        ];
+        // Past the first package and one file of the second: the second is added in part.
+        let target = base_unpacked + 90_000;
+        let out = work.path().join("grown.img");
+        // Packages are pulled only as far as needed: the third is never fetched.
+        let lazily = packages[..2]
+            .iter()
+            .cloned()
+            .map(Ok)
+            .chain(std::iter::once_with(|| {
+                Err(anyhow::anyhow!("the third package was fetched"))
+            }));
+        let (unpacked, added) = grow(&base, lazily, target, &out).unwrap();
+        assert_eq!(added, ["first 1", "second 2"]);
+        assert!(unpacked >= target, "{unpacked} < {target}");
+        // At most one file more: the last one added, its header and new parents.
+        assert!(unpacked < target + late.len() as u64 + 1024, "{unpacked}");
+        assert_eq!(unpacked_bytes(&out).unwrap(), unpacked);
+
+        // The base's bytes come first, unchanged; the rest is one gzip segment.
+        let bytes = std::fs::read(&out).unwrap();
+        let base_bytes = std::fs::read(&base).unwrap();
+        assert_eq!(bytes[..base_bytes.len()], base_bytes[..]);
+        let initramfs = builder::initramfs::read(&bytes).unwrap();
+        let formats: Vec<Format> = initramfs.segments.iter().map(|s| s.format).collect();
+        assert_eq!(formats, [Format::Newc, Format::Gzip, Format::Gzip]);
+
+        let entries: HashMap<&str, &builder::cpio::ReadEntry> = initramfs
+            .final_entries()
+            .into_iter()
+            .map(|e| (e.name.as_str(), e))
+            .collect();
+        // lib/ went through the base's `lib -> usr/lib`; the base's own file was kept.
+        assert_eq!(entries["usr/lib/firmware/amdgpu/a.bin"].data, firmware);
+        assert!(!entries.contains_key("lib/firmware/amdgpu/a.bin"));
+        assert!(entries["lib"].is_symlink());
+        assert_eq!(entries["usr/lib/firmware/present.bin"].data, b"base's own");
+        assert_eq!(
+            entries["usr/lib/x86_64-linux-gnu/libbig.so.1.2"].data,
+            library
+        );
+        let link = entries["usr/lib/x86_64-linux-gnu/libbig.so.1"];
+        assert!(link.is_symlink());
+        assert_eq!(link.data, b"libbig.so.1.2");
+        assert_eq!(entries["usr/share/second/a"].data, late);
+        for skipped in [
+            "usr/share/doc/first/copyright",
+            "usr/share/man/man1/x.1.gz",
+            "usr/share/second/c",
+            "usr/share/third/x",
+            COMPLETE,
+        ] {
+            assert!(!entries.contains_key(skipped), "{skipped}");
+        }
+        // Each path once, every added path's parents as directories before it.
+        let appended_count = initramfs.segments[2].entries;
+        let appended = &initramfs.entries[initramfs.entries.len() - appended_count..];
+        let mut seen: Vec<&str> = Vec::new();
+        for entry in appended {
+            assert!(!seen.contains(&entry.name.as_str()), "{} twice", entry.name);
+            if let Some((parent, _)) = entry.name.rsplit_once('/') {
+                let parent_entry = entries[parent];
+                assert!(parent_entry.is_dir(), "{parent}");
+                assert!(
+                    seen.contains(&parent) || !appended.iter().any(|e| e.name == parent),
+                    "{parent} after {}",
+                    entry.name
+                );
+            }
+            if entry.is_dir() {
+                assert_eq!(entry.permissions(), DIR_MODE, "{}", entry.name);
+            }
+            seen.push(&entry.name);
+        }
+        for parent in ["usr/lib/firmware/amdgpu", "usr/share", "usr/share/second"] {
+            assert!(entries[parent].is_dir(), "{parent}");
+        }
+        // No file or symlink twice (directories of the base are restated as parents).
+        let names: Vec<&str> = initramfs
+            .entries
+            .iter()
+            .filter(|e| !e.is_dir())
+            .map(|e| e.name.as_str())
+            .collect();
+        let mut unique = names.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(
+            unique.len(),
+            names.len(),
+            "a path was added twice: {names:?}"
+        );
+
+        // Same inputs, same bytes.
+        let again = work.path().join("again.img");
+        assert_eq!(
+            grow(&base, packages.iter().cloned().map(Ok), target, &again).unwrap(),
+            (unpacked, added)
+        );
+        assert_eq!(std::fs::read(&again).unwrap(), bytes);
+
+        // builder turns the grown file into an erofs image (it reads concatenated segments).
+        let image = work.path().join("image.erofs");
+        let options = builder::erofs::ErofsOptions {
+            mtime: 0,
+            compression: None,
+            keep_owners: false,
+        };
+        let report = builder::image::image_from_initramfs(&out, &image, &options).unwrap();
+        assert_eq!(report.segments.len(), 3, "{:?}", report.segments);
+        assert!(image.is_file());
+    }
+
+    #[test]
+    fn too_few_packages_is_an_error() {
+        let work = tempfile::tempdir().unwrap();
+        let base = work.path().join("base.img");
+        synthetic_base(&base);
+        let small = package(&work.path().join("small"), &[("usr/share/s", &b"tiny"[..])]);
+        let target = unpacked_bytes(&base).unwrap() + 1_000_000;
+        let error = grow(
+            &base,
+            [Ok(("small 1".to_owned(), small))],
+            target,
+            &work.path().join("out"),
+        )
+        .unwrap_err();
+        assert!(format!("{error:#}").contains("pin more"), "{error:#}");
+    }
+
+    /// The real thing: Debian's dracut initramfs for the amd64 6.12 fixture kernel grown to
+    /// 128 MiB and 512 MiB (`BENCH_CONTENT_TARGETS_MIB` overrides, comma-separated).
+    #[test]
+    #[ignore = "downloads ~200 MB of packages"]
+    fn grown_real_dracut_initramfs() {
+        let sh = Shell::new().unwrap();
+        let pin = crate::fixtures::read_kernels(&root())
+            .unwrap()
+            .kernel
+            .into_iter()
+            .find(|k| k.id == "debian12-6.12-amd64")
+            .unwrap();
+        let kernel = crate::fixtures::fetch_kernel(&sh, &pin).unwrap();
+        let base = crate::debian_tree::second_stage_initramfs(&sh, &kernel).unwrap();
+        let targets =
+            std::env::var("BENCH_CONTENT_TARGETS_MIB").unwrap_or_else(|_| "128".to_owned());
+        for mib in targets.split(',') {
+            let target = mib.trim().parse::<u64>().unwrap() << 20;
+            let start = std::time::Instant::now();
+            let grown = grown_initramfs(&sh, &root(), &base, target).unwrap();
+            let seconds = start.elapsed().as_secs_f64();
+            let compressed = std::fs::metadata(&grown.path).unwrap().len();
+            eprintln!(
+                "bench-content: {mib} MiB: {} bytes unpacked, {compressed} bytes compressed, {seconds:.1} s, added {:?}",
+                grown.unpacked_bytes, grown.added
+            );
+            assert!(grown.unpacked_bytes >= target);
+            // At most one file more (libLLVM, the biggest, is about 110 MB).
+            assert!(grown.unpacked_bytes < target + (128 << 20));
+            assert_eq!(unpacked_bytes(&grown.path).unwrap(), grown.unpacked_bytes);
+            // Cached: the second call is a lookup.
+            assert_eq!(grown_initramfs(&sh, &root(), &base, target).unwrap(), grown);
+            // builder makes the erofs image from it, base and appended segment alike.
+            let work = tempfile::tempdir().unwrap();
+            let options = builder::erofs::ErofsOptions {
+                mtime: 0,
+                compression: None,
+                keep_owners: false,
+            };
+            let report = builder::image::image_from_initramfs(
+                &grown.path,
+                &work.path().join("image.erofs"),
+                &options,
+            )
+            .unwrap();
+            eprintln!(
+                "bench-content: {mib} MiB: erofs image {} bytes; segments {:?}",
+                report.erofs.bytes, report.segments
+            );
+        }
+        // Below the base's own size: the base itself.
+        let small = grown_initramfs(&sh, &root(), &base, 1).unwrap();
+        assert_eq!(small.path, base);
+        assert!(small.added.is_empty());
+    }
+}
