@@ -42,6 +42,7 @@ fn machine(board: Board, bus: DiskBus) -> Machine {
             bus,
             serial: "boot0".into(),
             read_only: bus != DiskBus::Sd,
+            throttle: None,
         }],
         hotplug_ports: 0,
         empty_cdroms: 0,
@@ -88,6 +89,7 @@ fn firmware_machine_that_reboots() {
             bus: DiskBus::VirtioBlk,
             serial: "boot0".into(),
             read_only: false,
+            throttle: None,
         }],
         on_reboot: GuestReboot::Restart,
         ..machine(Board::Q35, DiskBus::VirtioBlk)
@@ -95,4 +97,29 @@ fn firmware_machine_that_reboots() {
     let argv = machine.qemu_args(&Io::Interactive).unwrap();
     assert!(!argv.iter().any(|a| a == "-no-reboot"));
     insta::assert_snapshot!("q35-uefi-reboots", shell::join(&argv));
+}
+
+/// The benchmark's slow storage: the device sits on a throttle filter node of its own group,
+/// over the raw node; reads and writes share the budget.
+#[test]
+fn throttled_disk() {
+    let machine = Machine {
+        boot: Boot::Uefi {
+            code: "/fixtures/OVMF_CODE_4M.fd".into(),
+            vars: "/cell/build/efivars.fd".into(),
+        },
+        dtb: None,
+        disks: vec![Disk {
+            path: "/bench/disk.img".into(),
+            bus: DiskBus::VirtioBlk,
+            serial: "boot0".into(),
+            read_only: false,
+            throttle: Some(testvm::machine::Throttle {
+                bytes_per_second: 25_000_000,
+            }),
+        }],
+        ..machine(Board::Q35, DiskBus::VirtioBlk)
+    };
+    let argv = machine.qemu_args(&Io::Interactive).unwrap();
+    insta::assert_snapshot!("q35-uefi-throttled", shell::join(&argv));
 }

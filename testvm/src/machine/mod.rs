@@ -71,6 +71,16 @@ pub struct Disk {
     pub serial: String,
     /// Attach read-only; the guest sees a write-protected device.
     pub read_only: bool,
+    /// A cap on the disk's throughput, to model slow storage; None: as fast as the host.
+    pub throttle: Option<Throttle>,
+}
+
+/// A QEMU throttle group over one disk: reads and writes share one budget of bytes per second,
+/// as they share an SD card's or a USB stick's link. QEMU lets a burst through, then holds the
+/// average (`bps-total` with its default burst of one second's worth).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Throttle {
+    pub bytes_per_second: u64,
 }
 
 impl DiskBus {
@@ -91,11 +101,35 @@ impl Disk {
         }
         let node = format!("disk{index}");
         let read_only = on_off(self.read_only);
+        // A throttled disk: the device sits on a throttle filter over the raw node.
+        let raw_node = match self.throttle {
+            None => node.clone(),
+            Some(_) => format!("{node}-raw"),
+        };
         let blockdev = format!(
-            "driver=raw,node-name={node},read-only={read_only},\
+            "driver=raw,node-name={raw_node},read-only={read_only},\
              file.driver=file,file.filename={},file.read-only={read_only}",
             option_value(&self.path.to_string_lossy()),
         );
+        let mut argv = Vec::new();
+        if let Some(throttle) = self.throttle {
+            argv.extend([
+                "-object".to_owned(),
+                format!(
+                    "throttle-group,id={node}-throttle,x-bps-total={}",
+                    throttle.bytes_per_second
+                ),
+            ]);
+        }
+        argv.extend(["-blockdev".to_owned(), blockdev]);
+        if self.throttle.is_some() {
+            argv.extend([
+                "-blockdev".to_owned(),
+                format!(
+                    "driver=throttle,node-name={node},throttle-group={node}-throttle,file={raw_node}"
+                ),
+            ]);
+        }
         let serial = option_value(&self.serial);
         // Each disk has a controller of its own, named after the disk's node.
         let devices = match self.bus {
@@ -119,7 +153,6 @@ impl Disk {
                 ],
             },
         };
-        let mut argv = vec!["-blockdev".into(), blockdev];
         for device in devices {
             argv.extend(["-device".to_owned(), device]);
         }
@@ -455,12 +488,14 @@ mod tests {
                     bus: DiskBus::VirtioBlk,
                     serial: "boot".into(),
                     read_only: true,
+                    throttle: None,
                 },
                 Disk {
                     path: "/fake/odd,name.img".into(),
                     bus: DiskBus::VirtioBlk,
                     serial: "data".into(),
                     read_only: false,
+                    throttle: None,
                 },
             ],
             hotplug_ports: 1,
@@ -492,6 +527,7 @@ mod tests {
                     bus: *bus,
                     serial: format!("serial{index}"),
                     read_only: index % 2 == 0,
+                    throttle: None,
                 })
                 .collect(),
             hotplug_ports: 0,
@@ -534,6 +570,7 @@ mod tests {
                 bus: DiskBus::Sd,
                 serial: "boot".into(),
                 read_only: false,
+                throttle: None,
             }],
             hotplug_ports: 0,
             empty_cdroms: 0,
@@ -650,6 +687,7 @@ mod tests {
             bus,
             serial: "late".into(),
             read_only: true,
+            throttle: None,
         };
         let (blockdev, device) = disk(DiskBus::VirtioBlk).hotplug_arguments(0).unwrap();
         assert_eq!(blockdev["node-name"], "hotplug-disk0");

@@ -182,7 +182,9 @@ fn run(
 
     for milestone in &spec.milestones {
         match watcher.reach(milestone)? {
-            Seen::Milestone(reached) => {
+            Seen::Milestone(mut reached) => {
+                // Best effort: a figure for the benchmark, never a reason to fail the boot.
+                reached.bytes_read = qmp.bytes_read().ok();
                 on_event(&Event::Milestone(reached.clone()));
                 for hotplug in spec.hotplug.iter().filter(|h| h.after == reached.name) {
                     // The console keeps being read meanwhile: rexpect's reader thread buffers it.

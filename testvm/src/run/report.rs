@@ -22,6 +22,11 @@ pub struct MilestoneReached {
     /// without the line end; absent when nothing was sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sent: Option<String>,
+    /// Bytes the guest had read from all its disks when the harness saw the match (QMP
+    /// `query-blockstats`, `rd_bytes` summed over the devices; asked right after the match, so
+    /// it may include a few reads made since). Absent when QMP could not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_read: Option<u64>,
 }
 
 /// A successful boot.
@@ -80,6 +85,7 @@ mod tests {
                     guest_s: Some(2.345678),
                     line: "[    2.345678] Run /init as init process".into(),
                     sent: None,
+                    bytes_read: Some(4096),
                 },
                 MilestoneReached {
                     name: "shell".into(),
@@ -87,6 +93,7 @@ mod tests {
                     guest_s: None,
                     line: "hello".into(),
                     sent: Some("an answer".into()),
+                    bytes_read: None,
                 },
             ],
             qemu_exit: Some(0),

@@ -143,6 +143,7 @@ impl Watcher {
             guest_s: printk_seconds_of_match(&line, &transcript.line_before(start)),
             line,
             sent: None,
+            bytes_read: None,
         })
     }
 
