@@ -409,6 +409,7 @@ pub fn install(options: &InstallOptions) -> Result<InstallReport, InstallError> 
         mtime: options.mtime,
         compression: kernel.erofs_compression(None)?,
         keep_owners: false,
+        pcluster_bytes: None,
     };
     let image = layout.image();
     if let Some(dir) = image.parent() {

@@ -235,6 +235,10 @@ struct ImageArgs {
     /// the target kernel reads compressed erofs, else none; without a target kernel, none.
     #[arg(long)]
     compression: Option<String>,
+    /// The largest compressed physical cluster in bytes (mkfs.erofs -C, e.g. 65536): better
+    /// compression, bigger reads. Default: mkfs.erofs's (one block).
+    #[arg(long)]
+    pcluster_size: Option<u32>,
     /// The target kernel's .config; its erofs support decides (and checks) the compression.
     #[arg(long, conflicts_with = "kver")]
     kernel_config: Option<PathBuf>,
@@ -501,6 +505,7 @@ fn image(args: &ImageArgs) -> Result<()> {
         mtime: build_time()?,
         compression,
         keep_owners: args.keep_owners,
+        pcluster_bytes: args.pcluster_size,
     };
     let report = match (&args.source, &args.initramfs) {
         (Some(source), _) => build_erofs(source, &output, &options)?,

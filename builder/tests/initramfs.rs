@@ -403,6 +403,7 @@ fn erofs_image_from_an_initramfs() {
         mtime: 0,
         compression: None,
         keep_owners: false,
+        pcluster_bytes: None,
     };
     let report = image_from_initramfs(&input, &output, &options).unwrap();
     assert_eq!(report.flavour, Flavour::Systemd);
