@@ -47,8 +47,7 @@ const PACKAGES: &str =
 /// Bumped whenever the tree's recipe (hooks, flags) changes, so the cache is rebuilt.
 const TREE_RECIPE: &str = "v4 --variant=apt, modules copied in, dracut --no-hostonly --reproducible, hostname, empty machine-id, no resolv.conf, apt partial dirs _apt's";
 /// Bumped whenever what [`real_root`] adds to the tree changes.
-const ROOT_RECIPE: &str =
-    "v5 fstab, ShowStatus=yes, test report unit (root=, dm=) after multi-user.target";
+const ROOT_RECIPE: &str = "v6 fstab, ShowStatus=yes, test report unit (root=, dm=) after multi-user.target, memory unit before sysinit.target";
 /// The real root's hostname (what the serial console's login prompt shows).
 pub const HOSTNAME: &str = "initoverlayfs";
 /// The drop-in that makes systemd print its status lines even under `quiet`.
@@ -90,6 +89,28 @@ ExecStart=/usr/local/sbin/initoverlayfs-test-report
 WantedBy=multi-user.target
 ";
 pub(crate) const REPORT_UNIT_NAME: &str = "initoverlayfs-test-report.service";
+
+/// The memory in use right after the switch to the real root (what `bench-boot` reports per
+/// chain): the real root's first unit, before sysinit.target, logs MemTotal - MemAvailable. By
+/// then the classic chain's initramfs has been freed (systemd empties a tmpfs/ramfs root on
+/// switch-root), while initoverlayfs's overlay and erofs page cache live on until unmounted.
+const MEMORY_SCRIPT: &str = r#"#!/bin/sh
+awk '/^MemTotal:/ { t = $2 } /^MemAvailable:/ { a = $2 } END { printf "<5>initoverlayfs-test: memory used=%d kB\n", t - a }' /proc/meminfo > /dev/kmsg
+"#;
+const MEMORY_SCRIPT_PATH: &str = "usr/local/sbin/initoverlayfs-test-memory";
+const MEMORY_UNIT: &str = "[Unit]
+Description=initoverlayfs-rs test: memory in use after the switch to the real root
+DefaultDependencies=no
+Before=sysinit.target
+
+[Service]
+Type=oneshot
+ExecStart=/usr/local/sbin/initoverlayfs-test-memory
+
+[Install]
+WantedBy=sysinit.target
+";
+pub(crate) const MEMORY_UNIT_NAME: &str = "initoverlayfs-test-memory.service";
 
 /// A Debian architecture the trees can be built for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -468,16 +489,29 @@ pub(crate) fn add_real_root_files(to: &Path, spec: &RootSpec) -> Result<()> {
     if let Some(dir) = script.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    replace_file(&script, REPORT_SCRIPT)?;
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .with_context(|| format!("making {} executable", script.display()))?;
+    for (path, text) in [
+        (REPORT_SCRIPT_PATH, REPORT_SCRIPT),
+        (MEMORY_SCRIPT_PATH, MEMORY_SCRIPT),
+    ] {
+        let script = to.join(path);
+        replace_file(&script, text)?;
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .with_context(|| format!("making {} executable", script.display()))?;
+    }
     let units = to.join("etc/systemd/system");
     replace_file(&units.join(REPORT_UNIT_NAME), REPORT_UNIT)?;
-    let wants = units.join("multi-user.target.wants");
+    replace_file(&units.join(MEMORY_UNIT_NAME), MEMORY_UNIT)?;
+    enable_unit(&units, "multi-user.target", REPORT_UNIT_NAME)?;
+    enable_unit(&units, "sysinit.target", MEMORY_UNIT_NAME)
+}
+
+/// `target.wants/unit` in `units`, a fresh link (never one into the tree).
+fn enable_unit(units: &Path, target: &str, unit: &str) -> Result<()> {
+    let wants = units.join(format!("{target}.wants"));
     std::fs::create_dir_all(&wants).with_context(|| format!("creating {}", wants.display()))?;
-    let link = wants.join(REPORT_UNIT_NAME);
-    let _ = std::fs::remove_file(&link); // a fresh link, never one into the tree
-    std::os::unix::fs::symlink(format!("../{REPORT_UNIT_NAME}"), &link)
+    let link = wants.join(unit);
+    let _ = std::fs::remove_file(&link); // absent is fine
+    std::os::unix::fs::symlink(format!("../{unit}"), &link)
         .with_context(|| format!("enabling {}", link.display()))?;
     Ok(())
 }
