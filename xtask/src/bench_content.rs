@@ -789,6 +789,7 @@ mod tests {
             mtime: 0,
             compression: None,
             keep_owners: false,
+            pcluster_bytes: None,
         };
         let report = builder::image::image_from_initramfs(&out, &image, &options).unwrap();
         assert_eq!(report.segments.len(), 3, "{:?}", report.segments);
@@ -850,6 +851,7 @@ mod tests {
                 mtime: 0,
                 compression: None,
                 keep_owners: false,
+                pcluster_bytes: None,
             };
             let report = builder::image::image_from_initramfs(
                 &grown.path,

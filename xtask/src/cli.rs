@@ -19,6 +19,13 @@ tasks:
   bench-storage-init [--cell NAME] [--runs N]
                       boot a cell N times (default: the quiet 6.12 smoke cell, 5) and report where
                       storage-init's time goes, step by step (target/bench/storage-init.md)
+  bench-boot [--runs N] [--sizes dracut,128M,512M] [--profiles sd,usb2,nvme]
+             [--jobs N] [--erofs-compression Z] [--pcluster-size BYTES]
+             [--kernel ID] [--accel auto|kvm|tcg]
+                      boot the classic initramfs and initoverlayfs side by side through
+                      UEFI firmware and systemd-boot, per content size and storage speed
+                      (default: 5 runs of dracut,128M,512M on sd,nvme, 2 boots at a time);
+                      writes target/bench/boot.md, boot.csv and boot.svg
   test [NEXTEST ARGS]   provision, fetch fixtures, run every test with cargo nextest
   fuzz [--seconds N] [--target T]
                       run storage-init's cargo-fuzz targets N seconds each (default 60)
@@ -42,6 +49,7 @@ pub enum Task {
         cell: String,
         runs: usize,
     },
+    BenchBoot(crate::bench_boot::Options),
     Fuzz {
         seconds: u64,
         target: Option<String>,
@@ -72,6 +80,7 @@ pub fn parse(args: &[String]) -> Result<Task> {
             }
             Task::BenchStorageInit { cell, runs }
         }
+        ("bench-boot", rest) => Task::BenchBoot(parse_bench_boot(rest)?),
         ("provision", []) => Task::Provision,
         ("fuzz", rest) => {
             let (mut seconds, mut target) = (60, None);
@@ -137,6 +146,58 @@ fn parse_vm_test(args: &[String]) -> Result<vm_test::Options> {
     Ok(options)
 }
 
+fn parse_bench_boot(args: &[String]) -> Result<crate::bench_boot::Options> {
+    let mut options = crate::bench_boot::Options {
+        accel: crate::accel::AccelChoice::from_env()?,
+        ..crate::bench_boot::Options::default()
+    };
+    let list = |text: String| -> Vec<String> {
+        text.split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--runs" => options.runs = number(&mut args, "--runs")?,
+            "--jobs" => options.jobs = number(&mut args, "--jobs")?,
+            "--sizes" => {
+                options.sizes = list(value(&mut args, "--sizes")?)
+                    .iter()
+                    .map(|s| s.parse())
+                    .collect::<Result<_>>()?
+            }
+            "--profiles" => {
+                options.profiles = list(value(&mut args, "--profiles")?)
+                    .iter()
+                    .map(|s| s.parse())
+                    .collect::<Result<_>>()?
+            }
+            "--erofs-compression" => {
+                let z = value(&mut args, "--erofs-compression")?;
+                builder::erofs::ErofsCompression::parse(&z)
+                    .map_err(|e| anyhow::anyhow!("--erofs-compression: {e}"))?;
+                options.erofs_compression = Some(z);
+            }
+            "--pcluster-size" => {
+                options.pcluster_bytes = Some(number(&mut args, "--pcluster-size")?)
+            }
+            "--kernel" => options.kernel = value(&mut args, "--kernel")?,
+            "--accel" => options.accel = value(&mut args, "--accel")?.parse()?,
+            other => bail!("bench-boot: unknown option {other:?}\n\n{USAGE}"),
+        }
+    }
+    if options.runs == 0
+        || options.jobs == 0
+        || options.sizes.is_empty()
+        || options.profiles.is_empty()
+    {
+        bail!("bench-boot: --runs, --jobs, --sizes and --profiles need at least one each");
+    }
+    Ok(options)
+}
+
 fn value(args: &mut std::slice::Iter<'_, String>, flag: &str) -> Result<String> {
     match args.next() {
         Some(v) => Ok(v.clone()),
@@ -183,6 +244,29 @@ mod tests {
             "vm-test --cell",
             "fixtures",
             "nonsense",
+        ] {
+            assert!(parse_line(bad).is_err(), "{bad} was accepted");
+        }
+    }
+
+    #[test]
+    fn bench_boot_options() {
+        let Task::BenchBoot(options) = parse_line(
+            "bench-boot --runs 3 --sizes dracut,256M --profiles usb2 --erofs-compression lz4 --jobs 1",
+        )
+        .unwrap() else {
+            panic!("not bench-boot");
+        };
+        assert_eq!(
+            options.command(),
+            "cargo xtask bench-boot --runs 3 --sizes dracut,256M --profiles usb2 --jobs 1 --erofs-compression lz4"
+        );
+        for bad in [
+            "bench-boot --runs 0",
+            "bench-boot --sizes 1G",
+            "bench-boot --profiles sata",
+            "bench-boot --erofs-compression LZ4",
+            "bench-boot --profiles ,",
         ] {
             assert!(parse_line(bad).is_err(), "{bad} was accepted");
         }

@@ -341,6 +341,7 @@ pub fn build_second_stage_cell(
         compression: None,
         // An initramfs's owners are the image's (dracut's are all root, but not by rule).
         keep_owners: true,
+        pcluster_bytes: None,
     };
     let report = builder::image::image_from_initramfs(second_stage, &image, &options)
         .with_context(|| {
@@ -546,6 +547,7 @@ pub fn build_erofs(content: &Path, image: &Path) -> Result<String> {
         mtime: builder::source_date_epoch()?,
         compression: None,
         keep_owners: false,
+        pcluster_bytes: None,
     };
     let report = builder::erofs::build_erofs(content, image, &options)
         .with_context(|| format!("building {}", image.display()))?;

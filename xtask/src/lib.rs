@@ -2,6 +2,7 @@
 //! VM tests run the very code `cargo xtask vm-test` runs.
 
 pub mod accel;
+pub mod bench_boot;
 pub mod bench_content;
 pub mod bench_report;
 pub mod bench_storage_init;

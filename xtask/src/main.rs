@@ -50,6 +50,7 @@ fn run(task: Task) -> Result<()> {
         Task::VmTest(options) => vm_test::run(&sh, &root, &options),
         Task::Test(nextest_args) => test::run(&sh, &root, &nextest_args),
         Task::BenchStorageInit { cell, runs } => bench_storage_init::run(&sh, &root, &cell, runs),
+        Task::BenchBoot(options) => xtask::bench_boot::run(&sh, &root, &options),
         Task::Provision => provision::ensure(&sh),
         Task::Fuzz { seconds, target } => fuzz::run(&sh, &root, seconds, target.as_deref()),
         Task::FixturesUpdate => fixtures::update(&sh, &root),

@@ -330,6 +330,7 @@ impl Helper<'_> {
             bus: testvm::machine::DiskBus::VirtioBlk,
             serial: serial.to_owned(),
             read_only,
+            throttle: None,
         };
         let machine = testvm::machine::Machine {
             board: self.board,

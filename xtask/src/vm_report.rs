@@ -234,6 +234,7 @@ mod tests {
                     guest_s: Some(0.0),
                     line: String::new(),
                     sent: None,
+                    bytes_read: None,
                 },
                 MilestoneReached {
                     name: MARKER.into(),
@@ -241,6 +242,7 @@ mod tests {
                     guest_s: Some(5.5),
                     line: String::new(),
                     sent: None,
+                    bytes_read: None,
                 },
             ],
             attempts: 1,
@@ -296,6 +298,7 @@ mod tests {
                 guest_s,
                 line: String::new(),
                 sent: None,
+                bytes_read: None,
             })
             .collect();
         result

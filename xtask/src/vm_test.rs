@@ -589,6 +589,7 @@ fn boot_cell(
         // read-only); a real root writes to its disk, and QEMU refuses a read-only SD card.
         // The disk is rebuilt for every run either way.
         read_only: cell.bus != crate::cells::Bus::Sd && !cell.real_root,
+        throttle: None,
     };
     let dtb = images::board_dtb(cell.machine, &kernel, &artifacts.join("build"))?;
     let machine = testvm::machine::Machine {
@@ -768,7 +769,7 @@ fn fetch_package(sh: &Shell, root: &Path, id: &str, result: &mut CellResult) -> 
 /// KVM a guest is several times faster, so a hung boot is reported after a third of the time,
 /// but never under [`KVM_TIMEOUT_FLOOR`] (a busy CI runner must not turn slowness into a
 /// failure).
-fn scaled_timeout(tcg: Duration, accel: testvm::machine::Accel) -> Duration {
+pub(crate) fn scaled_timeout(tcg: Duration, accel: testvm::machine::Accel) -> Duration {
     match accel {
         testvm::machine::Accel::Tcg => tcg,
         testvm::machine::Accel::Kvm => (tcg / 3).max(KVM_TIMEOUT_FLOOR).min(tcg),
