@@ -228,6 +228,16 @@ fn prepare(log: &mut Log, emergency: &mut Emergency, layout: Layout) -> Result<C
         ));
     };
     let device_path = device.path.to_string_lossy();
+    if let Some(kb) = config.read_ahead_kb {
+        // Before the image is opened: a file's readahead window is taken from its device's
+        // at open.
+        match set_read_ahead(&device.path, kb) {
+            Ok(attribute) => log.step(&format!("set {attribute} to {kb}")),
+            Err(why) => log.warn(&format!(
+                "read_ahead_kb {kb} not set on {device_path}: {why}"
+            )),
+        }
+    }
     mount_fs(
         &device_path,
         Path::new(layout.boot),
@@ -256,6 +266,30 @@ fn prepare(log: &mut Log, emergency: &mut Emergency, layout: Layout) -> Result<C
         Err(e) => return Err(e).context(|| format!("reading {}", image.display())),
     };
     check_image_identity(&image, config.image_uuid.as_deref(), found.as_ref())?;
+    if !config.overlay {
+        // `overlay off`: the image, read-only, is the new root itself.
+        let how = mount_image(&image, Path::new(layout.sysroot), &config.fstype)?;
+        log.step(&format!(
+            "mounted {} ({}, {how}) on {} (overlay off: read-only root)",
+            image.display(),
+            config.fstype,
+            layout.sysroot
+        ));
+        // A read-only image without /boot cannot take the boot filesystem's mount: it is
+        // detached instead (the image's file keeps it alive; the second stage mounts its own).
+        let target = Path::new(layout.sysroot).join("boot");
+        if target.is_dir() {
+            move_mount(Path::new(layout.boot), &target)?;
+            log.step(&format!("moved {} to {}", layout.boot, target.display()));
+        } else {
+            detach(Path::new(layout.boot))?;
+            log.step(&format!(
+                "detached {} (the read-only image has no /boot)",
+                layout.boot
+            ));
+        }
+        return Ok(config);
+    }
     let how = mount_image(&image, Path::new(LOWER), &config.fstype)?;
     log.step(&format!(
         "mounted {} ({}, {how}) on {LOWER}",
@@ -299,6 +333,29 @@ fn prepare(log: &mut Log, emergency: &mut Emergency, layout: Layout) -> Result<C
     move_mount(Path::new(layout.boot), &sysroot.join("boot"))?;
     log.step(&format!("moved {} to {}/boot", layout.boot, layout.sysroot));
     Ok(config)
+}
+
+/// Writes `kb` into the readahead attribute of `device`'s disk (a partition has none of its
+/// own: its disk's queue holds it). Returns the attribute's path.
+fn set_read_ahead(device: &Path, kb: u32) -> Result<String, String> {
+    let name = device
+        .file_name()
+        .ok_or_else(|| "no device name".to_owned())?
+        .to_string_lossy()
+        .into_owned();
+    let class = Path::new("/sys/class/block").join(&name);
+    let real = std::fs::canonicalize(&class).map_err(|e| format!("{}: {e}", class.display()))?;
+    let disk = if real.join("partition").exists() {
+        real.parent()
+            .ok_or_else(|| format!("{}: no parent disk", real.display()))?
+            .to_path_buf()
+    } else {
+        real
+    };
+    let attribute = disk.join("queue/read_ahead_kb");
+    std::fs::write(&attribute, kb.to_string())
+        .map_err(|e| format!("{}: {e}", attribute.display()))?;
+    Ok(attribute.display().to_string())
 }
 
 /// Reads the config file and the command line; sets `emergency` as soon as it is known, so a

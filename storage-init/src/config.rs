@@ -139,6 +139,13 @@ pub struct Config {
     /// `overlay_size`: the size of the tmpfs holding the overlay's writable layer, in tmpfs'
     /// `size=` syntax (`512M`, `2G`, `25%`); default: tmpfs' own (half of RAM).
     pub overlay_size: Option<String>,
+    /// `overlay`: `on` (the default) puts the tmpfs-backed overlay over the image; `off` makes
+    /// the image itself the new root, read-only (ours; a benchmark knob: a second stage that
+    /// writes to its root fails without the overlay).
+    pub overlay: bool,
+    /// `read_ahead_kb`: set the boot device's readahead (its disk's
+    /// `queue/read_ahead_kb`) before the image is opened (ours); default: the kernel's.
+    pub read_ahead_kb: Option<u32>,
     /// `kernel_release`: the kernel this mini initramfs was built for (ours, written by builder);
     /// a different running kernel is fatal.
     pub kernel_release: Option<String>,
@@ -161,6 +168,8 @@ impl Default for Config {
             init: None,
             emergency: Emergency::default(),
             overlay_size: None,
+            overlay: true,
+            read_ahead_kb: None,
             kernel_release: None,
             image_uuid: None,
             build_time: Vec::new(),
@@ -287,6 +296,22 @@ impl Config {
                 }
                 self.overlay_size = Some(value.to_owned());
             }
+            "overlay" => {
+                self.overlay = match value {
+                    "on" => true,
+                    "off" => false,
+                    _ => return Err(error("neither on nor off".to_owned(), "on, off")),
+                }
+            }
+            "read_ahead_kb" => {
+                let kb: u32 = value.parse().map_err(|_| {
+                    error(
+                        "not a whole number of KiB".to_owned(),
+                        "0 to 4294967295, e.g. 128 or 4096",
+                    )
+                })?;
+                self.read_ahead_kb = Some(kb);
+            }
             "kernel_release" => {
                 if value.is_empty() || value.contains(['/', ' ']) {
                     return Err(error(
@@ -345,6 +370,12 @@ impl Config {
         line("emergency", &self.emergency);
         if let Some(v) = &self.overlay_size {
             line("overlay_size", v);
+        }
+        if !self.overlay {
+            line("overlay", &"off");
+        }
+        if let Some(v) = &self.read_ahead_kb {
+            line("read_ahead_kb", v);
         }
         if let Some(v) = &self.kernel_release {
             line("kernel_release", v);
@@ -517,6 +548,11 @@ mod tests {
         check_file("timeout 5", |c| {
             assert_eq!(c.timeout, Duration::from_secs(5))
         });
+        check_file("overlay off\nread_ahead_kb 4096\n", |c| {
+            assert!(!c.overlay);
+            assert_eq!(c.read_ahead_kb, Some(4096));
+        });
+        check_file("overlay on", |c| assert!(c.overlay));
     }
 
     #[test]
@@ -547,6 +583,8 @@ mod tests {
         check_error("fs ../x.img", "fs", "inside");
         check_error("fstype ext4;rm", "fstype", "filesystem type");
         check_error("init sbin/init", "init", "absolute");
+        check_error("overlay maybe", "overlay", "on, off");
+        check_error("read_ahead_kb 4M", "read_ahead_kb", "KiB");
         check_error(
             "emergency panic",
             "emergency",
@@ -608,6 +646,8 @@ mod tests {
             init: Some("/init".into()),
             emergency: Emergency::PowerOff,
             overlay_size: Some("25%".into()),
+            overlay: false,
+            read_ahead_kb: Some(4096),
             kernel_release: Some("6.12.95+deb12-amd64".into()),
             image_uuid: Some("0a1b2c3d-4e5f-4061-8273-94a5b6c7d8e9".into()),
             build_time: vec![("erofs_compression".into(), "-zlz4hc,11".into())],

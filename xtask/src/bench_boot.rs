@@ -116,6 +116,10 @@ pub struct Options {
     pub erofs_compression: Option<String>,
     /// `mkfs.erofs -C`: the largest compressed physical cluster; None: mkfs.erofs's default.
     pub pcluster_bytes: Option<u32>,
+    /// storage-init's `read_ahead_kb` for the boot device; None: the kernel's.
+    pub read_ahead_kb: Option<u32>,
+    /// storage-init's `overlay`: false mounts the image itself as the read-only root.
+    pub overlay: bool,
     pub kernel: String,
     /// Boots at a time: 2 runs a pair's two chains side by side.
     pub jobs: usize,
@@ -133,6 +137,8 @@ impl Default for Options {
             profiles: vec![Profile::Sd, Profile::Nvme],
             erofs_compression: None,
             pcluster_bytes: None,
+            read_ahead_kb: None,
+            overlay: true,
             kernel: DEFAULT_KERNEL.to_owned(),
             jobs: 2,
             accel: crate::accel::AccelChoice::Auto,
@@ -163,6 +169,12 @@ impl Options {
         }
         if let Some(bytes) = self.pcluster_bytes {
             command.push_str(&format!(" --pcluster-size {bytes}"));
+        }
+        if let Some(kb) = self.read_ahead_kb {
+            command.push_str(&format!(" --read-ahead-kb {kb}"));
+        }
+        if !self.overlay {
+            command.push_str(" --overlay off");
         }
         if self.kernel != DEFAULT_KERNEL {
             command.push_str(&format!(" --kernel {}", self.kernel));
@@ -247,11 +259,19 @@ pub fn run(sh: &Shell, root: &Path, options: &Options) -> Result<()> {
     let base = crate::debian_tree::second_stage_initramfs(sh, &kernel)?;
     let spec = images::root_spec(BootFsKind::Vfat, RootStorage::Partition);
     let real_root = crate::debian_tree::real_root(sh, &kernel, &spec)?;
-    let cmdline = format!(
+    // storage-init's knobs go on the command line of both entries (the classic chain's
+    // kernel and systemd ignore them), so the two chains boot the same command line.
+    let mut cmdline = format!(
         "console={} panic=-1 {} systemd.log_target=kmsg printk.devkmsg=on",
         board.console(),
         RootStorage::Partition.kernel_params()
     );
+    if let Some(kb) = options.read_ahead_kb {
+        cmdline.push_str(&format!(" initoverlayfs.read_ahead_kb={kb}"));
+    }
+    if !options.overlay {
+        cmdline.push_str(" initoverlayfs.overlay=off");
+    }
     let compression = options
         .erofs_compression
         .clone()

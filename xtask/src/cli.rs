@@ -21,7 +21,7 @@ tasks:
                       storage-init's time goes, step by step (target/bench/storage-init.md)
   bench-boot [--runs N] [--sizes dracut,128M,512M] [--profiles sd,usb2,nvme]
              [--jobs N] [--erofs-compression Z] [--pcluster-size BYTES]
-             [--kernel ID] [--accel auto|kvm|tcg]
+             [--read-ahead-kb KB] [--overlay on|off] [--kernel ID] [--accel auto|kvm|tcg]
                       boot the classic initramfs and initoverlayfs side by side through
                       UEFI firmware and systemd-boot, per content size and storage speed
                       (default: 5 runs of dracut,128M,512M on sd,nvme, 2 boots at a time);
@@ -183,6 +183,16 @@ fn parse_bench_boot(args: &[String]) -> Result<crate::bench_boot::Options> {
             "--pcluster-size" => {
                 options.pcluster_bytes = Some(number(&mut args, "--pcluster-size")?)
             }
+            "--read-ahead-kb" => {
+                options.read_ahead_kb = Some(number(&mut args, "--read-ahead-kb")?)
+            }
+            "--overlay" => {
+                options.overlay = match value(&mut args, "--overlay")?.as_str() {
+                    "on" => true,
+                    "off" => false,
+                    other => bail!("--overlay {other:?}: expected on or off"),
+                }
+            }
             "--kernel" => options.kernel = value(&mut args, "--kernel")?,
             "--accel" => options.accel = value(&mut args, "--accel")?.parse()?,
             other => bail!("bench-boot: unknown option {other:?}\n\n{USAGE}"),
@@ -267,6 +277,7 @@ mod tests {
             "bench-boot --profiles sata",
             "bench-boot --erofs-compression LZ4",
             "bench-boot --profiles ,",
+            "bench-boot --overlay maybe",
         ] {
             assert!(parse_line(bad).is_err(), "{bad} was accepted");
         }
