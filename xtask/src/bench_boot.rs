@@ -120,6 +120,8 @@ pub struct Options {
     pub read_ahead_kb: Option<u32>,
     /// storage-init's `overlay`: false mounts the image itself as the read-only root.
     pub overlay: bool,
+    /// Boot nothing: render the report again from the last run's `samples.json`.
+    pub report_only: bool,
     pub kernel: String,
     /// Boots at a time: 2 runs a pair's two chains side by side.
     pub jobs: usize,
@@ -139,6 +141,7 @@ impl Default for Options {
             pcluster_bytes: None,
             read_ahead_kb: None,
             overlay: true,
+            report_only: false,
             kernel: DEFAULT_KERNEL.to_owned(),
             jobs: 2,
             accel: crate::accel::AccelChoice::Auto,
@@ -220,6 +223,16 @@ struct Bench {
 }
 
 pub fn run(sh: &Shell, root: &Path, options: &Options) -> Result<()> {
+    if options.report_only {
+        let bench_dir = root.join(BENCH_DIR);
+        let saved = crate::bench_report::read_saved(&bench_dir.join("samples.json"))?;
+        crate::bench_report::write_all(&bench_dir, &saved.info, &saved.samples)?;
+        print!(
+            "{}",
+            crate::bench_report::markdown(&saved.info, &saved.samples)
+        );
+        return Ok(());
+    }
     crate::provision::ensure(sh)?;
     let started = std::time::Instant::now();
     let pins = fixtures::read_kernels(root)?;
@@ -237,17 +250,10 @@ pub fn run(sh: &Shell, root: &Path, options: &Options) -> Result<()> {
     let uefi = machine_kind
         .uefi()
         .with_context(|| format!("{} has no UEFI firmware", machine_kind.name()))?;
-    let package = |id: &str| -> Result<fixtures::Fetched> {
-        let packages = fixtures::read_packages(root)?;
-        let pin = packages
-            .package
-            .iter()
-            .find(|p| p.id == id)
-            .with_context(|| format!("no {id} in {}", fixtures::PACKAGES_TOML))?;
-        fixtures::fetch_deb(sh, pin, false)
-    };
-    let firmware = package(uefi.firmware_package)?.root;
-    let loader = package(uefi.loader_package)?.root.join(uefi.loader);
+    let firmware = fixtures::fetch_package(sh, root, uefi.firmware_package)?.root;
+    let loader = fixtures::fetch_package(sh, root, uefi.loader_package)?
+        .root
+        .join(uefi.loader);
 
     let bench_dir = root.join(BENCH_DIR);
     let work = bench_dir.join("boot");

@@ -22,10 +22,12 @@ tasks:
   bench-boot [--runs N] [--sizes dracut,128M,512M] [--profiles sd,usb2,nvme]
              [--jobs N] [--erofs-compression Z] [--pcluster-size BYTES]
              [--read-ahead-kb KB] [--overlay on|off] [--kernel ID] [--accel auto|kvm|tcg]
+             [--report-only]
                       boot the classic initramfs and initoverlayfs side by side through
                       UEFI firmware and systemd-boot, per content size and storage speed
                       (default: 5 runs of dracut,128M,512M on sd,nvme, 2 boots at a time);
-                      writes target/bench/boot.md, boot.csv and boot.svg
+                      writes target/bench/boot.md, boot.csv and boot.svg; --report-only
+                      renders them again from the last run's samples.json
   test [NEXTEST ARGS]   provision, fetch fixtures, run every test with cargo nextest
   fuzz [--seconds N] [--target T]
                       run storage-init's cargo-fuzz targets N seconds each (default 60)
@@ -193,6 +195,7 @@ fn parse_bench_boot(args: &[String]) -> Result<crate::bench_boot::Options> {
                     other => bail!("--overlay {other:?}: expected on or off"),
                 }
             }
+            "--report-only" => options.report_only = true,
             "--kernel" => options.kernel = value(&mut args, "--kernel")?,
             "--accel" => options.accel = value(&mut args, "--accel")?.parse()?,
             other => bail!("bench-boot: unknown option {other:?}\n\n{USAGE}"),

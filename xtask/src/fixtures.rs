@@ -222,6 +222,17 @@ pub(crate) fn single_dir_name(dir: &Path) -> Result<String> {
     }
 }
 
+/// Package `id` of fixtures/packages.toml, fetched (or found in the cache).
+pub fn fetch_package(sh: &Shell, root: &Path, id: &str) -> Result<Fetched> {
+    let packages = read_packages(root)?;
+    let pin = packages
+        .package
+        .iter()
+        .find(|p| p.id == id)
+        .with_context(|| format!("no {id} in {PACKAGES_TOML}"))?;
+    fetch_deb(sh, pin, false)
+}
+
 /// Fetches, verifies and unpacks one pinned package into the cache (or finds it there).
 pub fn fetch_deb(sh: &Shell, pin: &DebPin, is_kernel: bool) -> Result<Fetched> {
     let debs = cache_dir().join("debs");

@@ -754,13 +754,7 @@ fn uefi_parts(
 /// Package `id` of fixtures/packages.toml, fetched (or found in the cache) and recorded in the
 /// cell's result.
 fn fetch_package(sh: &Shell, root: &Path, id: &str, result: &mut CellResult) -> Result<Fetched> {
-    let packages = fixtures::read_packages(root)?;
-    let pin = packages
-        .package
-        .iter()
-        .find(|p| p.id == id)
-        .with_context(|| format!("no {id} in {}", fixtures::PACKAGES_TOML))?;
-    let fetched = fixtures::fetch_deb(sh, pin, false)?;
+    let fetched = fixtures::fetch_package(sh, root, id)?;
     result.fixtures.push(fetched.clone());
     Ok(fetched)
 }
