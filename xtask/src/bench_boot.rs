@@ -215,6 +215,8 @@ struct Boot<'a> {
 
 /// What every boot shares.
 struct Bench {
+    /// q35 for an amd64 kernel, `virt` for an arm64 one.
+    board: testvm::machine::Board,
     kernel: Kernel,
     accel: testvm::machine::Accel,
     firmware_code: PathBuf,
@@ -320,6 +322,7 @@ pub fn run(sh: &Shell, root: &Path, options: &Options) -> Result<()> {
     }
 
     let bench = Bench {
+        board,
         firmware_code: firmware.join(uefi.code),
         pristine_vars: firmware.join(uefi.vars),
         kernel,
@@ -609,7 +612,7 @@ fn boot_one(bench: &Bench, boot: &Boot<'_>) -> Result<BootSample> {
     std::fs::copy(&bench.pristine_vars, &vars)
         .with_context(|| format!("copying {}", bench.pristine_vars.display()))?;
     let machine = testvm::machine::Machine {
-        board: testvm::machine::Board::Q35,
+        board: bench.board,
         accel: bench.accel,
         memory_mib: MEMORY_MIB,
         cpus: 1,
