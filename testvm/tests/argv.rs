@@ -79,20 +79,8 @@ fn every_machine_and_bus() {
 #[test]
 fn firmware_machine_that_reboots() {
     let machine = Machine {
-        boot: Boot::Uefi {
-            code: "/fixtures/OVMF_CODE_4M.fd".into(),
-            vars: "/cell/build/efivars.fd".into(),
-        },
-        dtb: None,
-        disks: vec![Disk {
-            path: "/cell/disk.img".into(),
-            bus: DiskBus::VirtioBlk,
-            serial: "boot0".into(),
-            read_only: false,
-            throttle: None,
-        }],
         on_reboot: GuestReboot::Restart,
-        ..machine(Board::Q35, DiskBus::VirtioBlk)
+        ..firmware_machine("/cell/disk.img", None)
     };
     let argv = machine.qemu_args(&Io::Interactive).unwrap();
     assert!(!argv.iter().any(|a| a == "-no-reboot"));
@@ -103,23 +91,29 @@ fn firmware_machine_that_reboots() {
 /// over the raw node; reads and writes share the budget.
 #[test]
 fn throttled_disk() {
-    let machine = Machine {
+    let throttle = testvm::machine::Throttle {
+        bytes_per_second: 25_000_000,
+    };
+    let machine = firmware_machine("/bench/disk.img", Some(throttle));
+    let argv = machine.qemu_args(&Io::Interactive).unwrap();
+    insta::assert_snapshot!("q35-uefi-throttled", shell::join(&argv));
+}
+
+/// q35 booting OVMF from one read-write virtio-blk disk, as the real chain's machines do.
+fn firmware_machine(disk: &str, throttle: Option<testvm::machine::Throttle>) -> Machine {
+    Machine {
         boot: Boot::Uefi {
             code: "/fixtures/OVMF_CODE_4M.fd".into(),
             vars: "/cell/build/efivars.fd".into(),
         },
         dtb: None,
         disks: vec![Disk {
-            path: "/bench/disk.img".into(),
+            path: disk.into(),
             bus: DiskBus::VirtioBlk,
             serial: "boot0".into(),
             read_only: false,
-            throttle: Some(testvm::machine::Throttle {
-                bytes_per_second: 25_000_000,
-            }),
+            throttle,
         }],
         ..machine(Board::Q35, DiskBus::VirtioBlk)
-    };
-    let argv = machine.qemu_args(&Io::Interactive).unwrap();
-    insta::assert_snapshot!("q35-uefi-throttled", shell::join(&argv));
+    }
 }

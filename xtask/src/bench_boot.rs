@@ -288,11 +288,17 @@ pub fn run(sh: &Shell, root: &Path, options: &Options) -> Result<()> {
     let mut notes = Vec::new();
     let mut points = Vec::new();
     for size in &options.sizes {
-        let (initramfs, added) = match size.target_bytes {
-            None => (base.clone(), Vec::new()),
+        // The unpacked size comes with the grown file (cached beside it); only dracut's own
+        // is read here.
+        let (initramfs, added, content_bytes) = match size.target_bytes {
+            None => (
+                base.clone(),
+                Vec::new(),
+                crate::bench_content::unpacked_bytes(&base)?,
+            ),
             Some(target) => {
                 let grown = crate::bench_content::grown_initramfs(sh, root, &base, target)?;
-                (grown.path, grown.added)
+                (grown.path, grown.added, grown.unpacked_bytes)
             }
         };
         if !added.is_empty() {
@@ -310,6 +316,7 @@ pub fn run(sh: &Shell, root: &Path, options: &Options) -> Result<()> {
             &work.join(&size.label),
             size,
             &initramfs,
+            content_bytes,
             &kernel,
             &storage_init,
             &real_root.root,
@@ -405,6 +412,7 @@ fn build_point(
     dir: &Path,
     size: &ContentSize,
     initramfs: &Path,
+    content_bytes: u64,
     kernel: &Kernel,
     storage_init: &Path,
     real_root: &Path,
@@ -420,21 +428,20 @@ fn build_point(
         std::fs::remove_dir_all(&esp).with_context(|| format!("emptying {}", esp.display()))?;
     }
     std::fs::create_dir_all(&esp)?;
-    let copy = |from: &Path, to: &str| -> Result<u64> {
-        let target = esp.join(to);
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        std::fs::copy(from, &target)
-            .with_context(|| format!("copying {} to {}", from.display(), target.display()))
-    };
+    let copy = |from: &Path, to: &str| images::copy_into(&esp, from, to);
     let vmlinuz = copy(&kernel.vmlinuz, &format!("vmlinuz-{release}"))?;
     // The names `builder install` gives them on Debian: the mini initramfs under the
-    // initramfs's name, the classic one kept as the fallback.
-    let mini_name = format!("initrd.img-{release}");
-    let classic_name = format!("initrd.img-{release}.classic");
+    // initramfs's name, the classic one kept as the fallback, the image under upstream's.
+    let installed = builder::install::BootLayout {
+        kind: builder::install::LayoutKind::Debian,
+        root: esp.clone(),
+        boot_mount: "/boot".to_owned(),
+        kver: release.clone(),
+        entry_token: None,
+    };
+    let (mini_name, classic_name) = (installed.initramfs_name(), installed.classic_name());
     let classic = copy(initramfs, &classic_name)?;
-    let image = esp.join(format!("initoverlayfs-{release}.img"));
+    let image = esp.join(installed.image_name());
     let options = builder::erofs::ErofsOptions {
         mtime: builder::source_date_epoch()?,
         compression: builder::erofs::ErofsCompression::parse(compression)
@@ -475,7 +482,6 @@ fn build_point(
         &classic_name,
     )?;
 
-    let content_bytes = crate::bench_content::unpacked_bytes(initramfs)?;
     let mut boot_files = Vec::new();
     for (chain, initrd_bytes) in [
         (Chain::Initoverlayfs, mini_bytes),

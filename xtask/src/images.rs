@@ -223,15 +223,14 @@ fn populate_esp(esp: &Path, boot: &EspBoot, kernel: &Kernel, mini_initramfs: &Pa
     write_esp_loader(esp, boot, release)
 }
 
-/// Copies `from` to `dir/to`, making the directories on the way.
-fn copy_into(dir: &Path, from: &Path, to: &str) -> Result<()> {
+/// Copies `from` to `dir/to`, making the directories on the way; returns the bytes copied.
+pub(crate) fn copy_into(dir: &Path, from: &Path, to: &str) -> Result<u64> {
     let target = dir.join(to);
     if let Some(parent) = target.parent() {
         std::fs::create_dir_all(parent)?;
     }
     std::fs::copy(from, &target)
-        .with_context(|| format!("copying {} to {}", from.display(), target.display()))?;
-    Ok(())
+        .with_context(|| format!("copying {} to {}", from.display(), target.display()))
 }
 
 /// systemd-boot, its loader.conf and the one BLS entry on `esp`, which loads
