@@ -453,7 +453,12 @@ pub fn install(options: &InstallOptions) -> Result<InstallReport, InstallError> 
     let mini = MiniInitramfs {
         storage_init,
         kernel: KernelModules::new(&options.root, &options.kver),
-        modules: filesystem_modules(&kernel, bootfstype.as_deref(), &config.fstype),
+        modules: filesystem_modules(
+            &kernel,
+            bootfstype.as_deref(),
+            &config.fstype,
+            config.verity_root_hash.is_some(),
+        ),
         config,
         wanted_modules: preset_modules(&presets),
         mtime: options.mtime,

@@ -180,7 +180,9 @@ struct ConfigArgs {
     #[arg(long)]
     overlay_size: Option<String>,
     /// The image built for this mini initramfs: its UUID is recorded, and storage-init refuses
-    /// an image on /boot with another one (a stale image).
+    /// an image on /boot with another one (a stale image). An image built with `--verity` has
+    /// its root hash, salt and size recorded too: storage-init then boots it only through
+    /// dm-verity, and the kernel command line cannot turn that off.
     #[arg(long)]
     image: Option<PathBuf>,
 }
@@ -252,6 +254,11 @@ struct ImageArgs {
     /// Keep the files' owners (default: every file owned by root, as upstream builds it).
     #[arg(long)]
     keep_owners: bool,
+    /// Append a dm-verity hash tree (and veritysetup's superblock) to the image and print its
+    /// root hash; a mini initramfs built with `--image` pointing at it then verifies every
+    /// block the boot reads.
+    #[arg(long)]
+    verity: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -269,6 +276,11 @@ fn build_time() -> Result<u64> {
 fn config(args: &ConfigArgs, kver: Option<&String>) -> Result<storage_init::config::Config> {
     let timeout = args.timeout.map(|t| t.to_string());
     let image_uuid = args.image.as_deref().map(image_uuid).transpose()?;
+    let verity = match &args.image {
+        Some(image) => builder::verity::read_verity(image)?,
+        None => None,
+    };
+    let verity_data_blocks = verity.as_ref().map(|v| v.data_blocks.to_string());
     let mut text = String::new();
     for (key, value) in [
         ("bootfs", Some(&args.bootfs)),
@@ -282,6 +294,9 @@ fn config(args: &ConfigArgs, kver: Option<&String>) -> Result<storage_init::conf
         ("overlay_size", args.overlay_size.as_ref()),
         ("kernel_release", kver),
         ("image_uuid", image_uuid.as_ref()),
+        ("verity_root_hash", verity.as_ref().map(|v| &v.root_hash)),
+        ("verity_salt", verity.as_ref().map(|v| &v.salt)),
+        ("verity_data_blocks", verity_data_blocks.as_ref()),
     ] {
         if let Some(value) = value {
             if value.contains(['\n', '\r']) {
@@ -428,6 +443,7 @@ fn initramfs(args: &InitramfsArgs) -> Result<()> {
                 &kernel,
                 config.bootfstype.as_deref(),
                 &config.fstype,
+                config.verity_root_hash.is_some(),
             ) {
                 if !modules.contains(&module) {
                     modules.push(module);
@@ -531,5 +547,25 @@ fn image(args: &ImageArgs) -> Result<()> {
         report.bytes,
         report.uuid
     );
+    if args.verity {
+        let verity = builder::verity::append_hash_tree(&report.output)?;
+        let layout = storage_init::verity::TreeLayout::new(verity.data_blocks);
+        println!(
+            "dm-verity: root hash {}, salt {}, {} data blocks, superblock and hash tree appended at byte {} ({} bytes)",
+            verity.root_hash,
+            if verity.salt.is_empty() {
+                "-"
+            } else {
+                &verity.salt
+            },
+            verity.data_blocks,
+            verity.data_blocks * storage_init::verity::BLOCK_SIZE,
+            layout.image_bytes() - verity.data_blocks * storage_init::verity::BLOCK_SIZE
+        );
+        println!(
+            "dm-verity kernel command line (where the command line, not the mini initramfs, is the signed part): {}",
+            builder::verity::cmdline(&verity)
+        );
+    }
     Ok(())
 }

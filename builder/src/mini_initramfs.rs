@@ -437,7 +437,7 @@ mod tests {
                 storage_init: storage_init.clone(),
                 config: config.clone(),
                 kernel: kernel.clone(),
-                modules: filesystem_modules(&kernel_config, Some("ext4"), "erofs"),
+                modules: filesystem_modules(&kernel_config, Some("ext4"), "erofs", false),
                 wanted_modules: preset_modules(&[preset]),
                 mtime: 0,
                 compression: kernel_config.initramfs_compression(None).unwrap(),

@@ -152,11 +152,14 @@ pub fn preset_modules(presets: &[StoragePreset]) -> Vec<String> {
 /// The modules that mount /boot (`boot_fstype`, when known at build time), the image
 /// (`image_fstype`) and the overlay on `kernel`: `loop` where the image cannot be mounted from
 /// its file, and for vfat the codepage and charset the kernel's FAT defaults name (it would ask
-/// modprobe for them, which the mini initramfs does not have).
+/// modprobe for them, which the mini initramfs does not have). A `verified` image (a config
+/// with a dm-verity root hash) adds dm-verity (and through its dependencies device-mapper) and
+/// the loop device it sits on.
 pub fn filesystem_modules(
     kernel: &KernelConfig,
     boot_fstype: Option<&str>,
     image_fstype: &str,
+    verified: bool,
 ) -> Vec<String> {
     let mut modules: Vec<String> = Vec::new();
     let mut add = |name: String| {
@@ -184,8 +187,11 @@ pub fn filesystem_modules(
         }
     }
     add("overlay".into());
-    if image_fstype != "erofs" || !kernel.erofs_file_backed() {
+    if verified || image_fstype != "erofs" || !kernel.erofs_file_backed() {
         add("loop".into());
+    }
+    if verified {
+        add("dm_verity".into());
     }
     modules
 }
@@ -227,21 +233,26 @@ mod tests {
             Path::new("config-6.12"),
         );
         assert_eq!(
-            filesystem_modules(&debian612, Some("ext4"), "erofs"),
+            filesystem_modules(&debian612, Some("ext4"), "erofs", false),
             ["ext4", "erofs", "overlay"]
         );
         assert_eq!(
-            filesystem_modules(&debian612, Some("vfat"), "erofs"),
+            filesystem_modules(&debian612, Some("ext4"), "erofs", true),
+            ["ext4", "erofs", "overlay", "loop", "dm_verity"],
+            "dm-verity sits on a loop device even where erofs mounts files"
+        );
+        assert_eq!(
+            filesystem_modules(&debian612, Some("vfat"), "erofs", false),
             ["vfat", "nls_cp437", "nls_ascii", "erofs", "overlay"]
         );
         assert_eq!(
-            filesystem_modules(&debian612, None, "ext4"),
+            filesystem_modules(&debian612, None, "ext4", false),
             ["ext4", "overlay", "loop"],
             "an ext4 image needs a block device"
         );
         let debian61 = KernelConfig::parse("CONFIG_EROFS_FS=m\n", Path::new("config-6.1"));
         assert_eq!(
-            filesystem_modules(&debian61, Some("xfs"), "erofs"),
+            filesystem_modules(&debian61, Some("xfs"), "erofs", false),
             ["xfs", "erofs", "overlay", "loop"]
         );
     }

@@ -19,6 +19,7 @@ use crate::mounts::{detach, mount_fs, mount_image, mount_overlay, move_mount};
 use crate::probe::{Superblock, probe_file};
 use crate::switch_root::switch_root;
 use crate::uevent::UeventSocket;
+use crate::verified_image::{VerifiedImage, mount_verified};
 
 /// Where each mode mounts the boot filesystem (read-only, before moving it to `<new root>/boot`)
 /// and the new root (the overlay of the image and a tmpfs).
@@ -88,8 +89,12 @@ pub fn prepare_only(log: &mut Log) -> Result<(), Fatal> {
     }
     log.open_kmsg();
     let mut emergency = Emergency::default();
-    let result = prepare(log, &mut emergency, SERVICE);
-    result?;
+    let (_, verified) = prepare(log, &mut emergency, SERVICE)?;
+    // The service has read all it reads of the image; systemd's switch-root and the second
+    // stage come next.
+    if let Some(verified) = &verified {
+        arm(verified, log)?;
+    }
     log.step(&format!(
         "prepared {root}: ready for `systemctl switch-root {root}`",
         root = SERVICE.sysroot
@@ -112,7 +117,7 @@ fn boot(log: &mut Log, emergency: &mut Emergency) -> Result<std::convert::Infall
     let cpu_at_start = own_cpu_ms();
     log.step("mounted /proc, /sys, /dev, /run");
 
-    let config = prepare(log, emergency, PID1)?;
+    let (config, verified) = prepare(log, emergency, PID1)?;
     let sysroot = Path::new(PID1.sysroot);
     for (_, target, _, _) in API_MOUNTS {
         move_mount(Path::new(target), &sysroot.join(&target[1..]))?;
@@ -128,6 +133,10 @@ fn boot(log: &mut Log, emergency: &mut Emergency) -> Result<std::convert::Infall
     }
 
     let init = choose_init(config.init.as_deref(), is_executable)?;
+    // storage-init's last read of the image is done: what init reads is the kernel's to guard.
+    if let Some(verified) = &verified {
+        arm(verified, log)?;
+    }
     let cpu = match (cpu_at_start, own_cpu_ms()) {
         (Some((user0, system0)), Some((user, system))) => format!(
             "; cpu user {} ms, system {} ms",
@@ -142,10 +151,24 @@ fn boot(log: &mut Log, emergency: &mut Emergency) -> Result<std::convert::Infall
     Err(Fatal::new(format!("executing {}", init.display()), error))
 }
 
+fn arm(verified: &VerifiedImage, log: &mut Log) -> Result<(), Fatal> {
+    verified.arm()?;
+    log.step("dm-verity: panic_on_corruption from here on");
+    Ok(())
+}
+
 /// Steps 1-4 of both modes: the config, the modules, the boot device, the image, the overlay on
-/// `layout.sysroot` with the boot filesystem moved to its /boot. Returns the config.
-fn prepare(log: &mut Log, emergency: &mut Emergency, layout: Layout) -> Result<Config, Fatal> {
+/// `layout.sysroot` with the boot filesystem moved to its /boot. Returns the config and, for a
+/// verified image, its dm-verity device (still answering a bad block with EIO).
+fn prepare(
+    log: &mut Log,
+    emergency: &mut Emergency,
+    layout: Layout,
+) -> Result<(Config, Option<VerifiedImage>), Fatal> {
     let config = read_config(log, emergency)?;
+    let verity = config
+        .verity()
+        .map_err(|why| Fatal::new("reading the configuration", why))?;
     check_kernel_release(config.kernel_release.as_deref(), &kernel_release())?;
     log.step(&format!(
         "read config: bootfs {}",
@@ -266,9 +289,27 @@ fn prepare(log: &mut Log, emergency: &mut Emergency, layout: Layout) -> Result<C
         Err(e) => return Err(e).context(|| format!("reading {}", image.display())),
     };
     check_image_identity(&image, config.image_uuid.as_deref(), found.as_ref())?;
+    if verity.is_none() {
+        log.step(&format!(
+            "{} is not verified: no verity_root_hash configured",
+            image.display()
+        ));
+    }
+    let mut verified = None;
+    let mut mount_the_image = |target: &Path| -> Result<String, Fatal> {
+        match &verity {
+            Some(verity) => {
+                let image = mount_verified(&image, target, &config.fstype, verity)?;
+                let how = image.describe();
+                verified = Some(image);
+                Ok(how)
+            }
+            None => Ok(mount_image(&image, target, &config.fstype)?.to_string()),
+        }
+    };
     if !config.overlay {
         // `overlay off`: the image, read-only, is the new root itself.
-        let how = mount_image(&image, Path::new(layout.sysroot), &config.fstype)?;
+        let how = mount_the_image(Path::new(layout.sysroot))?;
         log.step(&format!(
             "mounted {} ({}, {how}) on {} (overlay off: read-only root)",
             image.display(),
@@ -288,9 +329,9 @@ fn prepare(log: &mut Log, emergency: &mut Emergency, layout: Layout) -> Result<C
                 layout.boot
             ));
         }
-        return Ok(config);
+        return Ok((config, verified));
     }
-    let how = mount_image(&image, Path::new(LOWER), &config.fstype)?;
+    let how = mount_the_image(Path::new(LOWER))?;
     log.step(&format!(
         "mounted {} ({}, {how}) on {LOWER}",
         image.display(),
@@ -332,7 +373,7 @@ fn prepare(log: &mut Log, emergency: &mut Emergency, layout: Layout) -> Result<C
     let sysroot = Path::new(layout.sysroot);
     move_mount(Path::new(layout.boot), &sysroot.join("boot"))?;
     log.step(&format!("moved {} to {}/boot", layout.boot, layout.sysroot));
-    Ok(config)
+    Ok((config, verified))
 }
 
 /// Writes `kb` into the readahead attribute of `device`'s disk (a partition has none of its
@@ -363,22 +404,33 @@ fn set_read_ahead(device: &Path, kb: u32) -> Result<String, String> {
 fn read_config(log: &mut Log, emergency: &mut Emergency) -> Result<Config, Fatal> {
     let cmdline =
         std::fs::read_to_string("/proc/cmdline").context(|| "reading /proc/cmdline".to_owned())?;
-    if let Some(action) = config::emergency_from_cmdline(&cmdline) {
+    let text = match std::fs::read_to_string(CONFIG_PATH) {
+        Ok(text) => Some(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            if let Some(action) = config::emergency_from_cmdline(&cmdline) {
+                *emergency = action;
+            }
+            return Err(e).context(|| format!("reading {CONFIG_PATH}"));
+        }
+    };
+    // Before parsing, so a malformed value still ends in the action the command line chose
+    // (unless the file demands dm-verity and the command line asks for a shell).
+    let from_cmdline = config::emergency_from_cmdline_for(text.as_deref().unwrap_or(""), &cmdline);
+    if let Some(action) = from_cmdline {
         *emergency = action;
     }
-    let (mut config, mut warnings) = match std::fs::read_to_string(CONFIG_PATH) {
-        Ok(text) => {
-            config::parse_config(&text).context(|| "reading the configuration".to_owned())?
+    let (mut config, mut warnings) = match &text {
+        Some(text) => {
+            config::parse_config(text).context(|| "reading the configuration".to_owned())?
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        None => {
             log.warn(&format!(
                 "{CONFIG_PATH} missing: using defaults and the kernel command line"
             ));
             (Config::default(), Vec::new())
         }
-        Err(e) => return Err(e).context(|| format!("reading {CONFIG_PATH}")),
     };
-    let from_cmdline = config::emergency_from_cmdline(&cmdline);
     *emergency = from_cmdline.unwrap_or(config.emergency);
     warnings.extend(
         config::apply_cmdline(&mut config, &cmdline)

@@ -9,11 +9,23 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::verity::{DIGEST_BYTES, Verity};
+
 /// Where the config file lives inside the mini initramfs (upstream's path).
 pub const CONFIG_PATH: &str = "/etc/initoverlayfs.conf";
 
 /// Prefix of kernel command-line overrides: `initoverlayfs.timeout=5`.
 pub const CMDLINE_PREFIX: &str = "initoverlayfs.";
+
+/// What a config demanding dm-verity keeps from kernel command-line overrides (and
+/// `emergency=shell`, see `Config::refuses_from_cmdline`).
+const VERITY_LOCKED_KEYS: [&str; 5] = [
+    "verity_root_hash",
+    "verity_salt",
+    "verity_data_blocks",
+    "fs",
+    "fstype",
+];
 
 /// Upstream's default for how long to wait for the boot device.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -152,6 +164,12 @@ pub struct Config {
     /// `image_uuid`: the erofs UUID of the image built with this mini initramfs (ours, written by
     /// builder); an image on /boot with another UUID is stale, which is fatal.
     pub image_uuid: Option<String>,
+    /// `verity_root_hash`, `verity_salt`, `verity_data_blocks`: the image's dm-verity
+    /// parameters (ours, written by `builder … --image` for an image built with `--verity`).
+    /// All three or none; see [`Config::verity`].
+    pub verity_root_hash: Option<String>,
+    pub verity_salt: Option<String>,
+    pub verity_data_blocks: Option<u64>,
     /// Upstream's build-time keys, kept verbatim in file order so the file round-trips.
     pub build_time: Vec<(String, String)>,
 }
@@ -172,6 +190,9 @@ impl Default for Config {
             read_ahead_kb: None,
             kernel_release: None,
             image_uuid: None,
+            verity_root_hash: None,
+            verity_salt: None,
+            verity_data_blocks: None,
             build_time: Vec::new(),
         }
     }
@@ -330,6 +351,37 @@ impl Config {
                 }
                 self.image_uuid = Some(value.to_ascii_lowercase());
             }
+            "verity_root_hash" => {
+                self.verity_root_hash = Some(
+                    crate::verity::parse_hex(value, DIGEST_BYTES..=DIGEST_BYTES).ok_or_else(
+                        || {
+                            error(
+                                "not a SHA-256 root hash".to_owned(),
+                                "64 hexadecimal digits, as `builder image --verity` prints them",
+                            )
+                        },
+                    )?,
+                );
+            }
+            "verity_salt" => {
+                let hex = if value == "-" { "" } else { value };
+                self.verity_salt =
+                    Some(crate::verity::parse_hex(hex, 0..=256).ok_or_else(|| {
+                        error(
+                            "not a salt".to_owned(),
+                            "up to 512 hexadecimal digits (an even number), or - for none",
+                        )
+                    })?);
+            }
+            "verity_data_blocks" => {
+                let blocks: u64 = value.parse().ok().filter(|&b| b > 0).ok_or_else(|| {
+                    error(
+                        "not a positive whole number of blocks".to_owned(),
+                        "the image's size in 4096-byte blocks before its hash tree, e.g. 2560",
+                    )
+                })?;
+                self.verity_data_blocks = Some(blocks);
+            }
             "emergency" => {
                 self.emergency = Emergency::parse(value)
                     .ok_or_else(|| error("not an emergency action".to_owned(), Emergency::FORMS))?;
@@ -344,6 +396,41 @@ impl Config {
             }
         }
         Ok(None)
+    }
+
+    /// The image's dm-verity parameters, once the file and the command line are both read:
+    /// `None` without a root hash (an unverified image), an error naming what is missing when
+    /// only some of the three keys are set.
+    pub fn verity(&self) -> Result<Option<Verity>, String> {
+        match (
+            &self.verity_root_hash,
+            &self.verity_salt,
+            self.verity_data_blocks,
+        ) {
+            (None, None, None) => Ok(None),
+            (Some(root_hash), Some(salt), Some(data_blocks)) => Ok(Some(Verity {
+                root_hash: root_hash.clone(),
+                salt: salt.clone(),
+                data_blocks,
+            })),
+            _ => Err(
+                "verity_root_hash, verity_salt and verity_data_blocks go together, and only some are set: write all three (`builder … --image <the --verity image>` does)"
+                    .to_owned(),
+            ),
+        }
+    }
+
+    /// Whether the file demands dm-verity, which locks what the kernel command line may change.
+    fn demands_verity(&self) -> bool {
+        self.verity_root_hash.is_some()
+    }
+
+    /// When the config file demands dm-verity, the kernel command line (which a bootloader
+    /// prompt can edit) may not turn verification off, point at another image, or ask for a
+    /// shell: the mini initramfs, covered by the signature, wins.
+    fn refuses_from_cmdline(&self, key: &str, value: &str) -> bool {
+        self.demands_verity()
+            && (VERITY_LOCKED_KEYS.contains(&key) || (key == "emergency" && value == "shell"))
     }
 
     /// Renders the file storage-init reads; `parse_config(render())` gives back `self`.
@@ -382,6 +469,15 @@ impl Config {
         }
         if let Some(v) = &self.image_uuid {
             line("image_uuid", v);
+        }
+        if let Some(v) = &self.verity_root_hash {
+            line("verity_root_hash", v);
+        }
+        if let Some(v) = &self.verity_salt {
+            line("verity_salt", &if v.is_empty() { "-" } else { v });
+        }
+        if let Some(v) = &self.verity_data_blocks {
+            line("verity_data_blocks", v);
         }
         for (k, v) in &self.build_time {
             line(k, v);
@@ -479,14 +575,31 @@ pub fn apply_cmdline(
     cmdline: &str,
 ) -> Result<Vec<ConfigWarning>, ConfigError> {
     let mut warnings = Vec::new();
+    let file = config.clone();
     for param in split_cmdline(cmdline) {
         let Some(rest) = param.strip_prefix(CMDLINE_PREFIX) else {
             continue;
         };
         let (key, value) = rest.split_once('=').unwrap_or((rest, ""));
+        if file.refuses_from_cmdline(key, value) {
+            warnings.push(ConfigWarning(format!(
+                "refused the override {CMDLINE_PREFIX}{key}={value} of the kernel command line: {CONFIG_PATH} demands dm-verity, and then the command line cannot change the image, its verification or the emergency shell"
+            )));
+            continue;
+        }
         warnings.extend(config.set(Source::Cmdline, key, value)?);
     }
     Ok(warnings)
+}
+
+/// The emergency action the command line may choose for a config file whose text is `text`,
+/// when that file does not parse: a file that names a root hash keeps its `halt` over a
+/// command-line `shell` even then.
+pub fn emergency_from_cmdline_for(text: &str, cmdline: &str) -> Option<Emergency> {
+    let demands_verity = text
+        .lines()
+        .any(|l| l.trim_start().starts_with("verity_root_hash"));
+    emergency_from_cmdline(cmdline).filter(|&e| !(demands_verity && e == Emergency::Shell))
 }
 
 /// The last valid `initoverlayfs.emergency=` of the command line: what to do when the config
@@ -590,6 +703,85 @@ mod tests {
             "emergency",
             "halt, poweroff, reboot, shell",
         );
+        check_error("verity_root_hash abc", "verity_root_hash", "64 hexadecimal");
+        check_error(
+            &format!("verity_root_hash {}", "g".repeat(64)),
+            "verity_root_hash",
+            "SHA-256",
+        );
+        check_error("verity_salt 123", "verity_salt", "even number");
+        check_error("verity_data_blocks 0", "verity_data_blocks", "positive");
+        check_error("verity_data_blocks -5", "verity_data_blocks", "4096-byte");
+    }
+
+    const VERITY_FILE: &str = "bootfs UUID=aaaa\nverity_root_hash ABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABAB\nverity_salt -\nverity_data_blocks 10\n";
+
+    #[test]
+    fn verity_keys_go_together() {
+        let (config, _) = parse_config(VERITY_FILE).unwrap();
+        let verity = config.verity().unwrap().unwrap();
+        assert_eq!(verity.root_hash, "ab".repeat(32));
+        assert_eq!(verity.salt, "");
+        assert_eq!(verity.data_blocks, 10);
+        assert_eq!(Config::default().verity(), Ok(None));
+        let (partial, _) = parse_config("verity_data_blocks 10\n").unwrap();
+        assert!(partial.verity().unwrap_err().contains("go together"));
+    }
+
+    /// A config demanding dm-verity keeps the image, its verification and the emergency action
+    /// from the command line; everything else may still be overridden.
+    #[test]
+    fn a_verity_config_refuses_overrides() {
+        let (mut config, _) = parse_config(VERITY_FILE).unwrap();
+        let before = config.clone();
+        let warnings = apply_cmdline(
+            &mut config,
+            &format!(
+                "initoverlayfs.verity_root_hash={} initoverlayfs.verity_salt=- initoverlayfs.fs=other.img initoverlayfs.fstype=ext4 initoverlayfs.emergency=shell initoverlayfs.timeout=3 initoverlayfs.emergency=reboot",
+                "cd".repeat(32)
+            ),
+        )
+        .unwrap();
+        assert_eq!(warnings.len(), 5, "{warnings:?}");
+        assert!(
+            warnings.iter().all(|w| w.0.contains("refused")),
+            "{warnings:?}"
+        );
+        assert!(warnings[2].0.contains("initoverlayfs.fs=other.img"));
+        assert_eq!(config.verity(), before.verity());
+        assert_eq!(config.fs, None);
+        assert_eq!(config.fstype, "erofs");
+        assert_eq!(config.timeout, Duration::from_secs(3));
+        assert_eq!(config.emergency, Emergency::Reboot);
+
+        // Without a root hash in the file, the command line may set one (a signed command
+        // line, say) and override it again.
+        let (mut plain, _) = parse_config("bootfs UUID=aaaa\n").unwrap();
+        let warnings = apply_cmdline(
+            &mut plain,
+            &format!(
+                "initoverlayfs.verity_root_hash={} initoverlayfs.verity_salt=00 initoverlayfs.verity_data_blocks=4 initoverlayfs.emergency=shell",
+                "cd".repeat(32)
+            ),
+        )
+        .unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(plain.verity().unwrap().unwrap().data_blocks, 4);
+        assert_eq!(plain.emergency, Emergency::Shell);
+    }
+
+    #[test]
+    fn a_verity_config_keeps_its_emergency_even_unparsed() {
+        let cmdline = "initoverlayfs.emergency=shell";
+        assert_eq!(emergency_from_cmdline_for(VERITY_FILE, cmdline), None);
+        assert_eq!(
+            emergency_from_cmdline_for("bootfs UUID=aaaa\n", cmdline),
+            Some(Emergency::Shell)
+        );
+        assert_eq!(
+            emergency_from_cmdline_for(VERITY_FILE, "initoverlayfs.emergency=poweroff"),
+            Some(Emergency::PowerOff)
+        );
     }
 
     #[test]
@@ -650,6 +842,9 @@ mod tests {
             read_ahead_kb: Some(4096),
             kernel_release: Some("6.12.95+deb12-amd64".into()),
             image_uuid: Some("0a1b2c3d-4e5f-4061-8273-94a5b6c7d8e9".into()),
+            verity_root_hash: Some("ab".repeat(32)),
+            verity_salt: Some(String::new()),
+            verity_data_blocks: Some(2560),
             build_time: vec![("erofs_compression".into(), "-zlz4hc,11".into())],
         };
         let (parsed, warnings) = parse_config(&config.render()).unwrap();

@@ -6,6 +6,7 @@ pub mod boot;
 pub mod coldplug;
 pub mod config;
 pub mod contract;
+pub mod device_mapper;
 pub mod emergency;
 pub mod error;
 pub mod fs_context;
@@ -21,3 +22,5 @@ pub mod switch_root;
 #[cfg(test)]
 mod test_tools;
 pub mod uevent;
+pub mod verified_image;
+pub mod verity;

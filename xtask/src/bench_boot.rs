@@ -457,7 +457,14 @@ fn build_point(
         ..Layout::default()
     };
     let mini = dir.join("mini-initramfs.img");
-    images::build_mini_initramfs(storage_init, kernel, layout, &report.erofs.uuid, &mini)?;
+    images::build_mini_initramfs(
+        storage_init,
+        kernel,
+        layout,
+        &report.erofs.uuid,
+        None,
+        &mini,
+    )?;
     let mini_bytes = copy(&mini, &mini_name)?;
     copy(loader, removable_path)?;
     let entries = esp.join("loader/entries");

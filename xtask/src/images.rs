@@ -42,6 +42,9 @@ upper=$(( $($bb stat -f -c '%b * %S' /) / 1024 ))k
 # storage-init detached its layer mounts: nothing of the image may be mounted on its own.
 layers=$($bb awk '$2 ~ "^/run/initoverlayfs"' /proc/mounts | $bb wc -l)
 echo "<5>initoverlayfs-test: marker $nonce root=$root upper=$upper layer-mounts=$layers" > /dev/kmsg
+# The first read of the probe's data blocks, after storage-init's exec: a verity cell flips a
+# byte there, and this line must then never appear.
+$bb cat /etc/verity-probe > /dev/null && echo "<5>initoverlayfs-test: read the verity probe" > /dev/kmsg
 # A `quiet` boot prints only warnings on the console: replay the kernel log so the harness
 # still reads every step, with the guest's timestamps.
 case " $($bb cat /proc/cmdline) " in *" initoverlayfs_test.dmesg "*) $bb dmesg ;; esac
@@ -147,6 +150,8 @@ pub struct Layout {
     /// The boot partition's least size in MiB (0: only what [`boot_partition_mib`] gives),
     /// for a /boot that must take files the guest writes later.
     pub boot_min_mib: u64,
+    /// A dm-verity hash tree on the image (and what a fault cell breaks).
+    pub verity: ImageVerity,
 }
 
 /// What a real root cell's second partition holds.
@@ -192,7 +197,94 @@ pub fn busybox_content(busybox: &Fetched, dir: &Path) -> Result<()> {
     let init = dir.join("init");
     std::fs::write(&init, BUSYBOX_INIT)?;
     std::fs::set_permissions(&init, std::fs::Permissions::from_mode(0o755))?;
+    std::fs::write(dir.join(VERITY_PROBE), verity_probe())?;
     Ok(())
+}
+
+/// A file of the busybox content that only the content's /init reads, after the handover:
+/// big enough that its first block is a data block of its own (erofs inlines only a file's
+/// tail), starting with a marker that finds it in the uncompressed image.
+const VERITY_PROBE: &str = "etc/verity-probe";
+const VERITY_PROBE_MARKER: &[u8] = b"initoverlayfs-rs verity probe, a data block of its own\n";
+const VERITY_PROBE_LEN: usize = 12 * 1024;
+
+fn verity_probe() -> Vec<u8> {
+    let mut bytes = VERITY_PROBE_MARKER.to_vec();
+    bytes.extend(corrupt_bytes(VERITY_PROBE_LEN - VERITY_PROBE_MARKER.len()));
+    bytes
+}
+
+/// Whether a cell's image carries a dm-verity hash tree, and what a fault cell breaks after it
+/// was made (`verity` in fixtures/cells.toml).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ImageVerity {
+    /// No hash tree; the config has no root hash (storage-init says the image is unverified).
+    #[default]
+    Off,
+    /// Hash tree appended, root hash in the mini initramfs's config.
+    On,
+    /// The config's root hash is not the image's.
+    WrongRootHash,
+    /// A byte of the erofs superblock flipped (its volume name: the UUID stays, so the stale
+    /// check passes and dm-verity is what notices).
+    FlippedSuperblock,
+    /// The image file cut short by the hash tree's last block.
+    TruncatedTree,
+    /// A byte flipped in the first data block of /etc/verity-probe, which only the second
+    /// stage reads (busybox flow).
+    FlippedData,
+}
+
+/// Byte 64 of the erofs superblock (at 1024): the first of its volume name.
+const EROFS_VOLUME_NAME_BYTE: usize = 1024 + 64;
+
+/// Appends the hash tree to `image` and breaks what `mode` says; returns the parameters the
+/// config records.
+fn apply_verity(image: &Path, mode: ImageVerity) -> Result<Option<storage_init::verity::Verity>> {
+    if mode == ImageVerity::Off {
+        return Ok(None);
+    }
+    let mut verity = builder::verity::append_hash_tree(image)
+        .with_context(|| format!("adding the hash tree to {}", image.display()))?;
+    let flip = |at: usize| -> Result<()> {
+        let mut bytes = std::fs::read(image)?;
+        bytes[at] ^= 0x01;
+        std::fs::write(image, bytes)?;
+        Ok(())
+    };
+    match mode {
+        ImageVerity::Off | ImageVerity::On => {}
+        ImageVerity::WrongRootHash => {
+            let first = u8::from_str_radix(&verity.root_hash[..2], 16)? ^ 0xff;
+            verity.root_hash = format!("{first:02x}{}", &verity.root_hash[2..]);
+        }
+        ImageVerity::FlippedSuperblock => flip(EROFS_VOLUME_NAME_BYTE)?,
+        ImageVerity::TruncatedTree => {
+            let file = std::fs::OpenOptions::new().write(true).open(image)?;
+            let bytes = file.metadata()?.len();
+            file.set_len(bytes - storage_init::verity::BLOCK_SIZE)?;
+        }
+        ImageVerity::FlippedData => {
+            let bytes = std::fs::read(image)?;
+            let at = bytes
+                .windows(VERITY_PROBE_MARKER.len())
+                .position(|w| w == VERITY_PROBE_MARKER)
+                .with_context(|| {
+                    format!(
+                        "{}: the verity probe is not stored plainly in it (a compressed image?)",
+                        image.display()
+                    )
+                })?;
+            anyhow::ensure!(
+                at % storage_init::verity::BLOCK_SIZE as usize == 0,
+                "{}: the verity probe starts at byte {at}, not at a block: it may share a block storage-init reads",
+                image.display()
+            );
+            flip(at + 100)?;
+        }
+    }
+    Ok(Some(verity))
 }
 
 /// What firmware needs on the ESP to boot a cell the way a machine does: systemd-boot at the
@@ -404,8 +496,16 @@ fn finish_cell(
     image: PathBuf,
     image_uuid: &str,
 ) -> Result<BootArtefacts> {
+    let verity = apply_verity(&image, layout.verity)?;
     let mini_initramfs = work.join("mini-initramfs.img");
-    build_mini_initramfs(storage_init, kernel, layout, image_uuid, &mini_initramfs)?;
+    build_mini_initramfs(
+        storage_init,
+        kernel,
+        layout,
+        image_uuid,
+        verity.as_ref(),
+        &mini_initramfs,
+    )?;
     let disk = boot_disk(kernel, &mini_initramfs, layout, esp, real_root, work)?;
     Ok(BootArtefacts {
         mini_initramfs,
@@ -558,6 +658,7 @@ pub fn build_mini_initramfs(
     kernel: &Kernel,
     layout: Layout,
     image_uuid: &str,
+    verity: Option<&storage_init::verity::Verity>,
     output: &Path,
 ) -> Result<()> {
     let (uuid, fstype) = layout.boot_fs.identity();
@@ -571,6 +672,9 @@ pub fn build_mini_initramfs(
         overlay_size: Some(OVERLAY_SIZE.to_owned()),
         kernel_release: Some(kernel.release.clone()),
         image_uuid: Some(image_uuid.to_owned()),
+        verity_root_hash: verity.map(|v| v.root_hash.clone()),
+        verity_salt: verity.map(|v| v.salt.clone()),
+        verity_data_blocks: verity.map(|v| v.data_blocks),
         fstype: match layout.image_fs {
             ImageFsKind::Erofs => "erofs".to_owned(),
             ImageFsKind::Ext4 => "ext4".to_owned(),
@@ -612,7 +716,12 @@ fn modules_for(kernel: &Kernel, layout: Layout) -> Result<(Vec<String>, Vec<Stri
         ImageFsKind::Erofs => "erofs",
         ImageFsKind::Ext4 => "ext4",
     };
-    let required = builder::presets::filesystem_modules(&config, Some(boot_fstype), image_fstype);
+    let required = builder::presets::filesystem_modules(
+        &config,
+        Some(boot_fstype),
+        image_fstype,
+        layout.verity != ImageVerity::Off,
+    );
     let mut wanted = builder::presets::preset_modules(&[layout.bus.preset()]);
     if layout.empty_cdrom {
         wanted.extend(CDROM_MODULES.iter().map(|m| (*m).to_owned()));

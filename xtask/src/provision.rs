@@ -17,7 +17,7 @@ struct Tool {
     backports: bool,
 }
 
-const TOOLS: [Tool; 31] = [
+const TOOLS: [Tool; 32] = [
     Tool {
         command: "qemu-system-x86_64",
         package: "qemu-system-x86",
@@ -189,6 +189,12 @@ const TOOLS: [Tool; 31] = [
     Tool {
         command: "/usr/lib/llvm-14/lib/libunwind.a",
         package: "libunwind-14-dev",
+        backports: false,
+    },
+    // The oracle of builder's dm-verity hash trees (builder/tests/verity.rs).
+    Tool {
+        command: "veritysetup",
+        package: "cryptsetup-bin",
         backports: false,
     },
 ];
