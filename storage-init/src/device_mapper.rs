@@ -19,6 +19,10 @@ const HEADER: usize = 312;
 /// `sizeof(struct dm_target_spec)`.
 const TARGET_SPEC: usize = 40;
 const NAME_LEN: usize = 128;
+const UUID_LEN: usize = 129;
+/// Where `name` and `uuid` sit in `struct dm_ioctl`.
+const NAME_AT: usize = 48;
+const UUID_AT: usize = NAME_AT + NAME_LEN;
 /// The interface version we speak: 4.0.0, which every kernel since 2.6 accepts.
 const VERSION: [u32; 3] = [4, 0, 0];
 /// What the kernel may write back (the target list): generous for a handful of targets.
@@ -36,6 +40,8 @@ const DM_BUFFER_FULL_FLAG: u32 = 1 << 8;
 /// Resume without freezing the filesystem on it: it is read-only, and erofs has nothing to
 /// flush.
 const DM_SKIP_LOCKFS_FLAG: u32 = 1 << 10;
+/// Remove the device when its last opener closes it, instead of now (Linux 3.13+).
+const DM_DEFERRED_REMOVE: u32 = 1 << 17;
 
 /// One request: the header, then its payload, in 8-byte aligned storage (the kernel reads
 /// `u64` fields out of it).
@@ -46,7 +52,11 @@ struct Request {
 
 impl Request {
     fn new(command: u8, name: &str, flags: u32, payload: &[u8]) -> Request {
-        let mut bytes = header(name, flags, payload.len());
+        Request::with_uuid(command, name, "", flags, payload)
+    }
+
+    fn with_uuid(command: u8, name: &str, uuid: &str, flags: u32, payload: &[u8]) -> Request {
+        let mut bytes = header(name, uuid, flags, payload.len());
         bytes.extend_from_slice(payload);
         bytes.resize(bytes.len().max(HEADER + REPLY_BYTES), 0);
         let mut words = vec![0u64; bytes.len().div_ceil(8)];
@@ -99,8 +109,9 @@ unsafe impl Ioctl for &mut Request {
     }
 }
 
-/// `struct dm_ioctl` for a request on the device `name` with `payload_len` bytes after it.
-fn header(name: &str, flags: u32, payload_len: usize) -> Vec<u8> {
+/// `struct dm_ioctl` for a request on the device `name` (and `uuid`, when creating it) with
+/// `payload_len` bytes after it.
+fn header(name: &str, uuid: &str, flags: u32, payload_len: usize) -> Vec<u8> {
     let mut bytes = vec![0u8; HEADER];
     for (i, v) in VERSION.iter().enumerate() {
         bytes[i * 4..i * 4 + 4].copy_from_slice(&v.to_ne_bytes());
@@ -110,9 +121,11 @@ fn header(name: &str, flags: u32, payload_len: usize) -> Vec<u8> {
     let target_count: u32 = if payload_len > 0 { 1 } else { 0 };
     bytes[20..24].copy_from_slice(&target_count.to_ne_bytes());
     bytes[28..32].copy_from_slice(&flags.to_ne_bytes());
-    let name = name.as_bytes();
-    bytes[48..48 + name.len().min(NAME_LEN - 1)]
-        .copy_from_slice(&name[..name.len().min(NAME_LEN - 1)]);
+    for (text, at, len) in [(name, NAME_AT, NAME_LEN), (uuid, UUID_AT, UUID_LEN)] {
+        // NUL-terminated within the field.
+        let text = &text.as_bytes()[..text.len().min(len - 1)];
+        bytes[at..at + text.len()].copy_from_slice(text);
+    }
     bytes
 }
 
@@ -193,9 +206,10 @@ impl Control {
         Ok(target_names(&request.bytes()[start..]))
     }
 
-    /// Creates the device `name`, without a table yet.
-    pub fn create(&self, name: &str) -> Result<MappedDevice, Errno> {
-        let mut request = Request::new(DM_DEV_CREATE, name, 0, &[]);
+    /// Creates the device `name` with `uuid` (whose prefix up to the first `-` names its owner,
+    /// as `CRYPT-` and `LVM-` do), without a table yet.
+    pub fn create(&self, name: &str, uuid: &str) -> Result<MappedDevice, Errno> {
+        let mut request = Request::with_uuid(DM_DEV_CREATE, name, uuid, 0, &[]);
         self.call(&mut request)?;
         let dev = u64::from_ne_bytes(request.bytes()[40..48].try_into().expect("8 bytes"));
         // `huge_encode_dev`: the kernel's new_encode_dev layout.
@@ -232,6 +246,14 @@ impl Control {
         let mut request = Request::new(DM_DEV_REMOVE, &device.name, 0, &[]);
         self.call(&mut request)
     }
+
+    /// Has the kernel remove `device` once nothing holds it open any more (the filesystem on
+    /// it unmounted): a device-mapper device does not go by itself, and one left over would
+    /// keep its loop device, and so the image file and /boot's filesystem, busy.
+    pub fn remove_when_unused(&self, device: &MappedDevice) -> Result<(), Errno> {
+        let mut request = Request::new(DM_DEV_REMOVE, &device.name, DM_DEFERRED_REMOVE, &[]);
+        self.call(&mut request)
+    }
 }
 
 #[cfg(test)]
@@ -240,7 +262,7 @@ mod tests {
 
     #[test]
     fn the_header_is_struct_dm_ioctl() {
-        let bytes = header("initoverlayfs", DM_READONLY_FLAG, 80);
+        let bytes = header("initoverlayfs", "INITOVERLAYFS-verity", DM_READONLY_FLAG, 80);
         assert_eq!(bytes.len(), 312);
         assert_eq!(&bytes[0..12], &[4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
         assert_eq!(u32::from_ne_bytes(bytes[12..16].try_into().unwrap()), 392);
@@ -248,6 +270,8 @@ mod tests {
         assert_eq!(u32::from_ne_bytes(bytes[20..24].try_into().unwrap()), 1);
         assert_eq!(u32::from_ne_bytes(bytes[28..32].try_into().unwrap()), 1);
         assert_eq!(&bytes[48..62], b"initoverlayfs\0");
+        assert_eq!(&bytes[176..197], b"INITOVERLAYFS-verity\0");
+        assert!(bytes[197..305].iter().all(|&b| b == 0));
         // The opcode the kernel's _IOWR(0xfd, 9, struct dm_ioctl) gives: DM_TABLE_LOAD.
         assert_eq!(
             opcode::read_write::<[u8; HEADER]>(DM_IOCTL, DM_TABLE_LOAD),

@@ -24,6 +24,8 @@ use crate::verity::{OnCorruption, TreeLayout, Verity};
 
 /// The mapped device's name (`/dev/mapper/initoverlayfs` once udev runs in the second stage).
 pub const DEVICE_NAME: &str = "initoverlayfs";
+/// Its device-mapper UUID: the prefix names the owner, as `CRYPT-` does veritysetup's.
+pub const DEVICE_UUID: &str = "INITOVERLAYFS-verity";
 
 /// The image mounted through dm-verity, still in EIO mode until [`VerifiedImage::arm`].
 #[derive(Debug)]
@@ -47,8 +49,10 @@ impl VerifiedImage {
         )
     }
 
-    /// Swaps in the table with `panic_on_corruption`. Called once storage-init has read what it
-    /// reads of the image, just before init runs.
+    /// Swaps in the table with `panic_on_corruption`, and marks the device for removal once
+    /// unused (so when the second stage leaves the overlay, device, loop device and /boot are
+    /// all released). Called once storage-init has read what it reads of the image, just
+    /// before init runs.
     pub fn arm(&self) -> Result<(), Fatal> {
         let what = || {
             format!(
@@ -60,6 +64,7 @@ impl VerifiedImage {
         self.control
             .load(&self.device, "verity", self.verity.sectors(), &params)
             .and_then(|()| self.control.resume(&self.device))
+            .and_then(|()| self.control.remove_when_unused(&self.device))
             .map_err(|e| Fatal::new(what(), errno_text(e)))
     }
 }
@@ -127,7 +132,7 @@ pub fn mount_verified(
             format!("{}: {}", loop_device.path.display(), errno_text(e)),
         )
     })?;
-    let device = control.create(DEVICE_NAME).map_err(|e| {
+    let device = control.create(DEVICE_NAME, DEVICE_UUID).map_err(|e| {
         Fatal::new(
             setting_up(),
             format!("creating /dev/mapper/{DEVICE_NAME}: {}", errno_text(e)),

@@ -662,12 +662,15 @@ pub struct CellFilter {
 
 impl CellFilter {
     pub fn matches(&self, cell: &Cell) -> bool {
-        let name_ok = self.name.as_deref().is_none_or(|pattern| {
-            if pattern.contains(['*', '?']) {
-                glob(pattern.as_bytes(), cell.name.as_bytes())
-            } else {
-                cell.name.contains(pattern)
-            }
+        // Several patterns, comma-separated: any of them (a cell and its sibling, say).
+        let name_ok = self.name.as_deref().is_none_or(|patterns| {
+            patterns.split(',').any(|pattern| {
+                if pattern.contains(['*', '?']) {
+                    glob(pattern.as_bytes(), cell.name.as_bytes())
+                } else {
+                    cell.name.contains(pattern)
+                }
+            })
         });
         let arch_ok = self
             .arch
@@ -893,6 +896,19 @@ mod tests {
             ..CellFilter::default()
         });
         assert!(smoke.len() < cells.len() && !smoke.is_empty());
+        let pair = names(CellFilter {
+            name: Some(
+                "x86_64-q35-virtio-blk-debian12-6.12-dracut-uefi,*6.12-dracut-verity-uefi".into(),
+            ),
+            ..CellFilter::default()
+        });
+        assert_eq!(
+            pair,
+            [
+                "x86_64-q35-virtio-blk-debian12-6.12-dracut-uefi",
+                "x86_64-q35-virtio-blk-debian12-6.12-dracut-verity-uefi",
+            ]
+        );
         assert!(glob(b"a*c?", b"abbbcd"));
         assert!(!glob(b"a*c", b"abcd"));
         assert!(glob(b"*", b""));

@@ -10,7 +10,7 @@ pub const USAGE: &str = "\
 usage: cargo xtask <task>
 
 tasks:
-  vm-test [--cell PATTERN] [--kernel ID] [--arch ARCH] [--tier smoke|default|full]
+  vm-test [--cell PATTERN[,PATTERN…]] [--kernel ID] [--arch ARCH] [--tier smoke|default|full]
           [--accel auto|kvm|tcg] [--jobs N] [--retries N] [--repeat N] [--list]
                       boot the VM cells (fixtures/cells.toml) and print a result table;
                       --repeat boots them all N times, round after round (the real chain's

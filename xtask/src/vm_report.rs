@@ -92,12 +92,44 @@ pub fn classic_sibling(cell: &str) -> Option<String> {
     (tail.is_empty() || tail.starts_with('-')).then(|| format!("{head}-dracut-classic{tail}"))
 }
 
-/// The two chains side by side: for every real-chain cell whose classic sibling ran too, the
-/// guest seconds (kernel clock) to each of [`CHAIN_MILESTONES`] in both, and the difference
-/// (initoverlayfs minus classic: negative is faster). A cell booted several times
-/// (`--repeat`) shows the median of its boots that reached the milestone. None when no pair
-/// ran.
-pub fn chains(results: &[CellResult]) -> Option<String> {
+/// The unverified sibling of a dm-verity cell: the same name without `-verity` (so
+/// `…-dracut-verity-uefi` pairs with `…-dracut-uefi`).
+pub fn unverified_sibling(cell: &str) -> Option<String> {
+    let (head, tail) = cell.split_once("-verity")?;
+    (tail.is_empty() || tail.starts_with('-')).then(|| format!("{head}{tail}"))
+}
+
+/// Two kinds of cell the summary sets side by side, each cell beside its sibling.
+#[derive(Debug)]
+pub struct Pairing {
+    /// What the table shows, for its heading.
+    pub title: &'static str,
+    /// The column labels of the cell and of its sibling.
+    pub ours: &'static str,
+    pub theirs: &'static str,
+    pub sibling: fn(&str) -> Option<String>,
+}
+
+pub const PAIRINGS: [Pairing; 2] = [
+    Pairing {
+        title: "the real chain beside the classic one",
+        ours: "initoverlayfs",
+        theirs: "classic",
+        sibling: classic_sibling,
+    },
+    Pairing {
+        title: "dm-verity's cost: each verified cell beside its unverified sibling",
+        ours: "verified",
+        theirs: "unverified",
+        sibling: unverified_sibling,
+    },
+];
+
+/// The pairs of `pairing` side by side: for every cell whose sibling ran too, the guest
+/// seconds (kernel clock) to each of [`CHAIN_MILESTONES`] in both, and the difference (the
+/// cell minus its sibling: negative is faster). A cell booted several times (`--repeat`) shows
+/// the median of its boots that reached the milestone. None when no pair ran.
+pub fn side_by_side(results: &[CellResult], pairing: &Pairing) -> Option<String> {
     let guest = |cell: &str, milestone: &str| {
         let mut seconds: Vec<f64> = results
             .iter()
@@ -109,7 +141,11 @@ pub fn chains(results: &[CellResult]) -> Option<String> {
     };
     let mut out = String::from("| pair |");
     for (_, label) in CHAIN_MILESTONES {
-        let _ = write!(out, " {label}: initoverlayfs s | classic s | difference |");
+        let _ = write!(
+            out,
+            " {label}: {} s | {} s | difference |",
+            pairing.ours, pairing.theirs
+        );
     }
     out.push_str("\n|---|");
     out.push_str(&"---|---|---|".repeat(CHAIN_MILESTONES.len()));
@@ -120,7 +156,7 @@ pub fn chains(results: &[CellResult]) -> Option<String> {
     let mut seen = std::collections::HashSet::new();
     cells.retain(|cell| seen.insert(*cell));
     for cell in cells {
-        let Some(sibling) = classic_sibling(cell) else {
+        let Some(sibling) = (pairing.sibling)(cell) else {
             continue;
         };
         if !results.iter().any(|r| r.cell == sibling) {
@@ -324,6 +360,7 @@ mod tests {
 
     #[test]
     fn chains_side_by_side() {
+        let chains = |results: &[CellResult]| side_by_side(results, &PAIRINGS[0]);
         assert_eq!(chains(&sample()), None, "no pair, no table");
         let table = chains(&[
             chain("q35-dracut-uefi", Some(6.0), 40.0),
@@ -358,6 +395,36 @@ mod tests {
             table.contains("| 5.50 | 8.00 | -2.50 s (-31 %) | 41.00 | 52.00 | -11.00 s (-21 %) |"),
             "{table}"
         );
+    }
+
+    #[test]
+    fn verified_cells_beside_unverified_ones() {
+        assert_eq!(
+            unverified_sibling("x86_64-q35-virtio-blk-debian12-6.12-dracut-verity-uefi")
+                .as_deref(),
+            Some("x86_64-q35-virtio-blk-debian12-6.12-dracut-uefi")
+        );
+        assert_eq!(unverified_sibling("a-busybox-verity").as_deref(), Some("a-busybox"));
+        assert_eq!(unverified_sibling("a-fault-verityish"), None);
+        assert_eq!(unverified_sibling("a-dracut-uefi"), None);
+        let table = side_by_side(
+            &[
+                chain("q-dracut-verity-uefi", Some(6.5), 42.0),
+                chain("q-dracut-uefi", Some(6.0), 40.0),
+                chain("q-dracut-classic-uefi", Some(8.0), 50.0),
+            ],
+            &PAIRINGS[1],
+        )
+        .unwrap();
+        assert!(
+            table.starts_with("| pair | Running in initrd: verified s | unverified s | difference |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| `q-dracut-verity-uefi` | 6.50 | 6.00 | +0.50 s (+8 %) |"),
+            "{table}"
+        );
+        assert_eq!(table.lines().count(), 3, "one pair: {table}");
     }
 
     #[test]

@@ -216,17 +216,24 @@ pub fn run(sh: &Shell, root: &Path, options: &Options) -> Result<()> {
     let summary = dir.join("summary.json");
     std::fs::write(&summary, serde_json::to_string_pretty(&results)?)?;
     let mut summary_md = format!("{headline}\n{}", crate::vm_report::markdown(&results));
-    if let Some(chains) = crate::vm_report::chains(&results) {
+    for pairing in &crate::vm_report::PAIRINGS {
+        let Some(table) = crate::vm_report::side_by_side(&results, pairing) else {
+            continue;
+        };
         let what = if rounds > 1 {
             format!("medians of {rounds} boots, guest seconds since kernel start")
         } else {
             "guest seconds since kernel start".to_owned()
         };
-        println!("\nthe real chain beside the classic one ({what}):\n{chains}");
+        let title = pairing.title;
+        println!("\n{title} ({what}):\n{table}");
+        let mut capitalised = title.chars();
+        let first = capitalised.next().map(|c| c.to_ascii_uppercase());
         summary_md.push_str(&format!(
-            "\nThe real chain beside the classic one ({what}):\n\n"
+            "\n{}{} ({what}):\n\n{table}",
+            first.unwrap_or_default(),
+            capitalised.as_str()
         ));
-        summary_md.push_str(&chains);
     }
     std::fs::write(dir.join("summary.md"), summary_md)?;
     std::fs::write(dir.join("junit.xml"), crate::vm_report::junit(&results))?;
