@@ -124,6 +124,8 @@ pub enum InstallError {
     Image(#[from] crate::image::ImageError),
     #[error(transparent)]
     MiniInitramfs(#[from] MiniInitramfsError),
+    #[error(transparent)]
+    Verity(#[from] crate::verity::VerityError),
     #[error("the storage-init config: {0}")]
     Config(String),
 }
@@ -319,6 +321,10 @@ pub struct InstallOptions {
     pub hooks: bool,
     /// This program's path on the target, for the hooks.
     pub builder_path: String,
+    /// Give the image a dm-verity hash tree and the mini initramfs its root hash. The hooks
+    /// keep it for every later kernel and initramfs update: an update never turns
+    /// verification off.
+    pub verity: bool,
 }
 
 /// What an install did, step by step, for the user.
@@ -423,6 +429,12 @@ pub fn install(options: &InstallOptions) -> Result<InstallReport, InstallError> 
         &erofs_options,
         &scratch_parent,
     )?;
+    // Before the rename: the image appears on /boot with its tree or not at all.
+    let verity = if options.verity {
+        Some(crate::verity::append_hash_tree(temporary_image.path())?)
+    } else {
+        None
+    };
     crate::replace::commit(temporary_image, &image)?;
     report.steps.push(format!(
         "wrote {} ({} bytes, erofs uuid {})",
@@ -430,6 +442,12 @@ pub fn install(options: &InstallOptions) -> Result<InstallReport, InstallError> 
         built.erofs.bytes,
         built.erofs.uuid
     ));
+    if let Some(verity) = &verity {
+        report.steps.push(format!(
+            "appended its dm-verity hash tree: root hash {}",
+            verity.root_hash
+        ));
+    }
 
     // 3. The mini initramfs, in memory until its rename.
     let (bootfs, bootfstype, image_in_bootfs) = match &options.bootfs {
@@ -442,6 +460,18 @@ pub fn install(options: &InstallOptions) -> Result<InstallReport, InstallError> 
     );
     if let Some(fstype) = &bootfstype {
         text.push_str(&format!("bootfstype {fstype}\n"));
+    }
+    if let Some(verity) = &verity {
+        text.push_str(&format!(
+            "verity_root_hash {}\nverity_salt {}\nverity_data_blocks {}\n",
+            verity.root_hash,
+            if verity.salt.is_empty() {
+                "-"
+            } else {
+                &verity.salt
+            },
+            verity.data_blocks
+        ));
     }
     let (config, _) = storage_init::config::parse_config(&text)
         .map_err(|e| InstallError::Config(e.to_string()))?;
@@ -498,7 +528,7 @@ pub fn install(options: &InstallOptions) -> Result<InstallReport, InstallError> 
     }
 
     if options.hooks {
-        for path in install_hooks(&layout, &options.builder_path)? {
+        for path in install_hooks(&layout, &options.builder_path, options.verity)? {
             report.steps.push(format!("hook {}", path.display()));
         }
     }
@@ -618,7 +648,8 @@ fn fallback_entry_text(entry: &str, layout: &BootLayout) -> Option<String> {
     found.then(|| lines.join("\n") + "\n")
 }
 
-/// The hooks, by path under the root, and their text (`@BUILDER@` is the program's path).
+/// The hooks, by path under the root, and their text (`@BUILDER@` is the program's path,
+/// `@INSTALL_OPTIONS@` the options every later install keeps: ` --verity`, or nothing).
 const HOOKS: [(&str, &str); 4] = [
     (
         "etc/kernel/install.d/95-initoverlayfs.install",
@@ -640,7 +671,12 @@ const HOOKS: [(&str, &str); 4] = [
 
 /// Writes the hooks of the layout: the kernel-install plugin for Fedora and BLS, the Debian
 /// kernel and initramfs hooks for Debian.
-fn install_hooks(layout: &BootLayout, builder: &str) -> Result<Vec<PathBuf>, InstallError> {
+fn install_hooks(
+    layout: &BootLayout,
+    builder: &str,
+    verity: bool,
+) -> Result<Vec<PathBuf>, InstallError> {
+    let options = if verity { " --verity" } else { "" };
     let wanted: &[usize] = match layout.kind {
         LayoutKind::Fedora | LayoutKind::Bls => &[0],
         LayoutKind::Debian => &[1, 2, 3],
@@ -652,7 +688,10 @@ fn install_hooks(layout: &BootLayout, builder: &str) -> Result<Vec<PathBuf>, Ins
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir).map_err(io_error(dir))?;
         }
-        replace_file(&path, text.replace("@BUILDER@", builder).as_bytes(), 0o755)?;
+        let text = text
+            .replace("@BUILDER@", builder)
+            .replace("@INSTALL_OPTIONS@", options);
+        replace_file(&path, text.as_bytes(), 0o755)?;
         written.push(path);
     }
     Ok(written)

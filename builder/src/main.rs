@@ -110,6 +110,11 @@ struct InstallArgs {
     /// This program's path on the target, which the hooks call.
     #[arg(long, default_value = builder::install::DEFAULT_BUILDER_PATH)]
     builder_path: String,
+    /// Protect the image with dm-verity: its hash tree appended, its root hash in the mini
+    /// initramfs (then sign what carries that, e.g. a UKI). The hooks keep it for every later
+    /// kernel and initramfs update.
+    #[arg(long)]
+    verity: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -364,6 +369,7 @@ fn run(cli: Cli) -> Result<()> {
                 mtime: build_time()?,
                 hooks: !args.no_hooks,
                 builder_path: args.builder_path,
+                verity: args.verity,
             };
             let report = builder::install::install(&options)?;
             for step in report.steps {

@@ -83,7 +83,15 @@ fn make_root(root: &Path, distro: Distro) -> PathBuf {
     );
     let modules = root.join("lib/modules").join(KVER);
     let mut dep = String::new();
-    for name in ["ext4", "erofs", "overlay", "virtio_blk", "nvme"] {
+    for name in [
+        "ext4",
+        "erofs",
+        "overlay",
+        "virtio_blk",
+        "nvme",
+        "loop",
+        "dm_verity",
+    ] {
         write(
             &modules.join(format!("kernel/{name}.ko")),
             b"\x7fELF module",
@@ -396,6 +404,86 @@ fn debian_install_hooks_and_undo() {
         .output()
         .unwrap());
     assert_eq!(snapshot(&root), before);
+}
+
+/// `--verity`: the image carries its hash tree (veritysetup agrees), the mini initramfs its
+/// root hash and the dm-verity modules, and the hooks keep verity on for the next update.
+#[test]
+fn a_verity_install_stays_verified_across_updates() {
+    if !have_mkfs() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("root");
+    let initramfs = make_root(&root, Distro::Debian);
+    let builder_path = env!("CARGO_BIN_EXE_builder");
+    let stdout = ok(install(
+        &root,
+        &[
+            "--builder-path",
+            builder_path,
+            "--preset",
+            "virtio",
+            "--verity",
+        ],
+    ));
+    let image = root.join(format!("boot/initoverlayfs-{KVER}.img"));
+    let check = |stdout: &str| {
+        let verity = builder::verity::read_verity(&image)
+            .unwrap()
+            .expect("a hash tree");
+        assert!(stdout.contains(&verity.root_hash), "{stdout}");
+        assert_eq!(mini_config(&initramfs).verity(), Ok(Some(verity.clone())));
+        if Command::new("veritysetup")
+            .arg("--version")
+            .output()
+            .is_ok()
+        {
+            let output = Command::new("veritysetup")
+                .arg("verify")
+                .arg(&image)
+                .arg(&image)
+                .arg(&verity.root_hash)
+                .arg(format!("--hash-offset={}", verity.data_blocks * 4096))
+                .output()
+                .unwrap();
+            assert!(output.status.success(), "{output:?}");
+        }
+        let listing = list(&initramfs);
+        assert!(listing.contains("/dm_verity.ko"), "{listing}");
+        assert!(listing.contains("/loop.ko"), "{listing}");
+        verity
+    };
+    let first = check(&stdout);
+    let hook = root.join("etc/initramfs/post-update.d/initoverlayfs");
+    let text = fs::read_to_string(&hook).unwrap();
+    assert!(text.contains("--no-hooks --verity\n"), "{text}");
+
+    // update-initramfs writes new content; its hook rebuilds both, verified again.
+    let mut fresh = Archive::new();
+    fresh
+        .add_file(
+            "/usr/lib/systemd/systemd",
+            0o755,
+            b"\x7fELF systemd v3".to_vec(),
+        )
+        .unwrap();
+    fs::write(&initramfs, fresh.to_bytes(0).unwrap()).unwrap();
+    let output = Command::new("sh")
+        .arg(&hook)
+        .args([KVER, initramfs.to_str().unwrap()])
+        .env("INITOVERLAYFS_ROOT", &root)
+        .output()
+        .unwrap();
+    let second = check(&ok(output));
+    assert_ne!(first.root_hash, second.root_hash);
+
+    // Without --verity the hooks carry no option.
+    let plain = work.path().join("plain");
+    make_root(&plain, Distro::Debian);
+    ok(install(&plain, &["--builder-path", builder_path]));
+    let text = fs::read_to_string(plain.join("etc/initramfs/post-update.d/initoverlayfs")).unwrap();
+    assert!(text.contains("--no-hooks\n"), "{text}");
 }
 
 /// A failure after the image is written (a filesystem module the kernel tree lacks): the

@@ -210,3 +210,55 @@ fn tampering_is_refused() {
     };
     assert!(!veritysetup_verify(&path, &wrong).status.success());
 }
+
+/// The command line: `image --verity` twice gives the same bytes, prints the root hash, and
+/// `config --image` records what storage-init needs.
+#[test]
+fn the_cli_writes_and_records_verity() {
+    if !common::have_mkfs() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source");
+    fs::create_dir_all(source.join("etc")).unwrap();
+    fs::write(source.join("etc/initrd-release"), "NAME=test\n").unwrap();
+    let build = |name: &str| {
+        let output_path = dir.path().join(name);
+        let output = common::builder()
+            .arg("image")
+            .arg("--source")
+            .arg(&source)
+            .arg("-o")
+            .arg(&output_path)
+            .arg("--verity")
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        (output_path, String::from_utf8(output.stdout).unwrap())
+    };
+    let (a, stdout) = build("a.img");
+    let (b, _) = build("b.img");
+    assert_eq!(fs::read(&a).unwrap(), fs::read(&b).unwrap());
+    let verity = read_verity(&a).unwrap().unwrap();
+    assert!(
+        stdout.contains(&format!("dm-verity: root hash {}", verity.root_hash)),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "initoverlayfs.verity_root_hash={} initoverlayfs.verity_salt={} initoverlayfs.verity_data_blocks={}",
+            verity.root_hash, verity.salt, verity.data_blocks
+        )),
+        "{stdout}"
+    );
+    let output = common::builder()
+        .args(["config", "--bootfs", "LABEL=boot", "--image"])
+        .arg(&a)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let (config, _) =
+        storage_init::config::parse_config(std::str::from_utf8(&output.stdout).unwrap()).unwrap();
+    assert_eq!(config.verity(), Ok(Some(verity)));
+}

@@ -262,7 +262,12 @@ mod tests {
 
     #[test]
     fn the_header_is_struct_dm_ioctl() {
-        let bytes = header("initoverlayfs", "INITOVERLAYFS-verity", DM_READONLY_FLAG, 80);
+        let bytes = header(
+            "initoverlayfs",
+            "INITOVERLAYFS-verity",
+            DM_READONLY_FLAG,
+            80,
+        );
         assert_eq!(bytes.len(), 312);
         assert_eq!(&bytes[0..12], &[4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
         assert_eq!(u32::from_ne_bytes(bytes[12..16].try_into().unwrap()), 392);

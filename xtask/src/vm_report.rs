@@ -400,11 +400,13 @@ mod tests {
     #[test]
     fn verified_cells_beside_unverified_ones() {
         assert_eq!(
-            unverified_sibling("x86_64-q35-virtio-blk-debian12-6.12-dracut-verity-uefi")
-                .as_deref(),
+            unverified_sibling("x86_64-q35-virtio-blk-debian12-6.12-dracut-verity-uefi").as_deref(),
             Some("x86_64-q35-virtio-blk-debian12-6.12-dracut-uefi")
         );
-        assert_eq!(unverified_sibling("a-busybox-verity").as_deref(), Some("a-busybox"));
+        assert_eq!(
+            unverified_sibling("a-busybox-verity").as_deref(),
+            Some("a-busybox")
+        );
         assert_eq!(unverified_sibling("a-fault-verityish"), None);
         assert_eq!(unverified_sibling("a-dracut-uefi"), None);
         let table = side_by_side(
@@ -417,7 +419,9 @@ mod tests {
         )
         .unwrap();
         assert!(
-            table.starts_with("| pair | Running in initrd: verified s | unverified s | difference |"),
+            table.starts_with(
+                "| pair | Running in initrd: verified s | unverified s | difference |"
+            ),
             "{table}"
         );
         assert!(
