@@ -352,7 +352,8 @@ pub struct Cell {
     #[serde(default)]
     pub image_fs: crate::images::ImageFsKind,
     /// A dm-verity hash tree on the image, its root hash in the config (`on`), or one of the
-    /// faults: `wrong-root-hash`, `flipped-superblock`, `truncated-tree`, `flipped-data`.
+    /// faults: `wrong-root-hash`, `flipped-superblock`, `truncated-tree`, `flipped-data`,
+    /// `no-device-mapper`.
     #[serde(default)]
     pub verity: crate::images::ImageVerity,
     /// Guest CPUs (TCG runs each on a host thread of its own).

@@ -234,6 +234,16 @@ pub enum ImageVerity {
     /// A byte flipped in the first data block of /etc/verity-probe, which only the second
     /// stage reads (busybox flow).
     FlippedData,
+    /// A good image and root hash, but a mini initramfs without the device-mapper modules: a
+    /// kernel that cannot verify, which must not boot the image unverified.
+    NoDeviceMapper,
+}
+
+impl ImageVerity {
+    /// Whether the mini initramfs ships dm-verity's modules.
+    fn ships_modules(self) -> bool {
+        !matches!(self, ImageVerity::Off | ImageVerity::NoDeviceMapper)
+    }
 }
 
 /// Byte 64 of the erofs superblock (at 1024): the first of its volume name.
@@ -254,7 +264,7 @@ fn apply_verity(image: &Path, mode: ImageVerity) -> Result<Option<storage_init::
         Ok(())
     };
     match mode {
-        ImageVerity::Off | ImageVerity::On => {}
+        ImageVerity::Off | ImageVerity::On | ImageVerity::NoDeviceMapper => {}
         ImageVerity::WrongRootHash => {
             let first = u8::from_str_radix(&verity.root_hash[..2], 16)? ^ 0xff;
             verity.root_hash = format!("{first:02x}{}", &verity.root_hash[2..]);
@@ -720,7 +730,7 @@ fn modules_for(kernel: &Kernel, layout: Layout) -> Result<(Vec<String>, Vec<Stri
         &config,
         Some(boot_fstype),
         image_fstype,
-        layout.verity != ImageVerity::Off,
+        layout.verity.ships_modules(),
     );
     let mut wanted = builder::presets::preset_modules(&[layout.bus.preset()]);
     if layout.empty_cdrom {
