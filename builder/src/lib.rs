@@ -19,6 +19,7 @@ pub mod modinfo;
 pub mod modules;
 pub mod presets;
 pub mod replace;
+pub mod uki;
 
 /// The environment variable that fixes every timestamp builder writes (reproducible-builds.org).
 pub const SOURCE_DATE_EPOCH: &str = "SOURCE_DATE_EPOCH";
