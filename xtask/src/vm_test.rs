@@ -747,7 +747,11 @@ fn uefi_parts(
             removable_path: parts.removable_path.to_owned(),
             cmdline: cmdline.to_owned(),
         },
-        testvm::machine::Boot::Uefi { code, vars },
+        testvm::machine::Boot::Uefi {
+            code,
+            vars,
+            secure_boot: false,
+        },
     ))
 }
 
