@@ -605,6 +605,12 @@ impl MatrixSpec {
 }
 
 impl Cell {
+    /// Whether the cell's kernel runs at all: not where Secure Boot firmware must refuse the
+    /// image (an unsigned or tampered UKI), so no milestone has the guest's clock.
+    pub fn kernel_starts(&self) -> bool {
+        !matches!(self.uki, Some(UkiKind::Unsigned | UkiKind::Modified))
+    }
+
     pub fn layout(&self) -> crate::images::Layout {
         crate::images::Layout {
             boot_fs: self.boot_fs,
