@@ -218,7 +218,7 @@ fn bls_entry_name(release: &str) -> String {
 }
 
 /// Lays out `esp` (the /boot directory that becomes the ESP) for `boot`, with `kernel`'s
-/// vmlinuz and `mini_initramfs` as the entry's files.
+/// vmlinuz and `mini_initramfs` as the entry's files, or, for a UKI, inside the one image.
 fn populate_esp(esp: &Path, boot: &EspBoot, kernel: &Kernel, mini_initramfs: &Path) -> Result<()> {
     let release = &kernel.release;
     if let Some(uki) = &boot.uki {
