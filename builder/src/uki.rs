@@ -12,6 +12,11 @@
 //! use for one, and the new sections go where it was.
 //!
 //! [`assemble`] is a pure function over bytes; [`write_uki`] and [`sign`] are the file layer.
+//!
+//! The signature is the one part that is not reproducible: sbsign puts the signing time
+//! (PKCS#9 `signingTime`, to the second) among its authenticated attributes and has no option
+//! to leave it out. Everything it signs is: [`unsigned_part`] of a signed UKI is the unsigned
+//! UKI, byte for byte.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -331,6 +336,28 @@ pub fn assemble(parts: &UkiParts<'_>) -> Result<Vec<u8>, UkiError> {
     Ok(image)
 }
 
+/// A signed image without its signature: the certificate table cut off, the header's entry
+/// for it and the checksum (which sbsign computes) zeroed. For a UKI that [`assemble`] made
+/// and sbsign signed, this is the unsigned UKI again (its size is a multiple of the file
+/// alignment, so sbsign added no padding before the table).
+pub fn unsigned_part(image: &[u8]) -> Result<Vec<u8>, UkiError> {
+    let layout = PeLayout::parse(image)?;
+    let (offset, size) = layout.certificate_table(image)?;
+    let mut unsigned = image.to_vec();
+    if (offset, size) != (0, 0) {
+        if offset as usize + size as usize > image.len() {
+            return Err(UkiError::NotPe(
+                "certificate table beyond the end of the file",
+            ));
+        }
+        unsigned.truncate(offset as usize);
+    }
+    put_u32(&mut unsigned, layout.certificate_directory, 0);
+    put_u32(&mut unsigned, layout.certificate_directory + 4, 0);
+    put_u32(&mut unsigned, layout.optional_header + OPT_CHECKSUM, 0);
+    Ok(unsigned)
+}
+
 /// Drops a COFF symbol table (and its string table) that ends the file, as ukify does; one
 /// elsewhere is left alone (the new sections go after it).
 fn strip_symbol_table(image: &mut Vec<u8>, layout: &PeLayout) -> Result<(), UkiError> {
@@ -430,8 +457,8 @@ pub fn write_uki(files: &UkiFiles, output: &Path) -> Result<u64, UkiFileError> {
 }
 
 /// Signs `unsigned` into `output` with `sbsign` (Authenticode, for Secure Boot's `db`).
-/// sbsign's PKCS#7 carries no signing time, so the same image, key and certificate give the
-/// same bytes (checked by `sign_is_reproducible`).
+/// sbsign records the signing time in the signature, so two signings in different seconds
+/// differ in the signature (and the header checksum) only: see [`unsigned_part`].
 pub fn sign(unsigned: &Path, key: &Path, cert: &Path, output: &Path) -> Result<(), UkiFileError> {
     let result = Command::new("sbsign")
         .arg("--key")
@@ -719,10 +746,10 @@ mod tests {
         (key, cert)
     }
 
-    /// sbsign signs the UKI, sbverify checks the signature with the certificate, and signing
-    /// twice gives the same bytes (sbsign puts no time into the signature).
+    /// sbsign signs the UKI, sbverify checks the signature with the certificate, and without
+    /// its signature a signed UKI is the unsigned one, whenever it was signed.
     #[test]
-    fn sign_verifies_and_is_reproducible() {
+    fn sign_verifies_and_only_the_signature_varies() {
         let Some(stub) = debian_stub() else { return };
         if !tool("openssl") || !tool("sbsign") {
             return;
@@ -730,10 +757,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (key, cert) = key_pair(dir.path());
         let unsigned = dir.path().join("uki.efi");
-        std::fs::write(&unsigned, assemble(&parts(&stub)).unwrap()).unwrap();
+        let unsigned_bytes = assemble(&parts(&stub)).unwrap();
+        std::fs::write(&unsigned, &unsigned_bytes).unwrap();
         let signed = [dir.path().join("a.efi"), dir.path().join("b.efi")];
         for output in &signed {
+            // A second apart: sbsign's signing time then differs between the two.
+            std::thread::sleep(std::time::Duration::from_millis(1100));
             sign(&unsigned, &key, &cert, output).unwrap();
+            let bytes = std::fs::read(output).unwrap();
+            assert!(unsigned_part(&bytes).unwrap() == unsigned_bytes);
         }
         let verify = Command::new("sbverify")
             .arg("--cert")
@@ -747,7 +779,6 @@ mod tests {
             String::from_utf8_lossy(&verify.stderr)
         );
         let a = std::fs::read(&signed[0]).unwrap();
-        assert_eq!(a, std::fs::read(&signed[1]).unwrap());
         let layout = PeLayout::parse(&a).unwrap();
         assert_ne!(layout.certificate_table(&a).unwrap(), (0, 0));
         assert_eq!(
