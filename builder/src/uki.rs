@@ -278,11 +278,13 @@ pub fn assemble(parts: &UkiParts<'_>) -> Result<Vec<u8>, UkiError> {
     let mut sections = layout.sections.clone();
     let mut initialized_data = u64::from(layout.size_of_initialized_data);
     for (name, data) in new {
-        let last = sections.last().ok_or(UkiError::NotPe("no sections"))?;
-        let virtual_address = round_up(
-            u64::from(last.virtual_address) + u64::from(last.virtual_size),
-            layout.section_alignment,
-        );
+        // After the highest section (the last one, in any stub a linker made).
+        let end = sections
+            .iter()
+            .map(|s| u64::from(s.virtual_address) + u64::from(s.virtual_size))
+            .max()
+            .ok_or(UkiError::NotPe("no sections"))?;
+        let virtual_address = round_up(end, layout.section_alignment);
         let pointer_to_raw_data = round_up(image.len() as u64, layout.file_alignment);
         let size_of_raw_data = round_up(data.len() as u64, layout.file_alignment);
         let fits = |value: u64| u32::try_from(value).map_err(|_| UkiError::TooLarge);
