@@ -19,6 +19,7 @@ pub mod modinfo;
 pub mod modules;
 pub mod presets;
 pub mod replace;
+pub mod uki;
 pub mod verity;
 
 /// The environment variable that fixes every timestamp builder writes (reproducible-builds.org).

@@ -73,6 +73,41 @@ enum Command {
     /// Undo `install`: the classic initramfs back in place, the image, fallback entries and
     /// (without --kver) the hooks removed.
     Uninstall(UninstallArgs),
+    /// Assemble a Unified Kernel Image: the systemd EFI stub with the kernel, the initramfs,
+    /// the command line and os-release as PE sections (reproducibly), signed with sbsign when
+    /// a key is given.
+    Uki(UkiArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct UkiArgs {
+    /// The systemd EFI stub (systemd-boot-efi: /usr/lib/systemd/boot/efi/linuxx64.efi.stub).
+    #[arg(long, default_value = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub")]
+    stub: PathBuf,
+    /// The kernel image (vmlinuz).
+    #[arg(long)]
+    kernel: PathBuf,
+    /// The initramfs (e.g. the mini initramfs).
+    #[arg(long)]
+    initrd: PathBuf,
+    /// The kernel command line; under Secure Boot the stub ignores any other.
+    #[arg(long)]
+    cmdline: String,
+    /// The os-release file the boot menu names the image by.
+    #[arg(long, default_value = "/etc/os-release")]
+    os_release: PathBuf,
+    /// The kernel release, recorded in a `.uname` section.
+    #[arg(long)]
+    uname: Option<String>,
+    /// The signing key (PEM) for sbsign; with --sign-cert.
+    #[arg(long, requires = "sign_cert")]
+    sign_key: Option<PathBuf>,
+    /// The certificate (PEM) matching --sign-key, enrolled in the firmware's db.
+    #[arg(long, requires = "sign_key")]
+    sign_cert: Option<PathBuf>,
+    /// Where to write the UKI (replaced atomically).
+    #[arg(short, long)]
+    output: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -346,6 +381,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Initramfs(args) => initramfs(&args),
+        Command::Uki(args) => uki(&args),
         Command::Image(args) => image(&args),
         Command::Config(args) => {
             print!("{}", config(&args.config, args.kver.as_ref())?.render());
@@ -426,6 +462,45 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn uki(args: &UkiArgs) -> Result<()> {
+    let files = builder::uki::UkiFiles {
+        stub: args.stub.clone(),
+        kernel: args.kernel.clone(),
+        initrd: args.initrd.clone(),
+        os_release: args.os_release.clone(),
+        cmdline: args.cmdline.clone(),
+        uname: args.uname.clone(),
+    };
+    let (Some(key), Some(cert)) = (&args.sign_key, &args.sign_cert) else {
+        let size = builder::uki::write_uki(&files, &args.output)?;
+        println!("wrote {} ({size} bytes, unsigned)", args.output.display());
+        return Ok(());
+    };
+    // The unsigned image and sbsign's output beside the target, so the rename is atomic.
+    let dir = args
+        .output
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let scratch = tempfile::Builder::new()
+        .prefix(".builder-uki")
+        .tempdir_in(dir)
+        .with_context(|| format!("creating a scratch directory in {}", dir.display()))?;
+    let unsigned = scratch.path().join("unsigned.efi");
+    let signed = scratch.path().join("signed.efi");
+    builder::uki::write_uki(&files, &unsigned)?;
+    builder::uki::sign(&unsigned, key, cert, &signed)?;
+    std::fs::rename(&signed, &args.output)
+        .with_context(|| format!("renaming the signed UKI to {}", args.output.display()))?;
+    let size = std::fs::metadata(&args.output)?.len();
+    println!(
+        "wrote {} ({size} bytes, signed with {})",
+        args.output.display(),
+        cert.display()
+    );
+    Ok(())
 }
 
 fn initramfs(args: &InitramfsArgs) -> Result<()> {

@@ -434,3 +434,88 @@ fn image_owners() {
         "{kept}"
     );
 }
+
+/// `builder uki`: the same inputs give the same bytes (signed: the same bytes but for the
+/// signature, which records the signing time); a file that is no PE stub fails with one line;
+/// a key without its certificate is a usage error.
+#[test]
+fn uki_is_reproducible_but_for_the_signature() {
+    const STUB: &str = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub";
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    fs::write(dir.join("vmlinuz"), vec![0x4bu8; 5000]).unwrap();
+    fs::write(dir.join("initrd"), b"070701 not really").unwrap();
+    fs::write(dir.join("os-release"), "ID=test\n").unwrap();
+    let uki = |stub: &str, output: &Path, sign: bool| {
+        let mut command = builder();
+        command
+            .args(["uki", "--stub", stub, "--cmdline", "console=ttyS0 quiet"])
+            .arg("--kernel")
+            .arg(dir.join("vmlinuz"))
+            .arg("--initrd")
+            .arg(dir.join("initrd"))
+            .arg("--os-release")
+            .arg(dir.join("os-release"))
+            .arg("-o")
+            .arg(output);
+        if sign {
+            command
+                .arg("--sign-key")
+                .arg(dir.join("db.key"))
+                .arg("--sign-cert")
+                .arg(dir.join("db.crt"));
+        }
+        command.output().unwrap()
+    };
+    let junk = dir.join("junk");
+    fs::write(&junk, b"not a PE file").unwrap();
+    let result = uki(junk.to_str().unwrap(), &dir.join("x.efi"), false);
+    assert_eq!(result.status.code(), Some(1), "{result:?}");
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(
+        stderr.contains("builder: error:") && stderr.contains("not a PE image: no MZ header"),
+        "{stderr}"
+    );
+    assert!(!dir.join("x.efi").exists());
+    let half = builder()
+        .args(["uki", "--kernel", "k", "--initrd", "i", "--cmdline", "c"])
+        .args(["--sign-key", "k.pem", "-o", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(half.status.code(), Some(2), "{half:?}");
+
+    if !Path::new(STUB).exists() {
+        println!("skipped: {STUB} is missing (apt-get install systemd-boot-efi)");
+        return;
+    }
+    let (a, b) = (dir.join("a.efi"), dir.join("b.efi"));
+    for output in [&a, &b] {
+        let result = uki(STUB, output, false);
+        assert!(result.status.success(), "{result:?}");
+    }
+    assert!(fs::read(&a).unwrap() == fs::read(&b).unwrap());
+
+    let keys = std::process::Command::new("openssl")
+        .args(["req", "-new", "-x509", "-newkey", "rsa:2048", "-nodes"])
+        .args(["-days", "1", "-subj", "/CN=cli test/", "-keyout"])
+        .arg(dir.join("db.key"))
+        .arg("-out")
+        .arg(dir.join("db.crt"))
+        .output();
+    let sbsign = std::process::Command::new("sbsign").arg("--help").output();
+    if !keys.is_ok_and(|k| k.status.success()) || sbsign.is_err() {
+        println!("skipped: the signed half needs openssl and sbsign (cargo xtask provision)");
+        return;
+    }
+    let (c, d) = (dir.join("c.efi"), dir.join("d.efi"));
+    for output in [&c, &d] {
+        let result = uki(STUB, output, true);
+        assert!(result.status.success(), "{result:?}");
+    }
+    let unsigned = fs::read(&a).unwrap();
+    for signed in [&c, &d] {
+        let signed = fs::read(signed).unwrap();
+        assert!(signed.len() > unsigned.len());
+        assert!(builder::uki::unsigned_part(&signed).unwrap() == unsigned);
+    }
+}

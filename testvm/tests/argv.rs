@@ -99,12 +99,27 @@ fn throttled_disk() {
     insta::assert_snapshot!("q35-uefi-throttled", shell::join(&argv));
 }
 
+/// Secure Boot: OVMF's Secure Boot build with an enrolled variable store, SMM on, the flash
+/// writable from SMM only (the UKI cells' machine).
+#[test]
+fn secure_boot_machine() {
+    let mut machine = firmware_machine("/cell/build/disk.img", None);
+    machine.boot = Boot::Uefi {
+        code: "/fixtures/OVMF_CODE_4M.secboot.fd".into(),
+        vars: "/cell/build/efivars-enrolled.fd".into(),
+        secure_boot: true,
+    };
+    let argv = machine.qemu_args(&Io::Interactive).unwrap();
+    insta::assert_snapshot!("q35-uefi-secure-boot", shell::join(&argv));
+}
+
 /// q35 booting OVMF from one read-write virtio-blk disk, as the real chain's machines do.
 fn firmware_machine(disk: &str, throttle: Option<testvm::machine::Throttle>) -> Machine {
     Machine {
         boot: Boot::Uefi {
             code: "/fixtures/OVMF_CODE_4M.fd".into(),
             vars: "/cell/build/efivars.fd".into(),
+            secure_boot: false,
         },
         dtb: None,
         disks: vec![Disk {

@@ -632,6 +632,7 @@ fn boot_one(bench: &Bench, boot: &Boot<'_>) -> Result<BootSample> {
         boot: testvm::machine::Boot::Uefi {
             code: bench.firmware_code.clone(),
             vars,
+            secure_boot: false,
         },
         dtb: None,
         disks: vec![testvm::machine::Disk {

@@ -112,6 +112,8 @@ impl MachineKind {
                 loader_package: "systemd-boot-efi-amd64",
                 loader: "usr/lib/systemd/boot/efi/systemd-bootx64.efi",
                 removable_path: "EFI/BOOT/BOOTX64.EFI",
+                uki_stub: Some("usr/lib/systemd/boot/efi/linuxx64.efi.stub"),
+                secure_boot_code: Some("usr/share/OVMF/OVMF_CODE_4M.secboot.fd"),
             },
             MachineKind::Virt => UefiParts {
                 firmware_package: "qemu-efi-aarch64",
@@ -120,6 +122,10 @@ impl MachineKind {
                 loader_package: "systemd-boot-efi-arm64",
                 loader: "usr/lib/systemd/boot/efi/systemd-bootaa64.efi",
                 removable_path: "EFI/BOOT/BOOTAA64.EFI",
+                // The arm64 stub exists, but no UKI has been booted on `virt` here yet.
+                uki_stub: None,
+                // Debian's AAVMF has no Secure Boot build, and QEMU's `virt` no SMM.
+                secure_boot_code: None,
             },
             MachineKind::Raspi3b | MachineKind::Raspi4b => return None,
         })
@@ -140,6 +146,33 @@ pub struct UefiParts {
     /// Where firmware looks on an ESP without boot entries of its own (the removable-media
     /// path of the UEFI specification), so the fresh variable store needs no setup.
     pub removable_path: &'static str,
+    /// The systemd EFI stub a Unified Kernel Image is assembled from, in the loader package.
+    pub uki_stub: Option<&'static str>,
+    /// The firmware's Secure Boot build, in the firmware package (its variable store is `vars`
+    /// with the test keys enrolled).
+    pub secure_boot_code: Option<&'static str>,
+}
+
+/// What a cell boots as a Unified Kernel Image (`builder::uki`): the stub, kernel, mini
+/// initramfs, command line and os-release in one PE file at the ESP's removable-media path,
+/// which firmware starts directly (no systemd-boot, no entry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UkiKind {
+    /// Signed with the run's test key, which a `secure_boot` cell enrolls in `db`.
+    Signed,
+    /// Not signed: Secure Boot firmware must refuse it.
+    Unsigned,
+    /// Signed, then one byte of its kernel (`.linux`) flipped: the signature no longer
+    /// matches, and Secure Boot firmware must refuse it.
+    Modified,
+}
+
+impl UkiKind {
+    /// Whether the image carries a signature (valid or not).
+    pub fn signed(self) -> bool {
+        self != UkiKind::Unsigned
+    }
 }
 
 /// How a cell's machine reaches the kernel.
@@ -385,6 +418,14 @@ pub struct Cell {
     /// Direct kernel boot (default) or UEFI firmware and bootloader.
     #[serde(default)]
     pub firmware: Firmware,
+    /// With `firmware = "uefi"`: boot a Unified Kernel Image from the ESP instead of
+    /// systemd-boot and a loader entry.
+    #[serde(default)]
+    pub uki: Option<UkiKind>,
+    /// With `firmware = "uefi"`: the firmware's Secure Boot build, with a key pair made for
+    /// the run enrolled as PK, KEK and db (the key that signs a `signed` UKI).
+    #[serde(default)]
+    pub secure_boot: bool,
     /// Console patterns that fail the cell at once.
     pub fatal: Vec<String>,
     /// Line counts the whole console must show once the milestones passed.
@@ -552,6 +593,8 @@ impl MatrixSpec {
             bus,
             machine,
             firmware: self.firmware,
+            uki: None,
+            secure_boot: false,
             fatal: self.fatal.clone(),
             console: self.console.clone(),
             prove_drivers: self.prove_drivers,
@@ -568,6 +611,12 @@ impl MatrixSpec {
 }
 
 impl Cell {
+    /// Whether the cell's kernel runs at all: not where Secure Boot firmware must refuse the
+    /// image (an unsigned or tampered UKI), so no milestone has the guest's clock.
+    pub fn kernel_starts(&self) -> bool {
+        !matches!(self.uki, Some(UkiKind::Unsigned | UkiKind::Modified))
+    }
+
     pub fn layout(&self) -> crate::images::Layout {
         crate::images::Layout {
             boot_fs: self.boot_fs,
@@ -771,6 +820,9 @@ pub fn read_cells(root: &Path) -> Result<Vec<Cell>> {
                 cell.name
             );
         }
+        if let Err(why) = check_uki_and_secure_boot(cell) {
+            bail!("{}: cell {}: {why}", path.display(), cell.name);
+        }
         if cell.flow == Flow::Dogfood
             && !(cell.firmware == Firmware::Uefi
                 && cell.boot_fs == crate::images::BootFsKind::Vfat
@@ -822,9 +874,110 @@ pub fn read_cells(root: &Path) -> Result<Vec<Cell>> {
     Ok(cells)
 }
 
+/// What a UKI or Secure Boot cell needs: firmware (UEFI, on a machine with a stub and a
+/// Secure Boot build), a flow whose ESP the harness lays out, and for an image that must be
+/// refused, the firmware that refuses it.
+fn check_uki_and_secure_boot(cell: &Cell) -> Result<(), String> {
+    if cell.uki.is_none() && !cell.secure_boot {
+        return Ok(());
+    }
+    if cell.firmware != Firmware::Uefi {
+        return Err(
+            "uki and secure_boot boot through firmware: they need firmware = \"uefi\"".into(),
+        );
+    }
+    let parts = cell.machine.uefi();
+    if cell.uki.is_some() && parts.and_then(|p| p.uki_stub).is_none() {
+        return Err(format!("no UKI stub is known for {}", cell.machine.name()));
+    }
+    if cell.secure_boot && parts.and_then(|p| p.secure_boot_code).is_none() {
+        return Err(format!(
+            "{} has no Secure Boot firmware here",
+            cell.machine.name()
+        ));
+    }
+    if cell.uki.is_some() && cell.flow == Flow::Dogfood {
+        return Err("the dogfood flow boots what its own install put on the ESP, not a UKI".into());
+    }
+    if matches!(cell.uki, Some(UkiKind::Unsigned | UkiKind::Modified)) && !cell.secure_boot {
+        return Err(
+            "an unsigned or modified UKI is only refused under Secure Boot: set secure_boot = true"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One `check_uki_and_secure_boot` case: the cell's extra TOML lines, and the error's
+    /// expected text (None: accepted).
+    fn check_uki(extra: &str, expected: Option<&str>) {
+        let flow = if extra.contains("flow =") {
+            ""
+        } else {
+            "flow = \"busybox\""
+        };
+        let cell: Cell = toml::from_str(&format!(
+            r#"
+            name = "x86_64-q35-virtio-blk-debian12-6.12-busybox-uki"
+            tier = "default"
+            kernel = "debian12-6.12-amd64"
+            {flow}
+            fatal = []
+            milestones = [{{ name = "m", pattern = "x", timeout = 1 }}]
+            {extra}
+            "#
+        ))
+        .unwrap();
+        match (check_uki_and_secure_boot(&cell), expected) {
+            (Ok(()), None) => {}
+            (Err(error), Some(text)) => assert!(error.contains(text), "{extra}: {error}"),
+            (result, _) => panic!("{extra}: {result:?}, expected {expected:?}"),
+        }
+    }
+
+    #[test]
+    fn uki_and_secure_boot_fields() {
+        check_uki("", None);
+        check_uki("firmware = \"uefi\"\nuki = \"signed\"", None);
+        check_uki(
+            "firmware = \"uefi\"\nuki = \"signed\"\nsecure_boot = true",
+            None,
+        );
+        check_uki(
+            "firmware = \"uefi\"\nuki = \"unsigned\"\nsecure_boot = true",
+            None,
+        );
+        check_uki(
+            "firmware = \"uefi\"\nuki = \"modified\"\nsecure_boot = true",
+            None,
+        );
+        check_uki("uki = \"signed\"", Some("firmware = \"uefi\""));
+        check_uki("secure_boot = true", Some("firmware = \"uefi\""));
+        check_uki(
+            "firmware = \"uefi\"\nuki = \"unsigned\"",
+            Some("secure_boot = true"),
+        );
+        check_uki(
+            "firmware = \"uefi\"\nuki = \"modified\"",
+            Some("secure_boot = true"),
+        );
+        check_uki(
+            "firmware = \"uefi\"\nmachine = \"virt\"\nuki = \"signed\"",
+            Some("no UKI stub"),
+        );
+        check_uki(
+            "firmware = \"uefi\"\nmachine = \"virt\"\nsecure_boot = true",
+            Some("no Secure Boot firmware"),
+        );
+        check_uki(
+            "firmware = \"uefi\"\nflow = \"dogfood\"\nuki = \"signed\"",
+            Some("dogfood"),
+        );
+    }
 
     #[test]
     fn console_checks() {

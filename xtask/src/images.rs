@@ -309,6 +309,9 @@ pub struct EspBoot {
     pub removable_path: String,
     /// The kernel command line of the entry.
     pub cmdline: String,
+    /// Instead of systemd-boot and the entry: this Unified Kernel Image (kernel, mini
+    /// initramfs and `cmdline` in one file) at `removable_path`, started by firmware itself.
+    pub uki: Option<crate::secure_boot::UkiSpec>,
 }
 
 /// The entry's file name: Debian's machine-id-less form.
@@ -317,9 +320,26 @@ fn bls_entry_name(release: &str) -> String {
 }
 
 /// Lays out `esp` (the /boot directory that becomes the ESP) for `boot`, with `kernel`'s
-/// vmlinuz and `mini_initramfs` as the entry's files.
+/// vmlinuz and `mini_initramfs` as the entry's files, or, for a UKI, inside the one image.
 fn populate_esp(esp: &Path, boot: &EspBoot, kernel: &Kernel, mini_initramfs: &Path) -> Result<()> {
     let release = &kernel.release;
+    if let Some(uki) = &boot.uki {
+        // Beside the ESP's directory: the scratch files are no part of the disk.
+        let scratch = esp.with_file_name("uki");
+        let image = scratch.join("uki.efi");
+        crate::secure_boot::build_uki(
+            uki,
+            &kernel.vmlinuz,
+            release,
+            mini_initramfs,
+            &boot.cmdline,
+            &scratch,
+            &image,
+        )
+        .with_context(|| format!("building the cell's UKI ({:?})", uki.kind))?;
+        copy_into(esp, &image, &boot.removable_path)?;
+        return Ok(());
+    }
     copy_into(esp, &kernel.vmlinuz, &format!("vmlinuz-{release}"))?;
     copy_into(esp, mini_initramfs, &format!("initrd.img-{release}"))?;
     write_esp_loader(esp, boot, release)

@@ -21,6 +21,7 @@ pub mod root_storage;
 pub mod rpm;
 pub mod rpm_fixture;
 pub mod rpm_repo;
+pub mod secure_boot;
 pub mod static_build;
 pub mod test;
 pub mod verdict;

@@ -199,6 +199,37 @@ const TOOLS: [Tool; 32] = [
     },
 ];
 
+/// The signed-UKI and Secure Boot cells' tools (xtask::secure_boot, builder::uki): a key pair,
+/// the signature, the firmware variable store with the key enrolled, and the tests' check of
+/// the PE layout. python3-virt-firmware is in bookworm-backports only.
+const UKI_TOOLS: [Tool; 4] = [
+    Tool {
+        command: "openssl",
+        package: "openssl",
+        backports: false,
+    },
+    Tool {
+        command: "sbsign",
+        package: "sbsigntool",
+        backports: false,
+    },
+    Tool {
+        command: "virt-fw-vars",
+        package: "python3-virt-firmware",
+        backports: true,
+    },
+    Tool {
+        command: "objdump",
+        package: "binutils",
+        backports: false,
+    },
+];
+
+/// Every tool `ensure` provides.
+fn all_tools() -> impl Iterator<Item = &'static Tool> {
+    TOOLS.iter().chain(UKI_TOOLS.iter())
+}
+
 /// The QEMU major version the harness needs.
 const MIN_QEMU_MAJOR: u32 = 10;
 
@@ -206,7 +237,7 @@ const BACKPORTS_SOURCE: &str = "/etc/apt/sources.list.d/initoverlayfs-rs-backpor
 
 /// Makes sure every tool is present, installing the missing ones.
 pub fn ensure(sh: &Shell) -> Result<()> {
-    let missing: Vec<Tool> = TOOLS.iter().copied().filter(|t| !tool_ok(sh, t)).collect();
+    let missing: Vec<Tool> = all_tools().copied().filter(|t| !tool_ok(sh, t)).collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -265,8 +296,7 @@ pub fn ensure(sh: &Shell) -> Result<()> {
         args.extend(packages);
         privilege.run(sh, "apt-get", &args)?;
     }
-    let still: Vec<&str> = TOOLS
-        .iter()
+    let still: Vec<&str> = all_tools()
         .filter(|t| !tool_ok(sh, t))
         .map(|t| t.command)
         .collect();
@@ -618,6 +648,19 @@ mod tests {
                 "{file} is not provisioned"
             );
         }
+    }
+
+    /// What the UKI and Secure Boot cells run on the host comes from provisioning, the
+    /// firmware tools from backports (bookworm has no python3-virt-firmware).
+    #[test]
+    fn the_secure_boot_tools_are_provisioned() {
+        for command in ["openssl", "sbsign", "virt-fw-vars"] {
+            assert!(
+                all_tools().any(|t| t.command == command),
+                "{command} is not provisioned"
+            );
+        }
+        assert!(all_tools().any(|t| t.package == "python3-virt-firmware" && t.backports));
     }
 
     #[test]

@@ -162,6 +162,13 @@ pub fn side_by_side(results: &[CellResult], pairing: &Pairing) -> Option<String>
         if !results.iter().any(|r| r.cell == sibling) {
             continue;
         }
+        // A pair without the chain's milestones (busybox cells) has nothing to compare.
+        let measured = CHAIN_MILESTONES
+            .iter()
+            .any(|(m, _)| guest(cell, m).is_some() || guest(&sibling, m).is_some());
+        if !measured {
+            continue;
+        }
         let _ = write!(out, "| `{cell}` |");
         for (milestone, _) in CHAIN_MILESTONES {
             let (ours, theirs) = (guest(cell, milestone), guest(&sibling, milestone));
@@ -429,6 +436,22 @@ mod tests {
             "{table}"
         );
         assert_eq!(table.lines().count(), 3, "one pair: {table}");
+        let unmeasured = CellResult {
+            milestones: Vec::new(),
+            ..chain("q-busybox", None, 0.0)
+        };
+        let pair = [
+            CellResult {
+                cell: "q-busybox-verity".into(),
+                ..unmeasured.clone()
+            },
+            unmeasured,
+        ];
+        assert_eq!(
+            side_by_side(&pair, &PAIRINGS[1]),
+            None,
+            "busybox cells have no chain milestones"
+        );
     }
 
     #[test]

@@ -721,8 +721,9 @@ fn boot_cell(
     }
 }
 
-/// The ESP contents and the firmware of a UEFI cell: systemd-boot and the firmware come from
-/// pinned packages; the variable store is a fresh copy in `build` for every boot.
+/// The ESP contents and the firmware of a UEFI cell: systemd-boot (or the stub of a UKI) and
+/// the firmware come from pinned packages; the variable store is a fresh copy in `build` for
+/// every boot, with the run's own key enrolled under Secure Boot.
 fn uefi_parts(
     sh: &Shell,
     root: &Path,
@@ -736,25 +737,58 @@ fn uefi_parts(
         .uefi()
         .with_context(|| format!("{} has no UEFI firmware", cell.machine.name()))?;
     let firmware = fetch_package(sh, root, parts.firmware_package, result)?.root;
-    let loader = fetch_package(sh, root, parts.loader_package, result)?
-        .root
-        .join(parts.loader);
-    let code = firmware.join(parts.code);
+    let loader_root = fetch_package(sh, root, parts.loader_package, result)?.root;
+    let loader = loader_root.join(parts.loader);
     std::fs::create_dir_all(build)?;
     let vars = build.join("efivars.fd");
-    std::fs::copy(firmware.join(parts.vars), &vars).with_context(|| {
-        format!(
-            "copying the pristine variable store of {}",
-            parts.firmware_package
+    let pristine_vars = firmware.join(parts.vars);
+    // A Secure Boot or signed-UKI cell makes its own key pair, fresh for every run.
+    let keys = if cell.secure_boot || cell.uki.is_some_and(|kind| kind.signed()) {
+        Some(crate::secure_boot::generate_keys(sh, &build.join("keys"))?)
+    } else {
+        None
+    };
+    let code = if cell.secure_boot {
+        let keys = keys.as_ref().context("Secure Boot enrolls the run's key")?;
+        crate::secure_boot::enroll(sh, &pristine_vars, keys, &vars)?;
+        firmware.join(
+            parts
+                .secure_boot_code
+                .with_context(|| format!("{} has no Secure Boot firmware", cell.machine.name()))?,
         )
-    })?;
+    } else {
+        std::fs::copy(&pristine_vars, &vars).with_context(|| {
+            format!(
+                "copying the pristine variable store of {}",
+                parts.firmware_package
+            )
+        })?;
+        firmware.join(parts.code)
+    };
+    let uki = match cell.uki {
+        None => None,
+        Some(kind) => Some(crate::secure_boot::UkiSpec {
+            kind,
+            stub: loader_root.join(
+                parts
+                    .uki_stub
+                    .with_context(|| format!("no UKI stub for {}", cell.machine.name()))?,
+            ),
+            keys: keys.clone(),
+        }),
+    };
     Ok((
         images::EspBoot {
             loader,
             removable_path: parts.removable_path.to_owned(),
             cmdline: cmdline.to_owned(),
+            uki,
         },
-        testvm::machine::Boot::Uefi { code, vars },
+        testvm::machine::Boot::Uefi {
+            code,
+            vars,
+            secure_boot: cell.secure_boot,
+        },
     ))
 }
 

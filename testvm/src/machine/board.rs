@@ -70,6 +70,13 @@ impl Board {
         }
     }
 
+    /// Whether the board's UEFI firmware can enforce Secure Boot under QEMU: OVMF's Secure Boot
+    /// build needs System Management Mode to guard its variables, which QEMU models on q35
+    /// (`smm=on`); Debian's AAVMF for `virt` has no such build.
+    pub fn has_secure_boot(self) -> bool {
+        self == Board::Q35
+    }
+
     /// The kernel's name for the first serial port.
     pub fn console(self) -> &'static str {
         match self {

@@ -71,6 +71,14 @@ pub enum MachineError {
         /// The board.
         board: Board,
     },
+    /// Secure Boot on a board whose firmware cannot enforce it here.
+    #[error(
+        "{board} cannot boot with Secure Boot here: QEMU guards the variable store with SMM on q35 only"
+    )]
+    NoSecureBoot {
+        /// The board.
+        board: Board,
+    },
     /// A device tree beside firmware, which gives the kernel its own.
     #[error(
         "{board} boots through UEFI firmware here, which hands the kernel its own device tree: drop -dtb"

@@ -220,6 +220,12 @@ pub enum Boot {
         code: PathBuf,
         /// This VM's own writable copy of the variable store (boot entries land there).
         vars: PathBuf,
+        /// Secure Boot: the firmware verifies what it starts against the keys enrolled in
+        /// `vars` (code and store must be a Secure Boot build and an enrolled copy, e.g.
+        /// `OVMF_CODE_4M.secboot.fd`). The machine gets System Management Mode and a flash
+        /// only SMM code may write, as the firmware requires; only where
+        /// [`Board::has_secure_boot`].
+        secure_boot: bool,
     },
 }
 
@@ -291,7 +297,15 @@ impl Machine {
     pub fn qemu_args(&self, io: &Io) -> Result<Vec<String>, MachineError> {
         self.check()?;
         let mut argv: Vec<String> = vec![self.board.qemu_binary().into()];
-        argv.extend(["-machine".into(), self.board.machine_type().into()]);
+        let machine = match &self.boot {
+            // OVMF's Secure Boot build keeps its variables behind SMM: without it the guest
+            // could rewrite the enrolled keys.
+            Boot::Uefi {
+                secure_boot: true, ..
+            } => format!("{},smm=on", self.board.machine_type()),
+            _ => self.board.machine_type().to_owned(),
+        };
+        argv.extend(["-machine".into(), machine]);
         argv.extend(
             self.accel
                 .qemu_args(self.board)
@@ -327,7 +341,18 @@ impl Machine {
                 let cmdline = format!("{} {cmdline}", self.board.required_cmdline());
                 argv.extend(["-append".into(), cmdline.trim().to_owned()]);
             }
-            Boot::Uefi { code, vars } => {
+            Boot::Uefi {
+                code,
+                vars,
+                secure_boot,
+            } => {
+                if *secure_boot {
+                    // Only SMM code may write the flash (QEMU's pflash `secure` property).
+                    argv.extend(
+                        ["-global", "driver=cfi.pflash01,property=secure,value=on"]
+                            .map(String::from),
+                    );
+                }
                 // Both boards take the firmware as two flash devices: code, then variables.
                 argv.extend([
                     "-drive".into(),
@@ -403,6 +428,11 @@ impl Machine {
             }
             Boot::Uefi { .. } if self.dtb.is_some() => {
                 return Err(MachineError::DtbWithFirmware { board });
+            }
+            Boot::Uefi {
+                secure_boot: true, ..
+            } if !board.has_secure_boot() => {
+                return Err(MachineError::NoSecureBoot { board });
             }
             Boot::Uefi { .. } => {}
         }
@@ -732,6 +762,7 @@ mod tests {
         let uefi = Boot::Uefi {
             code: "/fw/CODE.fd".into(),
             vars: "/cell/vars.fd".into(),
+            secure_boot: false,
         };
         let on_raspi = Machine {
             boot: uefi.clone(),
@@ -766,6 +797,7 @@ mod tests {
                 boot: Boot::Uefi {
                     code: "/fw/CODE.fd".into(),
                     vars: "/cell/odd,vars.fd".into(),
+                    secure_boot: false,
                 },
                 empty_cdroms: 0,
                 hotplug_ports: 0,
@@ -778,6 +810,35 @@ mod tests {
                 shell::join(&argv)
             );
         }
+    }
+
+    /// Secure Boot on q35: SMM on the machine, the flash writable only from SMM, the Secure
+    /// Boot build of the firmware; refused on a board without it.
+    #[test]
+    fn secure_boot_command_line() {
+        let secure = Boot::Uefi {
+            code: "/fw/OVMF_CODE_4M.secboot.fd".into(),
+            vars: "/cell/enrolled-vars.fd".into(),
+            secure_boot: true,
+        };
+        let q35 = Machine {
+            boot: secure.clone(),
+            empty_cdroms: 0,
+            hotplug_ports: 0,
+            ..machine()
+        };
+        insta::assert_snapshot!(
+            "secure_boot_command_line_q35",
+            shell::join(&q35.qemu_args(&Io::Interactive).unwrap())
+        );
+        let virt = Machine {
+            board: Board::Virt,
+            ..q35
+        };
+        assert!(matches!(
+            virt.qemu_args(&Io::Interactive).unwrap_err(),
+            MachineError::NoSecureBoot { board: Board::Virt }
+        ));
     }
 
     /// Only a machine that exits on a guest reboot gets `-no-reboot`.
