@@ -81,13 +81,7 @@ pub fn append_hash_tree(path: &Path) -> Result<Verity, VerityError> {
             data_blocks,
         });
     }
-    let salt = salt_of(&mut file, data_blocks).map_err(io)?;
-    let (levels, root_hash) = hash_tree(&mut file, data_blocks, &salt).map_err(io)?;
-    let verity = Verity {
-        root_hash: hex::encode(root_hash),
-        salt: hex::encode(salt),
-        data_blocks,
-    };
+    let (verity, salt, levels) = compute(&mut file, data_blocks).map_err(io)?;
     file.seek(SeekFrom::Start(data_blocks * BLOCK_SIZE))
         .map_err(io)?;
     let mut superblock_block = superblock(&verity, &salt).to_vec();
@@ -128,13 +122,7 @@ pub fn read_verity(path: &Path) -> Result<Option<Verity>, VerityError> {
             data_blocks * BLOCK_SIZE
         )));
     }
-    let salt = salt_of(&mut file, data_blocks).map_err(io)?;
-    let (levels, root_hash) = hash_tree(&mut file, data_blocks, &salt).map_err(io)?;
-    let verity = Verity {
-        root_hash: hex::encode(root_hash),
-        salt: hex::encode(salt),
-        data_blocks,
-    };
+    let (verity, salt, levels) = compute(&mut file, data_blocks).map_err(io)?;
     if superblock_bytes[..] != superblock(&verity, &salt)[..] {
         return Err(damaged(
             "the superblock differs from the image's".to_owned(),
@@ -173,7 +161,8 @@ fn erofs_blocks(file: &mut File, path: &Path) -> Result<u64, VerityError> {
         })?;
     let sb = &head[EROFS_SUPERBLOCK..];
     let le32 = |at: usize| u32::from_le_bytes(sb[at..at + 4].try_into().expect("4 bytes"));
-    if le32(0) != EROFS_MAGIC {
+    // A superblock claiming no blocks is no image either (and would give no tree to hash).
+    if le32(0) != EROFS_MAGIC || le32(36) == 0 {
         return Err(VerityError::NotErofs {
             path: path.to_owned(),
         });
@@ -186,6 +175,21 @@ fn erofs_blocks(file: &mut File, path: &Path) -> Result<u64, VerityError> {
         });
     }
     Ok(u64::from(le32(36)))
+}
+
+/// The parameters, salt and tree levels (level 0 first) of an image's first `data_blocks`.
+fn compute(
+    file: &mut File,
+    data_blocks: u64,
+) -> io::Result<(Verity, [u8; DIGEST_BYTES], Vec<Vec<u8>>)> {
+    let salt = salt_of(file, data_blocks)?;
+    let (levels, root_hash) = hash_tree(file, data_blocks, &salt)?;
+    let verity = Verity {
+        root_hash: hex::encode(root_hash),
+        salt: hex::encode(salt),
+        data_blocks,
+    };
+    Ok((verity, salt, levels))
 }
 
 /// SHA-256 of the image's data blocks under a domain string: the salt.
