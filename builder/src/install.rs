@@ -461,20 +461,13 @@ pub fn install(options: &InstallOptions) -> Result<InstallReport, InstallError> 
     if let Some(fstype) = &bootfstype {
         text.push_str(&format!("bootfstype {fstype}\n"));
     }
-    if let Some(verity) = &verity {
-        text.push_str(&format!(
-            "verity_root_hash {}\nverity_salt {}\nverity_data_blocks {}\n",
-            verity.root_hash,
-            if verity.salt.is_empty() {
-                "-"
-            } else {
-                &verity.salt
-            },
-            verity.data_blocks
-        ));
-    }
-    let (config, _) = storage_init::config::parse_config(&text)
+    let (mut config, _) = storage_init::config::parse_config(&text)
         .map_err(|e| InstallError::Config(e.to_string()))?;
+    if let Some(verity) = verity {
+        config.verity_root_hash = Some(verity.root_hash);
+        config.verity_salt = Some(verity.salt);
+        config.verity_data_blocks = Some(verity.data_blocks);
+    }
     let presets = if options.presets.is_empty() {
         vec![StoragePreset::AllStorage]
     } else {

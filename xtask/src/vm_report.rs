@@ -112,7 +112,7 @@ pub struct Pairing {
 
 pub const PAIRINGS: [Pairing; 2] = [
     Pairing {
-        title: "the real chain beside the classic one",
+        title: "The real chain beside the classic one",
         ours: "initoverlayfs",
         theirs: "classic",
         sibling: classic_sibling,

@@ -227,13 +227,7 @@ pub fn run(sh: &Shell, root: &Path, options: &Options) -> Result<()> {
         };
         let title = pairing.title;
         println!("\n{title} ({what}):\n{table}");
-        let mut capitalised = title.chars();
-        let first = capitalised.next().map(|c| c.to_ascii_uppercase());
-        summary_md.push_str(&format!(
-            "\n{}{} ({what}):\n\n{table}",
-            first.unwrap_or_default(),
-            capitalised.as_str()
-        ));
+        summary_md.push_str(&format!("\n{title} ({what}):\n\n{table}"));
     }
     std::fs::write(dir.join("summary.md"), summary_md)?;
     std::fs::write(dir.join("junit.xml"), crate::vm_report::junit(&results))?;
