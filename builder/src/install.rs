@@ -521,7 +521,7 @@ pub fn install(options: &InstallOptions) -> Result<InstallReport, InstallError> 
     }
 
     if options.hooks {
-        for path in install_hooks(&layout, &options.builder_path, options.verity)? {
+        for path in install_hooks(&layout, &options.builder_path, &kept_options(options))? {
             report.steps.push(format!("hook {}", path.display()));
         }
     }
@@ -642,7 +642,7 @@ fn fallback_entry_text(entry: &str, layout: &BootLayout) -> Option<String> {
 }
 
 /// The hooks, by path under the root, and their text (`@BUILDER@` is the program's path,
-/// `@INSTALL_OPTIONS@` the options every later install keeps: ` --verity`, or nothing).
+/// `@INSTALL_OPTIONS@` the options every later install keeps, see [`kept_options`]).
 const HOOKS: [(&str, &str); 4] = [
     (
         "etc/kernel/install.d/95-initoverlayfs.install",
@@ -667,9 +667,8 @@ const HOOKS: [(&str, &str); 4] = [
 fn install_hooks(
     layout: &BootLayout,
     builder: &str,
-    verity: bool,
+    options: &str,
 ) -> Result<Vec<PathBuf>, InstallError> {
-    let options = if verity { " --verity" } else { "" };
     let wanted: &[usize] = match layout.kind {
         LayoutKind::Fedora | LayoutKind::Bls => &[0],
         LayoutKind::Debian => &[1, 2, 3],
@@ -688,6 +687,46 @@ fn install_hooks(
         written.push(path);
     }
     Ok(written)
+}
+
+/// The options of this install that the hooks pass to every later one, each word shell-quoted
+/// and preceded by a space: what the owner chose must survive a kernel or initramfs update (an
+/// update that fell back to `all-storage`, the fstab's bootfs or no verification would build
+/// another boot than the one installed). Not kept: `--root` (the hooks run on the target),
+/// `--initramfs` and `--dracut` (the update has just made the initramfs), `--storage-init`
+/// (a path on the machine that ran this install).
+pub fn kept_options(options: &InstallOptions) -> String {
+    let mut words: Vec<String> = Vec::new();
+    if let Some(layout) = options.layout {
+        words.extend(["--layout".to_owned(), layout.name().to_owned()]);
+    }
+    for preset in &options.presets {
+        words.extend(["--preset".to_owned(), preset.name().to_owned()]);
+    }
+    if let Some(bootfs) = &options.bootfs {
+        words.extend(["--bootfs".to_owned(), bootfs.clone()]);
+    }
+    if options.verity {
+        words.push("--verity".to_owned());
+    }
+    words
+        .iter()
+        .map(|w| format!(" {}", shell_word(w)))
+        .collect()
+}
+
+/// `word` as one word of a POSIX shell command: as it is when it holds only characters no shell
+/// treats specially, else in single quotes (a quote inside as `'\''`).
+fn shell_word(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_=./:,+@%".contains(c));
+    if plain {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
 }
 
 /// Where the target's fstab mounts `$BOOT` (or `/`, when `$BOOT` is a directory of the root
@@ -835,6 +874,35 @@ mod tests {
             kver: "6.1.0".into(),
             entry_token: (kind == LayoutKind::Bls).then(|| "abc".to_owned()),
         }
+    }
+
+    #[test]
+    fn kept_options_survive_the_shell_word_for_word() {
+        let words = [
+            "--bootfs",
+            "LABEL=it's boot",
+            "UUID=3f1b2c4d-5e6f",
+            "",
+            "$(reboot)",
+            "a\\b \"c\"",
+        ];
+        let quoted: String = words
+            .iter()
+            .map(|w| format!(" {}", shell_word(w)))
+            .collect();
+        let output = Command::new("sh")
+            .arg("-c")
+            .arg(format!("printf '%s\\n' {quoted}"))
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        let expected: String = words.iter().map(|w| format!("{w}\n")).collect();
+        assert_eq!(String::from_utf8(output.stdout).unwrap(), expected);
+        assert_eq!(
+            shell_word("UUID=3f1b-2c4d"),
+            "UUID=3f1b-2c4d",
+            "plain words stay plain"
+        );
     }
 
     #[test]

@@ -407,7 +407,8 @@ fn debian_install_hooks_and_undo() {
 }
 
 /// `--verity`: the image carries its hash tree (veritysetup agrees), the mini initramfs its
-/// root hash and the dm-verity modules, and the hooks keep verity on for the next update.
+/// root hash and the dm-verity modules, and the hooks keep verity on for the next update, with
+/// the owner's other choices (the preset, a bootfs that needs shell quoting).
 #[test]
 fn a_verity_install_stays_verified_across_updates() {
     if !have_mkfs() {
@@ -424,6 +425,8 @@ fn a_verity_install_stays_verified_across_updates() {
             builder_path,
             "--preset",
             "virtio",
+            "--bootfs",
+            "LABEL=it's boot",
             "--verity",
         ],
     ));
@@ -452,12 +455,23 @@ fn a_verity_install_stays_verified_across_updates() {
         let listing = list(&initramfs);
         assert!(listing.contains("/dm_verity.ko"), "{listing}");
         assert!(listing.contains("/loop.ko"), "{listing}");
+        assert!(
+            !listing.contains("/nvme.ko"),
+            "only the virtio preset: {listing}"
+        );
+        assert_eq!(
+            mini_config(&initramfs).bootfs.map(|b| b.to_string()),
+            Some("LABEL=it's boot".to_owned())
+        );
         verity
     };
     let first = check(&stdout);
     let hook = root.join("etc/initramfs/post-update.d/initoverlayfs");
     let text = fs::read_to_string(&hook).unwrap();
-    assert!(text.contains("--no-hooks --verity\n"), "{text}");
+    assert!(
+        text.contains("--no-hooks --preset virtio --bootfs 'LABEL=it'\\''s boot' --verity\n"),
+        "{text}"
+    );
 
     // update-initramfs writes new content; its hook rebuilds both, verified again.
     let mut fresh = Archive::new();
