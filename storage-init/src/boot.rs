@@ -137,15 +137,11 @@ fn boot(log: &mut Log, emergency: &mut Emergency) -> Result<std::convert::Infall
     if let Some(verified) = &verified {
         arm(verified, log)?;
     }
-    let cpu = match (cpu_at_start, own_cpu_ms()) {
-        (Some((user0, system0)), Some((user, system))) => format!(
-            "; cpu user {} ms, system {} ms",
-            user - user0,
-            system - system0
-        ),
-        _ => String::new(),
-    };
-    log.step(&format!("exec {}{cpu}", init.display()));
+    log.step(&format!(
+        "exec {}{}",
+        init.display(),
+        cpu_since(cpu_at_start)
+    ));
     // The kernel hands init the arguments it did not recognise; they belong to the next init.
     let error = Command::new(&init).args(std::env::args_os().skip(1)).exec();
     Err(Fatal::new(format!("executing {}", init.display()), error))
@@ -488,8 +484,21 @@ fn read_module_list() -> Result<ModuleList, Fatal> {
 /// The CPU time this process (every thread) has used, user and system milliseconds, so a
 /// benchmark can tell storage-init's own instructions from the kernel's work in its syscalls
 /// (mounts, module loads). None if /proc cannot say.
-fn own_cpu_ms() -> Option<(u64, u64)> {
+pub fn own_cpu_ms() -> Option<(u64, u64)> {
     cpu_ms(&std::fs::read_to_string("/proc/self/stat").ok()?)
+}
+
+/// `; cpu user U ms, system S ms`: the CPU time used since `start` (an [`own_cpu_ms`]), for
+/// the exec line the benchmark reads; empty if /proc could not say.
+pub fn cpu_since(start: Option<(u64, u64)>) -> String {
+    match (start, own_cpu_ms()) {
+        (Some((user0, system0)), Some((user, system))) => format!(
+            "; cpu user {} ms, system {} ms",
+            user - user0,
+            system - system0
+        ),
+        _ => String::new(),
+    }
 }
 
 /// User and system CPU milliseconds from a `/proc/<pid>/stat` line.

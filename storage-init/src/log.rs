@@ -26,6 +26,8 @@ const KERN_INFO: u8 = 6;
 /// /dev/console (the mini initramfs ships that node).
 #[derive(Debug)]
 pub struct Log {
+    /// The program each line starts with: `storage-init`, or a benchmark's stand-in.
+    name: &'static str,
     start: Instant,
     kmsg: Option<File>,
     /// Lines written through the current `kmsg` file.
@@ -34,7 +36,14 @@ pub struct Log {
 
 impl Log {
     pub fn new(start: Instant) -> Log {
+        Log::named("storage-init", start)
+    }
+
+    /// A log whose lines start with `name` instead (`syscall-floor`, the benchmark's
+    /// baseline, which must never be mistaken for storage-init).
+    pub fn named(name: &'static str, start: Instant) -> Log {
         Log {
+            name,
             start,
             kmsg: None,
             lines_on_kmsg: 0,
@@ -55,12 +64,12 @@ impl Log {
 
     /// Logs a finished step: `storage-init: <step> (<elapsed> ms)`.
     pub fn step(&mut self, step: &str) {
-        let line = format!("storage-init: {step} ({} ms)", self.elapsed_ms());
+        let line = format!("{}: {step} ({} ms)", self.name, self.elapsed_ms());
         self.kmsg_line(KERN_INFO, &line);
     }
 
     pub fn warn(&mut self, message: &str) {
-        let line = format!("storage-init: warning: {message}");
+        let line = format!("{}: warning: {message}", self.name);
         self.kmsg_line(KERN_WARNING, &line);
     }
 
@@ -68,7 +77,7 @@ impl Log {
     /// prints unless its log level is 2 or lower; only then, or without /dev/kmsg, is it written
     /// to /dev/console directly, so the console shows it exactly once.
     pub fn fatal(&mut self, message: &str) {
-        let line = format!("storage-init: FATAL: {message}");
+        let line = format!("{}: FATAL: {message}", self.name);
         let logged = self.kmsg_line(KERN_CRIT, &line) && !kmsg_switched_off();
         if (!logged || console_loglevel().is_some_and(|level| level <= KERN_CRIT))
             && let Ok(mut console) = OpenOptions::new().write(true).open(CONSOLE)

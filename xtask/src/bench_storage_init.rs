@@ -1,6 +1,13 @@
 //! `cargo xtask bench-storage-init`: boots a cell N times and reports where storage-init's time
 //! goes, step by step, from the lines it logs (`storage-init: <step> (<elapsed> ms)`) and the
 //! guest's printk clock. Medians with min-max; a benchmark, never a test assertion.
+//!
+//! Where the cell has a `<cell>-floor` sibling, each run also boots that: the same disk and
+//! mini initramfs with `syscall-floor` (storage-init/examples/syscall_floor.rs) as /init, which
+//! makes the same mounts, moves and switch-root with none of storage-init's decisions and logs
+//! the same steps. The report sets the two side by side: the floor is the kernel's share of
+//! each step (under TCG mostly the first translation of the kernel code a syscall runs), the
+//! difference is storage-init's.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -13,6 +20,33 @@ use crate::vm_test::{ARTIFACTS_DIR, Verdict, run_cell};
 
 /// The milestone that says the image's init ran (fixtures/cells.toml).
 const MARKER: &str = "marker";
+/// A cell's floor: the cell of this name suffix, if fixtures/cells.toml has one.
+const FLOOR_SUFFIX: &str = "-floor";
+
+/// The PID 1 programs whose step lines the benchmark reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Program {
+    StorageInit,
+    SyscallFloor,
+}
+
+impl Program {
+    /// Its name in the report.
+    fn label(self) -> &'static str {
+        match self {
+            Program::StorageInit => "storage-init",
+            Program::SyscallFloor => "syscall floor",
+        }
+    }
+
+    /// What each of its log lines starts with.
+    fn prefix(self) -> &'static str {
+        match self {
+            Program::StorageInit => "storage-init: ",
+            Program::SyscallFloor => "syscall-floor: ",
+        }
+    }
+}
 /// Where the report goes.
 const REPORT: &str = "target/bench/storage-init.md";
 
@@ -34,15 +68,20 @@ pub struct Phases {
     pub module_loads: Vec<(String, f64)>,
     /// storage-init's own work: its first instruction to the exec of init, less module
     /// loading and the wait for the boot device (the issue's 80 ms budget). The search counts
-    /// as a wait only when the device was not there at coldplug.
+    /// as a wait only when the device was not there at coldplug. For the floor: less its
+    /// `untimed` step (config, modules, device search).
     pub own: f64,
     /// The CPU time storage-init reported at exec (user, system), in 10 ms ticks: how much of
     /// its time ran its own instructions, how much the kernel's work in its syscalls.
     pub cpu: Option<(f64, f64)>,
 }
 
-/// Step names, by the start of the logged text.
-const STEP_NAMES: [(&str, &str); 13] = [
+/// Step names, by the start of the logged text (storage-init's and the floor's, which logs the
+/// same texts for the same syscalls).
+const STEP_NAMES: [(&str, &str); 17] = [
+    ("untimed:", UNTIMED),
+    ("read the first block of", "check-image"),
+    ("detached the image", "detach-layers"),
     ("mounted /proc", "api-mounts"),
     ("read config", "config"),
     ("loaded module", "module"),
@@ -51,6 +90,9 @@ const STEP_NAMES: [(&str, &str); 13] = [
     ("found bootfs", "find-bootfs"),
     ("mounted /dev/", "mount-boot"),
     ("mounted /boot/", "mount-image"),
+    // Probing the image's first block and checking its identity: the line says it is not
+    // verified (a verified image's checks are part of mount-image).
+    ("/boot/", "check-image"),
     ("mounted overlay", "overlay"),
     ("moved /boot", "move-boot"),
     ("moved ", "move-api-mounts"),
@@ -58,8 +100,11 @@ const STEP_NAMES: [(&str, &str); 13] = [
     ("exec ", "exec-init"),
 ];
 
-/// Reads the phases from one console log.
-pub fn phases(console: &str) -> Option<Phases> {
+/// The floor's step that is neither timed by storage-init's rules nor the floor's business.
+const UNTIMED: &str = "untimed";
+
+/// Reads the phases of `program`'s boot from one console log.
+pub fn phases(console: &str, program: Program) -> Option<Phases> {
     let timestamp = |line: &str| -> Option<f64> {
         let inner = line.trim_start().strip_prefix('[')?.split(']').next()?;
         inner.trim().parse::<f64>().ok().map(|s| s * 1000.0)
@@ -76,7 +121,7 @@ pub fn phases(console: &str) -> Option<Phases> {
     let mut waited = false;
     let mut cpu = None;
     for line in console.lines() {
-        let Some(rest) = line.split("storage-init: ").nth(1) else {
+        let Some(rest) = line.split(program.prefix()).nth(1) else {
             continue;
         };
         let Some((text, elapsed)) = rest.rsplit_once(" (") else {
@@ -117,7 +162,7 @@ pub fn phases(console: &str) -> Option<Phases> {
             .map_or(0.0, |(_, ms)| *ms)
     };
     let total = steps.iter().map(|(_, ms)| ms).sum::<f64>();
-    let wait = if waited { step("find-bootfs") } else { 0.0 };
+    let wait = if waited { step("find-bootfs") } else { 0.0 } + step(UNTIMED);
     Some(Phases {
         kernel: run_init,
         exec: first_ts - run_init - first_elapsed,
@@ -139,56 +184,79 @@ fn cpu_time(text: &str) -> Option<(f64, f64)> {
     ))
 }
 
+/// One program's boots in a bench run.
+struct Series {
+    cell: String,
+    program: Program,
+    phases: Vec<Phases>,
+    /// Kernel start to the content's marker, ms.
+    ends: Vec<f64>,
+}
+
 pub fn run(sh: &Shell, root: &Path, cell_name: &str, runs: usize) -> Result<()> {
-    let cell = read_cells(root)?
-        .into_iter()
-        .find(|c| c.name == cell_name)
-        .with_context(|| format!("no cell named {cell_name}"))?;
+    let cells = read_cells(root)?;
+    let find = |name: &str| cells.iter().find(|c| c.name == name);
+    let cell = find(cell_name).with_context(|| format!("no cell named {cell_name}"))?;
+    let mut subjects = vec![(cell, Program::StorageInit)];
+    match find(&format!("{cell_name}{FLOOR_SUFFIX}")) {
+        Some(floor) => subjects.push((floor, Program::SyscallFloor)),
+        None => eprintln!(
+            "bench-storage-init: no cell {cell_name}{FLOOR_SUFFIX}: storage-init alone, without the syscall floor"
+        ),
+    }
     crate::provision::ensure(sh)?;
     let accel = crate::accel::AccelChoice::from_env()?;
     let mut accel_used = String::new();
-    let mut all = Vec::new();
-    let mut last_milestones = Vec::new();
+    let mut series: Vec<Series> = subjects
+        .iter()
+        .map(|(cell, program)| Series {
+            cell: cell.name.clone(),
+            program: *program,
+            phases: Vec::new(),
+            ends: Vec::new(),
+        })
+        .collect();
+    // Interleaved, so a host that gets busier part-way slows both alike.
     for run in 1..=runs {
-        let result = run_cell(sh, root, &cell, accel);
-        accel_used.clone_from(&result.accel);
-        if !matches!(result.verdict, Verdict::Passed) {
-            bail!(
-                "run {run}: {} did not pass: {:?}",
-                cell.name,
-                result.verdict
+        for ((cell, program), series) in subjects.iter().zip(&mut series) {
+            let result = run_cell(sh, root, cell, accel);
+            accel_used.clone_from(&result.accel);
+            if !matches!(result.verdict, Verdict::Passed) {
+                bail!(
+                    "run {run}: {} did not pass: {:?}",
+                    cell.name,
+                    result.verdict
+                );
+            }
+            // The content's marker: how long until the image's init had run.
+            series.ends.extend(
+                result
+                    .milestones
+                    .iter()
+                    .find(|m| m.name == MARKER)
+                    .and_then(|m| m.guest_s)
+                    .map(|s| s * 1000.0),
             );
+            let console = std::fs::read_to_string(
+                root.join(ARTIFACTS_DIR)
+                    .join(&cell.name)
+                    .join("console.log"),
+            )?;
+            let phases = phases(&console, *program).with_context(|| {
+                format!(
+                    "the console log of {} has no {} steps",
+                    cell.name,
+                    program.label()
+                )
+            })?;
+            eprintln!(
+                "bench-storage-init: run {run}/{runs}: {}: own work {:.1} ms",
+                cell.name, phases.own
+            );
+            series.phases.push(phases);
         }
-        // The content's marker: how long until the image's init had run.
-        last_milestones.push(
-            result
-                .milestones
-                .iter()
-                .find(|m| m.name == MARKER)
-                .and_then(|m| Some((m.name.clone(), m.guest_s? * 1000.0))),
-        );
-        let console = std::fs::read_to_string(
-            root.join(ARTIFACTS_DIR)
-                .join(&cell.name)
-                .join("console.log"),
-        )?;
-        let phases = phases(&console).context("the console log has no storage-init steps")?;
-        eprintln!(
-            "bench-storage-init: run {run}/{runs}: own work {:.1} ms",
-            phases.own
-        );
-        all.push(phases);
     }
-    let mut report = render(&cell.name, &accel_used, &all);
-    let ends: Vec<(String, f64)> = last_milestones.into_iter().flatten().collect();
-    if let Some((name, _)) = ends.first() {
-        let (median, min, max) = summary(ends.iter().map(|(_, ms)| *ms).collect());
-        writeln!(
-            report,
-            "| kernel start to milestone `{name}` | {median:.1} | {min:.1}-{max:.1} |"
-        )
-        .expect("writing to a String");
-    }
+    let report = render(&accel_used, &series);
     print!("{report}");
     let path = root.join(REPORT);
     std::fs::create_dir_all(path.parent().unwrap_or(root))?;
@@ -197,67 +265,131 @@ pub fn run(sh: &Shell, root: &Path, cell_name: &str, runs: usize) -> Result<()> 
     Ok(())
 }
 
-fn render(cell: &str, accel: &str, runs: &[Phases]) -> String {
+/// The report: a row per phase, a column per program and, beside the floor, storage-init's
+/// difference from it.
+fn render(accel: &str, series: &[Series]) -> String {
     let caveat = if accel == "tcg" {
         ": CPU work such as module loading is far slower than on KVM or hardware"
     } else {
         ""
     };
-    let mut out = format!(
-        "# storage-init, step by step\n\nCell `{cell}`, {} boots, guest clock (printk), accelerator {accel}{caveat}.\n\n| phase | median ms | min-max ms |\n|---|---|---|\n",
-        runs.len()
-    );
-    let mut row = |name: &str, values: Vec<f64>| {
-        let (median, min, max) = summary(values);
-        writeln!(out, "| {name} | {median:.1} | {min:.1}-{max:.1} |").expect("writing to a String");
-    };
-    row(
-        "kernel start to Run /init",
-        runs.iter().map(|p| p.kernel).collect(),
-    );
-    row(
-        "exec of storage-init",
-        runs.iter().map(|p| p.exec).collect(),
-    );
-    if let Some(first) = runs.first() {
-        for (index, (name, _)) in first.steps.iter().enumerate() {
-            row(
-                name,
-                runs.iter()
-                    .filter_map(|p| p.steps.get(index).map(|(_, ms)| *ms))
-                    .collect(),
-            );
+    let boots = series.first().map_or(0, |s| s.phases.len());
+    let mut out = String::from("# storage-init, step by step\n\n");
+    for s in series {
+        writeln!(out, "- {}: cell `{}`", s.program.label(), s.cell).expect("writing to a String");
+    }
+    writeln!(
+        out,
+        "\n{boots} boots each, interleaved; guest clock (printk), accelerator {accel}{caveat}. Each cell: median (min-max) ms.{}\n",
+        if series.len() > 1 {
+            " The floor makes storage-init's syscalls without its decisions: its figures are the kernel's share, the last column storage-init's own."
+        } else {
+            ""
         }
+    )
+    .expect("writing to a String");
+    let mut header = String::from("| phase |");
+    let mut rule = String::from("|---|");
+    for s in series {
+        write!(header, " {} |", s.program.label()).expect("writing to a String");
+        rule.push_str("--:|");
+    }
+    if series.len() > 1 {
+        header.push_str(" difference (median) |");
+        rule.push_str("--:|");
+    }
+    writeln!(out, "{header}\n{rule}").expect("writing to a String");
+
+    let mut row = |name: &str, value: &dyn Fn(&Phases) -> Option<f64>, ends: bool| {
+        let columns: Vec<Vec<f64>> = series
+            .iter()
+            .map(|s| {
+                if ends {
+                    s.ends.clone()
+                } else {
+                    s.phases.iter().filter_map(value).collect()
+                }
+            })
+            .collect();
+        let mut line = format!("| {name} |");
+        let mut medians = Vec::new();
+        for values in columns {
+            if values.is_empty() {
+                line.push_str(" - |");
+                medians.push(None);
+            } else {
+                let (median, min, max) = summary(values);
+                write!(line, " {median:.1} ({min:.1}-{max:.1}) |").expect("writing to a String");
+                medians.push(Some(median));
+            }
+        }
+        if let [first, second] = medians[..] {
+            match (first, second) {
+                (Some(a), Some(b)) => write!(line, " {:+.1} |", a - b),
+                _ => write!(line, " - |"),
+            }
+            .expect("writing to a String");
+        }
+        writeln!(out, "{line}").expect("writing to a String");
+    };
+    row("kernel start to Run /init", &|p| Some(p.kernel), false);
+    row("exec of the PID 1 program", &|p| Some(p.exec), false);
+    // Steps by name, in storage-init's order, then any only the floor has.
+    let mut names: Vec<&str> = Vec::new();
+    for s in series {
+        for p in &s.phases {
+            for (name, _) in &p.steps {
+                if !names.contains(&name.as_str()) {
+                    names.push(name);
+                }
+            }
+        }
+    }
+    for name in names {
+        row(
+            name,
+            &|p| p.steps.iter().find(|(n, _)| n == name).map(|(_, ms)| *ms),
+            false,
+        );
     }
     row(
         "module loads (every `loaded module` line)",
-        runs.iter().map(|p| p.modules).collect(),
+        &|p| (!p.module_loads.is_empty()).then_some(p.modules),
+        false,
     );
-    if let Some(first) = runs.first() {
-        for (module, _) in &first.module_loads {
-            let values = runs
-                .iter()
-                .filter_map(|p| p.module_loads.iter().find(|(m, _)| m == module))
-                .map(|(_, ms)| *ms)
-                .collect();
-            row(&format!("module {module}"), values);
-        }
+    let modules: Vec<String> = series
+        .first()
+        .and_then(|s| s.phases.first())
+        .map(|p| p.module_loads.iter().map(|(m, _)| m.clone()).collect())
+        .unwrap_or_default();
+    for module in &modules {
+        row(
+            &format!("module {module}"),
+            &|p| {
+                p.module_loads
+                    .iter()
+                    .find(|(m, _)| m == module)
+                    .map(|(_, ms)| *ms)
+            },
+            false,
+        );
     }
     row(
-        "own work (total less module loads and device wait)",
-        runs.iter().map(|p| p.own).collect(),
+        "**own work** (total less module loads, device wait and the floor's untimed step)",
+        &|p| Some(p.own),
+        false,
     );
-    let cpu: Vec<(f64, f64)> = runs.iter().filter_map(|p| p.cpu).collect();
-    if !cpu.is_empty() {
-        row(
-            "CPU in user space (storage-init's instructions; 10 ms ticks)",
-            cpu.iter().map(|(user, _)| *user).collect(),
-        );
-        row(
-            "CPU in the kernel for storage-init (syscalls, module loads included)",
-            cpu.iter().map(|(_, system)| *system).collect(),
-        );
-    }
+    row(
+        "CPU in user space (the program's instructions; 10 ms ticks)",
+        &|p| p.cpu.map(|(user, _)| user),
+        false,
+    );
+    row(
+        "CPU in the kernel for it (syscalls, module loads included)",
+        &|p| p.cpu.map(|(_, system)| system),
+        false,
+    );
+    row("kernel start to milestone `marker`", &|_| None, true);
     out
 }
 
@@ -302,7 +434,7 @@ mod tests {
 
     #[test]
     fn phases_from_a_console_log() {
-        let p = phases(CONSOLE).unwrap();
+        let p = phases(CONSOLE, Program::StorageInit).unwrap();
         assert_eq!(p.kernel, 4000.0);
         assert!((p.exec - 130.0).abs() < 1e-6, "{}", p.exec);
         let names: Vec<&str> = p.steps.iter().map(|(n, _)| n.as_str()).collect();
@@ -336,14 +468,94 @@ mod tests {
             p.own
         );
         let late = CONSOLE.replace(" at coldplug", " from a uevent");
-        let late = phases(&late).unwrap();
+        let late = phases(&late, Program::StorageInit).unwrap();
         assert!(
             (late.own - (872.0 - p.modules - 11.0)).abs() < 1e-6,
             "{}",
             late.own
         );
         assert_eq!(p.cpu, Some((20.0, 810.0)));
-        assert_eq!(phases("no storage-init here"), None);
+        assert_eq!(phases("no storage-init here", Program::StorageInit), None);
+    }
+
+    const FLOOR: &str = "\
+[    4.000000] Run /init as init process
+[    4.100000] syscall-floor: mounted /proc, /sys, /dev, /run (30 ms)
+[    4.900000] syscall-floor: untimed: read the config, loaded the modules, found /dev/vda1 (830 ms)
+[    4.940000] syscall-floor: mounted /dev/vda1 (ext4) read-only on /boot (870 ms)
+[    4.950000] syscall-floor: read the first block of /boot/i.img (880 ms)
+[    4.960000] syscall-floor: mounted /boot/i.img (erofs, file-backed) on /run/initoverlayfs/lower (890 ms)
+[    4.980000] syscall-floor: mounted overlay on /sysroot (910 ms)
+[    4.982000] syscall-floor: detached the image and upper-layer mounts (912 ms)
+[    4.990000] syscall-floor: moved /boot to /sysroot/boot (920 ms)
+[    4.995000] syscall-floor: moved /proc, /sys, /dev, /run into the new root (925 ms)
+[    5.015000] syscall-floor: switched root (945 ms)
+[    5.016000] syscall-floor: exec /init; cpu user 10 ms, system 700 ms (946 ms)
+";
+
+    #[test]
+    fn the_floor_leaves_out_its_untimed_step() {
+        let p = phases(FLOOR, Program::SyscallFloor).unwrap();
+        let names: Vec<&str> = p.steps.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "api-mounts",
+                UNTIMED,
+                "mount-boot",
+                "check-image",
+                "mount-image",
+                "overlay",
+                "detach-layers",
+                "move-boot",
+                "move-api-mounts",
+                "switch-root",
+                "exec-init"
+            ]
+        );
+        assert_eq!(p.own, 946.0 - 800.0, "the untimed 800 ms left out");
+        assert_eq!(p.cpu, Some((10.0, 700.0)));
+        assert!(p.module_loads.is_empty());
+        // Each program reads its own lines only.
+        assert_eq!(phases(FLOOR, Program::StorageInit), None);
+        assert_eq!(phases(CONSOLE, Program::SyscallFloor), None);
+    }
+
+    #[test]
+    fn the_report_sets_storage_init_beside_its_floor() {
+        let series = |program, console, cell: &str| Series {
+            cell: cell.to_owned(),
+            program,
+            phases: vec![phases(console, program).unwrap()],
+            ends: vec![5500.0],
+        };
+        let report = render(
+            "tcg",
+            &[
+                series(Program::StorageInit, CONSOLE, "quiet"),
+                series(Program::SyscallFloor, FLOOR, "quiet-floor"),
+            ],
+        );
+        let row = |name: &str| {
+            report
+                .lines()
+                .find(|l| l.starts_with(&format!("| {name} |")))
+                .unwrap_or_else(|| panic!("no row {name} in\n{report}"))
+                .to_owned()
+        };
+        assert!(report.contains("| phase | storage-init | syscall floor | difference (median) |"));
+        // storage-init: 872 less 749 of module loads; the floor: 146.
+        assert!(
+            row("**own work** (total less module loads, device wait and the floor's untimed step)")
+                .ends_with("| 123.0 (123.0-123.0) | 146.0 (146.0-146.0) | -23.0 |")
+        );
+        assert!(row("config").ends_with("| 10.0 (10.0-10.0) | - | - |"));
+        assert!(row("check-image").ends_with("| - | 10.0 (10.0-10.0) | - |"));
+        assert!(row("mount-boot").ends_with("| 20.0 (20.0-20.0) | 40.0 (40.0-40.0) | -20.0 |"));
+        assert!(row("module a").ends_with("| 140.0 (140.0-140.0) | - | - |"));
+        // Alone, no difference column.
+        let alone = render("kvm", &[series(Program::StorageInit, CONSOLE, "quiet")]);
+        assert!(alone.contains("| phase | storage-init |\n"), "{alone}");
     }
 
     #[test]

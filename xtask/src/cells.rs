@@ -426,6 +426,11 @@ pub struct Cell {
     /// the run enrolled as PK, KEK and db (the key that signs a `signed` UKI).
     #[serde(default)]
     pub secure_boot: bool,
+    /// The mini initramfs's /init: storage-init (default) or `syscall-floor`, the baseline
+    /// `cargo xtask bench-storage-init` boots beside it (x86_64, flow busybox, a plain erofs
+    /// image booted directly).
+    #[serde(default)]
+    pub pid1: crate::static_build::Pid1Binary,
     /// Console patterns that fail the cell at once.
     pub fatal: Vec<String>,
     /// Line counts the whole console must show once the milestones passed.
@@ -595,6 +600,7 @@ impl MatrixSpec {
             firmware: self.firmware,
             uki: None,
             secure_boot: false,
+            pid1: Default::default(),
             fatal: self.fatal.clone(),
             console: self.console.clone(),
             prove_drivers: self.prove_drivers,
@@ -863,6 +869,9 @@ pub fn read_cells(root: &Path) -> Result<Vec<Cell>> {
                 cell.name
             );
         }
+        if let Err(why) = check_pid1(cell) {
+            bail!("{}: cell {}: {why}", path.display(), cell.name);
+        }
         if cell.empty_cdrom && cell.machine != MachineKind::Q35 {
             bail!(
                 "{}: cell {} asks for a CD-ROM drive, which only q35 has (on its AHCI controller)",
@@ -872,6 +881,25 @@ pub fn read_cells(root: &Path) -> Result<Vec<Cell>> {
         }
     }
     Ok(cells)
+}
+
+/// The syscall floor makes the syscalls of storage-init's plainest boot only, on the x86_64
+/// build (storage-init/examples/syscall_floor.rs).
+fn check_pid1(cell: &Cell) -> Result<(), String> {
+    let plain = cell.machine == MachineKind::Q35
+        && cell.flow == Flow::Busybox
+        && cell.firmware == Firmware::Direct
+        && cell.image_fs == crate::images::ImageFsKind::Erofs
+        && cell.verity == crate::images::ImageVerity::Off
+        && cell.hotplug.is_none();
+    if cell.pid1 == crate::static_build::Pid1Binary::SyscallFloor && !plain {
+        return Err(
+            "pid1 = \"syscall-floor\" makes storage-init's plainest boot only: it needs \
+             machine q35, flow busybox, direct boot, an erofs image without verity and no hotplug"
+                .into(),
+        );
+    }
+    Ok(())
 }
 
 /// What a UKI or Secure Boot cell needs: firmware (UEFI, on a machine with a stub and a
@@ -915,6 +943,12 @@ mod tests {
     /// One `check_uki_and_secure_boot` case: the cell's extra TOML lines, and the error's
     /// expected text (None: accepted).
     fn check_uki(extra: &str, expected: Option<&str>) {
+        check_with(check_uki_and_secure_boot, extra, expected);
+    }
+
+    /// One case of a cell check: a busybox cell (unless `extra` names the flow) with `extra`'s
+    /// TOML lines, and the error's expected text (None: accepted).
+    fn check_with(check: fn(&Cell) -> Result<(), String>, extra: &str, expected: Option<&str>) {
         let flow = if extra.contains("flow =") {
             ""
         } else {
@@ -932,7 +966,7 @@ mod tests {
             "#
         ))
         .unwrap();
-        match (check_uki_and_secure_boot(&cell), expected) {
+        match (check(&cell), expected) {
             (Ok(()), None) => {}
             (Err(error), Some(text)) => assert!(error.contains(text), "{extra}: {error}"),
             (result, _) => panic!("{extra}: {result:?}, expected {expected:?}"),
@@ -977,6 +1011,30 @@ mod tests {
             "firmware = \"uefi\"\nflow = \"dogfood\"\nuki = \"signed\"",
             Some("dogfood"),
         );
+    }
+
+    #[test]
+    fn the_syscall_floor_boots_the_plainest_cell_only() {
+        let floor = "pid1 = \"syscall-floor\"";
+        check_with(check_pid1, floor, None);
+        check_with(
+            check_pid1,
+            "pid1 = \"storage-init\"\nflow = \"dracut\"",
+            None,
+        );
+        for other in [
+            "flow = \"dracut\"",
+            "machine = \"virt\"",
+            "firmware = \"uefi\"",
+            "image_fs = \"ext4\"",
+            "verity = \"on\"",
+        ] {
+            check_with(
+                check_pid1,
+                &format!("{floor}\n{other}"),
+                Some("plainest boot only"),
+            );
+        }
     }
 
     #[test]

@@ -18,7 +18,9 @@ tasks:
                       exit 0 all passed, 1 a guest failed, 3 the harness or host broke
   bench-storage-init [--cell NAME] [--runs N]
                       boot a cell N times (default: the quiet 6.12 smoke cell, 5) and report where
-                      storage-init's time goes, step by step (target/bench/storage-init.md)
+                      storage-init's time goes, step by step, beside the cell's `-floor` sibling
+                      (the same syscalls without storage-init) where it has one
+                      (target/bench/storage-init.md)
   bench-boot [--runs N] [--sizes dracut,128M,512M] [--profiles sd,usb2,nvme]
              [--jobs N] [--erofs-compression Z] [--pcluster-size BYTES]
              [--read-ahead-kb KB] [--overlay on|off] [--kernel ID] [--accel auto|kvm|tcg]

@@ -25,6 +25,36 @@ impl Libc {
     }
 }
 
+/// A static program of the storage-init package the mini initramfs can run as PID 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Pid1Binary {
+    /// The product.
+    #[default]
+    StorageInit,
+    /// `storage-init/examples/syscall_floor.rs`: the same syscalls without the decisions, the
+    /// baseline of `cargo xtask bench-storage-init`.
+    SyscallFloor,
+}
+
+impl Pid1Binary {
+    /// What to add to `cargo build --package storage-init`.
+    fn cargo_args(self) -> &'static [&'static str] {
+        match self {
+            Pid1Binary::StorageInit => &[],
+            Pid1Binary::SyscallFloor => &["--example", "syscall_floor"],
+        }
+    }
+
+    /// Where cargo puts it, under `<target dir>/<triple>/<profile>/`.
+    fn relative_path(self) -> &'static str {
+        match self {
+            Pid1Binary::StorageInit => "storage-init",
+            Pid1Binary::SyscallFloor => "examples/syscall_floor",
+        }
+    }
+}
+
 /// Debian's Rust toolchain (rustc-web, cargo-web), used for the musl build only.
 const DEBIAN_CARGO: &str = "/usr/bin/cargo";
 const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
@@ -53,19 +83,28 @@ pub const LIBC_ENV: &str = "INITOVERLAYFS_LIBC";
 /// Builds with musl where possible, else glibc (saying so once per call), unless
 /// [`LIBC_ENV`] chooses.
 pub fn build_preferred(sh: &Shell, root: &Path) -> Result<(PathBuf, Libc)> {
-    match std::env::var(LIBC_ENV).as_deref() {
-        Ok("glibc") => return Ok((build(sh, root, Libc::Glibc)?, Libc::Glibc)),
-        Ok("musl") => return Ok((build(sh, root, Libc::Musl)?, Libc::Musl)),
+    build_preferred_binary(sh, root, Pid1Binary::StorageInit)
+}
+
+/// [`build_preferred`] for either PID 1 program.
+pub fn build_preferred_binary(
+    sh: &Shell,
+    root: &Path,
+    binary: Pid1Binary,
+) -> Result<(PathBuf, Libc)> {
+    let libc = match std::env::var(LIBC_ENV).as_deref() {
+        Ok("glibc") => Libc::Glibc,
+        Ok("musl") => Libc::Musl,
         Ok(other) => bail!("{LIBC_ENV}={other:?}: expected glibc or musl"),
-        Err(_) => {}
-    }
-    if musl_available() {
-        return Ok((build(sh, root, Libc::Musl)?, Libc::Musl));
-    }
-    eprintln!(
-        "storage-init: the musl toolchain is missing (cargo xtask provision installs it); building with glibc"
-    );
-    Ok((build(sh, root, Libc::Glibc)?, Libc::Glibc))
+        Err(_) if musl_available() => Libc::Musl,
+        Err(_) => {
+            eprintln!(
+                "storage-init: the musl toolchain is missing (cargo xtask provision installs it); building with glibc"
+            );
+            Libc::Glibc
+        }
+    };
+    Ok((build_binary(sh, root, libc, binary)?, libc))
 }
 
 /// What the aarch64 build needs: Debian's toolchain, std for arm64 (libstd-rust-web-dev:arm64),
@@ -81,10 +120,21 @@ const AARCH64_TARGET_DIR: &str = "target/aarch64";
 
 /// The static storage-init for a guest architecture (QEMU's name: `x86_64`, `aarch64`).
 pub fn build_for_arch(sh: &Shell, root: &Path, arch: &str) -> Result<PathBuf> {
-    match arch {
-        "x86_64" => Ok(build_preferred(sh, root)?.0),
-        "aarch64" => build_aarch64(sh, root),
-        other => bail!("no storage-init build for {other}"),
+    build_binary_for_arch(sh, root, arch, Pid1Binary::StorageInit)
+}
+
+/// [`build_for_arch`] for either PID 1 program; the syscall floor is built for x86_64 only
+/// (the benchmark's cell).
+pub fn build_binary_for_arch(
+    sh: &Shell,
+    root: &Path,
+    arch: &str,
+    binary: Pid1Binary,
+) -> Result<PathBuf> {
+    match (arch, binary) {
+        ("x86_64", _) => Ok(build_preferred_binary(sh, root, binary)?.0),
+        ("aarch64", Pid1Binary::StorageInit) => build_aarch64(sh, root),
+        (other, _) => bail!("no {binary:?} build for {other}"),
     }
 }
 
@@ -170,7 +220,13 @@ fn checked_static(binary: PathBuf) -> Result<PathBuf> {
 
 /// Builds the static storage-init with the `initrd` size profile and checks it is static.
 pub fn build(sh: &Shell, root: &Path, libc: Libc) -> Result<PathBuf> {
+    build_binary(sh, root, libc, Pid1Binary::StorageInit)
+}
+
+/// [`build`] for either PID 1 program.
+pub fn build_binary(sh: &Shell, root: &Path, libc: Libc, binary: Pid1Binary) -> Result<PathBuf> {
     let triple = libc.triple();
+    let extra = binary.cargo_args();
     let _dir = sh.push_dir(root);
     let target_dir = match libc {
         Libc::Glibc => {
@@ -179,7 +235,7 @@ pub fn build(sh: &Shell, root: &Path, libc: Libc) -> Result<PathBuf> {
             // CARGO_ENCODED_RUSTFLAGS (even empty) would override RUSTFLAGS, so it goes.
             cmd!(
                 sh,
-                "{cargo} build --quiet --package storage-init --profile initrd --target {triple}"
+                "{cargo} build --quiet --package storage-init {extra...} --profile initrd --target {triple}"
             )
             .env_remove("CARGO_ENCODED_RUSTFLAGS")
             .env(
@@ -196,7 +252,7 @@ pub fn build(sh: &Shell, root: &Path, libc: Libc) -> Result<PathBuf> {
             // stable compiler); linking goes through musl-gcc, static and not PIE.
             cmd!(
                 sh,
-                "{DEBIAN_CARGO} build --quiet -Z build-std=std,panic_abort --package storage-init --profile initrd --target {triple}"
+                "{DEBIAN_CARGO} build --quiet -Z build-std=std,panic_abort --package storage-init {extra...} --profile initrd --target {triple}"
             )
             .env_remove("CARGO_ENCODED_RUSTFLAGS")
             .env_remove("RUSTUP_TOOLCHAIN")
@@ -212,7 +268,12 @@ pub fn build(sh: &Shell, root: &Path, libc: Libc) -> Result<PathBuf> {
             target_dir
         }
     };
-    checked_static(target_dir.join(triple).join("initrd").join("storage-init"))
+    checked_static(
+        target_dir
+            .join(triple)
+            .join("initrd")
+            .join(binary.relative_path()),
+    )
 }
 
 /// Whether a 64-bit little-endian ELF file asks for a dynamic loader (has a `PT_INTERP`

@@ -490,7 +490,8 @@ fn boot_cell(
         Firmware::Uefi => Some(uefi_parts(sh, root, cell, &build, &cmdline, result)?),
     };
 
-    let storage_init = crate::static_build::build_for_arch(sh, root, cell.machine.arch())?;
+    let storage_init =
+        crate::static_build::build_binary_for_arch(sh, root, cell.machine.arch(), cell.pid1)?;
     let esp = uefi.as_ref().map(|(esp, _)| esp);
     let board = cell.machine.board();
     let accel = crate::accel::resolve(accel, board, &kernel.vmlinuz, &root.join(ARTIFACTS_DIR));
