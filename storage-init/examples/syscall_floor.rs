@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use rustix::mount::MountFlags;
+use storage_init::boot::{LOWER, RW, mount_api_filesystems, move_api_filesystems};
 use storage_init::config::{CONFIG_PATH, Emergency, parse_config};
 use storage_init::contract::{MODULE_LIST_PATH, ModuleList};
 use storage_init::error::{Context, Fatal};
@@ -25,15 +26,6 @@ use storage_init::log::Log;
 use storage_init::modules::Drivers;
 use storage_init::mounts::{detach, mount_fs, mount_image, mount_overlay, move_mount};
 
-/// The same mounts, flags and places as storage-init's (boot.rs).
-const API_MOUNTS: [(&str, &str, &str, &str); 4] = [
-    ("proc", "/proc", "proc", ""),
-    ("sysfs", "/sys", "sysfs", ""),
-    ("devtmpfs", "/dev", "devtmpfs", "mode=0755"),
-    ("tmpfs", "/run", "tmpfs", "mode=0755"),
-];
-const LOWER: &str = "/run/initoverlayfs/lower";
-const RW: &str = "/run/initoverlayfs/rw";
 const SYSROOT: &str = "/sysroot";
 
 fn main() {
@@ -46,15 +38,7 @@ fn main() {
 }
 
 fn boot(log: &mut Log) -> Result<std::convert::Infallible, Fatal> {
-    for (source, target, fstype, data) in API_MOUNTS {
-        let flags = MountFlags::NOSUID
-            | if fstype == "devtmpfs" {
-                MountFlags::empty()
-            } else {
-                MountFlags::NODEV
-            };
-        mount_fs(source, Path::new(target), fstype, flags, data)?;
-    }
+    mount_api_filesystems()?;
     log.open_kmsg();
     let cpu_at_start = storage_init::boot::own_cpu_ms();
     log.step("mounted /proc, /sys, /dev, /run");
@@ -116,9 +100,7 @@ fn boot(log: &mut Log) -> Result<std::convert::Infallible, Fatal> {
     let sysroot = Path::new(SYSROOT);
     move_mount(Path::new("/boot"), &sysroot.join("boot"))?;
     log.step(&format!("moved /boot to {SYSROOT}/boot"));
-    for (_, target, _, _) in API_MOUNTS {
-        move_mount(Path::new(target), &sysroot.join(&target[1..]))?;
-    }
+    move_api_filesystems(sysroot)?;
     log.step("moved /proc, /sys, /dev, /run into the new root");
 
     storage_init::switch_root::switch_root(sysroot)?;

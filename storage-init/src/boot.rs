@@ -42,18 +42,18 @@ const SERVICE: Layout = Layout {
     sysroot: "/initoverlayfs",
 };
 /// The read-only image mount (the overlay's lower layer), detached once the overlay holds it.
-const LOWER: &str = "/run/initoverlayfs/lower";
+pub const LOWER: &str = "/run/initoverlayfs/lower";
 /// The tmpfs holding the overlay's upper and work directories. Its own tmpfs, not the initramfs
 /// root, which is emptied at switch-root (an upstream defect we do not repeat). Detached, too,
 /// once the overlay holds it.
-const RW: &str = "/run/initoverlayfs/rw";
+pub const RW: &str = "/run/initoverlayfs/rw";
 /// systemd runs in initrd mode only when this file exists in its root.
 const INITRD_RELEASE: &str = "/etc/initrd-release";
 /// Tried in order when the config names no init.
 const DEFAULT_INITS: [&str; 2] = ["/init", "/sbin/init"];
 
 /// The API filesystems every init expects; moved into the new root before switching.
-const API_MOUNTS: [(&str, &str, &str, &str); 4] = [
+pub const API_MOUNTS: [(&str, &str, &str, &str); 4] = [
     ("proc", "/proc", "proc", ""),
     ("sysfs", "/sys", "sysfs", ""),
     ("devtmpfs", "/dev", "devtmpfs", "mode=0755"),
@@ -102,7 +102,8 @@ pub fn prepare_only(log: &mut Log) -> Result<(), Fatal> {
     Ok(())
 }
 
-fn boot(log: &mut Log, emergency: &mut Emergency) -> Result<std::convert::Infallible, Fatal> {
+/// Mounts [`API_MOUNTS`]: what PID 1 does first.
+pub fn mount_api_filesystems() -> Result<(), Fatal> {
     for (source, target, fstype, data) in API_MOUNTS {
         let flags = MountFlags::NOSUID
             | if fstype == "devtmpfs" {
@@ -112,6 +113,19 @@ fn boot(log: &mut Log, emergency: &mut Emergency) -> Result<std::convert::Infall
             };
         mount_fs(source, Path::new(target), fstype, flags, data)?;
     }
+    Ok(())
+}
+
+/// Moves [`API_MOUNTS`] under `sysroot`, before switching to it.
+pub fn move_api_filesystems(sysroot: &Path) -> Result<(), Fatal> {
+    for (_, target, _, _) in API_MOUNTS {
+        move_mount(Path::new(target), &sysroot.join(&target[1..]))?;
+    }
+    Ok(())
+}
+
+fn boot(log: &mut Log, emergency: &mut Emergency) -> Result<std::convert::Infallible, Fatal> {
+    mount_api_filesystems()?;
     log.open_kmsg();
     // PID 1's CPU time so far includes the kernel's own start-up (initcalls run as PID 1).
     let cpu_at_start = own_cpu_ms();
@@ -119,9 +133,7 @@ fn boot(log: &mut Log, emergency: &mut Emergency) -> Result<std::convert::Infall
 
     let (config, verified) = prepare(log, emergency, PID1)?;
     let sysroot = Path::new(PID1.sysroot);
-    for (_, target, _, _) in API_MOUNTS {
-        move_mount(Path::new(target), &sysroot.join(&target[1..]))?;
-    }
+    move_api_filesystems(sysroot)?;
     log.step("moved /proc, /sys, /dev, /run into the new root");
 
     switch_root(sysroot)?;
