@@ -18,13 +18,15 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use rustix::mount::MountFlags;
-use storage_init::boot::{LOWER, RW, mount_api_filesystems, move_api_filesystems};
+use storage_init::boot::{
+    LOWER, RW, mount_api_filesystems, mount_overlay_root, move_api_filesystems,
+};
 use storage_init::config::{CONFIG_PATH, Emergency, parse_config};
 use storage_init::contract::{MODULE_LIST_PATH, ModuleList};
 use storage_init::error::{Context, Fatal};
 use storage_init::log::Log;
 use storage_init::modules::Drivers;
-use storage_init::mounts::{detach, mount_fs, mount_image, mount_overlay, move_mount};
+use storage_init::mounts::{detach, mount_fs, mount_image, move_mount};
 
 const SYSROOT: &str = "/sysroot";
 
@@ -46,7 +48,7 @@ fn boot(log: &mut Log) -> Result<std::convert::Infallible, Fatal> {
     let Untimed {
         device,
         fstype,
-        rw_options,
+        overlay_size,
     } = untimed()?;
     log.step(&format!(
         "untimed: read the config, loaded the modules, found {device}"
@@ -79,18 +81,7 @@ fn boot(log: &mut Log) -> Result<std::convert::Infallible, Fatal> {
         image.display()
     ));
 
-    mount_fs(
-        "tmpfs",
-        Path::new(RW),
-        "tmpfs",
-        MountFlags::NOSUID | MountFlags::NODEV,
-        &rw_options,
-    )?;
-    let (upper, work) = (Path::new(RW).join("upper"), Path::new(RW).join("work"));
-    for dir in [&upper, &work] {
-        std::fs::create_dir(dir).context(|| format!("creating {}", dir.display()))?;
-    }
-    mount_overlay(Path::new(LOWER), &upper, &work, Path::new(SYSROOT))?;
+    mount_overlay_root(overlay_size.as_deref(), Path::new(SYSROOT))?;
     log.step(&format!("mounted overlay on {SYSROOT}"));
     for layer in [LOWER, RW] {
         detach(Path::new(layer))?;
@@ -122,8 +113,8 @@ struct Untimed {
     device: String,
     /// The config's `bootfstype`.
     fstype: String,
-    /// The overlay tmpfs's mount options, with the config's `overlay_size`.
-    rw_options: String,
+    /// The config's `overlay_size`.
+    overlay_size: Option<String>,
 }
 
 /// What storage-init decides or waits for, done the plain way: the config's bootfs, every
@@ -152,9 +143,6 @@ fn untimed() -> Result<Untimed, Fatal> {
     Ok(Untimed {
         device: found.device.path.to_string_lossy().into_owned(),
         fstype,
-        rw_options: match config.overlay_size {
-            Some(size) => format!("mode=0755,size={size}"),
-            None => "mode=0755".to_owned(),
-        },
+        overlay_size: config.overlay_size,
     })
 }

@@ -346,22 +346,7 @@ fn prepare(
         config.fstype
     ));
 
-    let rw_options = match &config.overlay_size {
-        Some(size) => format!("mode=0755,size={size}"),
-        None => "mode=0755".to_owned(),
-    };
-    mount_fs(
-        "tmpfs",
-        Path::new(RW),
-        "tmpfs",
-        MountFlags::NOSUID | MountFlags::NODEV,
-        &rw_options,
-    )?;
-    let (upper, work) = (Path::new(RW).join("upper"), Path::new(RW).join("work"));
-    for dir in [&upper, &work] {
-        std::fs::create_dir(dir).context(|| format!("creating {}", dir.display()))?;
-    }
-    let volatile = mount_overlay(Path::new(LOWER), &upper, &work, Path::new(layout.sysroot))?;
+    let volatile = mount_overlay_root(config.overlay_size.as_deref(), Path::new(layout.sysroot))?;
     log.step(&format!(
         "mounted overlay on {}{}",
         layout.sysroot,
@@ -382,6 +367,27 @@ fn prepare(
     move_mount(Path::new(layout.boot), &sysroot.join("boot"))?;
     log.step(&format!("moved {} to {}/boot", layout.boot, layout.sysroot));
     Ok((config, verified))
+}
+
+/// Mounts the overlay of the image at [`LOWER`] on `sysroot`, its upper and work directories on
+/// a tmpfs of `overlay_size` at [`RW`]. Returns whether the overlay is `volatile`.
+pub fn mount_overlay_root(overlay_size: Option<&str>, sysroot: &Path) -> Result<bool, Fatal> {
+    let rw_options = match overlay_size {
+        Some(size) => format!("mode=0755,size={size}"),
+        None => "mode=0755".to_owned(),
+    };
+    mount_fs(
+        "tmpfs",
+        Path::new(RW),
+        "tmpfs",
+        MountFlags::NOSUID | MountFlags::NODEV,
+        &rw_options,
+    )?;
+    let (upper, work) = (Path::new(RW).join("upper"), Path::new(RW).join("work"));
+    for dir in [&upper, &work] {
+        std::fs::create_dir(dir).context(|| format!("creating {}", dir.display()))?;
+    }
+    mount_overlay(Path::new(LOWER), &upper, &work, sysroot)
 }
 
 /// Writes `kb` into the readahead attribute of `device`'s disk (a partition has none of its
