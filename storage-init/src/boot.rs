@@ -53,7 +53,7 @@ const INITRD_RELEASE: &str = "/etc/initrd-release";
 const DEFAULT_INITS: [&str; 2] = ["/init", "/sbin/init"];
 
 /// The API filesystems every init expects; moved into the new root before switching.
-pub const API_MOUNTS: [(&str, &str, &str, &str); 4] = [
+const API_MOUNTS: [(&str, &str, &str, &str); 4] = [
     ("proc", "/proc", "proc", ""),
     ("sysfs", "/sys", "sysfs", ""),
     ("devtmpfs", "/dev", "devtmpfs", "mode=0755"),
