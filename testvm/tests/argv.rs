@@ -88,11 +88,12 @@ fn firmware_machine_that_reboots() {
 }
 
 /// The benchmark's slow storage: the device sits on a throttle filter node of its own group,
-/// over the raw node; reads and writes share the budget.
+/// over the raw node; reads and writes share the budgets of bytes and of requests.
 #[test]
 fn throttled_disk() {
     let throttle = testvm::machine::Throttle {
         bytes_per_second: 25_000_000,
+        requests_per_second: Some(1_500),
     };
     let machine = firmware_machine("/bench/disk.img", Some(throttle));
     let argv = machine.qemu_args(&Io::Interactive).unwrap();

@@ -104,14 +104,6 @@ pub struct SavedRun {
     pub samples: Vec<BootSample>,
 }
 
-/// The storage profiles' throttle groups as the runner sets them (`bench_boot::Profile`: QEMU
-/// `throttle-group` `x-bps-total`); shown beside each profile. A profile not listed here is shown without one.
-const PROFILE_THROTTLE: [(&str, &str); 3] = [
-    ("sd", "≈ 25 MB/s"),
-    ("usb2", "≈ 35 MB/s"),
-    ("nvme", "unthrottled"),
-];
-
 /// Bytes in a MB, the unit of slopes, crossovers and the SVG's x axis (decimal, as disk
 /// throughputs are quoted).
 const MB: f64 = 1e6;
@@ -366,11 +358,13 @@ fn md_cell(text: &str) -> String {
     text.replace('|', "\\|").replace('\n', " ")
 }
 
-fn profile_throttle(profile: &str) -> Option<&'static str> {
-    PROFILE_THROTTLE
-        .iter()
-        .find(|(name, _)| *name == profile)
-        .map(|(_, throttle)| *throttle)
+/// The storage profile's throttle group as the runner sets it (`bench_boot::Profile`); None for
+/// a profile the runner does not know.
+fn profile_throttle(profile: &str) -> Option<String> {
+    profile
+        .parse::<crate::bench_boot::Profile>()
+        .ok()
+        .map(crate::bench_boot::Profile::describe)
 }
 
 /// The accelerator as the reports name it: "TCG", "KVM", or as given.
@@ -445,9 +439,9 @@ reads it lazily) and **classic** (the kernel and the whole initramfs, loaded by 
 and unpacked by the kernel). Each size is one second-stage content, named as the runner names \
 it; *content* is its unpacked bytes (the initramfs's cpio bytes).\n\n",
     );
-    let throttles: Vec<String> = PROFILE_THROTTLE
+    let throttles: Vec<String> = crate::bench_boot::Profile::ALL
         .iter()
-        .map(|(profile, throttle)| format!("`{profile}` {throttle}"))
+        .map(|profile| format!("`{}` {}", profile.name(), profile.describe()))
         .collect();
     let _ = write!(
         out,

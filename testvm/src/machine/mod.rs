@@ -76,11 +76,15 @@ pub struct Disk {
 }
 
 /// A QEMU throttle group over one disk: reads and writes share one budget of bytes per second,
-/// as they share an SD card's or a USB stick's link. QEMU lets a burst through, then holds the
-/// average (`bps-total` with its default burst of one second's worth).
+/// as they share an SD card's or a USB stick's link, and optionally one of requests per second,
+/// as a card's controller or a stick's bulk-only transport serves only so many commands. QEMU
+/// lets a burst through, then holds the average (`bps-total`, `iops-total`, each with its
+/// default burst of one second's worth). A request counts once whatever its size, so long
+/// sequential reads meet the byte budget and scattered small ones the request budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Throttle {
     pub bytes_per_second: u64,
+    pub requests_per_second: Option<u64>,
 }
 
 impl DiskBus {
@@ -116,8 +120,11 @@ impl Disk {
             argv.extend([
                 "-object".to_owned(),
                 format!(
-                    "throttle-group,id={node}-throttle,x-bps-total={}",
-                    throttle.bytes_per_second
+                    "throttle-group,id={node}-throttle,x-bps-total={}{}",
+                    throttle.bytes_per_second,
+                    throttle
+                        .requests_per_second
+                        .map_or(String::new(), |iops| format!(",x-iops-total={iops}"))
                 ),
             ]);
         }
