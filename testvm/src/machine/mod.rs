@@ -78,9 +78,10 @@ pub struct Disk {
 /// A QEMU throttle group over one disk: reads and writes share one budget of bytes per second,
 /// as they share an SD card's or a USB stick's link, and optionally one of requests per second,
 /// as a card's controller or a stick's bulk-only transport serves only so many commands. QEMU
-/// lets a burst through, then holds the average (`bps-total`, `iops-total`, each with its
-/// default burst of one second's worth). A request counts once whatever its size, so long
-/// sequential reads meet the byte budget and scattered small ones the request budget.
+/// lets a burst through, then holds the average (`bps-total`, `iops-total`, each with QEMU's
+/// default burst of a tenth of a second's worth, `throttle_fix_bucket`). A request counts once
+/// whatever its size, so long sequential reads meet the byte budget and scattered small ones
+/// the request budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Throttle {
     pub bytes_per_second: u64,
