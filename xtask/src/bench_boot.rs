@@ -404,6 +404,10 @@ pub fn run(sh: &Shell, root: &Path, options: &Options) -> Result<()> {
             .read()
             .unwrap_or_default(),
         runs,
+        throttles: Profile::ALL
+            .iter()
+            .map(|p| (p.name().to_owned(), p.describe()))
+            .collect(),
         notes: {
             notes.insert(
                 0,

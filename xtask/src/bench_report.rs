@@ -95,6 +95,11 @@ pub struct RunInfo {
     /// Runs per point (chain × size × profile).
     pub runs: u32,
     pub notes: Vec<String>,
+    /// Each storage profile's throttle as this run set it (`sd`: `≈ 25 MB/s and 1500
+    /// requests/s`), saved with the samples so `--report-only` describes the run that was made,
+    /// not the profiles of the code that renders it. Empty in runs saved before it existed.
+    #[serde(default)]
+    pub throttles: Vec<(String, String)>,
 }
 
 /// `samples.json`: everything needed to render the reports again.
@@ -358,13 +363,12 @@ fn md_cell(text: &str) -> String {
     text.replace('|', "\\|").replace('\n', " ")
 }
 
-/// The storage profile's throttle group as the runner sets it (`bench_boot::Profile`); None for
-/// a profile the runner does not know.
-fn profile_throttle(profile: &str) -> Option<String> {
-    profile
-        .parse::<crate::bench_boot::Profile>()
-        .ok()
-        .map(crate::bench_boot::Profile::describe)
+/// The storage profile's throttle group as the run set it; None when the run did not say.
+fn profile_throttle<'a>(info: &'a RunInfo, profile: &str) -> Option<&'a str> {
+    info.throttles
+        .iter()
+        .find(|(name, _)| name == profile)
+        .map(|(_, throttle)| throttle.as_str())
 }
 
 /// The accelerator as the reports name it: "TCG", "KVM", or as given.
@@ -439,15 +443,20 @@ reads it lazily) and **classic** (the kernel and the whole initramfs, loaded by 
 and unpacked by the kernel). Each size is one second-stage content, named as the runner names \
 it; *content* is its unpacked bytes (the initramfs's cpio bytes).\n\n",
     );
-    let throttles: Vec<String> = crate::bench_boot::Profile::ALL
+    let throttles: Vec<String> = info
+        .throttles
         .iter()
-        .map(|profile| format!("`{}` {}", profile.name(), profile.describe()))
+        .map(|(profile, throttle)| format!("`{profile}` {throttle}"))
         .collect();
-    let _ = write!(
-        out,
-        "The boot disk sits behind a QEMU throttle group, one per storage profile: {}. ",
-        throttles.join(", ")
-    );
+    if throttles.is_empty() {
+        out.push_str("The boot disk sits behind a QEMU throttle group, one per storage profile. ");
+    } else {
+        let _ = write!(
+            out,
+            "The boot disk sits behind a QEMU throttle group, one per storage profile: {}. ",
+            throttles.join(", ")
+        );
+    }
     out.push_str(
         "Per boot: guest seconds (printk time since the kernel \
 started) to systemd's `Running in initrd` and to `multi-user.target`; host seconds from QEMU's \
@@ -491,7 +500,7 @@ type Figure = fn(&BootSample) -> Option<f64>;
 type Cell = fn(&[f64]) -> String;
 
 fn profile_tables(info: &RunInfo, samples: &[BootSample], profile: &str, out: &mut String) {
-    let throttle = profile_throttle(profile).map_or(String::new(), |t| format!(" ({t})"));
+    let throttle = profile_throttle(info, profile).map_or(String::new(), |t| format!(" ({t})"));
     let _ = writeln!(out, "## Storage profile `{}`{throttle}\n", md_cell(profile));
     let sizes = sizes(samples, profile);
     let values = |chain: Chain, size: &str, figure: Figure| {
@@ -1136,6 +1145,10 @@ mod tests {
             date: "2026-11-27".into(),
             runs: 3,
             notes: vec!["synthetic figures for the report's tests".into()],
+            throttles: crate::bench_boot::Profile::ALL
+                .iter()
+                .map(|p| (p.name().to_owned(), p.describe()))
+                .collect(),
         }
     }
 
@@ -1551,5 +1564,23 @@ parallel. The medians as measured: classic faster at 100 and 300 MB.",
         assert_eq!(read("boot.csv"), csv(&saved.samples));
         assert_eq!(read("boot.md"), markdown(&saved.info, &saved.samples));
         assert_eq!(read("boot.svg"), svg(&saved.info, &saved.samples));
+    }
+
+    /// A run saved before the throttles were: re-rendered, it states none rather than the
+    /// profiles of the code that renders it.
+    #[test]
+    fn an_older_saved_run_claims_no_throttle() {
+        let mut json = serde_json::to_value(info("tcg")).unwrap();
+        json.as_object_mut().unwrap().remove("throttles");
+        let older: RunInfo = serde_json::from_value(json).unwrap();
+        assert!(older.throttles.is_empty());
+        let report = markdown(&older, &samples());
+        assert!(!report.contains("requests/s"), "{report}");
+        assert!(report.contains("## Storage profile `sd`\n"), "{report}");
+        let current = markdown(&info("tcg"), &samples());
+        assert!(
+            current.contains("## Storage profile `sd` (≈ 25 MB/s and 1500 requests/s)\n"),
+            "{current}"
+        );
     }
 }
