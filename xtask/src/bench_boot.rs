@@ -365,7 +365,7 @@ pub fn run(sh: &Shell, root: &Path, options: &Options) -> Result<()> {
     for run in 1..=runs {
         for profile in &options.profiles {
             for point in &points {
-                for chain in [Chain::Initoverlayfs, Chain::Classic] {
+                for chain in [Chain::Initoverlayfs, Chain::ClassicGzip] {
                     boots.push(Boot {
                         point,
                         profile: *profile,
@@ -512,7 +512,7 @@ fn build_point(
         &mini_name,
     )?;
     entry(
-        &entry_name(Chain::Classic, release),
+        &entry_name(Chain::ClassicGzip, release),
         "classic initramfs",
         &classic_name,
     )?;
@@ -520,7 +520,7 @@ fn build_point(
     let mut boot_files = Vec::new();
     for (chain, initrd_bytes) in [
         (Chain::Initoverlayfs, mini_bytes),
-        (Chain::Classic, classic),
+        (Chain::ClassicGzip, classic),
     ] {
         std::fs::write(
             esp.join("loader/loader.conf"),
@@ -557,7 +557,7 @@ fn build_point(
 fn entry_name(chain: Chain, release: &str) -> String {
     match chain {
         Chain::Initoverlayfs => format!("debian-{release}.conf"),
-        Chain::Classic => format!("debian-{release}-classic.conf"),
+        other => format!("debian-{release}-{}.conf", other.name()),
     }
 }
 
@@ -679,10 +679,14 @@ fn boot_one(bench: &Bench, boot: &Boot<'_>) -> Result<BootSample> {
         let timeout = crate::vm_test::scaled_timeout(Duration::from_secs(seconds), bench.accel);
         milestone_specs.push(testvm::run::Milestone::new(name, &pattern, timeout)?);
     }
-    // The classic chain never runs storage-init; initoverlayfs's must not fail.
+    // Only initoverlayfs runs storage-init, and it must not fail; the floor must not fail
+    // either; in the other chains neither may show up at all.
     let storage_init_fatal = match boot.chain {
         Chain::Initoverlayfs => "storage-init: FATAL",
-        Chain::Classic => "storage-init",
+        Chain::Floor => "syscall-floor: FATAL|storage-init",
+        Chain::ClassicGzip | Chain::ClassicZstd | Chain::SquashErofs => {
+            "storage-init|syscall-floor"
+        }
     };
     let mut fatal = vec![testvm::run::Fatal::new("panic", "Kernel panic")?];
     fatal.push(testvm::run::Fatal::new("storage-init", storage_init_fatal)?);
@@ -740,6 +744,11 @@ fn boot_one(bench: &Bench, boot: &Boot<'_>) -> Result<BootSample> {
         mem_used_kib,
         boot_files_bytes,
         passed,
+        phases: Default::default(),
+        read_requests: None,
+        read_requests_to_systemd: None,
+        initramfs_freed_kib: None,
+        probe: Default::default(),
     })
 }
 
