@@ -749,6 +749,7 @@ fn boot_one(bench: &Bench, boot: &Boot<'_>) -> Result<BootSample> {
         read_requests_to_systemd: None,
         initramfs_freed_kib: None,
         probe: Default::default(),
+        initrd_units: Vec::new(),
     })
 }
 

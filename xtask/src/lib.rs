@@ -6,6 +6,7 @@ pub mod bench_boot;
 pub mod bench_content;
 pub mod bench_report;
 pub mod bench_storage_init;
+pub mod boot_log;
 pub mod cells;
 pub mod cli;
 pub mod deb;

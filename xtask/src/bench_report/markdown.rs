@@ -323,6 +323,8 @@ systemd itself); *initrd: to root fs*: to `initrd-root-fs.target`; *initrd: to s
     }
     out.push('\n');
 
+    initrd_units_table(samples, profile, out);
+
     out.push_str(
         "### CPU against waiting\n\nGuest seconds from the kernel's /proc/stat as the guest's \
 sampler read it (1 vCPU): *busy* running (user, system, interrupts), *I/O wait* idle with reads \
@@ -361,6 +363,87 @@ idle | reads | MiB | root: busy | I/O wait | idle |\n\
             initrd.join(" | "),
             root.join(" | ")
         );
+    }
+    out.push('\n');
+}
+
+/// How many units the table of the initrd's units lists.
+const UNITS_SHOWN: usize = 12;
+
+/// The initrd's units at the profile's smallest size (the content as dracut makes it), by how
+/// much longer initoverlayfs took for them than the baseline: where a lazily read second stage
+/// pays. Without both chains, the longest units.
+fn initrd_units_table(samples: &[BootSample], profile: &str, out: &mut String) {
+    let Some(&size) = sizes(samples, profile).first() else {
+        return;
+    };
+    let chains = chains(samples);
+    let passed = |chain: Chain| {
+        super::point(samples, chain, profile, size)
+            .filter(|s| s.passed)
+            .collect::<Vec<_>>()
+    };
+    let mut units: Vec<&str> = Vec::new();
+    for s in chains.iter().flat_map(|&c| passed(c)) {
+        for span in &s.initrd_units {
+            if !units.contains(&span.unit.as_str()) {
+                units.push(&span.unit);
+            }
+        }
+    }
+    if units.is_empty() {
+        return;
+    }
+    let duration = |chain: Chain, unit: &str| {
+        let spans: Vec<f64> = passed(chain)
+            .iter()
+            .filter_map(|s| s.initrd_units.iter().find(|u| u.unit == unit))
+            .map(|u| u.end - u.start)
+            .collect();
+        median(&spans)
+    };
+    let mut rows: Vec<(f64, &str, Vec<Option<f64>>)> = units
+        .into_iter()
+        .map(|unit| {
+            let medians: Vec<Option<f64>> = chains.iter().map(|&c| duration(c, unit)).collect();
+            let of = |chain: Chain| {
+                chains
+                    .iter()
+                    .position(|&c| c == chain)
+                    .and_then(|i| medians[i])
+            };
+            let key = match (of(Chain::Initoverlayfs), of(Chain::BASELINE)) {
+                (Some(ours), Some(base)) => ours - base,
+                _ => medians.iter().flatten().copied().fold(0.0, f64::max),
+            };
+            (key, unit, medians)
+        })
+        .collect();
+    rows.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(b.1)));
+    let _ = write!(
+        out,
+        "### The initrd's units\n\nAt size {}: each unit's median guest seconds from systemd's \
+`Starting` to its `Started` or `Finished` line in the initrd, the {UNITS_SHOWN} that took \
+initoverlayfs longest beside {} first.\n\n| unit |",
+        md_cell(size),
+        Chain::BASELINE.name()
+    );
+    for chain in &chains {
+        let _ = write!(out, " {} |", chain.name());
+    }
+    out.push_str("\n|---|");
+    out.push_str(&"--:|".repeat(chains.len()));
+    out.push('\n');
+    for (_, unit, medians) in rows.into_iter().take(UNITS_SHOWN) {
+        let _ = write!(out, "| `{}` |", md_cell(unit));
+        for m in medians {
+            let _ = write!(
+                out,
+                " {} |",
+                m.map_or("-".to_owned(), |v| format!("{v:.2}"))
+            );
+        }
+        out.push('\n');
     }
     out.push('\n');
 }

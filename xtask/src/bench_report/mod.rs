@@ -182,6 +182,15 @@ pub struct Probe {
     pub reads_initrd: Option<Reads>,
 }
 
+/// One unit's start and end, guest seconds since the kernel started.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnitSpan {
+    /// The unit's name: `systemd-udevd.service`.
+    pub unit: String,
+    pub start: f64,
+    pub end: f64,
+}
+
 /// One boot of one chain at one content size on one storage profile.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BootSample {
@@ -222,6 +231,9 @@ pub struct BootSample {
     /// The guest sampler's figures.
     #[serde(default)]
     pub probe: Probe,
+    /// The units that started and ended while systemd ran in the initrd (systemd's log).
+    #[serde(default)]
+    pub initrd_units: Vec<UnitSpan>,
     /// What the bootloader loads: kernel + initramfs file (compressed).
     pub boot_files_bytes: u64,
     /// false: the boot failed; its figures are partial, it is excluded from medians but listed.

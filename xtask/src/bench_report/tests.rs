@@ -136,6 +136,18 @@ fn samples() -> Vec<BootSample> {
                         mem_used_kib: Some(61_440 + if lazy { 4096 } else { 2048 } + run as u64),
                         initramfs_freed_kib: Some(held_kib),
                         probe,
+                        initrd_units: vec![
+                            UnitSpan {
+                                unit: "systemd-udevd.service".into(),
+                                start: systemd + 0.1,
+                                end: systemd + if lazy { 1.4 } else { 0.9 },
+                            },
+                            UnitSpan {
+                                unit: "systemd-fsck-root.service".into(),
+                                start: systemd + 1.0,
+                                end: systemd + 1.6,
+                            },
+                        ],
                         boot_files_bytes: boot_files,
                         passed: true,
                     };
@@ -521,6 +533,7 @@ fn an_older_saved_run_loads() {
         "read_requests_to_systemd",
         "initramfs_freed_kib",
         "probe",
+        "initrd_units",
     ] {
         object.remove(newer);
     }
