@@ -1,16 +1,20 @@
-//! `cargo xtask bench-boot`: the classic initramfs and initoverlayfs side by side, booted the
-//! way a machine boots them, for several content sizes and storage speeds.
+//! `cargo xtask bench-boot`: initoverlayfs and the initramfs chains it replaces side by side,
+//! booted the way a machine boots them, for several content sizes and storage speeds.
 //!
-//! Per content size one ESP is laid out holding everything an installed system has: the
-//! kernel, the mini initramfs under the initramfs name, the classic initramfs under the
-//! fallback name `builder install` gives it, the erofs image, and two Boot Loader
-//! Specification entries. The two chains' disks differ only in `loader.conf`'s default entry,
-//! so both pay for the same disk, the same firmware and the same bootloader; the classic chain
-//! pays for reading its whole initramfs through the firmware, as it does on hardware.
+//! Per content size, one dracut initramfs (made by `bench_peers` with the benchmark's guest
+//! sampler in it) is every chain's content: compressed with gzip and with zstd, squashed into
+//! dracut's own erofs initramfs, and turned into initoverlayfs's image. One ESP holds
+//! everything: the kernel, each chain's initramfs file under the names an installed system
+//! gives them, the erofs image, and a Boot Loader Specification entry per chain. The chains'
+//! disks differ only in `loader.conf`'s default entry, so all pay for the same disk, firmware
+//! and bootloader; a classic chain pays for reading its whole initramfs through the firmware,
+//! as it does on hardware.
 //!
-//! Runs are interleaved (initoverlayfs, classic, initoverlayfs, …) so drift of the host hits
-//! both chains; with `--jobs 2` the two boots of a pair run at the same time. Every boot gets
-//! a fresh copy of its disk and of the firmware's variable store.
+//! Runs are interleaved (every chain of a size in turn, then the next size, then the next run)
+//! so drift of the host hits every chain; with `--jobs 2` two consecutive boots run at the same
+//! time. Every boot gets a fresh copy of its disk and of the firmware's variable store. After
+//! `multi-user.target`, outside the measured boot, the real root prints what the guest's sampler
+//! saw; the report reads it, and systemd's own lines, from the console.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -30,8 +34,12 @@ use crate::root_storage::RootStorage;
 pub const BENCH_DIR: &str = "target/bench";
 /// The kernel both chains boot unless `--kernel` says otherwise.
 pub const DEFAULT_KERNEL: &str = "debian12-6.12-amd64";
-/// Guest RAM: the 512 MiB point's classic initramfs is held compressed and unpacked at once.
-const MEMORY_MIB: u32 = 2048;
+/// Guest RAM unless `--memory` says otherwise: enough for the 512 MiB point's classic
+/// initramfs, held compressed and unpacked at once.
+pub const DEFAULT_MEMORY_MIB: u32 = 2048;
+/// The least `--memory` accepted: the kernel, the mini initramfs and systemd need about this
+/// much to reach `multi-user.target` at all (Debian's kernel alone takes ~100 MiB).
+pub const MIN_MEMORY_MIB: u32 = 256;
 
 /// A storage speed, modelled by a QEMU throttle group on the boot disk: bytes per second for
 /// long reads, requests per second for scattered ones (which initoverlayfs's page reads are and
@@ -136,6 +144,10 @@ pub struct Options {
     pub runs: u32,
     pub sizes: Vec<ContentSize>,
     pub profiles: Vec<Profile>,
+    /// The chains to boot, in the order each round boots them.
+    pub chains: Vec<Chain>,
+    /// Guest RAM in MiB: small enough, and the classic chains cannot hold a big initramfs.
+    pub memory_mib: u32,
     /// `mkfs.erofs -z` for the image; None: builder's default for the kernel.
     pub erofs_compression: Option<String>,
     /// `mkfs.erofs -C`: the largest compressed physical cluster; None: mkfs.erofs's default.
@@ -147,7 +159,7 @@ pub struct Options {
     /// Boot nothing: render the report again from the last run's `samples.json`.
     pub report_only: bool,
     pub kernel: String,
-    /// Boots at a time: 2 runs a pair's two chains side by side.
+    /// Boots at a time: 2 runs consecutive boots of a round side by side.
     pub jobs: usize,
     pub accel: crate::accel::AccelChoice,
 }
@@ -156,11 +168,13 @@ impl Default for Options {
     fn default() -> Options {
         Options {
             runs: 5,
-            sizes: ["dracut", "128M", "512M"]
+            sizes: DEFAULT_SIZES
                 .iter()
                 .map(|s| s.parse().expect("the default sizes parse"))
                 .collect(),
-            profiles: vec![Profile::Sd, Profile::Nvme],
+            profiles: vec![Profile::Sd],
+            chains: Chain::ALL.to_vec(),
+            memory_mib: DEFAULT_MEMORY_MIB,
             erofs_compression: None,
             pcluster_bytes: None,
             read_ahead_kb: None,
@@ -173,24 +187,29 @@ impl Default for Options {
     }
 }
 
+/// The content sizes a run measures unless `--sizes` says otherwise.
+const DEFAULT_SIZES: [&str; 3] = ["dracut", "128M", "512M"];
+
 impl Options {
     /// The command line that reproduces this run.
     pub fn command(&self) -> String {
+        let names = |items: Vec<&str>| items.join(",");
         let mut command = format!(
             "cargo xtask bench-boot --runs {} --sizes {} --profiles {} --jobs {}",
             self.runs,
-            self.sizes
-                .iter()
-                .map(|s| s.label.as_str())
-                .collect::<Vec<_>>()
-                .join(","),
-            self.profiles
-                .iter()
-                .map(|p| p.name())
-                .collect::<Vec<_>>()
-                .join(","),
+            names(self.sizes.iter().map(|s| s.label.as_str()).collect()),
+            names(self.profiles.iter().map(|p| p.name()).collect()),
             self.jobs
         );
+        if self.chains != Chain::ALL {
+            command.push_str(&format!(
+                " --chains {}",
+                names(self.chains.iter().map(|c| c.name()).collect())
+            ));
+        }
+        if self.memory_mib != DEFAULT_MEMORY_MIB {
+            command.push_str(&format!(" --memory {}", self.memory_mib));
+        }
         if let Some(z) = &self.erofs_compression {
             command.push_str(&format!(" --erofs-compression {z}"));
         }
@@ -208,24 +227,31 @@ impl Options {
         }
         command
     }
+
+    /// Whether a chain that boots initoverlayfs's image is in the run.
+    fn boots_the_image(&self) -> bool {
+        self.chains
+            .iter()
+            .any(|c| matches!(c, Chain::Initoverlayfs | Chain::Floor))
+    }
 }
 
-/// One content size's two disks and what the report needs to know of them.
+/// One content size's disks (one per chain, differing only in the default boot entry) and what
+/// the report needs to know of them.
 struct SizePoint {
     size: ContentSize,
     content_bytes: u64,
-    /// Kernel + the chain's initramfs file: what the bootloader reads.
-    boot_files: [(Chain, u64, PathBuf); 2],
+    /// Per chain: kernel + the chain's initramfs file (what the bootloader reads), its disk.
+    disks: Vec<(Chain, u64, PathBuf)>,
 }
 
 impl SizePoint {
-    fn disk(&self, chain: Chain) -> (&Path, u64) {
-        let (_, bytes, disk) = self
-            .boot_files
+    fn disk(&self, chain: Chain) -> Result<(&Path, u64)> {
+        self.disks
             .iter()
             .find(|(c, _, _)| *c == chain)
-            .expect("both chains have a disk");
-        (disk, *bytes)
+            .map(|(_, bytes, disk)| (disk.as_path(), *bytes))
+            .with_context(|| format!("no disk for {} at {}", chain.name(), self.size.label))
     }
 }
 
@@ -243,9 +269,24 @@ struct Bench {
     board: testvm::machine::Board,
     kernel: Kernel,
     accel: testvm::machine::Accel,
+    memory_mib: u32,
     firmware_code: PathBuf,
     pristine_vars: PathBuf,
     runs_dir: PathBuf,
+}
+
+/// The programs and trees every size's disks are made of.
+struct Parts<'a> {
+    kernel: &'a Kernel,
+    storage_init: PathBuf,
+    floor: Option<PathBuf>,
+    /// The real root with the benchmark's instrumentation added.
+    real_root: PathBuf,
+    loader: PathBuf,
+    removable_path: &'a str,
+    cmdline: String,
+    compression: String,
+    pcluster_bytes: Option<u32>,
 }
 
 pub fn run(sh: &Shell, root: &Path, options: &Options) -> Result<()> {
@@ -286,15 +327,37 @@ pub fn run(sh: &Shell, root: &Path, options: &Options) -> Result<()> {
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
     let accel = crate::accel::resolve(options.accel, board, &kernel.vmlinuz, &work);
     let runs = options.runs;
+    let arch = machine_kind.arch();
 
-    let storage_init = crate::static_build::build_for_arch(sh, root, machine_kind.arch())?;
-    let base = crate::debian_tree::second_stage_initramfs(sh, &kernel)?;
+    let storage_init = crate::static_build::build_for_arch(sh, root, arch)?;
+    let floor = match options.chains.contains(&Chain::Floor) {
+        true => Some(crate::static_build::build_binary_for_arch(
+            sh,
+            root,
+            arch,
+            crate::static_build::Pid1Binary::SyscallFloor,
+        )?),
+        false => None,
+    };
+    // The same instrumentation in the content of every chain and in the real root: the guest's
+    // sampler, its units, and the unit that prints what it saw after multi-user.target.
+    let instrumentation = work.join("instrumentation");
+    let sampler = crate::static_build::build_binary_for_arch(
+        sh,
+        root,
+        arch,
+        crate::static_build::Pid1Binary::BootSampler,
+    )?;
+    crate::boot_probe::write_instrumentation(&instrumentation, &sampler)?;
     let spec = images::root_spec(BootFsKind::Vfat, RootStorage::Partition);
     let real_root = crate::debian_tree::real_root(sh, &kernel, &spec)?;
-    // storage-init's knobs go on the command line of both entries (the classic chain's
-    // kernel and systemd ignore them), so the two chains boot the same command line.
+    let instrumented_root = work.join("real-root");
+    instrument_root(sh, &real_root.root, &instrumentation, &instrumented_root)?;
+    // storage-init's knobs go on the command line of every entry (the other chains' kernel and
+    // systemd ignore them), so all chains boot the same command line. `psi=1`: the sampler's
+    // pressure figures (Debian's kernels build PSI in but leave it off).
     let mut cmdline = format!(
-        "console={} panic=-1 {} systemd.log_target=kmsg printk.devkmsg=on",
+        "console={} panic=-1 {} systemd.log_target=kmsg printk.devkmsg=on psi=1",
         board.console(),
         RootStorage::Partition.kernel_params()
     );
@@ -308,28 +371,40 @@ pub fn run(sh: &Shell, root: &Path, options: &Options) -> Result<()> {
         .erofs_compression
         .clone()
         .unwrap_or_else(|| builder::kernel_config::DEFAULT_EROFS_COMPRESSION.to_owned());
+    let parts = Parts {
+        kernel: &kernel,
+        storage_init,
+        floor,
+        real_root: instrumented_root,
+        loader,
+        removable_path: uefi.removable_path,
+        cmdline,
+        compression: compression.clone(),
+        pcluster_bytes: options.pcluster_bytes,
+    };
 
     let mut notes = Vec::new();
     let mut points = Vec::new();
     for size in &options.sizes {
-        // The unpacked size comes with the grown file (cached beside it); only dracut's own
-        // is read here.
-        let (initramfs, added, content_bytes) = match size.target_bytes {
-            None => (
-                base.clone(),
-                Vec::new(),
-                crate::bench_content::unpacked_bytes(&base)?,
-            ),
-            Some(target) => {
-                let grown = crate::bench_content::grown_initramfs(sh, root, &base, target)?;
-                (grown.path, grown.added, grown.unpacked_bytes)
-            }
-        };
-        if !added.is_empty() {
+        let content = crate::bench_peers::peer_initramfs(
+            sh,
+            root,
+            &kernel,
+            size.target_bytes,
+            Some(&instrumentation),
+        )?;
+        if points.is_empty() {
             notes.push(format!(
-                "{}: Debian's dracut initramfs plus the files of {}",
+                "content: the initramfs of dracut {} (no-hostonly, reproducible) with the \
+                 benchmark's sampler, made once per size and compressed per chain",
+                content.dracut_version
+            ));
+        }
+        if !content.added.is_empty() {
+            notes.push(format!(
+                "{}: dracut's initramfs plus the files of {}",
                 size.label,
-                added.join(", ")
+                content.added.join(", ")
             ));
         }
         eprintln!(
@@ -339,16 +414,10 @@ pub fn run(sh: &Shell, root: &Path, options: &Options) -> Result<()> {
         points.push(build_point(
             &work.join(&size.label),
             size,
-            &initramfs,
-            content_bytes,
-            &kernel,
-            &storage_init,
-            &real_root.root,
-            &loader,
-            uefi.removable_path,
-            &cmdline,
-            &compression,
-            options.pcluster_bytes,
+            &content,
+            &options.chains,
+            &parts,
+            options.boots_the_image(),
         )?);
     }
 
@@ -356,16 +425,17 @@ pub fn run(sh: &Shell, root: &Path, options: &Options) -> Result<()> {
         board,
         firmware_code: firmware.join(uefi.code),
         pristine_vars: firmware.join(uefi.vars),
-        kernel,
+        kernel: kernel.clone(),
         accel,
+        memory_mib: options.memory_mib,
         runs_dir: work.join("runs"),
     };
-    // Interleaved: run by run, every point's pair, initoverlayfs first.
+    // Interleaved: run by run, every point's chains in turn.
     let mut boots = Vec::new();
     for run in 1..=runs {
         for profile in &options.profiles {
             for point in &points {
-                for chain in [Chain::Initoverlayfs, Chain::ClassicGzip] {
+                for &chain in &options.chains {
                     boots.push(Boot {
                         point,
                         profile: *profile,
@@ -377,11 +447,12 @@ pub fn run(sh: &Shell, root: &Path, options: &Options) -> Result<()> {
         }
     }
     eprintln!(
-        "bench-boot: {} boots ({} runs x {} sizes x {} profiles x 2 chains), {} at a time, {}",
+        "bench-boot: {} boots ({} runs x {} sizes x {} profiles x {} chains), {} at a time, {}",
         boots.len(),
         runs,
         points.len(),
         options.profiles.len(),
+        options.chains.len(),
         options.jobs,
         accel.name()
     );
@@ -389,9 +460,10 @@ pub fn run(sh: &Shell, root: &Path, options: &Options) -> Result<()> {
 
     let info = RunInfo {
         machine: format!(
-            "{}, {} vCPU, {MEMORY_MIB} MiB, boot disk on virtio-blk (ESP vfat + ext4 root), UEFI ({}) + systemd-boot",
+            "{}, {} vCPU, {} MiB, boot disk on virtio-blk (ESP vfat + ext4 root), UEFI ({}) + systemd-boot",
             board.machine_type(),
             1,
+            options.memory_mib,
             uefi.firmware_package
         ),
         accel: accel.name().to_owned(),
@@ -434,22 +506,45 @@ pub fn run(sh: &Shell, root: &Path, options: &Options) -> Result<()> {
     Ok(())
 }
 
-/// Lays out the ESP for one content size and writes its two disks.
-#[allow(clippy::too_many_arguments)] // one call, every input named
+/// `to`: the real root `from` hard-linked, with the instrumentation's files copied over it as
+/// new files (never written through a link into the cached root).
+fn instrument_root(sh: &Shell, from: &Path, instrumentation: &Path, to: &Path) -> Result<()> {
+    if to.exists() {
+        std::fs::remove_dir_all(to).with_context(|| format!("emptying {}", to.display()))?;
+    }
+    cmd!(sh, "cp -a --link {from} {to}")
+        .quiet()
+        .run()
+        .with_context(|| format!("hard-linking {} to {}", from.display(), to.display()))?;
+    // `--remove-destination`: a file that exists in the root is unlinked, not written through.
+    let files = instrumentation.join(".");
+    cmd!(sh, "cp -a --remove-destination {files} {to}")
+        .quiet()
+        .run()
+        .with_context(|| format!("copying {} into {}", instrumentation.display(), to.display()))
+}
+
+/// The file name of a chain's initramfs on the ESP: the names `builder install` gives them on
+/// Debian (the mini initramfs under the initramfs's name, the classic one kept as the
+/// fallback), the peers beside them.
+fn esp_initrd_name(chain: Chain, installed: &builder::install::BootLayout) -> String {
+    match chain {
+        Chain::Initoverlayfs => installed.initramfs_name(),
+        Chain::ClassicGzip => installed.classic_name(),
+        other => format!("{}.{}", installed.initramfs_name(), other.name()),
+    }
+}
+
+/// Lays out the ESP for one content size and writes one disk per chain.
 fn build_point(
     dir: &Path,
     size: &ContentSize,
-    initramfs: &Path,
-    content_bytes: u64,
-    kernel: &Kernel,
-    storage_init: &Path,
-    real_root: &Path,
-    loader: &Path,
-    removable_path: &str,
-    cmdline: &str,
-    compression: &str,
-    pcluster_bytes: Option<u32>,
+    content: &crate::bench_peers::PeerInitramfs,
+    chains: &[Chain],
+    parts: &Parts<'_>,
+    with_image: bool,
 ) -> Result<SizePoint> {
+    let kernel = parts.kernel;
     let release = &kernel.release;
     let esp = dir.join("esp");
     if esp.exists() {
@@ -458,8 +553,6 @@ fn build_point(
     std::fs::create_dir_all(&esp)?;
     let copy = |from: &Path, to: &str| images::copy_into(&esp, from, to);
     let vmlinuz = copy(&kernel.vmlinuz, &format!("vmlinuz-{release}"))?;
-    // The names `builder install` gives them on Debian: the mini initramfs under the
-    // initramfs's name, the classic one kept as the fallback, the image under upstream's.
     let installed = builder::install::BootLayout {
         kind: builder::install::LayoutKind::Debian,
         root: esp.clone(),
@@ -467,91 +560,114 @@ fn build_point(
         kver: release.clone(),
         entry_token: None,
     };
-    let (mini_name, classic_name) = (installed.initramfs_name(), installed.classic_name());
-    let classic = copy(initramfs, &classic_name)?;
-    let image = esp.join(installed.image_name());
-    let options = builder::erofs::ErofsOptions {
-        mtime: builder::source_date_epoch()?,
-        compression: builder::erofs::ErofsCompression::parse(compression)
-            .map_err(|e| anyhow::anyhow!("--erofs-compression: {e}"))?,
-        keep_owners: true,
-        pcluster_bytes,
-    };
-    let report = builder::image::image_from_initramfs(initramfs, &image, &options)
-        .with_context(|| format!("building {} from {}", image.display(), initramfs.display()))?;
     let layout = Layout {
         boot_fs: BootFsKind::Vfat,
         bus: Bus::VirtioBlk,
         ..Layout::default()
     };
-    let mini = dir.join("mini-initramfs.img");
-    images::build_mini_initramfs(
-        storage_init,
-        kernel,
-        layout,
-        &report.erofs.uuid,
-        None,
-        &mini,
-    )?;
-    let mini_bytes = copy(&mini, &mini_name)?;
-    copy(loader, removable_path)?;
+    // The image, from the same dracut initramfs the classic chain boots.
+    let mut image_note = String::new();
+    let image_uuid = match with_image {
+        false => None,
+        true => {
+            let image = esp.join(installed.image_name());
+            let options = builder::erofs::ErofsOptions {
+                mtime: builder::source_date_epoch()?,
+                compression: builder::erofs::ErofsCompression::parse(&parts.compression)
+                    .map_err(|e| anyhow::anyhow!("--erofs-compression: {e}"))?,
+                keep_owners: true,
+                pcluster_bytes: parts.pcluster_bytes,
+            };
+            let report = builder::image::image_from_initramfs(&content.gzip, &image, &options)
+                .with_context(|| {
+                    format!(
+                        "building {} from {}",
+                        image.display(),
+                        content.gzip.display()
+                    )
+                })?;
+            image_note = format!(
+                ", erofs image {:.1} MiB ({})",
+                std::fs::metadata(&image)?.len() as f64 / MIB,
+                parts.compression
+            );
+            Some(report.erofs.uuid)
+        }
+    };
+    let mut initrd_bytes = Vec::new();
+    for &chain in chains {
+        let name = esp_initrd_name(chain, &installed);
+        let bytes = match chain {
+            Chain::ClassicGzip => copy(&content.gzip, &name)?,
+            Chain::ClassicZstd => copy(&content.zstd, &name)?,
+            Chain::SquashErofs => copy(&content.squash_erofs, &name)?,
+            Chain::Initoverlayfs | Chain::Floor => {
+                let pid1 = match chain {
+                    Chain::Floor => parts
+                        .floor
+                        .as_deref()
+                        .context("the floor chain needs the syscall floor's build")?,
+                    _ => parts.storage_init.as_path(),
+                };
+                let uuid = image_uuid
+                    .as_deref()
+                    .context("initoverlayfs's chains need the image")?;
+                let mini = dir.join(format!("mini-initramfs-{}.img", chain.name()));
+                images::build_mini_initramfs(pid1, kernel, layout, uuid, None, &mini)?;
+                copy(&mini, &name)?
+            }
+        };
+        initrd_bytes.push((chain, name, bytes));
+    }
+    copy(&parts.loader, parts.removable_path)?;
     let entries = esp.join("loader/entries");
     std::fs::create_dir_all(&entries)?;
-    let entry = |name: &str, title: &str, initrd: &str| {
+    for (chain, initrd, _) in &initrd_bytes {
         std::fs::write(
-            entries.join(name),
+            entries.join(entry_name(*chain, release)),
             format!(
-                "title Debian GNU/Linux {release} ({title})\nversion {release}\n\
-                 linux /vmlinuz-{release}\ninitrd /{initrd}\noptions {cmdline}\n"
+                "title Debian GNU/Linux {release} ({})\nversion {release}\n\
+                 linux /vmlinuz-{release}\ninitrd /{initrd}\noptions {}\n",
+                chain.name(),
+                parts.cmdline
             ),
-        )
-    };
-    entry(
-        &entry_name(Chain::Initoverlayfs, release),
-        "initoverlayfs",
-        &mini_name,
-    )?;
-    entry(
-        &entry_name(Chain::ClassicGzip, release),
-        "classic initramfs",
-        &classic_name,
-    )?;
+        )?;
+    }
 
-    let mut boot_files = Vec::new();
-    for (chain, initrd_bytes) in [
-        (Chain::Initoverlayfs, mini_bytes),
-        (Chain::ClassicGzip, classic),
-    ] {
+    let mut disks = Vec::new();
+    for (chain, _, bytes) in &initrd_bytes {
         std::fs::write(
             esp.join("loader/loader.conf"),
-            format!("timeout 0\ndefault {}\n", entry_name(chain, release)),
+            format!("timeout 0\ndefault {}\n", entry_name(*chain, release)),
         )?;
         let disk = dir.join(format!("disk-{}.img", chain.name()));
         images::build_boot_disk(
             &esp,
             layout,
-            Some(images::RootPartition::Ext4(real_root)),
+            Some(images::RootPartition::Ext4(&parts.real_root)),
             &disk,
         )?;
-        boot_files.push((chain, vmlinuz + initrd_bytes, disk));
+        disks.push((*chain, vmlinuz + bytes, disk));
     }
-    let boot_files: [(Chain, u64, PathBuf); 2] = boot_files
-        .try_into()
-        .map_err(|_| anyhow::anyhow!("two chains, two disks"))?;
+    let files: Vec<String> = initrd_bytes
+        .iter()
+        .map(|(chain, _, bytes)| format!("{} {:.1} MiB", chain.name(), *bytes as f64 / MIB))
+        .collect();
     eprintln!(
-        "bench-boot: {}: {:.1} MiB unpacked; classic initramfs {:.1} MiB, erofs image {:.1} MiB ({compression}), mini initramfs {:.2} MiB",
+        "bench-boot: {}: {:.1} MiB unpacked; initramfs files: {}{image_note}",
         size.label,
-        content_bytes as f64 / f64::from(1 << 20),
-        classic as f64 / f64::from(1 << 20),
-        std::fs::metadata(&image)?.len() as f64 / f64::from(1 << 20),
-        mini_bytes as f64 / f64::from(1 << 20),
+        content.unpacked_bytes as f64 / MIB,
+        files.join(", "),
     );
     Ok(SizePoint {
         size: size.clone(),
-        content_bytes,
-        boot_files,
+        content_bytes: content.unpacked_bytes,
+        disks,
     })
 }
+
+/// Bytes in a MiB, for the progress lines.
+const MIB: f64 = (1 << 20) as f64;
 
 /// The BLS entry of each chain.
 fn entry_name(chain: Chain, release: &str) -> String {
@@ -603,8 +719,9 @@ fn boot_all(bench: &Bench, boots: &[Boot<'_>], jobs: usize) -> Result<Vec<BootSa
     Ok(samples.into_iter().map(|(_, s)| s).collect())
 }
 
-/// The milestones of one boot: (figure name, pattern, TCG timeout in seconds).
-fn milestones(release: &str) -> [(&'static str, String, u64); 6] {
+/// The milestones of one boot: (figure name, pattern, TCG timeout in seconds). The last one
+/// comes after the measured boot: the instrumentation printing what the guest's sampler saw.
+fn milestones(release: &str) -> [(&'static str, String, u64); 7] {
     let release = regex::escape(release);
     [
         (
@@ -629,8 +746,16 @@ fn milestones(release: &str) -> [(&'static str, String, u64); 6] {
             r"systemd\[1\]: Reached target multi-user\.target".to_owned(),
             400,
         ),
+        (
+            "samples",
+            crate::boot_probe::DUMP_END_PATTERN.to_owned(),
+            300,
+        ),
     ]
 }
+
+/// How often the harness asks QEMU for the boot disk's read counters.
+const READ_SAMPLING: Duration = Duration::from_millis(250);
 
 /// Boots once and measures. A guest failure is a sample that did not pass; only a broken
 /// harness is an error.
@@ -644,7 +769,7 @@ fn boot_one(bench: &Bench, boot: &Boot<'_>) -> Result<BootSample> {
     );
     let artifacts = bench.runs_dir.join(&name);
     std::fs::create_dir_all(&artifacts)?;
-    let (disk, boot_files_bytes) = boot.point.disk(boot.chain);
+    let (disk, boot_files_bytes) = boot.point.disk(boot.chain)?;
     // A fresh copy each boot: the real root writes to its disk (journal, fsck state).
     let scratch = artifacts.join("disk.img");
     std::fs::copy(disk, &scratch)
@@ -655,7 +780,7 @@ fn boot_one(bench: &Bench, boot: &Boot<'_>) -> Result<BootSample> {
     let machine = testvm::machine::Machine {
         board: bench.board,
         accel: bench.accel,
-        memory_mib: MEMORY_MIB,
+        memory_mib: bench.memory_mib,
         cpus: 1,
         boot: testvm::machine::Boot::Uefi {
             code: bench.firmware_code.clone(),
@@ -681,15 +806,15 @@ fn boot_one(bench: &Bench, boot: &Boot<'_>) -> Result<BootSample> {
     }
     // Only initoverlayfs runs storage-init, and it must not fail; the floor must not fail
     // either; in the other chains neither may show up at all.
-    let storage_init_fatal = match boot.chain {
-        Chain::Initoverlayfs => "storage-init: FATAL",
+    let pid1_fatal = match boot.chain {
+        Chain::Initoverlayfs => "storage-init: FATAL|syscall-floor",
         Chain::Floor => "syscall-floor: FATAL|storage-init",
         Chain::ClassicGzip | Chain::ClassicZstd | Chain::SquashErofs => {
             "storage-init|syscall-floor"
         }
     };
     let mut fatal = vec![testvm::run::Fatal::new("panic", "Kernel panic")?];
-    fatal.push(testvm::run::Fatal::new("storage-init", storage_init_fatal)?);
+    fatal.push(testvm::run::Fatal::new("pid 1", pid1_fatal)?);
     for always in crate::verdict::ALWAYS_FATAL {
         fatal.push(testvm::run::Fatal::new(always, always)?);
     }
@@ -698,12 +823,13 @@ fn boot_one(bench: &Bench, boot: &Boot<'_>) -> Result<BootSample> {
         fatal,
         end: testvm::run::End::Quit,
         hotplug: Vec::new(),
+        read_sampling: Some(READ_SAMPLING),
     };
     let outcome = testvm::run::boot(&machine, &spec, &artifacts);
     let _ = std::fs::remove_file(&scratch); // a GiB per boot; absent is fine
-    let passed = match &outcome {
-        Ok(_) => true,
-        Err(testvm::run::VmError::Guest(_)) => false,
+    let (passed, failure) = match &outcome {
+        Ok(_) => (true, None),
+        Err(testvm::run::VmError::Guest(failure)) => (false, Some(failure.to_string())),
         Err(testvm::run::VmError::Infra(error)) => {
             bail!("{name}: the harness broke: {error}")
         }
@@ -714,6 +840,22 @@ fn boot_one(bench: &Bench, boot: &Boot<'_>) -> Result<BootSample> {
             .with_context(|| format!("{name}: reading timings.json"))?,
     )
     .with_context(|| format!("{name}: parsing timings.json"))?;
+    let console = std::fs::read_to_string(artifacts.join(testvm::run::artifact::CONSOLE_LOG))
+        .unwrap_or_default(); // a boot that never connected has none: no figures from it
+    let sample = sample_of(boot, &timings, &console, boot_files_bytes, passed, failure);
+    Ok(sample)
+}
+
+/// A boot's figures from what it left behind: the milestones of `timings.json`, and the
+/// console (systemd's marks and units, the guest sampler's lines).
+fn sample_of(
+    boot: &Boot<'_>,
+    timings: &testvm::run::Timings,
+    console: &str,
+    boot_files_bytes: u64,
+    passed: bool,
+    failure: Option<String>,
+) -> BootSample {
     let reached = |figure: &str| timings.milestones.iter().find(|m| m.name == figure);
     let host = |figure: &str| reached(figure).map(|m| m.host_ms as f64 / 1000.0);
     let guest = |figure: &str| reached(figure).and_then(|m| m.guest_s);
@@ -721,7 +863,9 @@ fn boot_one(bench: &Bench, boot: &Boot<'_>) -> Result<BootSample> {
         let (_, rest) = m.line.split_once("memory used=")?;
         rest.split_once(" kB")?.0.parse().ok()
     });
-    Ok(BootSample {
+    let log = crate::boot_log::parse(console);
+    let multi_user = guest("multi-user");
+    BootSample {
         chain: boot.chain,
         size: boot.point.size.label.clone(),
         content_bytes: boot.point.content_bytes,
@@ -737,20 +881,27 @@ fn boot_one(bench: &Bench, boot: &Boot<'_>) -> Result<BootSample> {
             kernel_start: guest("kernel").or(reached("kernel").map(|_| 0.0)),
             first_userspace: guest("userspace"),
             running_in_initrd: guest("systemd"),
-            multi_user: guest("multi-user"),
+            multi_user,
         },
+        phases: log.phases,
         bytes_read: reached("multi-user").and_then(|m| m.bytes_read),
         bytes_read_to_systemd: reached("systemd").and_then(|m| m.bytes_read),
+        read_requests: reached("multi-user").and_then(|m| m.read_requests),
+        read_requests_to_systemd: reached("systemd").and_then(|m| m.read_requests),
         mem_used_kib,
+        initramfs_freed_kib: log.initramfs_freed_kib,
+        probe: probe_figures(console, multi_user),
+        initrd_units: log.initrd_units,
         boot_files_bytes,
         passed,
-        phases: Default::default(),
-        read_requests: None,
-        read_requests_to_systemd: None,
-        initramfs_freed_kib: None,
-        probe: Default::default(),
-        initrd_units: Vec::new(),
-    })
+        failure,
+    }
+}
+
+/// The guest sampler's figures, from its lines on the console.
+fn probe_figures(console: &str, multi_user: Option<f64>) -> crate::bench_report::Probe {
+    let _ = (console, multi_user);
+    crate::bench_report::Probe::default()
 }
 
 fn qemu_version(sh: &Shell, binary: &str) -> String {

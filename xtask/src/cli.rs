@@ -22,14 +22,15 @@ tasks:
                       (the same syscalls without storage-init) where it has one
                       (target/bench/storage-init.md)
   bench-boot [--runs N] [--sizes dracut,128M,512M] [--profiles sd,usb2,nvme]
-             [--jobs N] [--erofs-compression Z] [--pcluster-size BYTES]
+             [--chains classic-gzip,classic-zstd,squash-erofs,initoverlayfs,floor]
+             [--memory MIB] [--jobs N] [--erofs-compression Z] [--pcluster-size BYTES]
              [--read-ahead-kb KB] [--overlay on|off] [--kernel ID] [--accel auto|kvm|tcg]
              [--report-only]
-                      boot the classic initramfs and initoverlayfs side by side through
-                      UEFI firmware and systemd-boot, per content size and storage speed
-                      (default: 5 runs of dracut,128M,512M on sd,nvme, 2 boots at a time);
-                      writes target/bench/boot.md, boot.csv and boot.svg; --report-only
-                      renders them again from the last run's samples.json
+                      boot initoverlayfs and the initramfs chains it replaces side by side
+                      through UEFI firmware and systemd-boot, per content size and storage
+                      speed (default: 5 runs of every chain at dracut,128M,512M on sd, 2048 MiB,
+                      2 boots at a time); writes target/bench/boot.md, boot.csv and boot.svg;
+                      --report-only renders them again from the last run's samples.json
   test [NEXTEST ARGS]   provision, fetch fixtures, run every test with cargo nextest
   fuzz [--seconds N] [--target T]
                       run storage-init's cargo-fuzz targets N seconds each (default 60)
@@ -178,6 +179,18 @@ fn parse_bench_boot(args: &[String]) -> Result<crate::bench_boot::Options> {
                     .map(|s| s.parse())
                     .collect::<Result<_>>()?
             }
+            "--chains" => {
+                let mut chains: Vec<crate::bench_report::Chain> = Vec::new();
+                for name in list(value(&mut args, "--chains")?) {
+                    let chain = name.parse()?;
+                    if chains.contains(&chain) {
+                        bail!("--chains names {name} twice");
+                    }
+                    chains.push(chain);
+                }
+                options.chains = chains;
+            }
+            "--memory" => options.memory_mib = number(&mut args, "--memory")?,
             "--erofs-compression" => {
                 let z = value(&mut args, "--erofs-compression")?;
                 builder::erofs::ErofsCompression::parse(&z)
@@ -207,8 +220,19 @@ fn parse_bench_boot(args: &[String]) -> Result<crate::bench_boot::Options> {
         || options.jobs == 0
         || options.sizes.is_empty()
         || options.profiles.is_empty()
+        || options.chains.is_empty()
     {
-        bail!("bench-boot: --runs, --jobs, --sizes and --profiles need at least one each");
+        bail!(
+            "bench-boot: --runs, --jobs, --sizes, --profiles and --chains need at least one each"
+        );
+    }
+    if options.memory_mib < crate::bench_boot::MIN_MEMORY_MIB {
+        bail!(
+            "bench-boot: --memory {}: below {} MiB even the mini initramfs's boot cannot reach \
+             multi-user.target",
+            options.memory_mib,
+            crate::bench_boot::MIN_MEMORY_MIB
+        );
     }
     Ok(options)
 }
@@ -276,6 +300,16 @@ mod tests {
             options.command(),
             "cargo xtask bench-boot --runs 3 --sizes dracut,256M --profiles usb2 --jobs 1 --erofs-compression lz4"
         );
+        let Task::BenchBoot(options) =
+            parse_line("bench-boot --chains initoverlayfs,classic-gzip --memory 768").unwrap()
+        else {
+            panic!("not bench-boot");
+        };
+        assert_eq!(
+            options.command(),
+            "cargo xtask bench-boot --runs 5 --sizes dracut,128M,512M --profiles sd --jobs 2 \
+             --chains initoverlayfs,classic-gzip --memory 768"
+        );
         for bad in [
             "bench-boot --runs 0",
             "bench-boot --sizes 1G",
@@ -283,6 +317,10 @@ mod tests {
             "bench-boot --erofs-compression LZ4",
             "bench-boot --profiles ,",
             "bench-boot --overlay maybe",
+            "bench-boot --chains classic",
+            "bench-boot --chains floor,floor",
+            "bench-boot --chains ,",
+            "bench-boot --memory 64",
         ] {
             assert!(parse_line(bad).is_err(), "{bad} was accepted");
         }

@@ -676,17 +676,19 @@ fn failed_section(samples: &[BootSample], out: &mut String) {
         return;
     }
     out.push_str(
-        "Left out of the medians above.\n\n| chain | size | profile | run | reached |\n|---|---|---|--:|---|\n",
+        "Left out of the medians above.\n\n| chain | size | profile | run | reached | how it \
+failed |\n|---|---|---|--:|---|---|\n",
     );
     for s in failed {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} |",
             s.chain.name(),
             md_cell(&s.size),
             md_cell(&s.profile),
             s.run,
-            reached(s)
+            reached(s),
+            md_cell(s.failure.as_deref().unwrap_or("-"))
         );
     }
 }

@@ -238,6 +238,10 @@ pub struct BootSample {
     pub boot_files_bytes: u64,
     /// false: the boot failed; its figures are partial, it is excluded from medians but listed.
     pub passed: bool,
+    /// How a failed boot failed, as the harness judged it (a fatal line, a milestone that
+    /// never came).
+    #[serde(default)]
+    pub failure: Option<String>,
 }
 
 /// How and where the run was made; printed in the reports' headers.

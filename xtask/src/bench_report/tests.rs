@@ -150,9 +150,13 @@ fn samples() -> Vec<BootSample> {
                         ],
                         boot_files_bytes: boot_files,
                         passed: true,
+                        failure: None,
                     };
                     if failed {
                         sample.passed = false;
+                        sample.failure = Some(
+                            "milestone multi-user not reached within 400 s: Out of memory".into(),
+                        );
                         sample.host.multi_user = None;
                         sample.guest.multi_user = None;
                         sample.phases.basic = None;
@@ -534,6 +538,7 @@ fn an_older_saved_run_loads() {
         "initramfs_freed_kib",
         "probe",
         "initrd_units",
+        "failure",
     ] {
         object.remove(newer);
     }
