@@ -22,9 +22,31 @@ pub struct BootLog {
     pub root_units: Vec<UnitSpan>,
 }
 
+/// `line` without the carriage returns and terminal escapes systemd's status output leaves at
+/// the start of the next console line (`ESC [K` erases the line, `ESC M` moves up).
+fn without_leading_escapes(mut line: &str) -> &str {
+    loop {
+        if let Some(rest) = line.strip_prefix('\r') {
+            line = rest;
+        } else if let Some(rest) = line.strip_prefix("\x1b[") {
+            // A control sequence: parameters, then one final byte in `@`..`~` (ECMA-48 5.4).
+            match rest.find(|c: char| ('@'..='~').contains(&c)) {
+                Some(end) => line = &rest[end + 1..],
+                None => return "",
+            }
+        } else if let Some(rest) = line.strip_prefix('\x1b') {
+            let mut chars = rest.chars();
+            chars.next();
+            line = chars.as_str();
+        } else {
+            return line;
+        }
+    }
+}
+
 /// The printk timestamp and the message of a kernel-log line: `[   12.904479] text`.
 fn printk(line: &str) -> Option<(f64, &str)> {
-    let rest = line.trim_start_matches('\r').strip_prefix('[')?;
+    let rest = without_leading_escapes(line).strip_prefix('[')?;
     let (stamp, message) = rest.split_once("] ")?;
     let seconds: f64 = stamp.trim().parse().ok()?;
     seconds
@@ -184,6 +206,9 @@ BdsDxe: starting Boot0001 \"UEFI Misc Device\" from PciRoot(0x0)/Pci(0x3,0x0)
         );
         check("[12345.000001] x\r", Some((12345.000001, "x")));
         check("\r[    1.5] y", Some((1.5, "y")));
+        check("\x1b[K[   28.974449] z", Some((28.974449, "z")));
+        check("\x1bM\x1b[K[   2.0] w", Some((2.0, "w")));
+        check("\x1b[0;32m  OK  \x1b[0m] Started", None);
         check("[  OK  ] Started foo.service.", None);
         check("[    inf] z", None);
         check("no stamp", None);
