@@ -694,6 +694,7 @@ fn boot_one(bench: &Bench, boot: &Boot<'_>) -> Result<BootSample> {
         fatal,
         end: testvm::run::End::Quit,
         hotplug: Vec::new(),
+        read_sampling: None,
     };
     let outcome = testvm::run::boot(&machine, &spec, &artifacts);
     let _ = std::fs::remove_file(&scratch); // a GiB per boot; absent is fine
