@@ -7,7 +7,11 @@
 //! `xtask::boot_probe` installs it with two systemd units. Under TCG every guest instruction
 //! is expensive, so a sample is a handful of syscalls on files opened once: one `pread` each of
 //! `/proc/stat`, `/proc/meminfo`, `/proc/diskstats` and the pressure files into buffers reused
-//! from one sample to the next, one `write` of one line. std and rustix only.
+//! from one sample to the next, one `write` of one line. std and rustix only. Measured in a
+//! real boot under TCG (x86_64 q35, Debian 6.12, one vCPU, the `…-dracut-uefi` cell): 1.5 to
+//! 2.2 ms of guest CPU per sample, 0.6 s over an 82 s boot to multi-user.target (0.7%); a
+//! process's first sample also carries the ~0.1 s systemd spends in the forked child before
+//! the exec.
 //!
 //! * `boot_sampler record <file> [--interval-ms N]` (default 250 ms): appends one line per
 //!   sample to `<file>` (its directory created, opened `O_APPEND`, one `write` per line, so a
