@@ -273,6 +273,10 @@ fn read_sampling_records_a_series_over_the_boot() {
         assert!(b.bytes_read >= a.bytes_read, "{a:?} then {b:?}");
         assert!(b.read_requests >= a.read_requests, "{a:?} then {b:?}");
     }
+    // The samples' own queries stay out of qmp.log: only the milestones' are there.
+    let qmp = std::fs::read_to_string(artifacts.path().join(artifact::QMP_LOG)).unwrap();
+    let queries = qmp.matches(r#""execute":"query-blockstats""#).count();
+    assert_eq!(queries, report.milestones.len(), "{qmp}");
     // Without sampling, nothing of it is written.
     let quiet = tempfile::tempdir().unwrap();
     let spec = BootSpec {

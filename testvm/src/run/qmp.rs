@@ -4,6 +4,7 @@ use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,6 +26,9 @@ pub(crate) struct QmpClient {
     qmp: QmpStream,
     /// Set once a command met the end of the socket (see [`QmpClient::closed`]).
     closed: bool,
+    /// While set, messages are not copied into the QMP log (see
+    /// [`QmpClient::block_reads_unlogged`]).
+    unlogged: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for QmpClient {
@@ -50,12 +54,23 @@ impl QmpClient {
         let log = Arc::new(Mutex::new(
             File::create(log).map_err(io("creating the QMP log"))?,
         ));
+        let unlogged = Arc::new(AtomicBool::new(false));
         let mut qmp = Qmp::new(Stream::new(
-            BufReader::new(Logged::new(reader, "<-", log.clone(), start)),
-            Logged::new(stream, "->", log, start),
+            BufReader::new(Logged::new(
+                reader,
+                "<-",
+                log.clone(),
+                start,
+                unlogged.clone(),
+            )),
+            Logged::new(stream, "->", log, start, unlogged.clone()),
         ));
         qmp.handshake().map_err(|e| qmp_error("handshake", e))?;
-        Ok(QmpClient { qmp, closed: false })
+        Ok(QmpClient {
+            qmp,
+            closed: false,
+            unlogged,
+        })
     }
 
     /// The VM's run state (`running`, `paused`, …).
@@ -88,6 +103,16 @@ impl QmpClient {
     pub(crate) fn block_reads(&mut self) -> Result<BlockReads, InfraError> {
         let stats = self.execute(&QueryBlockstats {}, "query-blockstats")?;
         Ok(sum_block_reads(&stats))
+    }
+
+    /// [`QmpClient::block_reads`] without its two messages in the QMP log: the read sampler
+    /// asks every few milliseconds, and its answers (kilobytes each) would fill the log with
+    /// what `timings.json` keeps anyway.
+    pub(crate) fn block_reads_unlogged(&mut self) -> Result<BlockReads, InfraError> {
+        self.unlogged.store(true, Ordering::Relaxed);
+        let reads = self.block_reads();
+        self.unlogged.store(false, Ordering::Relaxed);
+        reads
     }
 
     /// Whether an earlier command found the socket closed: QEMU has exited (or is exiting), and
@@ -229,16 +254,25 @@ pub(crate) struct Logged<S> {
     log: Arc<Mutex<File>>,
     start: Instant,
     pending: Vec<u8>,
+    /// Shared with the client: while set, complete lines are dropped instead of logged.
+    unlogged: Arc<AtomicBool>,
 }
 
 impl<S> Logged<S> {
-    fn new(inner: S, direction: &'static str, log: Arc<Mutex<File>>, start: Instant) -> Self {
+    fn new(
+        inner: S,
+        direction: &'static str,
+        log: Arc<Mutex<File>>,
+        start: Instant,
+        unlogged: Arc<AtomicBool>,
+    ) -> Self {
         Logged {
             inner,
             direction,
             log,
             start,
             pending: Vec::new(),
+            unlogged,
         }
     }
 
@@ -250,7 +284,7 @@ impl<S> Logged<S> {
             let line: Vec<u8> = self.pending.drain(..=end).collect();
             let text = String::from_utf8_lossy(&line);
             let text = text.trim_end();
-            if text.is_empty() {
+            if text.is_empty() || self.unlogged.load(Ordering::Relaxed) {
                 continue;
             }
             let ms = self.start.elapsed().as_millis();
