@@ -76,6 +76,7 @@ fn kernel_without_root_reaches_its_milestones_and_powers_off() {
             timeout: STEP_TIMEOUT,
         },
         hotplug: Vec::new(),
+        read_sampling: None,
     };
     let mut events = Vec::new();
     let report = boot_with_events(&machine(&kernel, None), &spec, artifacts.path(), &mut |e| {
@@ -113,6 +114,7 @@ fn fatal_pattern_fails_the_boot_with_its_line() {
         fatal: vec![Fatal::new("kernel panic", r"Kernel panic").unwrap()],
         end: End::Quit,
         hotplug: Vec::new(),
+        read_sampling: None,
     };
     let error = boot(&machine(&kernel, None), &spec, artifacts.path()).unwrap_err();
     println!("{}", error.detail());
@@ -148,6 +150,7 @@ fn initrd_reaches_init_and_quits_over_qmp() {
         fatal: vec![Fatal::new("kernel panic", r"Kernel panic").unwrap()],
         end: End::Quit,
         hotplug: Vec::new(),
+        read_sampling: None,
     };
     let report = boot(&machine(&kernel, Some(initrd)), &spec, artifacts.path())
         .unwrap_or_else(|e| panic!("{}", e.detail()));
@@ -171,6 +174,7 @@ fn a_guest_that_ignores_the_power_button_fails() {
             timeout: Duration::from_secs(5),
         },
         hotplug: Vec::new(),
+        read_sampling: None,
     };
     let error = boot(&machine(&kernel, Some(initrd)), &spec, artifacts.path()).unwrap_err();
     let VmError::Guest(failure) = &error else {
@@ -200,6 +204,7 @@ fn qemu_failing_at_start_is_an_infra_error_quoting_its_stderr() {
         fatal: vec![],
         end: End::Quit,
         hotplug: Vec::new(),
+        read_sampling: None,
     };
     let error = boot(&machine(&missing, None), &spec, artifacts.path()).unwrap_err();
     let VmError::Infra(InfraError::QemuExitedAtStart { stderr, .. }) = &error else {
@@ -219,4 +224,68 @@ fn qemu_failing_at_start_is_an_infra_error_quoting_its_stderr() {
             .iter()
             .any(|a| a.contains("sock"))
     );
+}
+
+/// Reads sampled over the whole boot: the series is recorded in timings.json, in order, next
+/// to the milestones' own figures. (This kernel has its disk drivers as modules and the
+/// busybox initrd loads none, so the counters stay where the firmware left them; what is
+/// checked here is the sampling itself: its thread, its share of the QMP connection with the
+/// milestones and `quit`, and the artifact.)
+#[test]
+fn read_sampling_records_a_series_over_the_boot() {
+    let Some((kernel, initrd)) = kernel_and_initrd() else {
+        return;
+    };
+    let artifacts = tempfile::tempdir().unwrap();
+    let interval = Duration::from_millis(100);
+    let spec = BootSpec {
+        milestones: vec![
+            milestone("linux", r"Linux version"),
+            milestone("init", r"Run /init as init process"),
+        ],
+        fatal: vec![Fatal::new("kernel panic", r"Kernel panic").unwrap()],
+        end: End::Quit,
+        hotplug: Vec::new(),
+        read_sampling: Some(interval),
+    };
+    let report = boot(&machine(&kernel, Some(initrd)), &spec, artifacts.path())
+        .unwrap_or_else(|e| panic!("{}", e.detail()));
+    let timings = read_timings(artifacts.path());
+    for reached in &timings.milestones {
+        assert!(reached.read_requests.is_some(), "{reached:?}");
+        assert!(reached.bytes_read.is_some(), "{reached:?}");
+    }
+    let sampling = timings.read_sampling.expect("sampling was asked for");
+    assert_eq!(sampling.interval_ms, 100);
+    assert_eq!(sampling.failures, 0, "{:?}", sampling.first_failure);
+    // From the handshake to `quit`: at least one sample per interval of the boot's second
+    // half (TCG takes seconds to reach /init; a loaded host may delay a few ticks).
+    let last_milestone_ms = report.milestones.last().unwrap().host_ms;
+    let expected = last_milestone_ms / 100 / 2;
+    assert!(
+        sampling.samples.len() as u64 >= expected.max(2),
+        "{} samples over {last_milestone_ms} ms",
+        sampling.samples.len()
+    );
+    for pair in sampling.samples.windows(2) {
+        let [a, b] = pair else { unreachable!() };
+        assert!(b.host_ms > a.host_ms, "{a:?} then {b:?}");
+        assert!(b.bytes_read >= a.bytes_read, "{a:?} then {b:?}");
+        assert!(b.read_requests >= a.read_requests, "{a:?} then {b:?}");
+    }
+    // The samples' own queries stay out of qmp.log: only the milestones' are there.
+    let qmp = std::fs::read_to_string(artifacts.path().join(artifact::QMP_LOG)).unwrap();
+    let queries = qmp.matches(r#""execute":"query-blockstats""#).count();
+    assert_eq!(queries, report.milestones.len(), "{qmp}");
+    // Without sampling, nothing of it is written.
+    let quiet = tempfile::tempdir().unwrap();
+    let spec = BootSpec {
+        read_sampling: None,
+        milestones: vec![milestone("linux", r"Linux version")],
+        ..spec
+    };
+    boot(&machine(&kernel, None), &spec, quiet.path()).unwrap_or_else(|e| panic!("{}", e.detail()));
+    let text = std::fs::read_to_string(quiet.path().join(artifact::TIMINGS_JSON)).unwrap();
+    assert!(!text.contains("read_sampling"), "{text}");
+    assert!(text.contains("read_requests"), "{text}");
 }

@@ -365,6 +365,7 @@ impl Helper<'_> {
                 timeout: HELPER_POWER_OFF_TIMEOUT,
             },
             hotplug: Vec::new(),
+            read_sampling: None,
         };
         eprintln!(
             "root-storage: making the {} root partition ({target_mib} MiB) in a helper VM; its console: {}",

@@ -35,6 +35,10 @@ pub enum Pid1Binary {
     /// `storage-init/examples/syscall_floor.rs`: the same syscalls without the decisions, the
     /// baseline of `cargo xtask bench-storage-init`.
     SyscallFloor,
+    /// `storage-init/examples/boot_sampler.rs`: not a PID 1 but the boot benchmark's guest
+    /// probe (`xtask::boot_probe`), built the same way; no cell names it.
+    #[serde(skip)]
+    BootSampler,
 }
 
 impl Pid1Binary {
@@ -43,6 +47,7 @@ impl Pid1Binary {
         match self {
             Pid1Binary::StorageInit => &[],
             Pid1Binary::SyscallFloor => &["--example", "syscall_floor"],
+            Pid1Binary::BootSampler => &["--example", "boot_sampler"],
         }
     }
 
@@ -51,6 +56,7 @@ impl Pid1Binary {
         match self {
             Pid1Binary::StorageInit => "storage-init",
             Pid1Binary::SyscallFloor => "examples/syscall_floor",
+            Pid1Binary::BootSampler => "examples/boot_sampler",
         }
     }
 }
@@ -123,8 +129,8 @@ pub fn build_for_arch(sh: &Shell, root: &Path, arch: &str) -> Result<PathBuf> {
     build_binary_for_arch(sh, root, arch, Pid1Binary::StorageInit)
 }
 
-/// [`build_for_arch`] for either PID 1 program; the syscall floor is built for x86_64 only
-/// (the benchmark's cell).
+/// [`build_for_arch`] for any of the programs; the examples are built for x86_64 only (the
+/// benchmarks' machines).
 pub fn build_binary_for_arch(
     sh: &Shell,
     root: &Path,

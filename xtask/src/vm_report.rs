@@ -278,6 +278,7 @@ mod tests {
                     line: String::new(),
                     sent: None,
                     bytes_read: None,
+                    read_requests: None,
                 },
                 MilestoneReached {
                     name: MARKER.into(),
@@ -286,6 +287,7 @@ mod tests {
                     line: String::new(),
                     sent: None,
                     bytes_read: None,
+                    read_requests: None,
                 },
             ],
             attempts: 1,
@@ -342,6 +344,7 @@ mod tests {
                 line: String::new(),
                 sent: None,
                 bytes_read: None,
+                read_requests: None,
             })
             .collect();
         result

@@ -657,6 +657,7 @@ fn boot_cell(
                 port: 0,
             })
             .collect(),
+        read_sampling: None,
     };
     let mut progress = |event: &testvm::run::Event| match event {
         testvm::run::Event::QemuStarted { pid } => {

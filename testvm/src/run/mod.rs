@@ -7,6 +7,7 @@ mod error;
 mod process;
 mod qmp;
 mod report;
+mod sampling;
 mod spec;
 mod watch;
 
@@ -16,13 +17,16 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub use error::{END_MILESTONE, GuestFailure, GuestFailureReason, InfraError, VmError};
-pub use report::{BootReport, Event, MilestoneReached, OUTCOME_PASSED, Timings};
-pub use spec::{BootSpec, End, Fatal, Hotplug, Milestone, SEND_LINE_END};
+pub use report::{
+    BootReport, Event, MilestoneReached, OUTCOME_PASSED, ReadSample, ReadSampling, Timings,
+};
+pub use spec::{BootSpec, End, Fatal, Hotplug, MIN_READ_SAMPLING, Milestone, SEND_LINE_END};
 
 use crate::machine::{Io, Machine, shell};
 use console::{SharedTranscript, TeeReader};
 use process::QemuProcess;
 use qmp::QmpClient;
+use sampling::{ReadSampler, SharedQmp, lock};
 use watch::{Seen, Watcher};
 
 /// How long QEMU gets to create its sockets; it does so before loading the kernel.
@@ -87,6 +91,7 @@ pub fn boot_with_events(
 ) -> Result<BootReport, VmError> {
     let mut state = BootState::default();
     let result = run(machine, spec, artifacts, on_event, &mut state);
+    state.stop_sampling();
     let outcome = match &result {
         Ok(_) => OUTCOME_PASSED.to_owned(),
         Err(error) => format!("failed: {error}"),
@@ -96,6 +101,7 @@ pub fn boot_with_events(
         qemu_exit: state.qemu_exit,
         qmp_status: state.qmp_status.clone(),
         outcome: outcome.clone(),
+        read_sampling: state.read_sampling.clone(),
     };
     let written = write_artifact(artifacts, artifact::TIMINGS_JSON, &timings_json(&timings));
     let console_written = match &state.transcript {
@@ -119,6 +125,20 @@ struct BootState {
     qmp_status: Option<String>,
     /// What the harness read from the console, once connected.
     transcript: Option<SharedTranscript>,
+    /// The read sampler while it runs ([`BootSpec::read_sampling`]).
+    sampler: Option<ReadSampler>,
+    /// What it recorded, once stopped.
+    read_sampling: Option<ReadSampling>,
+}
+
+impl BootState {
+    /// Stops the read sampler, if one runs, and keeps its series. Called before QEMU is told
+    /// to quit or killed, so no sample races the end; again at the end of every boot.
+    fn stop_sampling(&mut self) {
+        if let Some(sampler) = self.sampler.take() {
+            self.read_sampling = Some(sampler.stop());
+        }
+    }
 }
 
 fn run(
@@ -169,7 +189,7 @@ fn run(
     // QEMU checks some options (the kernel file, for one) only after creating its sockets,
     // so a start-up step that fails because QEMU exited is reported with QEMU's stderr.
     let started = start_session(&mut qemu, serial, qmp, artifacts, spec, start);
-    let (mut watcher, mut qmp, status) = match started {
+    let (mut watcher, qmp, status) = match started {
         Ok(session) => session,
         Err(error) => {
             return Err(exited_at_start(&mut qemu, &stderr_path)
@@ -179,17 +199,23 @@ fn run(
     };
     state.qmp_status = Some(status);
     state.transcript = Some(watcher.transcript());
+    let qmp: SharedQmp = std::sync::Arc::new(std::sync::Mutex::new(qmp));
+    if let Some(interval) = spec.read_sampling {
+        state.sampler = Some(ReadSampler::start(qmp.clone(), interval, start));
+    }
 
     for milestone in &spec.milestones {
         match watcher.reach(milestone)? {
             Seen::Milestone(mut reached) => {
                 // Best effort: a figure for the benchmark, never a reason to fail the boot.
-                reached.bytes_read = qmp.bytes_read().ok();
+                let reads = lock(&qmp).block_reads().ok();
+                reached.bytes_read = reads.map(|r| r.bytes);
+                reached.read_requests = reads.map(|r| r.requests);
                 on_event(&Event::Milestone(reached.clone()));
                 for hotplug in spec.hotplug.iter().filter(|h| h.after == reached.name) {
                     // The console keeps being read meanwhile: rexpect's reader thread buffers it.
                     std::thread::sleep(hotplug.delay);
-                    qmp.hotplug(&hotplug.disk, hotplug.port)?;
+                    lock(&qmp).hotplug(&hotplug.disk, hotplug.port)?;
                 }
                 state.reached.push(reached);
             }
@@ -211,7 +237,7 @@ fn run(
             let seen = if matches!(spec.end, End::PowerButton { .. }) {
                 let deadline = Instant::now() + timeout;
                 loop {
-                    qmp.system_powerdown()?;
+                    lock(&qmp).system_powerdown()?;
                     let left = deadline.saturating_duration_since(Instant::now());
                     match watcher.wait_for(None, left.min(PRESS_AGAIN))? {
                         Seen::Timeout(_) if Instant::now() < deadline => continue,
@@ -233,6 +259,7 @@ fn run(
                 ));
             }
             let status = qemu.wait_exit(EXIT_TIMEOUT);
+            state.stop_sampling();
             state.qemu_exit = status.and_then(|s| s.code());
             if status.is_none() {
                 return Err(guest_failure(
@@ -248,9 +275,10 @@ fn run(
         End::Quit => {
             // The guest may have powered off by itself already; then the socket is gone and
             // sending `quit` fails, which is fine as long as QEMU has exited.
+            state.stop_sampling();
             let quit = match qemu.try_exit() {
                 Some(_) => Ok(()),
-                None => qmp.quit(),
+                None => lock(&qmp).quit(),
             };
             let status = qemu.wait_exit(EXIT_TIMEOUT);
             state.qemu_exit = status.and_then(|s| s.code());
@@ -350,6 +378,7 @@ fn guest_failure(
         Seen::Timeout(after) => GuestFailureReason::Timeout(after),
         Seen::Milestone(_) => unreachable!("a milestone is not a failure"),
     };
+    state.stop_sampling();
     // Killing first lets the transcript settle before its tail is taken.
     qemu.kill();
     GuestFailure {

@@ -4,6 +4,7 @@ use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,6 +24,11 @@ type QmpStream = Qmp<Stream<BufReader<Logged<UnixStream>>, Logged<UnixStream>>>;
 /// A connected, negotiated QMP session.
 pub(crate) struct QmpClient {
     qmp: QmpStream,
+    /// Set once a command met the end of the socket (see [`QmpClient::closed`]).
+    closed: bool,
+    /// While set, messages are not copied into the QMP log (see
+    /// [`QmpClient::block_reads_unlogged`]).
+    unlogged: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for QmpClient {
@@ -48,12 +54,23 @@ impl QmpClient {
         let log = Arc::new(Mutex::new(
             File::create(log).map_err(io("creating the QMP log"))?,
         ));
+        let unlogged = Arc::new(AtomicBool::new(false));
         let mut qmp = Qmp::new(Stream::new(
-            BufReader::new(Logged::new(reader, "<-", log.clone(), start)),
-            Logged::new(stream, "->", log, start),
+            BufReader::new(Logged::new(
+                reader,
+                "<-",
+                log.clone(),
+                start,
+                unlogged.clone(),
+            )),
+            Logged::new(stream, "->", log, start, unlogged.clone()),
         ));
         qmp.handshake().map_err(|e| qmp_error("handshake", e))?;
-        Ok(QmpClient { qmp })
+        Ok(QmpClient {
+            qmp,
+            closed: false,
+            unlogged,
+        })
     }
 
     /// The VM's run state (`running`, `paused`, …).
@@ -81,11 +98,27 @@ impl QmpClient {
         Ok(())
     }
 
-    /// Bytes read so far from every block device (`rd_bytes` of `query-blockstats`, summed).
-    /// Raw JSON: the typed answer would follow qapi's older schema.
-    pub(crate) fn bytes_read(&mut self) -> Result<u64, InfraError> {
+    /// What every block device has read so far (`rd_bytes` and `rd_operations` of
+    /// `query-blockstats`, summed). Raw JSON: the typed answer would follow qapi's older schema.
+    pub(crate) fn block_reads(&mut self) -> Result<BlockReads, InfraError> {
         let stats = self.execute(&QueryBlockstats {}, "query-blockstats")?;
-        Ok(sum_rd_bytes(&stats))
+        Ok(sum_block_reads(&stats))
+    }
+
+    /// [`QmpClient::block_reads`] without its two messages in the QMP log: the read sampler
+    /// asks every few milliseconds, and its answers (kilobytes each) would fill the log with
+    /// what `timings.json` keeps anyway.
+    pub(crate) fn block_reads_unlogged(&mut self) -> Result<BlockReads, InfraError> {
+        self.unlogged.store(true, Ordering::Relaxed);
+        let reads = self.block_reads();
+        self.unlogged.store(false, Ordering::Relaxed);
+        reads
+    }
+
+    /// Whether an earlier command found the socket closed: QEMU has exited (or is exiting), and
+    /// every later command would fail the same way.
+    pub(crate) fn closed(&self) -> bool {
+        self.closed
     }
 
     /// Presses the power button: an ACPI event the guest's OS answers by shutting down.
@@ -110,10 +143,14 @@ impl QmpClient {
         command: &C,
         what: &'static str,
     ) -> Result<C::Ok, InfraError> {
-        self.qmp
-            .write_command(command)
-            .map_err(|e| qmp_error(what, ExecuteError::Io(e)))?;
-        self.read_response::<C>().map_err(|e| qmp_error(what, e))
+        let answer = match self.qmp.write_command(command) {
+            Ok(()) => self.read_response::<C>(),
+            Err(e) => Err(ExecuteError::Io(e)),
+        };
+        answer.map_err(|e| {
+            self.closed |= is_closed(&e);
+            qmp_error(what, e)
+        })
     }
 
     /// Reads the response to `C`, skipping messages the schema cannot decode.
@@ -158,18 +195,44 @@ impl Command for QueryBlockstats {
     const ALLOW_OOB: bool = false;
 }
 
-/// The devices' `stats.rd_bytes`, summed: one entry per device (its top node), so a throttle
-/// filter and the raw node below it are not counted twice.
-fn sum_rd_bytes(stats: &serde_json::Value) -> u64 {
-    stats
-        .as_array()
-        .map(|devices| {
-            devices
-                .iter()
-                .filter_map(|d| d["stats"]["rd_bytes"].as_u64())
-                .sum()
-        })
-        .unwrap_or(0)
+/// What the guest's disks have read so far, summed over its devices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct BlockReads {
+    /// `rd_bytes`.
+    pub(crate) bytes: u64,
+    /// `rd_operations`: read requests as the device model completed them (after the guest's
+    /// block layer merged adjacent ones, before any split on the host).
+    pub(crate) requests: u64,
+}
+
+/// The devices' `stats.rd_bytes` and `stats.rd_operations`, summed: one entry per device (its
+/// top node), so a throttle filter and the raw node below it are not counted twice.
+fn sum_block_reads(stats: &serde_json::Value) -> BlockReads {
+    let devices = stats.as_array().map(Vec::as_slice).unwrap_or_default();
+    let sum = |field: &str| -> u64 {
+        devices
+            .iter()
+            .filter_map(|d| d["stats"][field].as_u64())
+            .sum()
+    };
+    BlockReads {
+        bytes: sum("rd_bytes"),
+        requests: sum("rd_operations"),
+    }
+}
+
+/// Whether `error` says the socket is gone: QEMU closed it (exited), so no answer will come.
+fn is_closed(error: &ExecuteError) -> bool {
+    matches!(
+        error,
+        ExecuteError::Io(e) if matches!(
+            e.kind(),
+            io::ErrorKind::UnexpectedEof
+                | io::ErrorKind::BrokenPipe
+                | io::ErrorKind::ConnectionReset
+                | io::ErrorKind::NotConnected
+        )
+    )
 }
 
 /// `device_add` with its arguments as JSON (driver properties are free-form).
@@ -191,16 +254,25 @@ pub(crate) struct Logged<S> {
     log: Arc<Mutex<File>>,
     start: Instant,
     pending: Vec<u8>,
+    /// Shared with the client: while set, complete lines are dropped instead of logged.
+    unlogged: Arc<AtomicBool>,
 }
 
 impl<S> Logged<S> {
-    fn new(inner: S, direction: &'static str, log: Arc<Mutex<File>>, start: Instant) -> Self {
+    fn new(
+        inner: S,
+        direction: &'static str,
+        log: Arc<Mutex<File>>,
+        start: Instant,
+        unlogged: Arc<AtomicBool>,
+    ) -> Self {
         Logged {
             inner,
             direction,
             log,
             start,
             pending: Vec::new(),
+            unlogged,
         }
     }
 
@@ -212,7 +284,7 @@ impl<S> Logged<S> {
             let line: Vec<u8> = self.pending.drain(..=end).collect();
             let text = String::from_utf8_lossy(&line);
             let text = text.trim_end();
-            if text.is_empty() {
+            if text.is_empty() || self.unlogged.load(Ordering::Relaxed) {
                 continue;
             }
             let ms = self.start.elapsed().as_millis();
@@ -254,17 +326,51 @@ fn qmp_error(what: &'static str, error: ExecuteError) -> InfraError {
 mod tests {
     use super::*;
 
-    /// The shape QEMU 10 answers with (trimmed): one entry per device, its parents nested.
+    fn check(answer: serde_json::Value, bytes: u64, requests: u64) {
+        assert_eq!(
+            sum_block_reads(&answer),
+            BlockReads { bytes, requests },
+            "{answer}"
+        );
+    }
+
+    /// The shape QEMU 10 answers with (trimmed): one entry per device, its parents nested (a
+    /// throttle filter's raw node counts the same reads again, so it must not be added).
     #[test]
-    fn bytes_read_sums_the_devices_only() {
-        let answer = serde_json::json!([
-            { "device": "", "qdev": "/machine/peripheral-anon/device[0]/virtio-backend",
-              "node-name": "disk0", "stats": { "rd_bytes": 1000, "wr_bytes": 5 },
-              "parent": { "node-name": "disk0-raw", "stats": { "rd_bytes": 1000 } } },
-            { "device": "", "node-name": "disk1", "stats": { "rd_bytes": 24 } },
-            { "device": "cd0", "stats": {} },
-        ]);
-        assert_eq!(sum_rd_bytes(&answer), 1024);
-        assert_eq!(sum_rd_bytes(&serde_json::json!({})), 0);
+    fn block_reads_sum_the_devices_only() {
+        check(
+            serde_json::json!([
+                { "device": "", "qdev": "/machine/peripheral-anon/device[0]/virtio-backend",
+                  "node-name": "disk0",
+                  "stats": { "rd_bytes": 1000, "rd_operations": 7, "wr_bytes": 5, "wr_operations": 1 },
+                  "parent": { "node-name": "disk0-raw",
+                              "stats": { "rd_bytes": 1000, "rd_operations": 7 } } },
+                { "device": "", "node-name": "disk1", "stats": { "rd_bytes": 24, "rd_operations": 3 } },
+                { "device": "cd0", "stats": {} },
+            ]),
+            1024,
+            10,
+        );
+        // A device without reads yet, and one whose stats lack the counter.
+        check(
+            serde_json::json!([
+                { "device": "", "stats": { "rd_bytes": 0, "rd_operations": 0 } },
+                { "device": "", "stats": { "rd_bytes": 512 } },
+            ]),
+            512,
+            0,
+        );
+        // Not an array (an error answer's shape): nothing.
+        check(serde_json::json!({}), 0, 0);
+        check(serde_json::json!([]), 0, 0);
+    }
+
+    #[test]
+    fn a_closed_socket_is_told_apart_from_other_errors() {
+        let io = |kind| ExecuteError::Io(io::Error::new(kind, "test"));
+        assert!(is_closed(&io(io::ErrorKind::UnexpectedEof)));
+        assert!(is_closed(&io(io::ErrorKind::BrokenPipe)));
+        assert!(!is_closed(&io(io::ErrorKind::WouldBlock)));
+        assert!(!is_closed(&io(io::ErrorKind::InvalidData)));
     }
 }

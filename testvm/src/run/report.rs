@@ -27,6 +27,45 @@ pub struct MilestoneReached {
     /// it may include a few reads made since). Absent when QMP could not say.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes_read: Option<u64>,
+    /// Read requests the guest's disks had completed by then (`rd_operations`, summed the same
+    /// way and asked in the same `query-blockstats`). Absent when QMP could not say, and in
+    /// files written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_requests: Option<u64>,
+}
+
+/// The guest's reads sampled over time ([`super::BootSpec::read_sampling`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadSampling {
+    /// The interval asked for, in milliseconds.
+    pub interval_ms: u64,
+    /// One entry per answered `query-blockstats`, in order: host times strictly increasing,
+    /// both counters never decreasing.
+    pub samples: Vec<ReadSample>,
+    /// Samples that failed (QMP did not answer in time or answered with an error); the series
+    /// simply has a gap there. The end of the socket when QEMU exits is not a failure: it ends
+    /// the series.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub failures: u32,
+    /// The first failure's reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_failure: Option<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// What the guest had read at one moment, as QMP `query-blockstats` said (summed over the
+/// devices' top nodes, as [`MilestoneReached::bytes_read`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadSample {
+    /// Host milliseconds from spawning QEMU to the arrival of the answer.
+    pub host_ms: u64,
+    /// `rd_bytes`.
+    pub bytes_read: u64,
+    /// `rd_operations`.
+    pub read_requests: u64,
 }
 
 /// A successful boot.
@@ -66,6 +105,10 @@ pub struct Timings {
     pub qmp_status: Option<String>,
     /// `passed`, or `failed: ` and the one-line reason.
     pub outcome: String,
+    /// The reads sampled over time, when the spec asked for it; absent otherwise (and in
+    /// files written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_sampling: Option<ReadSampling>,
 }
 
 /// The `outcome` text of a passed boot.
@@ -86,6 +129,7 @@ mod tests {
                     line: "[    2.345678] Run /init as init process".into(),
                     sent: None,
                     bytes_read: Some(4096),
+                    read_requests: Some(12),
                 },
                 MilestoneReached {
                     name: "shell".into(),
@@ -94,14 +138,67 @@ mod tests {
                     line: "hello".into(),
                     sent: Some("an answer".into()),
                     bytes_read: None,
+                    read_requests: None,
                 },
             ],
             qemu_exit: Some(0),
             qmp_status: Some("running".into()),
             outcome: OUTCOME_PASSED.into(),
+            read_sampling: Some(ReadSampling {
+                interval_ms: 100,
+                samples: vec![
+                    ReadSample {
+                        host_ms: 80,
+                        bytes_read: 0,
+                        read_requests: 0,
+                    },
+                    ReadSample {
+                        host_ms: 181,
+                        bytes_read: 4096,
+                        read_requests: 12,
+                    },
+                ],
+                failures: 1,
+                first_failure: Some("QMP query-blockstats: timed out".into()),
+            }),
         };
         let text = serde_json::to_string_pretty(&timings).unwrap();
         insta::assert_snapshot!(text);
         assert_eq!(serde_json::from_str::<Timings>(&text).unwrap(), timings);
+    }
+
+    /// A `timings.json` written before `read_requests` and `read_sampling` existed still
+    /// parses, with both absent; a sampling without failures leaves them out.
+    #[test]
+    fn older_timings_json_still_parses() {
+        let older = r#"{
+  "milestones": [
+    {
+      "name": "multi-user",
+      "host_ms": 41000,
+      "guest_s": 30.5,
+      "line": "[   30.500000] systemd[1]: Reached target multi-user.target - Multi-User System.",
+      "bytes_read": 71303168
+    }
+  ],
+  "qemu_exit": null,
+  "qmp_status": "running",
+  "outcome": "passed"
+}"#;
+        let timings: Timings = serde_json::from_str(older).unwrap();
+        assert_eq!(timings.milestones[0].bytes_read, Some(71303168));
+        assert_eq!(timings.milestones[0].read_requests, None);
+        assert_eq!(timings.read_sampling, None);
+
+        let clean = ReadSampling {
+            interval_ms: 250,
+            samples: vec![],
+            failures: 0,
+            first_failure: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&clean).unwrap(),
+            r#"{"interval_ms":250,"samples":[]}"#
+        );
     }
 }

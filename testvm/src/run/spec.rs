@@ -98,7 +98,17 @@ pub struct BootSpec {
     pub end: End,
     /// Disks plugged in while the guest runs.
     pub hotplug: Vec<Hotplug>,
+    /// When set, the guest's reads are also sampled over time: every interval (at least
+    /// [`MIN_READ_SAMPLING`]) from the QMP handshake to the end of the boot, QMP
+    /// `query-blockstats`, recorded in `timings.json` ([`super::ReadSampling`]). Best effort: a
+    /// failed sample is counted there, never a reason to fail the boot. Off (`None`) by
+    /// default: each sample is a QMP round trip on the main loop's connection.
+    pub read_sampling: Option<Duration>,
 }
+
+/// The shortest read-sampling interval: a QMP round trip takes about a millisecond, and the
+/// samples' host times are whole milliseconds that must increase from one to the next.
+pub const MIN_READ_SAMPLING: Duration = Duration::from_millis(10);
 
 /// A disk plugged into the running guest over QMP, `delay` after a milestone: a disk that
 /// appears late, as USB sticks and slow controllers do.

@@ -144,6 +144,7 @@ impl Watcher {
             line,
             sent: None,
             bytes_read: None,
+            read_requests: None,
         })
     }
 
