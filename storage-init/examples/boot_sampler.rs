@@ -18,14 +18,15 @@
 //!   kill never leaves half a line), until killed. SIGTERM keeps its default action, ending the
 //!   process at once: there is nothing to flush, and systemd counts a service that SIGTERM
 //!   ends as stopped cleanly, so neither the initrd's switch-root nor a shutdown waits for it.
-//! * `boot_sampler dump <file>`: writes a clock line, then every line of `<file>` to
-//!   `/dev/kmsg` as `<5>initoverlayfs-sample: <line>` (one record each); waits for systemd to
-//!   call the boot finished (`systemctl is-system-running --wait`, at most
-//!   [`BOOT_FINISH_TIMEOUT`]: `systemd-analyze` refuses an unfinished boot), then writes the
-//!   output of `systemd-analyze` and `systemd-analyze critical-chain --no-pager
+//! * `boot_sampler dump <file> [--analyze]`: writes a clock line, then every line of `<file>`
+//!   to `/dev/kmsg` as `<5>initoverlayfs-sample: <line>` (one record each); with `--analyze`,
+//!   waits for systemd to call the boot finished (`systemctl is-system-running --wait`, at
+//!   most [`BOOT_FINISH_TIMEOUT`]: `systemd-analyze` refuses an unfinished boot), then writes
+//!   the output of `systemd-analyze` and `systemd-analyze critical-chain --no-pager
 //!   multi-user.target`, where present, as `<5>initoverlayfs-analyze: <line>` (each command
-//!   first as `$ <command>`; lines split to fit a kernel record); and ends with
-//!   `<5>initoverlayfs-sample: end samples=<count>`.
+//!   first as `$ <command>`; lines split to fit a kernel record; under TCG the two take about
+//!   25 s, hence on request only); and ends with `<5>initoverlayfs-sample: end
+//!   samples=<count>`.
 //!
 //! # The sample line (format 1), parsed by `xtask::guest_samples`
 //!
@@ -117,11 +118,11 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match parse_args(&args) {
         Ok(Task::Record { file, interval_ms }) => record(Path::new(&file), interval_ms),
-        Ok(Task::Dump { file }) => dump(Path::new(&file)),
+        Ok(Task::Dump { file, analyze }) => dump(Path::new(&file), analyze),
         Err(usage) => {
             eprintln!("boot_sampler: {usage}");
             eprintln!(
-                "usage: boot_sampler record <file> [--interval-ms N] | boot_sampler dump <file>"
+                "usage: boot_sampler record <file> [--interval-ms N] | boot_sampler dump <file> [--analyze]"
             );
             return ExitCode::from(2);
         }
@@ -138,7 +139,7 @@ fn main() -> ExitCode {
 #[derive(Debug, PartialEq, Eq)]
 enum Task {
     Record { file: String, interval_ms: u64 },
-    Dump { file: String },
+    Dump { file: String, analyze: bool },
 }
 
 fn parse_args(args: &[String]) -> Result<Task, String> {
@@ -159,6 +160,11 @@ fn parse_args(args: &[String]) -> Result<Task, String> {
         },
         ["dump", file] => Ok(Task::Dump {
             file: file.to_owned(),
+            analyze: false,
+        }),
+        ["dump", file, "--analyze"] => Ok(Task::Dump {
+            file: file.to_owned(),
+            analyze: true,
         }),
         _ => Err(format!("unexpected arguments {args:?}")),
     }
@@ -470,7 +476,7 @@ fn before(a: Timespec, b: Timespec) -> bool {
     (a.tv_sec, a.tv_nsec) < (b.tv_sec, b.tv_nsec)
 }
 
-fn dump(file: &Path) -> Result<(), String> {
+fn dump(file: &Path, analyze: bool) -> Result<(), String> {
     let mut kmsg = OpenOptions::new()
         .write(true)
         .open("/dev/kmsg")
@@ -500,19 +506,23 @@ fn dump(file: &Path) -> Result<(), String> {
         count += write_records(&mut kmsg, &mut record, SAMPLE_PREFIX, line);
     }
 
-    if wait_for_boot_finished().is_err() {
+    if analyze && wait_for_boot_finished().is_err() {
         let line = format!("boot not finished after {BOOT_FINISH_TIMEOUT:?}");
         write_records(&mut kmsg, &mut record, ANALYZE_PREFIX, line.as_bytes());
     }
-    for command in [
+    let commands: &[&[&str]] = match analyze {
+        false => &[],
+        true => &[
         &["systemd-analyze"][..],
         &[
             "systemd-analyze",
             "critical-chain",
             "--no-pager",
             "multi-user.target",
+            ],
         ],
-    ] {
+    };
+    for command in commands {
         let Some(output) = run(command) else { continue };
         let header = format!("$ {}", command.join(" "));
         write_records(&mut kmsg, &mut record, ANALYZE_PREFIX, header.as_bytes());
@@ -746,7 +756,21 @@ mod tests {
             })
         );
         assert!(args("record f --interval-ms 0").is_err());
-        assert_eq!(args("dump f"), Ok(Task::Dump { file: "f".into() }));
+        assert_eq!(
+            args("dump f"),
+            Ok(Task::Dump {
+                file: "f".into(),
+                analyze: false
+            })
+        );
+        assert_eq!(
+            args("dump f --analyze"),
+            Ok(Task::Dump {
+                file: "f".into(),
+                analyze: true
+            })
+        );
+        assert!(args("dump f --analyse").is_err());
         assert!(args("dump").is_err());
     }
 

@@ -156,6 +156,9 @@ pub struct Options {
     pub read_ahead_kb: Option<u32>,
     /// storage-init's `overlay`: false mounts the image itself as the read-only root.
     pub overlay: bool,
+    /// Print systemd-analyze's figures after each boot (about 25 s of TCG time after
+    /// multi-user.target, outside the measured boot), into each run's console.log.
+    pub analyze: bool,
     /// Boot nothing: render the report again from the last run's `samples.json`.
     pub report_only: bool,
     pub kernel: String,
@@ -179,6 +182,7 @@ impl Default for Options {
             pcluster_bytes: None,
             read_ahead_kb: None,
             overlay: true,
+            analyze: false,
             report_only: false,
             kernel: DEFAULT_KERNEL.to_owned(),
             jobs: 2,
@@ -221,6 +225,9 @@ impl Options {
         }
         if !self.overlay {
             command.push_str(" --overlay off");
+        }
+        if self.analyze {
+            command.push_str(" --analyze");
         }
         if self.kernel != DEFAULT_KERNEL {
             command.push_str(&format!(" --kernel {}", self.kernel));
@@ -342,13 +349,8 @@ pub fn run(sh: &Shell, root: &Path, options: &Options) -> Result<()> {
     // The same instrumentation in the content of every chain and in the real root: the guest's
     // sampler, its units, and the unit that prints what it saw after multi-user.target.
     let instrumentation = work.join("instrumentation");
-    let sampler = crate::static_build::build_binary_for_arch(
-        sh,
-        root,
-        arch,
-        crate::static_build::Pid1Binary::BootSampler,
-    )?;
-    crate::boot_probe::write_instrumentation(&instrumentation, &sampler)?;
+    let sampler = crate::boot_probe::build_sampler(sh, root, arch)?;
+    crate::boot_probe::write_instrumentation(&instrumentation, &sampler, options.analyze)?;
     let spec = images::root_spec(BootFsKind::Vfat, RootStorage::Partition);
     let real_root = crate::debian_tree::real_root(sh, &kernel, &spec)?;
     let instrumented_root = work.join("real-root");
@@ -898,10 +900,45 @@ fn sample_of(
     }
 }
 
-/// The guest sampler's figures, from its lines on the console.
+/// The guest sampler's figures, from its lines on the console: windows between its samples
+/// (each on `CLOCK_BOOTTIME`; `multi_user` is printk time, moved onto that clock with the
+/// dump's clock record).
 fn probe_figures(console: &str, multi_user: Option<f64>) -> crate::bench_report::Probe {
-    let _ = (console, multi_user);
-    crate::bench_report::Probe::default()
+    use crate::bench_report::{CpuSplit, Reads};
+    use crate::guest_samples as gs;
+    let log = gs::parse_console(console);
+    let samples = &log.samples;
+    let split = |c: gs::CpuSplit| CpuSplit {
+        busy_s: c.busy_s,
+        iowait_s: c.iowait_s,
+        idle_s: c.idle_s,
+    };
+    let mut probe = crate::bench_report::Probe::default();
+    // /proc/stat counts from the kernel's start: the first sample holds everything before it.
+    if let Some(cpu) = samples.iter().find_map(|s| s.cpu) {
+        probe.cpu_before = Some(CpuSplit {
+            busy_s: cpu.busy() as f64 / gs::USER_HZ,
+            iowait_s: cpu.iowait as f64 / gs::USER_HZ,
+            idle_s: cpu.idle as f64 / gs::USER_HZ,
+        });
+    }
+    if let Some((first, last)) = gs::initrd_span(samples) {
+        probe.peak_initrd_kib = gs::peak_memory_used_kib(samples, first, last);
+        probe.cpu_initrd = gs::cpu_split(samples, first, last).map(split);
+        probe.reads_initrd = gs::reads_between(samples, first, last).map(|r| Reads {
+            requests: r.requests,
+            bytes: r.bytes,
+        });
+        if let Some(root) = samples.iter().find(|s| s.t > last && !s.in_initrd) {
+            probe.cpu_switch = gs::cpu_split(samples, last, root.t).map(split);
+            let end = match (multi_user, log.clock_offset_s) {
+                (Some(printk), Some(offset)) => printk - offset,
+                _ => f64::INFINITY,
+            };
+            probe.cpu_root = gs::cpu_split(samples, root.t, end).map(split);
+        }
+    }
+    probe
 }
 
 fn qemu_version(sh: &Shell, binary: &str) -> String {

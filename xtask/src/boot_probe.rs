@@ -41,7 +41,8 @@ pub const INTERVAL_MS: u64 = 250;
 
 /// The unit that records (both phases).
 pub const RECORD_UNIT_NAME: &str = "initoverlayfs-boot-sampler.service";
-/// The unit that writes the samples and systemd-analyze's figures to the kernel log.
+/// The unit that writes the samples (and, on request, systemd-analyze's figures) to the kernel
+/// log.
 pub const DUMP_UNIT_NAME: &str = "initoverlayfs-boot-sampler-dump.service";
 /// Where units go in the tree (the administrator's directory: it outranks the distribution's).
 const UNIT_DIR: &str = "etc/systemd/system";
@@ -65,8 +66,10 @@ WantedBy=sysinit.target
     )
 }
 
-/// The dump unit's text.
-pub fn dump_unit() -> String {
+/// The dump unit's text; with `analyze`, systemd-analyze's figures too (about 25 s of TCG time
+/// after multi-user.target).
+pub fn dump_unit(analyze: bool) -> String {
+    let analyze = if analyze { " --analyze" } else { "" };
     format!(
         "[Unit]
 Description=initoverlayfs boot benchmark: the boot's samples and systemd-analyze onto the kernel log
@@ -75,7 +78,7 @@ ConditionPathExists=!/etc/initrd-release
 
 [Service]
 Type=exec
-ExecStart=/{SAMPLER_PATH} dump {SAMPLES_FILE}
+ExecStart=/{SAMPLER_PATH} dump {SAMPLES_FILE}{analyze}
 
 [Install]
 WantedBy=multi-user.target
@@ -85,8 +88,8 @@ WantedBy=multi-user.target
 
 /// Writes the instrumentation tree into `dir` (created if missing; files already there are
 /// replaced, never written through, so `dir` may be a hard-linked copy): the sampler from
-/// `sampler_binary`, both units and their wants links.
-pub fn write_instrumentation(dir: &Path, sampler_binary: &Path) -> Result<()> {
+/// `sampler_binary`, both units and their wants links; `analyze` as [`dump_unit`] takes it.
+pub fn write_instrumentation(dir: &Path, sampler_binary: &Path, analyze: bool) -> Result<()> {
     let sampler = dir.join(SAMPLER_PATH);
     create_parent(&sampler)?;
     remove_if_present(&sampler)?;
@@ -101,7 +104,7 @@ pub fn write_instrumentation(dir: &Path, sampler_binary: &Path) -> Result<()> {
     let units = dir.join(UNIT_DIR);
     for (name, text, target) in [
         (RECORD_UNIT_NAME, record_unit(), "sysinit.target"),
-        (DUMP_UNIT_NAME, dump_unit(), "multi-user.target"),
+        (DUMP_UNIT_NAME, dump_unit(analyze), "multi-user.target"),
     ] {
         let unit = units.join(name);
         create_parent(&unit)?;
@@ -117,6 +120,9 @@ pub fn write_instrumentation(dir: &Path, sampler_binary: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+/// What ends the dump on the console: the harness's last milestone of a boot.
+pub const DUMP_END_PATTERN: &str = r"initoverlayfs-sample: end samples=\d+";
 
 /// The static boot sampler for a guest architecture (QEMU's name; x86_64 only for now).
 pub fn build_sampler(sh: &Shell, root: &Path, arch: &str) -> Result<PathBuf> {
@@ -182,14 +188,14 @@ mod tests {
         let binary = work.path().join("boot_sampler");
         std::fs::write(&binary, b"\x7fELF sampler").unwrap();
         let tree = work.path().join("instrumentation");
-        write_instrumentation(&tree, &binary).unwrap();
+        write_instrumentation(&tree, &binary, false).unwrap();
         // Twice: an existing tree (or a hard-linked one) is replaced, not written through.
         let shared = work.path().join("shared-unit");
         std::fs::write(&shared, "cached tree's file").unwrap();
         let unit = tree.join(UNIT_DIR).join(RECORD_UNIT_NAME);
         std::fs::remove_file(&unit).unwrap();
         std::fs::hard_link(&shared, &unit).unwrap();
-        write_instrumentation(&tree, &binary).unwrap();
+        write_instrumentation(&tree, &binary, false).unwrap();
         assert_eq!(
             std::fs::read_to_string(&shared).unwrap(),
             "cached tree's file"
@@ -216,7 +222,8 @@ mod tests {
     fn a_missing_sampler_is_named() {
         let work = tempfile::tempdir().unwrap();
         let error =
-            write_instrumentation(work.path(), &work.path().join("no-such-binary")).unwrap_err();
+            write_instrumentation(work.path(), &work.path().join("no-such-binary"), false)
+                .unwrap_err();
         assert!(format!("{error:#}").contains("no-such-binary"), "{error:#}");
     }
 
@@ -235,7 +242,7 @@ mod tests {
             assert!(record.lines().any(|l| l == line), "{line} in\n{record}");
         }
         assert!(!record.contains("IgnoreOnIsolate"), "{record}");
-        let dump = dump_unit();
+        let dump = dump_unit(false);
         for line in [
             "After=multi-user.target",
             "ConditionPathExists=!/etc/initrd-release",
@@ -245,5 +252,11 @@ mod tests {
         ] {
             assert!(dump.lines().any(|l| l == line), "{line} in\n{dump}");
         }
+        assert!(
+            dump_unit(true).lines().any(|l| l
+                == "ExecStart=/usr/local/sbin/initoverlayfs-boot-sampler dump /run/initoverlayfs-bench/samples --analyze"),
+            "{}",
+            dump_unit(true)
+        );
     }
 }

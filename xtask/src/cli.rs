@@ -25,11 +25,12 @@ tasks:
              [--chains classic-gzip,classic-zstd,squash-erofs,initoverlayfs,floor]
              [--memory MIB] [--jobs N] [--erofs-compression Z] [--pcluster-size BYTES]
              [--read-ahead-kb KB] [--overlay on|off] [--kernel ID] [--accel auto|kvm|tcg]
-             [--report-only]
+             [--analyze] [--report-only]
                       boot initoverlayfs and the initramfs chains it replaces side by side
                       through UEFI firmware and systemd-boot, per content size and storage
                       speed (default: 5 runs of every chain at dracut,128M,512M on sd, 2048 MiB,
                       2 boots at a time); writes target/bench/boot.md, boot.csv and boot.svg;
+                      --analyze adds systemd-analyze's figures to each run's console.log;
                       --report-only renders them again from the last run's samples.json
   test [NEXTEST ARGS]   provision, fetch fixtures, run every test with cargo nextest
   fuzz [--seconds N] [--target T]
@@ -211,6 +212,7 @@ fn parse_bench_boot(args: &[String]) -> Result<crate::bench_boot::Options> {
                 }
             }
             "--report-only" => options.report_only = true,
+            "--analyze" => options.analyze = true,
             "--kernel" => options.kernel = value(&mut args, "--kernel")?,
             "--accel" => options.accel = value(&mut args, "--accel")?.parse()?,
             other => bail!("bench-boot: unknown option {other:?}\n\n{USAGE}"),

@@ -10,7 +10,8 @@ bytes_read,mem_used_kib,boot_files_bytes,bytes_read_to_systemd,\
 read_requests,read_requests_to_systemd,initramfs_freed_kib,\
 guest_initrd_root_fs,guest_switch_root,guest_real_root,guest_sysinit,guest_basic,\
 peak_initrd_kib,cpu_before_busy,cpu_before_iowait,cpu_before_idle,\
-cpu_initrd_busy,cpu_initrd_iowait,cpu_initrd_idle,cpu_root_busy,cpu_root_iowait,cpu_root_idle,\
+cpu_initrd_busy,cpu_initrd_iowait,cpu_initrd_idle,cpu_switch_busy,cpu_switch_iowait,cpu_switch_idle,\
+cpu_root_busy,cpu_root_iowait,cpu_root_idle,\
 reads_initrd_requests,reads_initrd_bytes";
 
 /// A CSV field, quoted when it holds a comma, a quote or a line break (RFC 4180).
@@ -64,7 +65,12 @@ pub fn csv(samples: &[BootSample]) -> String {
             row.push(secs(mark));
         }
         row.push(count(s.probe.peak_initrd_kib));
-        for cpu in [s.probe.cpu_before, s.probe.cpu_initrd, s.probe.cpu_root] {
+        for cpu in [
+            s.probe.cpu_before,
+            s.probe.cpu_initrd,
+            s.probe.cpu_switch,
+            s.probe.cpu_root,
+        ] {
             row.extend(split(cpu));
         }
         row.push(count(s.probe.reads_initrd.map(|r| r.requests)));

@@ -327,13 +327,15 @@ systemd itself); *initrd: to root fs*: to `initrd-root-fs.target`; *initrd: to s
 
     out.push_str(
         "### CPU against waiting\n\nGuest seconds from the kernel's /proc/stat as the guest's \
-sampler read it (1 vCPU): *busy* running (user, system, interrupts), *I/O wait* idle with reads \
-outstanding, *idle* otherwise. *Before*: the kernel's start to the sampler's first sample, as \
-systemd starts in the initrd; *initrd*: from there to its last sample before the switch root, \
-with the reads from /proc/diskstats in that window; *root*: the real root's first sample to \
-`multi-user.target`.\n\n| size | chain | before: busy | I/O wait | initrd: busy | I/O wait | \
-idle | reads | MiB | root: busy | I/O wait | idle |\n\
-|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n",
+sampler read it (1 vCPU): *busy* running (user, system, interrupts), *wait* idle with I/O \
+outstanding, *idle* otherwise. Under TCG the guest misses timer ticks, so the three add up to \
+less than the wall time: compare their shares. *Before*: the kernel's start to the sampler's \
+first sample, as systemd starts in the initrd; *initrd*: from there to its last sample before \
+the switch root, with the reads from /proc/diskstats in that window; *switch*: from there to \
+the real root's first sample (the initrd's end, the switch, the real root's systemd starting); \
+*root*: to `multi-user.target`.\n\n| size | chain | before: busy | wait | initrd: busy | wait \
+| idle | reads | MiB | switch: busy | wait | root: busy | wait | idle |\n\
+|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n",
     );
     let cpu_cells = |chain: Chain, size: &str, pick: fn(&BootSample) -> Option<CpuSplit>| {
         let parts: [fn(CpuSplit) -> f64; 3] = [|c| c.busy_s, |c| c.iowait_s, |c| c.idle_s];
@@ -348,6 +350,7 @@ idle | reads | MiB | root: busy | I/O wait | idle |\n\
     for &(size, chain) in &rows {
         let [before_busy, before_wait, _] = cpu_cells(chain, size, |s| s.probe.cpu_before);
         let initrd = cpu_cells(chain, size, |s| s.probe.cpu_initrd);
+        let [switch_busy, switch_wait, _] = cpu_cells(chain, size, |s| s.probe.cpu_switch);
         let root = cpu_cells(chain, size, |s| s.probe.cpu_root);
         let requests = count_cell(&values(chain, size, |s| {
             s.probe.reads_initrd.map(|r| r.requests as f64)
@@ -357,7 +360,8 @@ idle | reads | MiB | root: busy | I/O wait | idle |\n\
         }));
         let _ = writeln!(
             out,
-            "| {} | {} | {before_busy} | {before_wait} | {} | {requests} | {bytes} | {} |",
+            "| {} | {} | {before_busy} | {before_wait} | {} | {requests} | {bytes} | \
+{switch_busy} | {switch_wait} | {} |",
             md_cell(size),
             chain.name(),
             initrd.join(" | "),

@@ -176,6 +176,10 @@ pub struct Probe {
     pub cpu_before: Option<CpuSplit>,
     /// From the first sample in the initrd to the last one before the switch root.
     pub cpu_initrd: Option<CpuSplit>,
+    /// From the last sample in the initrd to the first in the real root: the end of the
+    /// initrd, the switch, the real root's systemd starting (no sampler runs then).
+    #[serde(default)]
+    pub cpu_switch: Option<CpuSplit>,
     /// From the first sample in the real root to `multi-user.target`.
     pub cpu_root: Option<CpuSplit>,
     /// Reads while in the initrd (same window as `cpu_initrd`).

@@ -93,6 +93,11 @@ fn samples() -> Vec<BootSample> {
                                 iowait_s: if lazy { 0.75 } else { 0.25 },
                                 idle_s: 0.5,
                             }),
+                            cpu_switch: Some(CpuSplit {
+                                busy_s: 1.5,
+                                iowait_s: if lazy { 0.25 } else { 0.0 },
+                                idle_s: 0.0,
+                            }),
                             cpu_root: Some(CpuSplit {
                                 busy_s: 2.0,
                                 iowait_s: 0.5,
