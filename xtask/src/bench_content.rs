@@ -284,7 +284,7 @@ fn read_manifest(done: &Path) -> Result<Manifest> {
 
 /// Gives every entry under `dir` (itself included, symlinks themselves) the time `epoch`.
 /// Touching an entry leaves its directory's time alone, so one pass does.
-fn set_times(sh: &Shell, dir: &Path, epoch: u64) -> Result<()> {
+pub(crate) fn set_times(sh: &Shell, dir: &Path, epoch: u64) -> Result<()> {
     let date = format!("--date=@{epoch}");
     let placeholder = "{}";
     xshell::cmd!(sh, "find {dir} -exec touch -h {date} {placeholder} +")
