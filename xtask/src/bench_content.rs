@@ -10,7 +10,8 @@
 //!
 //! The same selection can be had as a directory instead ([`grown_content_dir`]): the files the
 //! appended archive would hold, at the paths it would hold them, for an initramfs generator to
-//! include (`dracut --include <dir> /`, see `bench_peers`).
+//! include (`dracut --include <dir> /`, see `bench_peers`). dracut hard-links identical files,
+//! so there a duplicate's data counts once toward the target.
 //!
 //! Cache layout (under [`cache_dir`]), each entry filled once under its `.lock` (see
 //! `debian_tree::fill_once`):
@@ -28,7 +29,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -45,7 +46,7 @@ pub const PINS_TOML: &str = "fixtures/bench-content.toml";
 /// Bumped whenever what is added, or how, changes, so the cache is rebuilt.
 const RECIPE: &str = "v1 pin order, sorted paths, no doc/man/lintian, base symlinks followed, dirs 0755, stop at target";
 /// Bumped whenever what [`grown_content_dir`] writes, or how, changes.
-const DIR_RECIPE: &str = "v1 the selection of RECIPE as a directory, file times SOURCE_DATE_EPOCH";
+const DIR_RECIPE: &str = "v2 the selection of RECIPE as a directory, file times SOURCE_DATE_EPOCH, duplicate files' data counted once";
 /// The directory's name inside its cache entry.
 const DIR_NAME: &str = "root";
 /// The grown file's name inside its cache entry.
@@ -84,9 +85,11 @@ pub struct GrownContent {
     /// The directory (shared and cached: read it, never change it), to be included at `/`.
     pub dir: PathBuf,
     /// The base's unpacked bytes plus what the content adds as a newc archive of its own (its
-    /// directories and trailer included): what [`GrownInitramfs::unpacked_bytes`] would say.
-    /// The generator that includes it makes the real figure, which differs by the parents the
-    /// base already has and by what the generator does to files (dracut hard-links duplicates).
+    /// directories and trailer included), a file whose bytes and mode an earlier added file
+    /// has counted as a hard link (header only): dracut hard-links identical files and newc
+    /// stores a hard-linked file's data once, so the duplicates among the content's files (29 MB
+    /// of firmware at the 512 MiB point) would otherwise leave the initramfs short of the
+    /// target. The generator's initramfs differs from this by the parents the base already has.
     pub unpacked_bytes: u64,
     /// The packages whose files were added, in order (`name version`), the last maybe in part.
     pub added: Vec<String>,
@@ -205,8 +208,10 @@ pub fn grown_initramfs(
 }
 
 /// The files [`grown_initramfs`] would append to `base` for `target_bytes`, as a directory
-/// tree, cached like it (`bench-content/dir-<key>`); None when the base alone reaches the
-/// target. Every file, symlink and directory carries `SOURCE_DATE_EPOCH` as its time, so a
+/// tree for a generator that hard-links identical files (dracut), cached like it
+/// (`bench-content/dir-<key>`); None when the base alone reaches the target. The same
+/// selection, counting a duplicate's data once as the generator's initramfs stores it, so it
+/// may hold a few files more (see [`GrownContent::unpacked_bytes`]). Every file, symlink and directory carries `SOURCE_DATE_EPOCH` as its time, so a
 /// generator that keeps times makes the same bytes from it every time.
 pub fn grown_content_dir(
     sh: &Shell,
@@ -344,17 +349,30 @@ pub(crate) fn grow(
     target: u64,
     out: &Path,
 ) -> Result<(u64, Vec<String>)> {
-    choose(base, packages, target)?.finish(out)
+    choose(base, packages, target, Duplicates::Stored)?.finish(out)
 }
 
-/// What [`grow`] appends, written as a directory `out` instead (see [`Grower::finish_dir`]).
+/// What [`grow`] appends, written as a directory `out` instead (see [`Grower::finish_dir`]),
+/// for a generator that hard-links identical files: the same selection in the same order, its
+/// duplicates' data counted once, so it may run on past where [`grow`] stops.
 pub(crate) fn grow_dir(
     base: &Path,
     packages: impl IntoIterator<Item = Result<(String, PathBuf)>>,
     target: u64,
     out: &Path,
 ) -> Result<(u64, Vec<String>)> {
-    choose(base, packages, target)?.finish_dir(out)
+    choose(base, packages, target, Duplicates::HardLinked)?.finish_dir(out)
+}
+
+/// How the initramfs will store a file whose bytes and mode an earlier added file has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Duplicates {
+    /// With its data, as builder's archive writes every file.
+    Stored,
+    /// As a hard link: newc writes a header and no data for it. dracut hard-links identical
+    /// files (util-linux `hardlink`, same content, mode, owner and time: the content's owners
+    /// and times are all alike).
+    HardLinked,
 }
 
 /// The files of `packages` that grow `base` to `target`: the one selection [`grow`] and
@@ -363,8 +381,12 @@ fn choose(
     base: &Path,
     packages: impl IntoIterator<Item = Result<(String, PathBuf)>>,
     target: u64,
+    duplicates: Duplicates,
 ) -> Result<Grower> {
     let mut grower = Grower::new(base, target)?;
+    if duplicates == Duplicates::HardLinked {
+        grower.seen_files = Some(HashSet::new());
+    }
     let mut packages = packages.into_iter();
     while !grower.reached() {
         let Some(package) = packages.next() else {
@@ -409,6 +431,9 @@ struct Grower {
     entries: Vec<Added>,
     /// The directories `entries` holds.
     archive_dirs: HashSet<String>,
+    /// When duplicates are hard-linked ([`Duplicates::HardLinked`]): the sha256 and mode of
+    /// every file added so far.
+    seen_files: Option<HashSet<(String, u32)>>,
     /// The base's unpacked bytes.
     base_unpacked: u64,
     /// The appended archive's bytes so far, its trailer included.
@@ -453,6 +478,7 @@ impl Grower {
             last_format,
             tree,
             entries: Vec::new(),
+            seen_files: None,
             archive_dirs: HashSet::new(),
             base_unpacked,
             appended: newc_entry_len(NEWC_TRAILER, 0),
@@ -514,7 +540,14 @@ impl Grower {
             let len = target.len() as u64;
             (Node::Symlink(target), len)
         } else {
-            (Node::Other, metadata.len())
+            let mut len = metadata.len();
+            if let Some(seen) = &mut self.seen_files
+                && len > 0
+                && !seen.insert((crate::fixtures::sha256_file(host)?, metadata.mode()))
+            {
+                len = 0;
+            }
+            (Node::Other, len)
         };
         // The appended archive holds every parent itself, the base's directories too: the
         // kernel creates no parents, and builder's archive writes them anyway.
@@ -1045,17 +1078,76 @@ mod tests {
         set_times(&sh, &dir, 12345).unwrap();
         for entry in builder::listing::tree_entries(&dir).unwrap() {
             let metadata = std::fs::symlink_metadata(dir.join(&entry.name)).unwrap();
-            assert_eq!(
-                std::os::unix::fs::MetadataExt::mtime(&metadata),
-                12345,
-                "{}",
-                entry.name
-            );
+            assert_eq!(metadata.mtime(), 12345, "{}", entry.name);
         }
 
         // The directory is written fresh: an existing one is refused, never merged into.
         let error = grow_dir(&base, packages.iter().cloned().map(Ok), target, &dir).unwrap_err();
         assert!(format!("{error:#}").contains("creating"), "{error:#}");
+    }
+
+    /// A generator that hard-links identical files stores a duplicate's data once: the
+    /// directory counts it so and runs on to the target, where the archive (which stores every
+    /// copy) stops sooner. Same bytes with another mode is no duplicate.
+    #[test]
+    fn duplicates_count_once_in_the_directory() {
+        let work = tempfile::tempdir().unwrap();
+        let base = work.path().join("base.img");
+        synthetic_base(&base);
+        let same = content(5, 30_000);
+        let package = package(
+            &work.path().join("p"),
+            &[
+                ("usr/share/p/1", &same[..]),
+                ("usr/share/p/2", &same[..]),
+                ("usr/share/p/3", &same[..]),
+                ("usr/share/p/4", &content(6, 30_000)[..]),
+                ("usr/share/p/5", &content(7, 30_000)[..]),
+            ],
+        );
+        std::fs::set_permissions(
+            package.join("usr/share/p/3"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        let packages = [("p 1".to_owned(), package)];
+        let target = unpacked_bytes(&base).unwrap() + 65_000;
+        let (stored, _) = grow(
+            &base,
+            packages.iter().cloned().map(Ok),
+            target,
+            &work.path().join("grown.img"),
+        )
+        .unwrap();
+        let dir = work.path().join("content");
+        let (linked, added) =
+            grow_dir(&base, packages.iter().cloned().map(Ok), target, &dir).unwrap();
+        assert_eq!(added, ["p 1"]);
+        let names = |dir: &Path| -> Vec<String> {
+            let mut names: Vec<String> = std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            names.sort();
+            names
+        };
+        // The archive: 1, 2 and 3 reach the target. The directory: 2 costs a header only (the
+        // same bytes and mode as 1), 3 has a mode of its own, 4 reaches the target.
+        let grown =
+            builder::initramfs::read(&std::fs::read(work.path().join("grown.img")).unwrap())
+                .unwrap();
+        let in_archive: Vec<&str> = grown
+            .entries
+            .iter()
+            .filter_map(|e| e.name.strip_prefix("usr/share/p/"))
+            .collect();
+        assert_eq!(in_archive, ["1", "2", "3"]);
+        assert_eq!(names(&dir.join("usr/share/p")), ["1", "2", "3", "4"]);
+        assert!(linked >= target && stored >= target);
+        assert!(
+            linked < target + 30_000 + 1024,
+            "{linked}: the duplicate's data was counted"
+        );
     }
 
     #[test]
