@@ -942,7 +942,8 @@ mod tests {
         bench_content::set_times(&sh, &dir, 42).unwrap();
         assert_eq!(base, dir_hash(&dir).unwrap(), "times do not count");
 
-        let changes: [(&str, &dyn Fn(&Path)); 5] = [
+        type Change<'a> = (&'a str, &'a dyn Fn(&Path));
+        let changes: [Change; 5] = [
             ("content", &|d| {
                 std::fs::write(d.join("usr/bin/probe"), b"\x7fELG").unwrap()
             }),
