@@ -8,22 +8,28 @@
 //! size reaches the target. The kernel unpacks concatenated segments one after another, and so
 //! does builder's reader, so both the classic boot and `builder image` see base + content.
 //!
+//! The same selection can be had as a directory instead ([`grown_content_dir`]): the files the
+//! appended archive would hold, at the paths it would hold them, for an initramfs generator to
+//! include (`dracut --include <dir> /`, see `bench_peers`). dracut hard-links identical files,
+//! so there a duplicate's data counts once toward the target.
+//!
 //! Cache layout (under [`cache_dir`]), each entry filled once under its `.lock` (see
 //! `debian_tree::fill_once`):
 //!
 //! ```text
 //! debs/<sha256>/                                  a pinned package, unpacked (as fixtures do)
 //! bench-content/<key>/done/{initrd.img, grown.json}
+//! bench-content/dir-<key>/done/{root/, grown.json}
 //! ```
 //!
-//! The key covers the base's sha256, the target, the pins file's text, [`RECIPE`] and
-//! `SOURCE_DATE_EPOCH` (the appended archive's mtime), so a grown file is byte-reproducible from
-//! its inputs.
+//! The key covers the base's sha256, the target, the pins file's text, the recipe and
+//! `SOURCE_DATE_EPOCH` (the appended archive's mtime, the directory's file times), so a grown
+//! file or directory is reproducible from its inputs.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -39,6 +45,10 @@ use crate::fixtures::{COMPLETE, RemoveDirOnDrop, cache_dir};
 pub const PINS_TOML: &str = "fixtures/bench-content.toml";
 /// Bumped whenever what is added, or how, changes, so the cache is rebuilt.
 const RECIPE: &str = "v1 pin order, sorted paths, no doc/man/lintian, base symlinks followed, dirs 0755, stop at target";
+/// Bumped whenever what [`grown_content_dir`] writes, or how, changes.
+const DIR_RECIPE: &str = "v2 the selection of RECIPE as a directory, file times SOURCE_DATE_EPOCH, duplicate files' data counted once";
+/// The directory's name inside its cache entry.
+const DIR_NAME: &str = "root";
 /// The grown file's name inside its cache entry.
 const GROWN_NAME: &str = "initrd.img";
 /// What was added, beside it.
@@ -64,6 +74,22 @@ pub struct GrownInitramfs {
     /// (the same compression as the base's last segment) holding the added files.
     pub path: PathBuf,
     /// The unpacked size: the sum of every segment's uncompressed cpio bytes.
+    pub unpacked_bytes: u64,
+    /// The packages whose files were added, in order (`name version`), the last maybe in part.
+    pub added: Vec<String>,
+}
+
+/// The grown content as a directory: the files [`GrownInitramfs`] would append to the base.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrownContent {
+    /// The directory (shared and cached: read it, never change it), to be included at `/`.
+    pub dir: PathBuf,
+    /// The base's unpacked bytes plus what the content adds as a newc archive of its own (its
+    /// directories and trailer included), a file whose bytes and mode an earlier added file
+    /// has counted as a hard link (header only): dracut hard-links identical files and newc
+    /// stores a hard-linked file's data once, so the duplicates among the content's files (29 MB
+    /// of firmware at the 512 MiB point) would otherwise leave the initramfs short of the
+    /// target. The generator's initramfs differs from this by the parents the base already has.
     pub unpacked_bytes: u64,
     /// The packages whose files were added, in order (`name version`), the last maybe in part.
     pub added: Vec<String>,
@@ -146,18 +172,8 @@ pub fn grown_initramfs(
     base: &Path,
     target_bytes: u64,
 ) -> Result<GrownInitramfs> {
-    let pins_path = root.join(PINS_TOML);
-    let pins_text = std::fs::read_to_string(&pins_path)
-        .with_context(|| format!("reading {}", pins_path.display()))?;
-    let pins = parse_pins(&pins_text)?;
-    let epoch = builder::source_date_epoch()?;
-    let key = crate::debian_tree::hash(&[
-        RECIPE,
-        &crate::fixtures::sha256_file(base)?,
-        &target_bytes.to_string(),
-        &pins_text,
-        &epoch.to_string(),
-    ]);
+    let (pins_text, pins) = read_pins(root)?;
+    let key = content_key(RECIPE, base, target_bytes, &pins_text)?;
     let entry = cache_dir().join("bench-content").join(&key[..16]);
     // A complete entry (`.complete` is written last) was grown from this very base, so the
     // target was above its size: no need to unpack the base again to find out.
@@ -181,24 +197,105 @@ pub fn grown_initramfs(
             .iter()
             .map(|pin| Ok((pin.label(), fetch_pin(sh, pin)?)));
         let (unpacked_bytes, added) = grow(base, packages, target_bytes, &work.join(GROWN_NAME))?;
-        let manifest = serde_json::to_string_pretty(&Manifest {
-            unpacked_bytes,
-            added,
-        })?;
-        std::fs::write(work.join(MANIFEST_NAME), manifest + "\n")
-            .with_context(|| format!("writing {MANIFEST_NAME} in {}", work.display()))
+        write_manifest(work, unpacked_bytes, added)
     })?;
-    let manifest_path = done.join(MANIFEST_NAME);
-    let manifest: Manifest = serde_json::from_str(
-        &std::fs::read_to_string(&manifest_path)
-            .with_context(|| format!("reading {}", manifest_path.display()))?,
-    )
-    .with_context(|| format!("parsing {}", manifest_path.display()))?;
+    let manifest = read_manifest(&done)?;
     Ok(GrownInitramfs {
         path: done.join(GROWN_NAME),
         unpacked_bytes: manifest.unpacked_bytes,
         added: manifest.added,
     })
+}
+
+/// The files [`grown_initramfs`] would append to `base` for `target_bytes`, as a directory
+/// tree for a generator that hard-links identical files (dracut), cached like it
+/// (`bench-content/dir-<key>`); None when the base alone reaches the target. The same
+/// selection, counting a duplicate's data once as the generator's initramfs stores it, so it
+/// may hold a few files more (see [`GrownContent::unpacked_bytes`]). Every file, symlink and directory carries `SOURCE_DATE_EPOCH` as its time, so a
+/// generator that keeps times makes the same bytes from it every time.
+pub fn grown_content_dir(
+    sh: &Shell,
+    root: &Path,
+    base: &Path,
+    target_bytes: u64,
+) -> Result<Option<GrownContent>> {
+    let (pins_text, pins) = read_pins(root)?;
+    let key = content_key(DIR_RECIPE, base, target_bytes, &pins_text)?;
+    let entry = cache_dir()
+        .join("bench-content")
+        .join(format!("dir-{}", &key[..16]));
+    if !entry.join(COMPLETE).is_file() && target_bytes <= unpacked_bytes(base)? {
+        return Ok(None);
+    }
+    let done = crate::debian_tree::fill_once(&entry, |work| {
+        eprintln!(
+            "bench-content: choosing the files that grow {} to {target_bytes} bytes unpacked, as a directory",
+            base.display()
+        );
+        let packages = pins
+            .iter()
+            .map(|pin| Ok((pin.label(), fetch_pin(sh, pin)?)));
+        let dir = work.join(DIR_NAME);
+        let (unpacked_bytes, added) = grow_dir(base, packages, target_bytes, &dir)?;
+        set_times(sh, &dir, builder::source_date_epoch()?)?;
+        write_manifest(work, unpacked_bytes, added)
+    })?;
+    let manifest = read_manifest(&done)?;
+    Ok(Some(GrownContent {
+        dir: done.join(DIR_NAME),
+        unpacked_bytes: manifest.unpacked_bytes,
+        added: manifest.added,
+    }))
+}
+
+/// The pins file's text and its packages.
+fn read_pins(root: &Path) -> Result<(String, Vec<ContentPin>)> {
+    let pins_path = root.join(PINS_TOML);
+    let pins_text = std::fs::read_to_string(&pins_path)
+        .with_context(|| format!("reading {}", pins_path.display()))?;
+    let pins = parse_pins(&pins_text)?;
+    Ok((pins_text, pins))
+}
+
+/// A grown entry's cache key: `recipe`, the base's bytes, the target, the pins and
+/// `SOURCE_DATE_EPOCH`.
+fn content_key(recipe: &str, base: &Path, target_bytes: u64, pins_text: &str) -> Result<String> {
+    Ok(crate::debian_tree::hash(&[
+        recipe,
+        &crate::fixtures::sha256_file(base)?,
+        &target_bytes.to_string(),
+        pins_text,
+        &builder::source_date_epoch()?.to_string(),
+    ]))
+}
+
+fn write_manifest(work: &Path, unpacked_bytes: u64, added: Vec<String>) -> Result<()> {
+    let manifest = serde_json::to_string_pretty(&Manifest {
+        unpacked_bytes,
+        added,
+    })?;
+    std::fs::write(work.join(MANIFEST_NAME), manifest + "\n")
+        .with_context(|| format!("writing {MANIFEST_NAME} in {}", work.display()))
+}
+
+fn read_manifest(done: &Path) -> Result<Manifest> {
+    let manifest_path = done.join(MANIFEST_NAME);
+    serde_json::from_str(
+        &std::fs::read_to_string(&manifest_path)
+            .with_context(|| format!("reading {}", manifest_path.display()))?,
+    )
+    .with_context(|| format!("parsing {}", manifest_path.display()))
+}
+
+/// Gives every entry under `dir` (itself included, symlinks themselves) the time `epoch`.
+/// Touching an entry leaves its directory's time alone, so one pass does.
+pub(crate) fn set_times(sh: &Shell, dir: &Path, epoch: u64) -> Result<()> {
+    let date = format!("--date=@{epoch}");
+    let placeholder = "{}";
+    xshell::cmd!(sh, "find {dir} -exec touch -h {date} {placeholder} +")
+        .quiet()
+        .run()
+        .with_context(|| format!("setting the times under {}", dir.display()))
 }
 
 /// Downloads, verifies and unpacks one pinned package into `cache_dir()/debs/<sha256>/` (the
@@ -252,7 +349,44 @@ pub(crate) fn grow(
     target: u64,
     out: &Path,
 ) -> Result<(u64, Vec<String>)> {
+    choose(base, packages, target, Duplicates::Stored)?.finish(out)
+}
+
+/// What [`grow`] appends, written as a directory `out` instead (see [`Grower::finish_dir`]),
+/// for a generator that hard-links identical files: the same selection in the same order, its
+/// duplicates' data counted once, so it may run on past where [`grow`] stops.
+pub(crate) fn grow_dir(
+    base: &Path,
+    packages: impl IntoIterator<Item = Result<(String, PathBuf)>>,
+    target: u64,
+    out: &Path,
+) -> Result<(u64, Vec<String>)> {
+    choose(base, packages, target, Duplicates::HardLinked)?.finish_dir(out)
+}
+
+/// How the initramfs will store a file whose bytes and mode an earlier added file has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Duplicates {
+    /// With its data, as builder's archive writes every file.
+    Stored,
+    /// As a hard link: newc writes a header and no data for it. dracut hard-links identical
+    /// files (util-linux `hardlink`, same content, mode, owner and time: the content's owners
+    /// and times are all alike).
+    HardLinked,
+}
+
+/// The files of `packages` that grow `base` to `target`: the one selection [`grow`] and
+/// [`grow_dir`] write.
+fn choose(
+    base: &Path,
+    packages: impl IntoIterator<Item = Result<(String, PathBuf)>>,
+    target: u64,
+    duplicates: Duplicates,
+) -> Result<Grower> {
     let mut grower = Grower::new(base, target)?;
+    if duplicates == Duplicates::HardLinked {
+        grower.seen_files = Some(HashSet::new());
+    }
     let mut packages = packages.into_iter();
     while !grower.reached() {
         let Some(package) = packages.next() else {
@@ -261,7 +395,8 @@ pub(crate) fn grow(
         let (label, tree) = package?;
         grower.add_package(&label, &tree)?;
     }
-    grower.finish(out)
+    grower.check_reached()?;
+    Ok(grower)
 }
 
 /// What a path is in the unpacked tree (the base's entries, then the added ones).
@@ -274,16 +409,31 @@ enum Node {
     Other,
 }
 
-/// The appended archive being assembled, with the running unpacked size.
+/// One entry of the appended archive, in archive order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Added {
+    Directory(String),
+    /// A file, its mode and where its bytes are.
+    File(String, u32, PathBuf),
+    /// A symlink and its target.
+    Symlink(String, String),
+}
+
+/// The appended archive being chosen, with the running unpacked size.
 struct Grower {
     base: PathBuf,
     target: u64,
-    compression: InitramfsCompression,
+    /// The base's last segment's format: the appended archive's compression.
+    last_format: Format,
     /// Every path of the unpacked tree, relative (`usr/lib/x`).
     tree: HashMap<String, Node>,
-    archive: Archive,
-    /// The directories `archive` holds.
+    /// The appended archive's entries, in order.
+    entries: Vec<Added>,
+    /// The directories `entries` holds.
     archive_dirs: HashSet<String>,
+    /// When duplicates are hard-linked ([`Duplicates::HardLinked`]): the sha256 and mode of
+    /// every file added so far.
+    seen_files: Option<HashSet<(String, u32)>>,
     /// The base's unpacked bytes.
     base_unpacked: u64,
     /// The appended archive's bytes so far, its trailer included.
@@ -298,13 +448,11 @@ impl Grower {
             .with_context(|| format!("reading {}", base.display()))?;
         let base_unpacked = segments_unpacked_bytes(&bytes, &initramfs.segments)
             .with_context(|| base.display().to_string())?;
-        let last = initramfs
+        let last_format = initramfs
             .segments
             .last()
             .context("the base has no segment")?
             .format;
-        let compression = compression_of(last)
-            .with_context(|| format!("{}: its last segment", base.display()))?;
         let mut tree = HashMap::new();
         for entry in initramfs.final_entries() {
             let name = entry
@@ -327,9 +475,10 @@ impl Grower {
         Ok(Grower {
             base: base.to_owned(),
             target,
-            compression,
+            last_format,
             tree,
-            archive: Archive::new(),
+            entries: Vec::new(),
+            seen_files: None,
             archive_dirs: HashSet::new(),
             base_unpacked,
             appended: newc_entry_len(NEWC_TRAILER, 0),
@@ -391,7 +540,14 @@ impl Grower {
             let len = target.len() as u64;
             (Node::Symlink(target), len)
         } else {
-            (Node::Other, metadata.len())
+            let mut len = metadata.len();
+            if let Some(seen) = &mut self.seen_files
+                && len > 0
+                && !seen.insert((crate::fixtures::sha256_file(host)?, metadata.mode()))
+            {
+                len = 0;
+            }
+            (Node::Other, len)
         };
         // The appended archive holds every parent itself, the base's directories too: the
         // kernel creates no parents, and builder's archive writes them anyway.
@@ -401,17 +557,19 @@ impl Grower {
             if self.archive_dirs.contains(&parent) {
                 continue;
             }
-            self.archive.add_dir(&parent, DIR_MODE)?;
+            self.entries.push(Added::Directory(parent.clone()));
             self.appended += newc_entry_len(&parent, 0);
             self.tree.insert(parent.clone(), Node::Directory);
             self.archive_dirs.insert(parent);
         }
-        match &node {
-            Node::Symlink(target) => self.archive.add_symlink(&placed, target)?,
-            _ => self
-                .archive
-                .add_file_from_host(&placed, metadata.permissions().mode(), host)?,
-        }
+        self.entries.push(match &node {
+            Node::Symlink(target) => Added::Symlink(placed.clone(), target.clone()),
+            _ => Added::File(
+                placed.clone(),
+                metadata.permissions().mode(),
+                host.to_owned(),
+            ),
+        });
         self.appended += newc_entry_len(&placed, data_len);
         self.tree.insert(placed, node);
         Ok(true)
@@ -461,9 +619,7 @@ impl Grower {
         }
     }
 
-    /// Writes base ++ the compressed appended archive to `out` (a temporary name, then a
-    /// rename). Returns the unpacked size and the packages added.
-    fn finish(self, out: &Path) -> Result<(u64, Vec<String>)> {
+    fn check_reached(&self) -> Result<()> {
         if !self.reached() {
             bail!(
                 "the packages add up to {} bytes unpacked, short of the target {}: pin more in {PINS_TOML}",
@@ -471,7 +627,23 @@ impl Grower {
                 self.target
             );
         }
-        let cpio = self.archive.to_bytes(builder::source_date_epoch()?)?;
+        Ok(())
+    }
+
+    /// Writes base ++ the compressed appended archive to `out` (a temporary name, then a
+    /// rename). Returns the unpacked size and the packages added.
+    fn finish(self, out: &Path) -> Result<(u64, Vec<String>)> {
+        let compression = compression_of(self.last_format)
+            .with_context(|| format!("{}: its last segment", self.base.display()))?;
+        let mut archive = Archive::new();
+        for entry in &self.entries {
+            match entry {
+                Added::Directory(path) => archive.add_dir(path, DIR_MODE)?,
+                Added::File(path, mode, host) => archive.add_file_from_host(path, *mode, host)?,
+                Added::Symlink(path, target) => archive.add_symlink(path, target)?,
+            }
+        }
+        let cpio = archive.to_bytes(builder::source_date_epoch()?)?;
         if cpio.len() as u64 != self.appended {
             bail!(
                 "the appended archive has {} bytes, {} were counted (a bug in the newc size arithmetic)",
@@ -479,10 +651,9 @@ impl Grower {
                 self.appended
             );
         }
-        let compressed = self
-            .compression
+        let compressed = compression
             .compress(&cpio)
-            .with_context(|| format!("compressing the appended archive ({})", self.compression))?;
+            .with_context(|| format!("compressing the appended archive ({compression})"))?;
         drop(cpio);
         let base = std::fs::read(&self.base)
             .with_context(|| format!("reading {}", self.base.display()))?;
@@ -495,6 +666,41 @@ impl Grower {
             .with_context(|| format!("writing {}", partial.display()))?;
         std::fs::rename(&partial, out)
             .with_context(|| format!("moving {} to {}", partial.display(), out.display()))?;
+        Ok((self.total(), self.added))
+    }
+
+    /// Writes what the appended archive would hold as the directory `out` (which must not
+    /// exist): its directories with [`DIR_MODE`], its files copied with their packages' modes,
+    /// its symlinks. Returns what [`Grower::finish`] would.
+    fn finish_dir(self, out: &Path) -> Result<(u64, Vec<String>)> {
+        std::fs::create_dir(out).with_context(|| format!("creating {}", out.display()))?;
+        let mode = |path: &Path, mode: u32| {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                .with_context(|| format!("setting the mode of {}", path.display()))
+        };
+        mode(out, DIR_MODE)?;
+        for entry in &self.entries {
+            match entry {
+                Added::Directory(path) => {
+                    let dir = out.join(path);
+                    std::fs::create_dir(&dir)
+                        .with_context(|| format!("creating {}", dir.display()))?;
+                    mode(&dir, DIR_MODE)?;
+                }
+                Added::File(path, file_mode, host) => {
+                    let file = out.join(path);
+                    std::fs::copy(host, &file).with_context(|| {
+                        format!("copying {} to {}", host.display(), file.display())
+                    })?;
+                    mode(&file, *file_mode)?;
+                }
+                Added::Symlink(path, target) => {
+                    let link = out.join(path);
+                    std::os::unix::fs::symlink(target, &link)
+                        .with_context(|| format!("creating the symlink {}", link.display()))?;
+                }
+            }
+        }
         Ok((self.total(), self.added))
     }
 }
@@ -794,6 +1000,154 @@ mod tests {
         let report = builder::image::image_from_initramfs(&out, &image, &options).unwrap();
         assert_eq!(report.segments.len(), 3, "{:?}", report.segments);
         assert!(image.is_file());
+    }
+
+    /// The directory holds what the appended archive holds, path for path: the same
+    /// selection, the same stopping point, the same modes and symlinks.
+    #[test]
+    fn the_directory_holds_what_the_archive_appends() {
+        let work = tempfile::tempdir().unwrap();
+        let base = work.path().join("base.img");
+        synthetic_base(&base);
+        let late = content(3, 50_000);
+        let first = package(
+            &work.path().join("first"),
+            &[
+                ("lib/firmware/amdgpu/a.bin", &content(1, 40_000)[..]),
+                ("lib/firmware/present.bin", &b"package's copy"[..]),
+                ("usr/share/doc/first/copyright", &b"text"[..]),
+                ("usr/bin/tool", &b"#!/bin/sh\n"[..]),
+                ("usr/lib/libbig.so.1@libbig.so.1.2", &b""[..]),
+            ],
+        );
+        std::fs::set_permissions(
+            first.join("usr/bin/tool"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        let second = package(
+            &work.path().join("second"),
+            &[
+                ("usr/share/second/a", &late[..]),
+                ("usr/share/second/b", &late[..]),
+            ],
+        );
+        let packages = [
+            ("first 1".to_owned(), first),
+            ("second 2".to_owned(), second),
+        ];
+        let target = unpacked_bytes(&base).unwrap() + 60_000;
+
+        let file = work.path().join("grown.img");
+        let from_file = grow(&base, packages.iter().cloned().map(Ok), target, &file).unwrap();
+        let dir = work.path().join("content");
+        let from_dir = grow_dir(&base, packages.iter().cloned().map(Ok), target, &dir).unwrap();
+        assert_eq!(from_dir, from_file);
+        assert_eq!(from_dir.1, ["first 1", "second 2"]);
+
+        let bytes = std::fs::read(&file).unwrap();
+        let initramfs = builder::initramfs::read(&bytes).unwrap();
+        let appended_count = initramfs.segments.last().unwrap().entries;
+        let appended = &initramfs.entries[initramfs.entries.len() - appended_count..];
+        let archive_listing = builder::cpio::listing(appended);
+        let dir_listing = builder::cpio::listing(&builder::listing::tree_entries(&dir).unwrap());
+        assert_eq!(dir_listing, archive_listing);
+        // Through the base's `lib -> usr/lib`; the second package in part; no documentation.
+        assert!(dir.join("usr/lib/firmware/amdgpu/a.bin").is_file());
+        assert!(!dir.join("lib").exists());
+        assert!(!dir.join("usr/lib/firmware/present.bin").exists());
+        assert!(!dir.join("usr/share/doc").exists());
+        assert!(dir.join("usr/share/second/a").is_file());
+        assert!(!dir.join("usr/share/second/b").exists());
+        let mode = |path: &str| {
+            std::fs::symlink_metadata(dir.join(path))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o7777
+        };
+        assert_eq!(mode("usr/bin/tool"), 0o755);
+        assert_eq!(mode("usr/share/second"), DIR_MODE);
+        assert_eq!(
+            std::fs::read_link(dir.join("usr/lib/libbig.so.1")).unwrap(),
+            Path::new("libbig.so.1.2")
+        );
+
+        // Every time is SOURCE_DATE_EPOCH's, symlinks' own included.
+        let sh = Shell::new().unwrap();
+        set_times(&sh, &dir, 12345).unwrap();
+        for entry in builder::listing::tree_entries(&dir).unwrap() {
+            let metadata = std::fs::symlink_metadata(dir.join(&entry.name)).unwrap();
+            assert_eq!(metadata.mtime(), 12345, "{}", entry.name);
+        }
+
+        // The directory is written fresh: an existing one is refused, never merged into.
+        let error = grow_dir(&base, packages.iter().cloned().map(Ok), target, &dir).unwrap_err();
+        assert!(format!("{error:#}").contains("creating"), "{error:#}");
+    }
+
+    /// A generator that hard-links identical files stores a duplicate's data once: the
+    /// directory counts it so and runs on to the target, where the archive (which stores every
+    /// copy) stops sooner. Same bytes with another mode is no duplicate.
+    #[test]
+    fn duplicates_count_once_in_the_directory() {
+        let work = tempfile::tempdir().unwrap();
+        let base = work.path().join("base.img");
+        synthetic_base(&base);
+        let same = content(5, 30_000);
+        let package = package(
+            &work.path().join("p"),
+            &[
+                ("usr/share/p/1", &same[..]),
+                ("usr/share/p/2", &same[..]),
+                ("usr/share/p/3", &same[..]),
+                ("usr/share/p/4", &content(6, 30_000)[..]),
+                ("usr/share/p/5", &content(7, 30_000)[..]),
+            ],
+        );
+        std::fs::set_permissions(
+            package.join("usr/share/p/3"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        let packages = [("p 1".to_owned(), package)];
+        let target = unpacked_bytes(&base).unwrap() + 65_000;
+        let (stored, _) = grow(
+            &base,
+            packages.iter().cloned().map(Ok),
+            target,
+            &work.path().join("grown.img"),
+        )
+        .unwrap();
+        let dir = work.path().join("content");
+        let (linked, added) =
+            grow_dir(&base, packages.iter().cloned().map(Ok), target, &dir).unwrap();
+        assert_eq!(added, ["p 1"]);
+        let names = |dir: &Path| -> Vec<String> {
+            let mut names: Vec<String> = std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            names.sort();
+            names
+        };
+        // The archive: 1, 2 and 3 reach the target. The directory: 2 costs a header only (the
+        // same bytes and mode as 1), 3 has a mode of its own, 4 reaches the target.
+        let grown =
+            builder::initramfs::read(&std::fs::read(work.path().join("grown.img")).unwrap())
+                .unwrap();
+        let in_archive: Vec<&str> = grown
+            .entries
+            .iter()
+            .filter_map(|e| e.name.strip_prefix("usr/share/p/"))
+            .collect();
+        assert_eq!(in_archive, ["1", "2", "3"]);
+        assert_eq!(names(&dir.join("usr/share/p")), ["1", "2", "3", "4"]);
+        assert!(linked >= target && stored >= target);
+        assert!(
+            linked < target + 30_000 + 1024,
+            "{linked}: the duplicate's data was counted"
+        );
     }
 
     #[test]

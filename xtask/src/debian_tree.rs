@@ -528,6 +528,104 @@ pub(crate) fn replace_file(path: &Path, contents: &str) -> Result<()> {
     std::fs::write(path, contents).with_context(|| format!("writing {}", path.display()))
 }
 
+/// What a command run by [`in_chroot_with`] sees besides the tree and its /proc, /sys and /dev.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct ChrootMounts {
+    /// The tree read-only (a bind mount of itself, remounted): the command cannot write into a
+    /// shared cache entry, whatever it tries.
+    pub read_only: bool,
+    /// Fresh tmpfs mounts on /tmp and /var/tmp: the scratch space a read-only tree lacks, and
+    /// the place the mount points of directory [`Bind`]s are made in.
+    pub scratch: bool,
+    pub binds: Vec<Bind>,
+}
+
+/// A host path bound into the chroot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Bind {
+    pub host: PathBuf,
+    /// The absolute path inside the tree. A directory's mount point is made if missing (on a
+    /// read-only tree only under the scratch tmpfs); a file's must exist.
+    pub inside: String,
+    pub writable: bool,
+}
+
+/// The mounts of [`in_chroot_with`], then the chroot. Its arguments: the tree, the command,
+/// `yes`/`no` for read-only and scratch, then `<host> <inside> <rw|ro>` per bind.
+const CHROOT_SCRIPT: &str = r#"set -e
+root=$1 command=$2 read_only=$3 scratch=$4
+shift 4
+if [ "$read_only" = yes ]; then
+    mount --bind "$root" "$root"
+    mount -o remount,bind,ro "$root"
+fi
+mount -t proc proc "$root/proc"
+mount -t sysfs sysfs "$root/sys"
+mount --rbind /dev "$root/dev"
+if [ "$scratch" = yes ]; then
+    mount -t tmpfs -o mode=1777 tmpfs "$root/tmp"
+    mount -t tmpfs -o mode=1777 tmpfs "$root/var/tmp"
+fi
+while [ $# -ge 3 ]; do
+    if [ -d "$1" ]; then mkdir -p "$root$2"; fi
+    mount --bind "$1" "$root$2"
+    if [ "$3" = ro ]; then mount -o remount,bind,ro "$root$2"; fi
+    shift 3
+done
+exec chroot "$root" /bin/sh -c "$command""#;
+
+/// Runs `command` (a shell line) chrooted into `root`, with /proc, /sys and /dev mounted for it
+/// in a mount namespace of its own: the mounts vanish with the process, even a killed one, and
+/// never show in the host's mount table.
+pub(crate) fn in_chroot(sh: &Shell, root: &Path, command: &str) -> Result<()> {
+    in_chroot_with(sh, root, command, &ChrootMounts::default())
+}
+
+/// [`in_chroot`] with `mounts` set up in the same private namespace.
+pub(crate) fn in_chroot_with(
+    sh: &Shell,
+    root: &Path,
+    command: &str,
+    mounts: &ChrootMounts,
+) -> Result<()> {
+    let args = chroot_args(root, command, mounts)?;
+    cmd!(
+        sh,
+        "unshare --mount --propagation private sh -c {CHROOT_SCRIPT} sh {args...}"
+    )
+    .quiet()
+    .run()?;
+    Ok(())
+}
+
+/// The positional arguments of [`CHROOT_SCRIPT`].
+fn chroot_args(root: &Path, command: &str, mounts: &ChrootMounts) -> Result<Vec<String>> {
+    let text = |path: &Path| {
+        path.to_str()
+            .map(str::to_owned)
+            .with_context(|| format!("{} is not UTF-8", path.display()))
+    };
+    let yes_no = |flag: bool| if flag { "yes" } else { "no" }.to_owned();
+    let mut args = vec![
+        text(root)?,
+        command.to_owned(),
+        yes_no(mounts.read_only),
+        yes_no(mounts.scratch),
+    ];
+    for bind in &mounts.binds {
+        if !bind.inside.starts_with('/') || bind.inside.split('/').any(|part| part == "..") {
+            bail!(
+                "bind mount point {:?}: an absolute path inside the tree, without `..`",
+                bind.inside
+            );
+        }
+        args.push(text(&bind.host)?);
+        args.push(bind.inside.clone());
+        args.push(if bind.writable { "rw" } else { "ro" }.to_owned());
+    }
+    Ok(args)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -599,6 +697,62 @@ mod tests {
         };
         let error = broken.validate().unwrap_err().to_string();
         assert!(error.contains("RootSpec.boot"), "{error}");
+    }
+
+    #[test]
+    fn chroot_arguments() {
+        let check = |mounts: ChrootMounts, expected: &[&str]| {
+            assert_eq!(
+                chroot_args(Path::new("/c/root"), "dracut -f", &mounts).unwrap(),
+                expected
+            );
+        };
+        check(
+            ChrootMounts::default(),
+            &["/c/root", "dracut -f", "no", "no"],
+        );
+        check(
+            ChrootMounts {
+                read_only: true,
+                scratch: true,
+                binds: vec![
+                    Bind {
+                        host: "/c/work".into(),
+                        inside: "/tmp/work".into(),
+                        writable: true,
+                    },
+                    Bind {
+                        host: "/c/content".into(),
+                        inside: "/tmp/content".into(),
+                        writable: false,
+                    },
+                ],
+            },
+            &[
+                "/c/root",
+                "dracut -f",
+                "yes",
+                "yes",
+                "/c/work",
+                "/tmp/work",
+                "rw",
+                "/c/content",
+                "/tmp/content",
+                "ro",
+            ],
+        );
+        for inside in ["tmp/x", "/tmp/../etc"] {
+            let mounts = ChrootMounts {
+                binds: vec![Bind {
+                    host: "/c/x".into(),
+                    inside: inside.into(),
+                    writable: false,
+                }],
+                ..ChrootMounts::default()
+            };
+            let error = chroot_args(Path::new("/c/root"), "true", &mounts).unwrap_err();
+            assert!(error.to_string().contains(inside), "{error}");
+        }
     }
 
     #[test]

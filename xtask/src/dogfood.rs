@@ -26,7 +26,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use xshell::{Shell, cmd};
 
-use crate::debian_tree::{RootSpec, debian_tree, fill_once, hash, replace_file, root_key};
+use crate::debian_tree::{
+    RootSpec, debian_tree, fill_once, hash, in_chroot, replace_file, root_key,
+};
 use crate::fixtures::{Kernel, cache_dir};
 
 /// Bumped whenever what [`dogfood_root`] makes changes, so the cache is rebuilt.
@@ -320,24 +322,6 @@ fn single_deb_named(dir: &Path, prefix: &str) -> Result<PathBuf> {
                 dir.display()
             )
         })
-}
-
-/// Runs `command` (a shell line) chrooted into `root`, with /proc, /sys and /dev mounted for it
-/// in a mount namespace of its own: the mounts vanish with the process, even a killed one, and
-/// never show in the host's mount table.
-fn in_chroot(sh: &Shell, root: &Path, command: &str) -> Result<()> {
-    let script = r#"set -e
-mount -t proc proc "$1/proc"
-mount -t sysfs sysfs "$1/sys"
-mount --rbind /dev "$1/dev"
-exec chroot "$1" /bin/sh -c "$2""#;
-    cmd!(
-        sh,
-        "unshare --mount --propagation private sh -c {script} sh {root} {command}"
-    )
-    .quiet()
-    .run()?;
-    Ok(())
 }
 
 /// The builder exactly as the README builds it (`cargo build --release -p builder`): a

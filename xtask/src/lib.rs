@@ -4,6 +4,7 @@
 pub mod accel;
 pub mod bench_boot;
 pub mod bench_content;
+pub mod bench_peers;
 pub mod bench_report;
 pub mod bench_storage_init;
 pub mod boot_log;
