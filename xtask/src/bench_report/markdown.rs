@@ -328,8 +328,8 @@ systemd itself); *initrd: to root fs*: to `initrd-root-fs.target`; *initrd: to s
     out.push_str(
         "### CPU against waiting\n\nGuest seconds from the kernel's /proc/stat as the guest's \
 sampler read it (1 vCPU): *busy* running (user, system, interrupts), *wait* idle with I/O \
-outstanding, *idle* otherwise. Under TCG the guest misses timer ticks, so the three add up to \
-less than the wall time: compare their shares. *Before*: the kernel's start to the sampler's \
+outstanding, *idle* otherwise. A guest that misses timer ticks (as TCG's do) accounts less \
+than the wall time: compare the shares. *Before*: the kernel's start to the sampler's \
 first sample, as systemd starts in the initrd; *initrd*: from there to its last sample before \
 the switch root, with the reads from /proc/diskstats in that window; *switch*: from there to \
 the real root's first sample (the initrd's end, the switch, the real root's systemd starting); \
