@@ -513,12 +513,12 @@ fn dump(file: &Path, analyze: bool) -> Result<(), String> {
     let commands: &[&[&str]] = match analyze {
         false => &[],
         true => &[
-        &["systemd-analyze"][..],
-        &[
-            "systemd-analyze",
-            "critical-chain",
-            "--no-pager",
-            "multi-user.target",
+            &["systemd-analyze"][..],
+            &[
+                "systemd-analyze",
+                "critical-chain",
+                "--no-pager",
+                "multi-user.target",
             ],
         ],
     };

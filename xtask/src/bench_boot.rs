@@ -156,6 +156,9 @@ pub struct Options {
     pub read_ahead_kb: Option<u32>,
     /// storage-init's `overlay`: false mounts the image itself as the read-only root.
     pub overlay: bool,
+    /// Where the image lives: on the ESP itself (vfat, as with systemd-boot and /boot on the
+    /// ESP), or on an ext4 /boot of its own beside the ESP (Debian's layout).
+    pub image_on: BootFsKind,
     /// Print systemd-analyze's figures after each boot (about 25 s of TCG time after
     /// multi-user.target, outside the measured boot), into each run's console.log.
     pub analyze: bool,
@@ -182,6 +185,7 @@ impl Default for Options {
             pcluster_bytes: None,
             read_ahead_kb: None,
             overlay: true,
+            image_on: BootFsKind::Vfat,
             analyze: false,
             report_only: false,
             kernel: DEFAULT_KERNEL.to_owned(),
@@ -225,6 +229,9 @@ impl Options {
         }
         if !self.overlay {
             command.push_str(" --overlay off");
+        }
+        if self.image_on == BootFsKind::Ext4 {
+            command.push_str(" --image-on ext4");
         }
         if self.analyze {
             command.push_str(" --analyze");
@@ -294,6 +301,7 @@ struct Parts<'a> {
     cmdline: String,
     compression: String,
     pcluster_bytes: Option<u32>,
+    image_on: BootFsKind,
 }
 
 pub fn run(sh: &Shell, root: &Path, options: &Options) -> Result<()> {
@@ -383,6 +391,7 @@ pub fn run(sh: &Shell, root: &Path, options: &Options) -> Result<()> {
         cmdline,
         compression: compression.clone(),
         pcluster_bytes: options.pcluster_bytes,
+        image_on: options.image_on,
     };
 
     let mut notes = Vec::new();
@@ -460,9 +469,13 @@ pub fn run(sh: &Shell, root: &Path, options: &Options) -> Result<()> {
     );
     let samples = boot_all(&bench, &boots, options.jobs.max(1))?;
 
+    let partitions = match options.image_on {
+        BootFsKind::Vfat => "ESP vfat with the image + ext4 root",
+        BootFsKind::Ext4 => "ESP vfat + ext4 /boot with the image + ext4 root",
+    };
     let info = RunInfo {
         machine: format!(
-            "{}, {} vCPU, {} MiB, boot disk on virtio-blk (ESP vfat + ext4 root), UEFI ({}) + systemd-boot",
+            "{}, {} vCPU, {} MiB, boot disk on virtio-blk ({partitions}), UEFI ({}) + systemd-boot",
             board.machine_type(),
             1,
             options.memory_mib,
@@ -523,7 +536,13 @@ fn instrument_root(sh: &Shell, from: &Path, instrumentation: &Path, to: &Path) -
     cmd!(sh, "cp -a --remove-destination {files} {to}")
         .quiet()
         .run()
-        .with_context(|| format!("copying {} into {}", instrumentation.display(), to.display()))
+        .with_context(|| {
+            format!(
+                "copying {} into {}",
+                instrumentation.display(),
+                to.display()
+            )
+        })
 }
 
 /// The file name of a chain's initramfs on the ESP: the names `builder install` gives them on
@@ -562,17 +581,30 @@ fn build_point(
         kver: release.clone(),
         entry_token: None,
     };
+    // The mini initramfs looks for the filesystem that holds the image.
     let layout = Layout {
-        boot_fs: BootFsKind::Vfat,
+        boot_fs: parts.image_on,
         bus: Bus::VirtioBlk,
         ..Layout::default()
+    };
+    let boot = dir.join("boot");
+    let image_dir = match parts.image_on {
+        BootFsKind::Vfat => &esp,
+        BootFsKind::Ext4 => {
+            if boot.exists() {
+                std::fs::remove_dir_all(&boot)
+                    .with_context(|| format!("emptying {}", boot.display()))?;
+            }
+            std::fs::create_dir_all(&boot)?;
+            &boot
+        }
     };
     // The image, from the same dracut initramfs the classic chain boots.
     let mut image_note = String::new();
     let image_uuid = match with_image {
         false => None,
         true => {
-            let image = esp.join(installed.image_name());
+            let image = image_dir.join(installed.image_name());
             let options = builder::erofs::ErofsOptions {
                 mtime: builder::source_date_epoch()?,
                 compression: builder::erofs::ErofsCompression::parse(&parts.compression)
@@ -643,12 +675,13 @@ fn build_point(
             format!("timeout 0\ndefault {}\n", entry_name(*chain, release)),
         )?;
         let disk = dir.join(format!("disk-{}.img", chain.name()));
-        images::build_boot_disk(
-            &esp,
-            layout,
-            Some(images::RootPartition::Ext4(&parts.real_root)),
-            &disk,
-        )?;
+        let real_root = Some(images::RootPartition::Ext4(&parts.real_root));
+        match parts.image_on {
+            BootFsKind::Vfat => images::build_boot_disk(&esp, layout, real_root, &disk)?,
+            BootFsKind::Ext4 => {
+                images::build_esp_and_boot_disk(&esp, &boot, layout, real_root, &disk)?
+            }
+        }
         disks.push((*chain, vmlinuz + bytes, disk));
     }
     let files: Vec<String> = initrd_bytes

@@ -221,9 +221,8 @@ mod tests {
     #[test]
     fn a_missing_sampler_is_named() {
         let work = tempfile::tempdir().unwrap();
-        let error =
-            write_instrumentation(work.path(), &work.path().join("no-such-binary"), false)
-                .unwrap_err();
+        let error = write_instrumentation(work.path(), &work.path().join("no-such-binary"), false)
+            .unwrap_err();
         assert!(format!("{error:#}").contains("no-such-binary"), "{error:#}");
     }
 

@@ -24,12 +24,13 @@ tasks:
   bench-boot [--runs N] [--sizes dracut,128M,512M] [--profiles sd,usb2,nvme]
              [--chains classic-gzip,classic-zstd,squash-erofs,initoverlayfs,floor]
              [--memory MIB] [--jobs N] [--erofs-compression Z] [--pcluster-size BYTES]
-             [--read-ahead-kb KB] [--overlay on|off] [--kernel ID] [--accel auto|kvm|tcg]
-             [--analyze] [--report-only]
+             [--read-ahead-kb KB] [--overlay on|off] [--image-on esp|ext4] [--kernel ID]
+             [--accel auto|kvm|tcg] [--analyze] [--report-only]
                       boot initoverlayfs and the initramfs chains it replaces side by side
                       through UEFI firmware and systemd-boot, per content size and storage
                       speed (default: 5 runs of every chain at dracut,128M,512M on sd, 2048 MiB,
                       2 boots at a time); writes target/bench/boot.md, boot.csv and boot.svg;
+                      --image-on ext4 puts the image on an ext4 /boot beside the ESP;
                       --analyze adds systemd-analyze's figures to each run's console.log;
                       --report-only renders them again from the last run's samples.json
   test [NEXTEST ARGS]   provision, fetch fixtures, run every test with cargo nextest
@@ -213,6 +214,13 @@ fn parse_bench_boot(args: &[String]) -> Result<crate::bench_boot::Options> {
             }
             "--report-only" => options.report_only = true,
             "--analyze" => options.analyze = true,
+            "--image-on" => {
+                options.image_on = match value(&mut args, "--image-on")?.as_str() {
+                    "esp" => crate::images::BootFsKind::Vfat,
+                    "ext4" => crate::images::BootFsKind::Ext4,
+                    other => bail!("--image-on {other:?}: expected esp or ext4"),
+                }
+            }
             "--kernel" => options.kernel = value(&mut args, "--kernel")?,
             "--accel" => options.accel = value(&mut args, "--accel")?.parse()?,
             other => bail!("bench-boot: unknown option {other:?}\n\n{USAGE}"),
@@ -302,15 +310,16 @@ mod tests {
             options.command(),
             "cargo xtask bench-boot --runs 3 --sizes dracut,256M --profiles usb2 --jobs 1 --erofs-compression lz4"
         );
-        let Task::BenchBoot(options) =
-            parse_line("bench-boot --chains initoverlayfs,classic-gzip --memory 768").unwrap()
-        else {
+        let Task::BenchBoot(options) = parse_line(
+            "bench-boot --chains initoverlayfs,classic-gzip --memory 768 --image-on ext4",
+        )
+        .unwrap() else {
             panic!("not bench-boot");
         };
         assert_eq!(
             options.command(),
             "cargo xtask bench-boot --runs 5 --sizes dracut,128M,512M --profiles sd --jobs 2 \
-             --chains initoverlayfs,classic-gzip --memory 768"
+             --chains initoverlayfs,classic-gzip --memory 768 --image-on ext4"
         );
         for bad in [
             "bench-boot --runs 0",
@@ -323,6 +332,7 @@ mod tests {
             "bench-boot --chains floor,floor",
             "bench-boot --chains ,",
             "bench-boot --memory 64",
+            "bench-boot --image-on vfat",
         ] {
             assert!(parse_line(bad).is_err(), "{bad} was accepted");
         }

@@ -13,6 +13,8 @@ pub const BOOT_FS_UUID: &str = "3f1b2c4d-5e6f-4780-91a2-b3c4d5e6f708";
 /// Fixed GUIDs keep the disk image byte-for-byte reproducible.
 const DISK_GUID: &str = "6e2b1c3a-7d4f-4a5b-9c8d-0e1f2a3b4c5d";
 const BOOT_PART_GUID: &str = "9a8b7c6d-5e4f-4321-8765-43210fedcba9";
+/// /boot's partition on a disk that keeps it apart from the ESP ([`build_esp_and_boot_disk`]).
+const XBOOT_PART_GUID: &str = "2d7e9f1a-3b5c-4d6e-8f0a-1b2c3d4e5f60";
 /// The real root's partition (`root=PARTUUID=`) and filesystem (`root=UUID=`, also inside a
 /// LUKS2 container or on a logical volume), on the real chain's disks.
 pub const ROOT_PART_GUID: &str = "4c0f9a3e-2b1d-4e6f-9a8b-7c6d5e4f3a2b";
@@ -767,14 +769,45 @@ pub fn build_boot_disk(
     real_root: Option<RootPartition<'_>>,
     disk: &Path,
 ) -> Result<()> {
-    let (boot_fs, bus) = (layout.boot_fs, layout.bus);
-    let power_of_two_size = bus == crate::cells::Bus::Sd;
-    let sector_size = bus.logical_block_size().into();
-    let guid = |s: &str| {
-        s.parse::<testvm::Guid>()
-            .map_err(|e| anyhow::anyhow!("{s}: {e}"))
+    let boot = boot_partition(boot, layout.boot_fs)?;
+    write_gpt_disk(vec![boot], layout, real_root, disk)
+}
+
+/// A boot disk with /boot apart from the ESP, as Debian lays out a UEFI machine: the ESP
+/// (vfat, `esp`) holds what the firmware and the bootloader read, the kernel and the initramfs
+/// files; /boot (ext4, `boot`, the identity [`BootFsKind::Ext4`] gives) holds the image.
+/// `layout.boot_fs` is ignored: the two filesystems are fixed.
+pub fn build_esp_and_boot_disk(
+    esp: &Path,
+    boot: &Path,
+    layout: Layout,
+    real_root: Option<RootPartition<'_>>,
+    disk: &Path,
+) -> Result<()> {
+    let esp = boot_partition(esp, BootFsKind::Vfat)?;
+    let boot = testvm::disk::Partition {
+        name: "boot".to_owned(),
+        part_guid: guid(XBOOT_PART_GUID)?,
+        filesystem: testvm::disk::Filesystem::Ext4 {
+            uuid: guid(BOOT_FS_UUID)?,
+        },
+        label: "boot".to_owned(),
+        size_mib: boot_partition_mib(boot)?,
+        contents: boot.to_path_buf(),
+        keep_owners: false,
     };
-    let mut partitions = vec![testvm::disk::Partition {
+    write_gpt_disk(vec![esp, boot], layout, real_root, disk)
+}
+
+fn guid(s: &str) -> Result<testvm::Guid> {
+    s.parse::<testvm::Guid>()
+        .map_err(|e| anyhow::anyhow!("{s}: {e}"))
+}
+
+/// The first partition of a boot disk, from the directory `boot`, with the identity
+/// `boot_fs` gives it (what the mini initramfs's config names).
+fn boot_partition(boot: &Path, boot_fs: BootFsKind) -> Result<testvm::disk::Partition> {
+    Ok(testvm::disk::Partition {
         name: "boot".to_owned(),
         part_guid: guid(BOOT_PART_GUID)?,
         filesystem: match boot_fs {
@@ -786,10 +819,25 @@ pub fn build_boot_disk(
             },
         },
         label: "boot".to_owned(),
-        size_mib: boot_partition_mib(boot)?.max(layout.boot_min_mib),
+        size_mib: boot_partition_mib(boot)?,
         contents: boot.to_path_buf(),
         keep_owners: false,
-    }];
+    })
+}
+
+/// Writes `partitions`, then the real root's, as a GPT disk shaped for `layout.bus`.
+fn write_gpt_disk(
+    mut partitions: Vec<testvm::disk::Partition>,
+    layout: Layout,
+    real_root: Option<RootPartition<'_>>,
+    disk: &Path,
+) -> Result<()> {
+    let bus = layout.bus;
+    let power_of_two_size = bus == crate::cells::Bus::Sd;
+    let sector_size = bus.logical_block_size().into();
+    if let Some(first) = partitions.first_mut() {
+        first.size_mib = first.size_mib.max(layout.boot_min_mib);
+    }
     match real_root {
         None => {}
         // A distribution's root: its owners and setuid bits matter.
