@@ -13,18 +13,28 @@
 //!   uncompressed and, without `--squash-compressor`, the erofs image too: what a distribution
 //!   that adds the module gets.
 //!
+//! In `squash-erofs` the kernel unpacks the outer archive (the image, dash, kmod, util-linux's
+//! mount and switch_root with their libraries, the loop, erofs and overlay modules); its
+//! `/init` is dracut's `init-squash.sh` under dash: it mounts /proc, /sys, /dev and /run,
+//! loads loop, erofs and overlay, loop-mounts `/erofs-root.img` (a file of the initramfs: the
+//! image stays in RAM), puts an overlay with a ramfs upper over it and runs
+//! `SYSTEMD_IN_INITRD=lenient switch_root /newroot /init`: systemd, from the image.
+//!
 //! The three differ only in those arguments, so they carry the same files; the grown content
 //! and the extra directory go in with `dracut --include <dir> /` (before dracut's squash step,
 //! so inside the erofs image for `squash-erofs`). The grown content is chosen against dracut
-//! 106's own initramfs (the `gzip` file made without it), so the target is the unpacked size
-//! of the whole file.
+//! 106's own initramfs (the `gzip` file made without it, the extra files in), so the target is
+//! the unpacked size of the whole file; a duplicate file's data counts once, as dracut
+//! hard-links duplicates.
 //!
 //! dracut runs in the *peer tree*: a full copy of the kernel's Debian tree (`debian_tree`)
 //! with dracut, dracut-squash and zstd installed from bookworm-backports (a full copy, not hard
-//! links: dpkg and apt append to their logs in place). Bookworm has no newer erofs-utils than
-//! 1.5, so `mkfs.erofs` is the tree's: its only flag from dracut it does not know, `-E
-//! fragments`, it ignores (fragments apply only to compressed files anyway). Each dracut run
-//! sees the tree read-only, with its work directory, the content and the extra files bound in.
+//! links: dpkg and apt append to their logs in place). bookworm-backports has no erofs-utils,
+//! so `mkfs.erofs` is the tree's 1.5: of dracut's flags (`--exclude-path`, `-E fragments`,
+//! `-z` only with `--squash-compressor`) it does not know `-E fragments` and, like every unknown
+//! extended option, ignores it silently (fragments apply only to compressed files anyway). Each
+//! dracut run sees the tree read-only, with its work directory, the content and the extra files
+//! bound in.
 //!
 //! Cache layout (under [`cache_dir`], each entry filled once under its `.lock`, see
 //! `debian_tree::fill_once`):
