@@ -24,7 +24,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use xshell::{Shell, cmd};
 
-use crate::bench_report::{BootSample, Chain, Figures, RunInfo};
+use crate::bench_report::{BootSample, Chain, Figures, RunInfo, SavedRun};
 use crate::cells::{Bus, MachineKind};
 use crate::fixtures::{self, Kernel};
 use crate::images::{self, BootFsKind, Layout};
@@ -37,6 +37,10 @@ pub const DEFAULT_KERNEL: &str = "debian12-6.12-amd64";
 /// Guest RAM unless `--memory` says otherwise: enough for the 512 MiB point's classic
 /// initramfs, held compressed and unpacked at once.
 pub const DEFAULT_MEMORY_MIB: u32 = 2048;
+/// A machine too small for the classic initramfs at the largest default size: 512 MiB of
+/// content unpacked beside its compressed file (≈ 200 MiB with gzip) and the kernel's own
+/// ≈ 100 MiB do not fit, while initoverlayfs holds only what it has read.
+pub const SMALL_RAM_MIB: u32 = 768;
 /// The least `--memory` accepted: the kernel, the mini initramfs and systemd need about this
 /// much to reach `multi-user.target` at all (Debian's kernel alone takes ~100 MiB).
 pub const MIN_MEMORY_MIB: u32 = 256;
@@ -141,6 +145,8 @@ impl std::str::FromStr for ContentSize {
 /// `cargo xtask bench-boot`'s options.
 #[derive(Debug, Clone)]
 pub struct Options {
+    /// Where the reports and every boot's artefacts go, relative to the project root.
+    pub dir: PathBuf,
     pub runs: u32,
     pub sizes: Vec<ContentSize>,
     pub profiles: Vec<Profile>,
@@ -173,6 +179,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Options {
         Options {
+            dir: PathBuf::from(BENCH_DIR),
             runs: 5,
             sizes: DEFAULT_SIZES
                 .iter()
@@ -304,9 +311,11 @@ struct Parts<'a> {
     image_on: BootFsKind,
 }
 
+/// `cargo xtask bench-boot`: boots, writes the reports and prints `boot.md`; fails only when
+/// the harness broke or no boot passed.
 pub fn run(sh: &Shell, root: &Path, options: &Options) -> Result<()> {
+    let bench_dir = root.join(&options.dir);
     if options.report_only {
-        let bench_dir = root.join(BENCH_DIR);
         let saved = crate::bench_report::read_saved(&bench_dir.join("samples.json"))?;
         crate::bench_report::write_all(&bench_dir, &saved.info, &saved.samples)?;
         print!(
@@ -315,6 +324,28 @@ pub fn run(sh: &Shell, root: &Path, options: &Options) -> Result<()> {
         );
         return Ok(());
     }
+    let saved = measure(sh, root, options)?;
+    print!(
+        "{}",
+        crate::bench_report::markdown(&saved.info, &saved.samples)
+    );
+    eprintln!(
+        "bench-boot: report in {}/boot.md, boot.csv and boot.svg",
+        bench_dir.display()
+    );
+    if saved.samples.iter().all(|s| !s.passed) {
+        bail!(
+            "bench-boot: no boot passed; see the artefacts under {}",
+            bench_dir.join("boot/runs").display()
+        );
+    }
+    Ok(())
+}
+
+/// Builds every chain's disks, boots them as `options` say and writes the reports into
+/// `options.dir`; a boot that failed is a sample that did not pass, only a broken harness an
+/// error.
+pub fn measure(sh: &Shell, root: &Path, options: &Options) -> Result<SavedRun> {
     crate::provision::ensure(sh)?;
     let started = std::time::Instant::now();
     let pins = fixtures::read_kernels(root)?;
@@ -337,7 +368,7 @@ pub fn run(sh: &Shell, root: &Path, options: &Options) -> Result<()> {
         .root
         .join(uefi.loader);
 
-    let bench_dir = root.join(BENCH_DIR);
+    let bench_dir = root.join(&options.dir);
     let work = bench_dir.join("boot");
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
     let accel = crate::accel::resolve(options.accel, board, &kernel.vmlinuz, &work);
@@ -507,18 +538,7 @@ pub fn run(sh: &Shell, root: &Path, options: &Options) -> Result<()> {
         },
     };
     crate::bench_report::write_all(&bench_dir, &info, &samples)?;
-    print!("{}", crate::bench_report::markdown(&info, &samples));
-    eprintln!(
-        "bench-boot: report in {}/boot.md, boot.csv and boot.svg",
-        bench_dir.display()
-    );
-    if samples.iter().all(|s| !s.passed) {
-        bail!(
-            "bench-boot: no boot passed; see the artefacts under {}",
-            bench.runs_dir.display()
-        );
-    }
-    Ok(())
+    Ok(SavedRun { info, samples })
 }
 
 /// `to`: the real root `from` hard-linked, with the instrumentation's files copied over it as
