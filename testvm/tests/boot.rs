@@ -226,6 +226,11 @@ fn qemu_failing_at_start_is_an_infra_error_quoting_its_stderr() {
     );
 }
 
+/// Host milliseconds to the boot's last milestone.
+fn last_ms(report: &testvm::run::BootReport) -> u64 {
+    report.milestones.last().map_or(0, |m| m.host_ms)
+}
+
 /// Reads sampled over the whole boot: the series is recorded in timings.json, in order, next
 /// to the milestones' own figures. (This kernel has its disk drivers as modules and the
 /// busybox initrd loads none, so the counters stay where the firmware left them; what is
@@ -255,6 +260,15 @@ fn read_sampling_records_a_series_over_the_boot() {
         assert!(reached.read_requests.is_some(), "{reached:?}");
         assert!(reached.bytes_read.is_some(), "{reached:?}");
     }
+    // The host's load was read at the last milestone, with QEMU busy booting until then.
+    let load = timings
+        .host_load
+        .expect("the host's load at the last milestone");
+    assert!(
+        load.qemu_cpu_ms > 0 && load.host_busy_ms >= load.qemu_cpu_ms / 2,
+        "{load:?}"
+    );
+    assert!(load.wall_ms <= last_ms(&report) + 1000, "{load:?}");
     let sampling = timings.read_sampling.expect("sampling was asked for");
     assert_eq!(sampling.interval_ms, 100);
     assert_eq!(sampling.failures, 0, "{:?}", sampling.first_failure);

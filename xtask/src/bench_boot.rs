@@ -950,6 +950,7 @@ fn sample_of(
         boot_files_bytes,
         passed,
         failure,
+        host_other_cpus: timings.host_load.map(|l| l.other_cpus()),
     }
 }
 

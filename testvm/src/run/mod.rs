@@ -4,6 +4,7 @@
 
 mod console;
 mod error;
+mod host_load;
 mod process;
 mod qmp;
 mod report;
@@ -17,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub use error::{END_MILESTONE, GuestFailure, GuestFailureReason, InfraError, VmError};
+pub use host_load::HostLoad;
 pub use report::{
     BootReport, Event, MilestoneReached, OUTCOME_PASSED, ReadSample, ReadSampling, Timings,
 };
@@ -102,6 +104,7 @@ pub fn boot_with_events(
         qmp_status: state.qmp_status.clone(),
         outcome: outcome.clone(),
         read_sampling: state.read_sampling.clone(),
+        host_load: state.host_load,
     };
     let written = write_artifact(artifacts, artifact::TIMINGS_JSON, &timings_json(&timings));
     let console_written = match &state.transcript {
@@ -129,6 +132,8 @@ struct BootState {
     sampler: Option<ReadSampler>,
     /// What it recorded, once stopped.
     read_sampling: Option<ReadSampling>,
+    /// The host's load over the boot, read at the last milestone.
+    host_load: Option<HostLoad>,
 }
 
 impl BootState {
@@ -184,6 +189,7 @@ fn run(
     })?;
     let start = Instant::now();
     let mut qemu = QemuProcess::spawn(&argv, stderr)?;
+    let host_load = host_load::HostLoadProbe::start(qemu.pid());
     on_event(&Event::QemuStarted { pid: qemu.pid() });
 
     // QEMU checks some options (the kernel file, for one) only after creating its sockets,
@@ -231,6 +237,8 @@ fn run(
             }
         }
     }
+
+    state.host_load = host_load.as_ref().and_then(|probe| probe.finish());
 
     match spec.end {
         End::GuestPowersOff { timeout } | End::PowerButton { timeout } => {

@@ -109,6 +109,10 @@ pub struct Timings {
     /// files written before it existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_sampling: Option<ReadSampling>,
+    /// How busy the host was from QEMU's start to the last milestone; absent when /proc could
+    /// not say or the boot ended early (and in files written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_load: Option<super::HostLoad>,
 }
 
 /// The `outcome` text of a passed boot.
@@ -160,6 +164,12 @@ mod tests {
                 ],
                 failures: 1,
                 first_failure: Some("QMP query-blockstats: timed out".into()),
+            }),
+            host_load: Some(super::super::HostLoad {
+                wall_ms: 12_000,
+                qemu_cpu_ms: 11_500,
+                host_busy_ms: 12_250,
+                host_cpus: 2,
             }),
         };
         let text = serde_json::to_string_pretty(&timings).unwrap();

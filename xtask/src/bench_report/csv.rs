@@ -12,7 +12,7 @@ guest_initrd_root_fs,guest_switch_root,guest_real_root,guest_sysinit,guest_basic
 peak_initrd_kib,cpu_before_busy,cpu_before_iowait,cpu_before_idle,\
 cpu_initrd_busy,cpu_initrd_iowait,cpu_initrd_idle,cpu_switch_busy,cpu_switch_iowait,cpu_switch_idle,\
 cpu_root_busy,cpu_root_iowait,cpu_root_idle,\
-reads_initrd_requests,reads_initrd_bytes";
+reads_initrd_requests,reads_initrd_bytes,host_other_cpus";
 
 /// A CSV field, quoted when it holds a comma, a quote or a line break (RFC 4180).
 pub(super) fn csv_field(text: &str) -> String {
@@ -75,6 +75,10 @@ pub fn csv(samples: &[BootSample]) -> String {
         }
         row.push(count(s.probe.reads_initrd.map(|r| r.requests)));
         row.push(count(s.probe.reads_initrd.map(|r| r.bytes)));
+        row.push(
+            s.host_other_cpus
+                .map_or(String::new(), |v| format!("{v:.2}")),
+        );
         out.push_str(&row.join(","));
         out.push('\n');
     }

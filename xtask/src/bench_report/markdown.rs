@@ -672,6 +672,48 @@ the difference of the medians, in guest seconds (positive: initoverlayfs later).
     out.push('\n');
 }
 
+/// What else the host ran beside each boot: under TCG the guest's clock follows the host's, so a
+/// boot beside other work runs slower with nothing wrong in it.
+fn host_section(samples: &[BootSample], out: &mut String) {
+    if samples.iter().all(|s| s.host_other_cpus.is_none()) {
+        return;
+    }
+    out.push_str(
+        "## The host beside the boots
+
+",
+    );
+    out.push_str(
+        "CPUs the host kept busy with anything but the boot's own QEMU, on average from QEMU's \
+start to the boot's last milestone (with `--jobs 2`, the run's other boot is one of them: \
+about 1 is expected). More than that is load from outside the run, which slows a TCG guest's \
+every step.\n\n| profile | chain | median | max |\n|---|---|--:|--:|\n",
+    );
+    for profile in profiles(samples) {
+        for chain in chains(samples) {
+            let values: Vec<f64> = samples
+                .iter()
+                .filter(|s| s.chain == chain && s.profile == profile)
+                .filter_map(|s| s.host_other_cpus)
+                .collect();
+            let max = values.iter().copied().fold(f64::NAN, f64::max);
+            let _ = writeln!(
+                out,
+                "| `{}` | {} | {} | {} |",
+                md_cell(profile),
+                chain.name(),
+                median(&values).map_or("-".to_owned(), |v| format!("{v:.2}")),
+                if max.is_nan() {
+                    "-".to_owned()
+                } else {
+                    format!("{max:.2}")
+                }
+            );
+        }
+    }
+    out.push('\n');
+}
+
 fn failed_section(samples: &[BootSample], out: &mut String) {
     out.push_str("## Failed boots\n\n");
     let failed: Vec<&BootSample> = samples.iter().filter(|s| !s.passed).collect();
@@ -708,6 +750,7 @@ pub fn markdown(info: &RunInfo, samples: &[BootSample]) -> String {
     slopes_section(samples, &mut out);
     crossover_section(samples, &mut out);
     floor_section(samples, &mut out);
+    host_section(samples, &mut out);
     failed_section(samples, &mut out);
     out
 }

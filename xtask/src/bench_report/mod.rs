@@ -246,6 +246,10 @@ pub struct BootSample {
     /// never came).
     #[serde(default)]
     pub failure: Option<String>,
+    /// The host's CPUs busy with anything but this boot's QEMU, on average from QEMU's start to
+    /// the last milestone (another boot of the run included): a loaded host slows a TCG guest.
+    #[serde(default)]
+    pub host_other_cpus: Option<f64>,
 }
 
 /// How and where the run was made; printed in the reports' headers.

@@ -156,6 +156,7 @@ fn samples() -> Vec<BootSample> {
                         boot_files_bytes: boot_files,
                         passed: true,
                         failure: None,
+                        host_other_cpus: Some(if lazy { 1.0 } else { 0.9 } + 0.01 * run as f64),
                     };
                     if failed {
                         sample.passed = false;
@@ -544,6 +545,7 @@ fn an_older_saved_run_loads() {
         "probe",
         "initrd_units",
         "failure",
+        "host_other_cpus",
     ] {
         object.remove(newer);
     }
