@@ -47,6 +47,7 @@ fn machine(board: Board, bus: DiskBus) -> Machine {
         hotplug_ports: 0,
         empty_cdroms: 0,
         on_reboot: GuestReboot::ExitQemu,
+        icount: None,
     }
 }
 
@@ -80,6 +81,7 @@ fn every_machine_and_bus() {
 fn firmware_machine_that_reboots() {
     let machine = Machine {
         on_reboot: GuestReboot::Restart,
+        icount: None,
         ..firmware_machine("/cell/disk.img", None)
     };
     let argv = machine.qemu_args(&Io::Interactive).unwrap();

@@ -39,6 +39,7 @@ fn machine(kernel: &Path, initrd: Option<PathBuf>) -> Machine {
         hotplug_ports: 0,
         empty_cdroms: 0,
         on_reboot: GuestReboot::ExitQemu,
+        icount: None,
     }
 }
 

@@ -168,6 +168,10 @@ pub struct Options {
     /// Print systemd-analyze's figures after each boot (about 25 s of TCG time after
     /// multi-user.target, outside the measured boot), into each run's console.log.
     pub analyze: bool,
+    /// Under TCG, the guest's clock from the instructions it runs (`-icount shift=N`: 2^N ns
+    /// each) rather than the host's: CPU work then takes the same guest time however busy the
+    /// host is.
+    pub icount: Option<u8>,
     /// Boot nothing: render the report again from the last run's `samples.json`.
     pub report_only: bool,
     pub kernel: String,
@@ -194,6 +198,7 @@ impl Default for Options {
             overlay: true,
             image_on: BootFsKind::Vfat,
             analyze: false,
+            icount: None,
             report_only: false,
             kernel: DEFAULT_KERNEL.to_owned(),
             jobs: 2,
@@ -243,6 +248,9 @@ impl Options {
         if self.analyze {
             command.push_str(" --analyze");
         }
+        if let Some(shift) = self.icount {
+            command.push_str(&format!(" --icount {shift}"));
+        }
         if self.kernel != DEFAULT_KERNEL {
             command.push_str(&format!(" --kernel {}", self.kernel));
         }
@@ -290,6 +298,7 @@ struct Bench {
     board: testvm::machine::Board,
     kernel: Kernel,
     accel: testvm::machine::Accel,
+    icount: Option<testvm::machine::Icount>,
     memory_mib: u32,
     firmware_code: PathBuf,
     pristine_vars: PathBuf,
@@ -372,6 +381,13 @@ pub fn measure(sh: &Shell, root: &Path, options: &Options) -> Result<SavedRun> {
     let work = bench_dir.join("boot");
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
     let accel = crate::accel::resolve(options.accel, board, &kernel.vmlinuz, &work);
+    if options.icount.is_some() && accel != testvm::machine::Accel::Tcg {
+        bail!(
+            "bench-boot: --icount counts TCG's instructions, and this run would use {}: add \
+             --accel tcg",
+            accel.name()
+        );
+    }
     let runs = options.runs;
     let arch = machine_kind.arch();
 
@@ -469,6 +485,9 @@ pub fn measure(sh: &Shell, root: &Path, options: &Options) -> Result<SavedRun> {
         pristine_vars: firmware.join(uefi.vars),
         kernel: kernel.clone(),
         accel,
+        icount: options
+            .icount
+            .map(|shift| testvm::machine::Icount { shift }),
         memory_mib: options.memory_mib,
         runs_dir: work.join("runs"),
     };
@@ -512,7 +531,10 @@ pub fn measure(sh: &Shell, root: &Path, options: &Options) -> Result<SavedRun> {
             options.memory_mib,
             uefi.firmware_package
         ),
-        accel: accel.name().to_owned(),
+        accel: match options.icount {
+            None => accel.name().to_owned(),
+            Some(shift) => format!("{} (-icount shift={shift})", accel.name()),
+        },
         kernel: bench.kernel.release.clone(),
         qemu: qemu_version(sh, board.qemu_binary()),
         host_cpu: host_cpu(),
@@ -853,6 +875,7 @@ fn boot_one(bench: &Bench, boot: &Boot<'_>) -> Result<BootSample> {
         hotplug_ports: 0,
         empty_cdroms: 0,
         on_reboot: testvm::machine::GuestReboot::ExitQemu,
+        icount: bench.icount,
     };
     let mut milestone_specs = Vec::new();
     for (name, pattern, seconds) in milestones(&bench.kernel.release) {

@@ -25,12 +25,13 @@ tasks:
              [--chains classic-gzip,classic-zstd,squash-erofs,initoverlayfs,floor]
              [--memory MIB] [--jobs N] [--erofs-compression Z] [--pcluster-size BYTES]
              [--read-ahead-kb KB] [--overlay on|off] [--image-on esp|ext4] [--kernel ID]
-             [--accel auto|kvm|tcg] [--analyze] [--report-only]
+             [--accel auto|kvm|tcg] [--icount SHIFT] [--analyze] [--report-only]
                       boot initoverlayfs and the initramfs chains it replaces side by side
                       through UEFI firmware and systemd-boot, per content size and storage
                       speed (default: 5 runs of every chain at dracut,128M,512M on sd, 2048 MiB,
                       2 boots at a time); writes target/bench/boot.md, boot.csv and boot.svg;
                       --image-on ext4 puts the image on an ext4 /boot beside the ESP;
+                      --icount 1 counts guest time in instructions (TCG only);
                       --analyze adds systemd-analyze's figures to each run's console.log;
                       --report-only renders them again from the last run's samples.json
   test [NEXTEST ARGS]   provision, fetch fixtures, run every test with cargo nextest
@@ -214,6 +215,13 @@ fn parse_bench_boot(args: &[String]) -> Result<crate::bench_boot::Options> {
             }
             "--report-only" => options.report_only = true,
             "--analyze" => options.analyze = true,
+            "--icount" => {
+                let shift: u8 = number(&mut args, "--icount")?;
+                if shift > testvm::machine::Icount::MAX_SHIFT {
+                    bail!("--icount {shift}: QEMU takes 0 to 10 (2^shift ns per instruction)");
+                }
+                options.icount = Some(shift);
+            }
             "--image-on" => {
                 options.image_on = match value(&mut args, "--image-on")?.as_str() {
                     "esp" => crate::images::BootFsKind::Vfat,
@@ -333,6 +341,7 @@ mod tests {
             "bench-boot --chains ,",
             "bench-boot --memory 64",
             "bench-boot --image-on vfat",
+            "bench-boot --icount 11",
         ] {
             assert!(parse_line(bad).is_err(), "{bad} was accepted");
         }

@@ -350,6 +350,7 @@ impl Helper<'_> {
             hotplug_ports: 0,
             empty_cdroms: 0,
             on_reboot: testvm::machine::GuestReboot::ExitQemu,
+            icount: None,
         };
         let spec = testvm::run::BootSpec {
             milestones: vec![testvm::run::Milestone::new(

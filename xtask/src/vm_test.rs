@@ -616,6 +616,7 @@ fn boot_cell(
         },
         hotplug_ports: u32::from(cell.hotplug.is_some()),
         empty_cdroms: u32::from(cell.empty_cdrom),
+        icount: None,
         on_reboot: if cell.flow.reboots() {
             testvm::machine::GuestReboot::Restart
         } else {

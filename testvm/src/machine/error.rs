@@ -5,6 +5,14 @@ use super::{Board, DiskBus};
 /// Why a [`super::Machine`] cannot be rendered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MachineError {
+    /// `-icount` on an accelerator that does not count instructions.
+    #[error(
+        "instruction counting (-icount) needs TCG: KVM runs the guest's instructions on the host's CPU"
+    )]
+    IcountNeedsTcg,
+    /// A shift QEMU refuses.
+    #[error("-icount shift={shift}: QEMU takes 0 to 10 (2^shift ns per instruction)")]
+    IcountShift { shift: u8 },
     /// A disk whose controller is a PCI device, on a board without PCI.
     #[error(
         "{board} has no PCI bus for the controller of a {bus:?} disk (its only storage is its own SD slot)"

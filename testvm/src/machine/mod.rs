@@ -277,6 +277,24 @@ pub struct Machine {
     /// CD-ROM drives without a disc on the board's SATA (AHCI) controller: the guest sees a
     /// block device of size 0, as on a machine with an empty optical drive.
     pub empty_cdroms: u32,
+    /// Under TCG, the guest's clock from the instructions it executes instead of the host's
+    /// (`-icount`); None: the host's clock.
+    pub icount: Option<Icount>,
+}
+
+/// QEMU's instruction counting (`-icount shift=N`): every guest instruction advances the
+/// guest's clock by 2^N ns, so CPU work takes the same guest time whatever else the host runs;
+/// while the guest idles (waiting for a disk, a timer), its clock runs with the host's, as
+/// without it. TCG only, one vCPU thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Icount {
+    /// Nanoseconds per instruction, as a power of two.
+    pub shift: u8,
+}
+
+impl Icount {
+    /// The largest shift QEMU takes (`MAX_ICOUNT_SHIFT` in its `system/cpu-timers.c`).
+    pub const MAX_SHIFT: u8 = 10;
 }
 
 /// Where the serial console and the QMP monitor go.
@@ -332,6 +350,9 @@ impl Machine {
         // booting again.
         if self.on_reboot == GuestReboot::ExitQemu {
             argv.push("-no-reboot".into());
+        }
+        if let Some(icount) = self.icount {
+            argv.extend(["-icount".into(), format!("shift={}", icount.shift)]);
         }
         match &self.boot {
             Boot::Direct {
@@ -406,6 +427,16 @@ impl Machine {
         let board = self.board;
         if self.accel == Accel::Kvm && !board.kvm_capable() {
             return Err(MachineError::NoKvm { board });
+        }
+        if let Some(icount) = self.icount {
+            if self.accel != Accel::Tcg {
+                return Err(MachineError::IcountNeedsTcg);
+            }
+            if icount.shift > Icount::MAX_SHIFT {
+                return Err(MachineError::IcountShift {
+                    shift: icount.shift,
+                });
+            }
         }
         if let Some(required) = board.fixed_memory_mib()
             && self.memory_mib != required
@@ -539,6 +570,7 @@ mod tests {
             hotplug_ports: 1,
             empty_cdroms: 1,
             on_reboot: GuestReboot::ExitQemu,
+            icount: None,
         }
     }
 
@@ -742,6 +774,27 @@ mod tests {
         for bus in [DiskBus::VirtioScsi, DiskBus::Usb, DiskBus::Sd] {
             assert!(disk(bus).hotplug_arguments(0).is_none(), "{bus:?}");
         }
+    }
+
+    /// The guest's clock from its instructions: `-icount shift=N` under TCG, refused under KVM
+    /// and beyond QEMU's largest shift.
+    #[test]
+    fn icount() {
+        let mut counted = machine();
+        counted.icount = Some(Icount { shift: 3 });
+        let argv = counted.qemu_args(&Io::Interactive).unwrap();
+        let line = shell::join(&argv);
+        assert!(line.contains(" -no-reboot -icount shift=3 "), "{line}");
+        assert!(!shell::join(&machine().qemu_args(&Io::Interactive).unwrap()).contains("icount"));
+        let mut kvm = counted.clone();
+        kvm.accel = Accel::Kvm;
+        assert!(matches!(
+            kvm.qemu_args(&Io::Interactive),
+            Err(MachineError::IcountNeedsTcg)
+        ));
+        counted.icount = Some(Icount { shift: 11 });
+        let error = counted.qemu_args(&Io::Interactive).unwrap_err();
+        assert!(error.to_string().contains("shift=11"), "{error}");
     }
 
     #[test]
