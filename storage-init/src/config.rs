@@ -129,6 +129,28 @@ impl fmt::Display for Emergency {
     }
 }
 
+/// What storage-init asks the kernel to read ahead of the second stage (`prefetch`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Prefetch {
+    /// Nothing: every page is read when the second stage first touches it.
+    #[default]
+    Off,
+    /// The whole image file, front to back: one `posix_fadvise(WILLNEED)` on it before it is
+    /// mounted. The kernel reads it into the page cache of /boot's filesystem in large
+    /// sequential requests while the boot goes on, so the image's scattered reads find it there
+    /// (on a FAT /boot, whose random reads walk the cluster chain, that matters most).
+    Image,
+}
+
+impl fmt::Display for Prefetch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Prefetch::Off => "off",
+            Prefetch::Image => "image",
+        })
+    }
+}
+
 /// The parsed configuration. Field names follow the config keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -158,6 +180,9 @@ pub struct Config {
     /// `read_ahead_kb`: set the boot device's readahead (its disk's
     /// `queue/read_ahead_kb`) before the image is opened (ours); default: the kernel's.
     pub read_ahead_kb: Option<u32>,
+    /// `prefetch`: what of the image to ask the kernel to read ahead, in the background,
+    /// before the second stage asks for it (ours); default `off`.
+    pub prefetch: Prefetch,
     /// `kernel_release`: the kernel this mini initramfs was built for (ours, written by builder);
     /// a different running kernel is fatal.
     pub kernel_release: Option<String>,
@@ -188,6 +213,7 @@ impl Default for Config {
             overlay_size: None,
             overlay: true,
             read_ahead_kb: None,
+            prefetch: Prefetch::Off,
             kernel_release: None,
             image_uuid: None,
             verity_root_hash: None,
@@ -322,6 +348,13 @@ impl Config {
                     "on" => true,
                     "off" => false,
                     _ => return Err(error("neither on nor off".to_owned(), "on, off")),
+                }
+            }
+            "prefetch" => {
+                self.prefetch = match value {
+                    "off" => Prefetch::Off,
+                    "image" => Prefetch::Image,
+                    _ => return Err(error("neither off nor image".to_owned(), "off, image")),
                 }
             }
             "read_ahead_kb" => {
@@ -463,6 +496,9 @@ impl Config {
         }
         if let Some(v) = &self.read_ahead_kb {
             line("read_ahead_kb", v);
+        }
+        if self.prefetch != Prefetch::Off {
+            line("prefetch", &self.prefetch);
         }
         if let Some(v) = &self.kernel_release {
             line("kernel_release", v);
@@ -827,6 +863,19 @@ mod tests {
     }
 
     #[test]
+    fn prefetch_values() {
+        let check = |text: &str, expected: Option<Prefetch>| {
+            let parsed = parse_config(text).ok().map(|(config, _)| config.prefetch);
+            assert_eq!(parsed, expected, "{text}");
+        };
+        check("", Some(Prefetch::Off));
+        check("prefetch off\n", Some(Prefetch::Off));
+        check("prefetch image\n", Some(Prefetch::Image));
+        check("prefetch all\n", None);
+        check("prefetch\n", None);
+    }
+
+    #[test]
     fn render_round_trips() {
         let config = Config {
             bootfs: Some(BootFs::Uuid("0123-abcd".into())),
@@ -840,6 +889,7 @@ mod tests {
             overlay_size: Some("25%".into()),
             overlay: false,
             read_ahead_kb: Some(4096),
+            prefetch: Prefetch::Image,
             kernel_release: Some("6.12.95+deb12-amd64".into()),
             image_uuid: Some("0a1b2c3d-4e5f-4061-8273-94a5b6c7d8e9".into()),
             verity_root_hash: Some("ab".repeat(32)),

@@ -162,6 +162,8 @@ pub struct Options {
     pub read_ahead_kb: Option<u32>,
     /// storage-init's `overlay`: false mounts the image itself as the read-only root.
     pub overlay: bool,
+    /// storage-init's `prefetch`: what of the image it asks the kernel to read ahead.
+    pub prefetch: storage_init::config::Prefetch,
     /// Where the image lives: on the ESP itself (vfat, as with systemd-boot and /boot on the
     /// ESP), or on an ext4 /boot of its own beside the ESP (Debian's layout).
     pub image_on: BootFsKind,
@@ -196,6 +198,7 @@ impl Default for Options {
             pcluster_bytes: None,
             read_ahead_kb: None,
             overlay: true,
+            prefetch: storage_init::config::Prefetch::Off,
             image_on: BootFsKind::Vfat,
             analyze: false,
             icount: None,
@@ -241,6 +244,9 @@ impl Options {
         }
         if !self.overlay {
             command.push_str(" --overlay off");
+        }
+        if self.prefetch != storage_init::config::Prefetch::Off {
+            command.push_str(&format!(" --prefetch {}", self.prefetch));
         }
         if self.image_on == BootFsKind::Ext4 {
             command.push_str(" --image-on ext4");
@@ -423,6 +429,9 @@ pub fn measure(sh: &Shell, root: &Path, options: &Options) -> Result<SavedRun> {
     }
     if !options.overlay {
         cmdline.push_str(" initoverlayfs.overlay=off");
+    }
+    if options.prefetch != storage_init::config::Prefetch::Off {
+        cmdline.push_str(&format!(" initoverlayfs.prefetch={}", options.prefetch));
     }
     let compression = options
         .erofs_compression

@@ -24,7 +24,8 @@ tasks:
   bench-boot [--runs N] [--sizes dracut,128M,512M] [--profiles sd,usb2,nvme]
              [--chains classic-gzip,classic-zstd,squash-erofs,initoverlayfs,floor]
              [--memory MIB] [--jobs N] [--erofs-compression Z] [--pcluster-size BYTES]
-             [--read-ahead-kb KB] [--overlay on|off] [--image-on esp|ext4] [--kernel ID]
+             [--read-ahead-kb KB] [--overlay on|off] [--prefetch off|image]
+             [--image-on esp|ext4] [--kernel ID]
              [--accel auto|kvm|tcg] [--icount SHIFT] [--analyze] [--report-only]
                       boot initoverlayfs and the initramfs chains it replaces side by side
                       through UEFI firmware and systemd-boot, per content size and storage
@@ -222,6 +223,13 @@ fn parse_bench_boot(args: &[String]) -> Result<crate::bench_boot::Options> {
                 }
                 options.icount = Some(shift);
             }
+            "--prefetch" => {
+                options.prefetch = match value(&mut args, "--prefetch")?.as_str() {
+                    "off" => storage_init::config::Prefetch::Off,
+                    "image" => storage_init::config::Prefetch::Image,
+                    other => bail!("--prefetch {other:?}: expected off or image"),
+                }
+            }
             "--image-on" => {
                 options.image_on = match value(&mut args, "--image-on")?.as_str() {
                     "esp" => crate::images::BootFsKind::Vfat,
@@ -342,6 +350,7 @@ mod tests {
             "bench-boot --memory 64",
             "bench-boot --image-on vfat",
             "bench-boot --icount 11",
+            "bench-boot --prefetch all",
         ] {
             assert!(parse_line(bad).is_err(), "{bad} was accepted");
         }
