@@ -414,11 +414,26 @@ fn prefetch_file(file: &Path) -> Result<u64, String> {
     let bytes = rustix::fs::fstat(&fd)
         .map_err(|e| format!("reading its size: {e}"))?
         .st_size as u64;
-    // A length of 0 means "to the end of the file" (posix_fadvise(2)).
-    rustix::fs::fadvise(&fd, 0, None, rustix::fs::Advice::WillNeed)
-        .map_err(|e| format!("posix_fadvise: {e}"))?;
+    // One call reads ahead at most one readahead window (`force_page_cache_ra` caps it at the
+    // device's larger of `io_pages` and `read_ahead_kb`), so the file goes in windows.
+    let mut offset = 0;
+    while offset < bytes {
+        let len = PREFETCH_WINDOW.min(bytes - offset);
+        rustix::fs::fadvise(
+            &fd,
+            offset,
+            std::num::NonZeroU64::new(len),
+            rustix::fs::Advice::WillNeed,
+        )
+        .map_err(|e| format!("posix_fadvise at byte {offset}: {e}"))?;
+        offset += len;
+    }
     Ok(bytes)
 }
+
+/// What one `posix_fadvise(WILLNEED)` asks for: the kernel's default readahead window
+/// (`VM_READAHEAD_PAGES`, 128 KiB), which no device's cap is below.
+const PREFETCH_WINDOW: u64 = 128 * 1024;
 
 /// Writes `kb` into the readahead attribute of `device`'s disk (a partition has none of its
 /// own: its disk's queue holds it). Returns the attribute's path.
