@@ -6,7 +6,6 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use rustix::fs::{Mode, OFlags};
 use rustix::mount::MountFlags;
 
 use crate::blockdev::{self, Found};
@@ -299,12 +298,11 @@ fn prepare(
     };
     check_image_identity(&image, config.image_uuid.as_deref(), found.as_ref())?;
     if config.prefetch == Prefetch::Image {
-        // An optimization: a kernel that will not read ahead still boots.
-        match prefetch_file(&image) {
-            Ok(bytes) => log.step(&format!(
-                "asked the kernel to read {} ahead ({} KiB)",
-                image.display(),
-                bytes.div_ceil(1024)
+        // An optimization: an image that cannot be read ahead still boots.
+        match start_prefetch(&image) {
+            Ok(pid) => log.step(&format!(
+                "reading {} ahead in the background (pid {pid})",
+                image.display()
             )),
             Err(why) => log.warn(&format!(
                 "prefetch of {} not started: {why}",
@@ -405,14 +403,32 @@ pub fn mount_overlay_root(overlay_size: Option<&str>, sysroot: &Path) -> Result<
     mount_overlay(Path::new(LOWER), &upper, &work, sysroot)
 }
 
-/// Asks the kernel to read all of `file` into the page cache (`posix_fadvise(WILLNEED)`): it
-/// queues the reads and returns, the disk then works through them while the boot goes on.
-/// Returns the file's size.
-fn prefetch_file(file: &Path) -> Result<u64, String> {
-    let fd = rustix::fs::open(file, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
-        .map_err(|e| format!("opening it: {e}"))?;
-    let bytes = rustix::fs::fstat(&fd)
-        .map_err(|e| format!("reading its size: {e}"))?
+/// Starts `storage-init --prefetch` with `image` as its standard input, and leaves it to run:
+/// asking the kernel to read ahead blocks while the device works through the reads, so it is
+/// done beside the boot, not in it. The second stage's init, which PID 1 becomes, reaps it.
+fn start_prefetch(image: &Path) -> Result<u32, String> {
+    let file = std::fs::File::open(image).map_err(|e| format!("opening it: {e}"))?;
+    let child = Command::new("/proc/self/exe")
+        .arg(PREFETCH_ARG)
+        .stdin(file)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("starting {PREFETCH_ARG}: {e}"))?;
+    Ok(child.id())
+}
+
+/// The argument that makes storage-init read its standard input ahead ([`prefetch_stdin`]).
+pub const PREFETCH_ARG: &str = "--prefetch";
+
+/// `storage-init --prefetch`: asks the kernel to read all of standard input (the image file)
+/// into the page cache, window by window, and logs how long the device took. Returns the
+/// bytes asked for.
+pub fn prefetch_stdin(log: &mut Log) -> Result<u64, Fatal> {
+    log.open_kmsg();
+    let stdin = rustix::stdio::stdin();
+    let bytes = rustix::fs::fstat(stdin)
+        .context(|| "reading the size of the image to read ahead".to_owned())?
         .st_size as u64;
     // One call reads ahead at most one readahead window (`force_page_cache_ra` caps it at the
     // device's larger of `io_pages` and `read_ahead_kb`), so the file goes in windows.
@@ -420,14 +436,18 @@ fn prefetch_file(file: &Path) -> Result<u64, String> {
     while offset < bytes {
         let len = PREFETCH_WINDOW.min(bytes - offset);
         rustix::fs::fadvise(
-            &fd,
+            stdin,
             offset,
             std::num::NonZeroU64::new(len),
             rustix::fs::Advice::WillNeed,
         )
-        .map_err(|e| format!("posix_fadvise at byte {offset}: {e}"))?;
+        .context(|| format!("asking to read the image ahead at byte {offset}"))?;
         offset += len;
     }
+    log.step(&format!(
+        "prefetch: asked for all {} KiB of the image",
+        bytes.div_ceil(1024)
+    ));
     Ok(bytes)
 }
 

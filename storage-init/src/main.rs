@@ -1,11 +1,14 @@
 //! The storage-init binary: PID 1 of the mini initramfs, or with `--prepare-only` a systemd
-//! service in a mini initramfs that runs systemd. All logic is in the library.
+//! service in a mini initramfs that runs systemd; with `--prefetch`, the background reader PID 1
+//! starts for `prefetch image`. All logic is in the library.
 
 use std::time::Instant;
 
 const USAGE: &str = "usage: storage-init               (as PID 1: the /init of a mini initramfs)
        storage-init --prepare-only (as a systemd service in the initramfs: mount the
-                                    initoverlayfs on /initoverlayfs, then exit)";
+                                    initoverlayfs on /initoverlayfs, then exit)
+       storage-init --prefetch     (started by PID 1 for `prefetch image`: read the image
+                                    on standard input ahead, then exit)";
 
 fn main() {
     let start = Instant::now();
@@ -26,6 +29,14 @@ fn main() {
                 // Once, through the kernel log (which the journal reads and the console
                 // prints); the unit's OnFailure= then takes over.
                 log.fatal(&line);
+                std::process::exit(1)
+            }
+        },
+        [storage_init::boot::PREFETCH_ARG] => match storage_init::boot::prefetch_stdin(&mut log) {
+            Ok(_) => std::process::exit(0),
+            // Not the boot's failure: the boot goes on without the read-ahead.
+            Err(fatal) => {
+                log.warn(&fatal.to_string());
                 std::process::exit(1)
             }
         },
