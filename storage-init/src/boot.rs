@@ -421,39 +421,42 @@ fn start_prefetch(image: &Path) -> Result<u32, String> {
 /// The argument that makes storage-init read its standard input ahead ([`prefetch_stdin`]).
 pub const PREFETCH_ARG: &str = "--prefetch";
 
-/// `storage-init --prefetch`: asks the kernel to read all of standard input (the image file)
-/// into the page cache, window by window, and logs how long the device took. Returns the
-/// bytes asked for.
+/// `storage-init --prefetch`: reads all of standard input (the image file) front to back into
+/// the page cache, and logs when it is done. Returns the bytes read.
+///
+/// One window at a time, so the image's own reads, which the boot waits for, never queue behind
+/// more than a window or two of it on a slow device (asking for all of it at once, with
+/// `posix_fadvise(WILLNEED)`, filled an SD card's queue for seconds). The data goes to
+/// /dev/null by `sendfile`: into the page cache, without a copy into this process.
 pub fn prefetch_stdin(log: &mut Log) -> Result<u64, Fatal> {
     log.open_kmsg();
     let stdin = rustix::stdio::stdin();
-    let bytes = rustix::fs::fstat(stdin)
-        .context(|| "reading the size of the image to read ahead".to_owned())?
-        .st_size as u64;
-    // One call reads ahead at most one readahead window (`force_page_cache_ra` caps it at the
-    // device's larger of `io_pages` and `read_ahead_kb`), so the file goes in windows.
-    let mut offset = 0;
-    while offset < bytes {
-        let len = PREFETCH_WINDOW.min(bytes - offset);
-        rustix::fs::fadvise(
-            stdin,
-            offset,
-            std::num::NonZeroU64::new(len),
-            rustix::fs::Advice::WillNeed,
-        )
-        .context(|| format!("asking to read the image ahead at byte {offset}"))?;
-        offset += len;
+    let null = rustix::fs::open(
+        "/dev/null",
+        rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .context(|| "opening /dev/null".to_owned())?;
+    let mut offset = 0u64;
+    loop {
+        let mut at = offset;
+        let sent = rustix::fs::sendfile(&null, stdin, Some(&mut at), PREFETCH_WINDOW)
+            .context(|| format!("reading the image ahead at byte {offset}"))?;
+        if sent == 0 {
+            break;
+        }
+        offset += sent as u64;
     }
     log.step(&format!(
-        "prefetch: asked for all {} KiB of the image",
-        bytes.div_ceil(1024)
+        "prefetch: read all {} KiB of the image",
+        offset.div_ceil(1024)
     ));
-    Ok(bytes)
+    Ok(offset)
 }
 
-/// What one `posix_fadvise(WILLNEED)` asks for: the kernel's default readahead window
-/// (`VM_READAHEAD_PAGES`, 128 KiB), which no device's cap is below.
-const PREFETCH_WINDOW: u64 = 128 * 1024;
+/// What the prefetch reads at a time: the kernel's default readahead window
+/// (`VM_READAHEAD_PAGES`, 128 KiB); the kernel's own sequential readahead runs a window ahead.
+const PREFETCH_WINDOW: usize = 128 * 1024;
 
 /// Writes `kb` into the readahead attribute of `device`'s disk (a partition has none of its
 /// own: its disk's queue holds it). Returns the attribute's path.
