@@ -26,6 +26,8 @@ enum Outcome {
     Loaded,
     /// Already in the kernel (loaded, or built in under the same name).
     Present,
+    /// An `else` candidate left out: the one it stands in for is in the kernel.
+    NotNeeded,
     Failed(String),
 }
 
@@ -76,10 +78,13 @@ impl<'a> Drivers<'a> {
         let mut tried = 0;
         let mut loaded = 0;
         for entry in start {
-            tried += 1;
-            match self.load(entry, log) {
+            let outcome = self.load(entry, log);
+            if outcome != Outcome::NotNeeded {
+                tried += 1;
+            }
+            match outcome {
                 Outcome::Loaded => loaded += 1,
-                Outcome::Present => {}
+                Outcome::Present | Outcome::NotNeeded => {}
                 Outcome::Failed(why) => {
                     if entry.necessity == Necessity::Required {
                         return Err(why)
@@ -108,7 +113,16 @@ impl<'a> Drivers<'a> {
             start.iter().map(|_| Mutex::new(None)).collect();
         in_dependency_order(&deps, loaders, |i| {
             let entry = start[i];
-            let outcome = attempt(entry);
+            // The candidate it stands in for is among its dependencies, so it is done by now.
+            let replaced = entry.stands_in_for().and_then(|name| {
+                let slot = outcomes[index_of(name)?].lock().ok()?;
+                slot.clone()
+            });
+            let outcome = if needed(replaced.as_ref()) {
+                attempt(entry)
+            } else {
+                Outcome::NotNeeded
+            };
             if outcome == Outcome::Loaded
                 && let Ok(mut log) = log.lock()
             {
@@ -178,7 +192,14 @@ impl<'a> Drivers<'a> {
                 self.load(dep, log);
             }
         }
-        let outcome = attempt(entry);
+        let replaced = entry
+            .stands_in_for()
+            .and_then(|name| self.outcomes.get(name));
+        let outcome = if needed(replaced) {
+            attempt(entry)
+        } else {
+            Outcome::NotNeeded
+        };
         match &outcome {
             Outcome::Loaded => log.step(&format!("loaded module {}", entry.path.display())),
             Outcome::Failed(why) if !entry.necessity.at_start() => log.warn(&format!(
@@ -190,6 +211,13 @@ impl<'a> Drivers<'a> {
         self.outcomes.insert(&entry.name, outcome.clone());
         outcome
     }
+}
+
+/// Whether a module is to be loaded, given what became of the candidate it stands in for (an
+/// `else` module; `None` for every other): only if that one failed. A candidate never tried
+/// (the list stopped at a failure) leaves the decision to the caller's load.
+fn needed(replaced: Option<&Outcome>) -> bool {
+    matches!(replaced, None | Some(Outcome::Failed(_)))
 }
 
 /// One finit_module(2).
@@ -316,6 +344,22 @@ mod tests {
             (2..=3).contains(&most),
             "independent modules overlap, within the limit: {most}"
         );
+    }
+
+    #[test]
+    fn a_fallback_loads_only_when_its_candidate_failed() {
+        let check = |replaced: Option<Outcome>, expected: bool| {
+            assert_eq!(needed(replaced.as_ref()), expected, "{replaced:?}")
+        };
+        check(None, true);
+        check(
+            Some(Outcome::Failed("ENODEV (No such device)".into())),
+            true,
+        );
+        check(Some(Outcome::Loaded), false);
+        check(Some(Outcome::Present), false);
+        // A fallback of a fallback: the first candidate loaded, so neither later one is needed.
+        check(Some(Outcome::NotNeeded), false);
     }
 
     #[test]
