@@ -47,6 +47,9 @@ impl Program {
         }
     }
 }
+/// Boots of one run that may fail before the benchmark gives up (a failed boot's console
+/// cannot be measured, so it is booted again).
+const RETRIES: u32 = 2;
 /// Where the report goes.
 const REPORT: &str = "target/bench/storage-init.md";
 
@@ -219,15 +222,27 @@ pub fn run(sh: &Shell, root: &Path, cell_name: &str, runs: usize) -> Result<()> 
     // Interleaved, so a host that gets busier part-way slows both alike.
     for run in 1..=runs {
         for ((cell, program), series) in subjects.iter().zip(&mut series) {
-            let result = run_cell(sh, root, cell, accel);
+            let mut attempt = 1;
+            let result = loop {
+                let result = run_cell(sh, root, cell, accel);
+                match result.verdict {
+                    Verdict::Passed => break result,
+                    // A guest failure in a cell that passes otherwise is most often the
+                    // console racing the power-off on a loaded host: boot it again, saying so.
+                    Verdict::Failed { ref reason } if attempt <= RETRIES => eprintln!(
+                        "bench-storage-init: run {run}: {} failed (attempt {attempt}), booting it again: {}",
+                        cell.name,
+                        reason.lines().next().unwrap_or_default()
+                    ),
+                    _ => bail!(
+                        "run {run}: {} did not pass: {:?}",
+                        cell.name,
+                        result.verdict
+                    ),
+                }
+                attempt += 1;
+            };
             accel_used.clone_from(&result.accel);
-            if !matches!(result.verdict, Verdict::Passed) {
-                bail!(
-                    "run {run}: {} did not pass: {:?}",
-                    cell.name,
-                    result.verdict
-                );
-            }
             // The content's marker: how long until the image's init had run.
             series.ends.extend(
                 result
