@@ -52,6 +52,8 @@ impl Program {
 const RETRIES: u32 = 2;
 /// Where the report goes.
 const REPORT: &str = "target/bench/storage-init.md";
+/// Where every boot's console log is kept, as `<cell>-run<k>.log`.
+const CONSOLES: &str = "target/bench/storage-init";
 
 /// The phases of one boot, in guest milliseconds.
 #[derive(Debug, Clone, PartialEq)]
@@ -257,6 +259,13 @@ pub fn run(sh: &Shell, root: &Path, cell_name: &str, runs: usize) -> Result<()> 
                     .join(&cell.name)
                     .join("console.log"),
             )?;
+            // Each boot's log is kept: the cell's artefacts are those of its last boot only.
+            let kept = root
+                .join(CONSOLES)
+                .join(format!("{}-run{run}.log", cell.name));
+            std::fs::create_dir_all(root.join(CONSOLES))?;
+            std::fs::write(&kept, &console)
+                .with_context(|| format!("writing {}", kept.display()))?;
             let phases = phases(&console, *program).with_context(|| {
                 format!(
                     "the console log of {} has no {} steps",
@@ -276,7 +285,10 @@ pub fn run(sh: &Shell, root: &Path, cell_name: &str, runs: usize) -> Result<()> 
     let path = root.join(REPORT);
     std::fs::create_dir_all(path.parent().unwrap_or(root))?;
     std::fs::write(&path, &report)?;
-    eprintln!("report: {}", path.display());
+    eprintln!(
+        "report: {} (each boot's console log in {CONSOLES})",
+        path.display()
+    );
     Ok(())
 }
 
