@@ -262,11 +262,14 @@ pub fn find(
     }
 }
 
+/// What was seen, by device path (the order the devices came in depends on timing).
 fn describe(seen: &[BlockDevice]) -> String {
     if seen.is_empty() {
         return "no block devices seen (is the storage driver in the mini initramfs?)".to_owned();
     }
-    let listed: Vec<String> = seen.iter().map(BlockDevice::to_string).collect();
+    let mut seen: Vec<&BlockDevice> = seen.iter().collect();
+    seen.sort_by(|a, b| a.path.cmp(&b.path));
+    let listed: Vec<String> = seen.iter().map(|d| d.to_string()).collect();
     format!("seen: {}", listed.join("; "))
 }
 
@@ -363,12 +366,13 @@ mod tests {
     #[test]
     fn timeout_lists_what_was_seen() {
         let text = describe(&[
-            device("/dev/vda", None, None),
             device("/dev/vda1", Some(("aa-bb", "boot")), Some(("cc-dd", "esp"))),
+            device("/dev/vda", None, None),
         ]);
         assert_eq!(
             text,
-            "seen: /dev/vda (no known filesystem); /dev/vda1 (ext4 UUID=aa-bb LABEL=boot PARTUUID=cc-dd PARTLABEL=esp)"
+            "seen: /dev/vda (no known filesystem); /dev/vda1 (ext4 UUID=aa-bb LABEL=boot PARTUUID=cc-dd PARTLABEL=esp)",
+            "by path, whatever came first"
         );
         assert!(describe(&[]).contains("storage driver"));
     }

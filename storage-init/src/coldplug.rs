@@ -23,11 +23,28 @@ pub struct Coldplugged {
 }
 
 /// The bus of the devices firmware describes: on a SoC every block of the chip, on a PC a
-/// dozen legacy devices; walked after the buses the drivers' own id tables name.
+/// dozen legacy devices; walked after the other controllers' buses.
 const PLATFORM_BUS: &str = "platform";
+/// Buses of the devices that sit behind a controller (a disk on a SCSI host, a stick on a USB
+/// port, a card in an SD slot): walked last, once the controllers' drivers have made them.
+const BEHIND_A_CONTROLLER: [&str; 4] = ["mmc", "scsi", "sdio", "usb"];
 
-/// Offers the devices without a driver to `drivers`, bus by bus, and stops after a bus that
-/// brought a driver once `enough` says so (the search has something to look at). `None` when
+/// The order of the walk: controllers (PCI, virtio, …), then the platform bus, then the devices
+/// behind them; by name within each.
+fn walk_order(bus: &str) -> (u8, &str) {
+    let rank = if bus == PLATFORM_BUS {
+        1
+    } else if BEHIND_A_CONTROLLER.contains(&bus) {
+        2
+    } else {
+        0
+    };
+    (rank, bus)
+}
+
+/// Offers the devices without a driver to `drivers`, bus by bus in [`walk_order`], and stops
+/// after a bus that brought a driver once `enough` says so (the search has something to look
+/// at). `None` when
 /// no shipped module has device aliases: there is nothing to coldplug.
 pub fn coldplug(
     drivers: &mut Drivers<'_>,
@@ -37,7 +54,7 @@ pub fn coldplug(
     let mut done = Coldplugged::default();
     let buses: Vec<PathBuf> = match drivers.buses()? {
         Some(mut buses) => {
-            buses.sort_by_key(|bus| (*bus == PLATFORM_BUS, *bus));
+            buses.sort_by_key(|bus| walk_order(bus));
             buses
                 .iter()
                 .map(|bus| Path::new(SYS_BUS).join(bus))
@@ -90,6 +107,16 @@ pub fn unbound_modaliases(bus: &Path) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn controllers_first_then_platform_then_what_sits_behind_them() {
+        let mut buses = vec!["usb", "scsi", "platform", "virtio", "pci", "mmc", "amba"];
+        buses.sort_by_key(|bus| walk_order(bus));
+        assert_eq!(
+            buses,
+            ["amba", "pci", "virtio", "platform", "mmc", "scsi", "usb"]
+        );
+    }
 
     /// A sysfs-shaped tree: bound devices and devices without a modalias are left out.
     #[test]
