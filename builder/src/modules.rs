@@ -16,7 +16,10 @@
 //! loaded at boot only if such a device exists; so is everything it alone pulls in. Every other
 //! requested name is required at start. A requested name
 //! that is built in is skipped with a note. A name that is no module is looked up as an alias;
-//! with several candidates, each is loaded as [`Necessity::Optional`]. Hard dependencies come
+//! with several candidates, the first (in `modules.alias` order, where depmod puts the
+//! architecture's own implementations before the generic ones) is [`Necessity::Optional`] and
+//! each later one a [`Necessity::Fallback`] for the one before it, loaded only if that one fails
+//! (on demand, every candidate is loaded with the device's driver). Hard dependencies come
 //! before their dependent and share its necessity; `pre:` softdeps come before the module, `post:`
 //! softdeps after it, and everything reached only through a softdep is optional. A module reached
 //! both ways is required. Each module appears once; cycles (possible through softdeps) are cut
@@ -388,6 +391,7 @@ impl ModuleIndex {
             order: Vec::new(),
             necessity: BTreeMap::new(),
             after: BTreeMap::new(),
+            stands_in_for: BTreeMap::new(),
             in_progress: BTreeSet::new(),
             notes: Vec::new(),
         };
@@ -421,13 +425,28 @@ impl ModuleIndex {
             .enumerate()
             .map(|(i, name)| {
                 let necessity = walk.necessity[name];
+                // A fallback names the candidate it stands in for first (contract: `else`).
+                let replaced = (necessity == Necessity::Fallback)
+                    .then(|| walk.stands_in_for.get(name))
+                    .flatten();
                 // Only what comes earlier: a dependency cut from a cycle is not waited for.
                 let mut after: Vec<String> = Vec::new();
-                for dep in walk.after.get(name).into_iter().flatten() {
+                for dep in replaced
+                    .into_iter()
+                    .chain(walk.after.get(name).into_iter().flatten())
+                {
                     if position.get(dep.as_str()).is_some_and(|&p| p < i) && !after.contains(dep) {
                         after.push(dep.clone());
                     }
                 }
+                // A fallback without its candidate before it has nothing to stand in for.
+                let necessity = match (necessity, replaced) {
+                    (Necessity::Fallback, Some(replaced)) if after.first() == Some(replaced) => {
+                        necessity
+                    }
+                    (Necessity::Fallback, _) => Necessity::Optional,
+                    (other, _) => other,
+                };
                 ResolvedModule {
                     name: name.clone(),
                     relative_path: self.modules[name].relative_path.clone(),
@@ -457,6 +476,8 @@ struct Walk<'a> {
     necessity: BTreeMap<String, Necessity>,
     /// Module → the modules to load before it (hard dependencies, `pre:` softdeps).
     after: BTreeMap<String, Vec<String>>,
+    /// A later alias candidate → the earlier one it stands in for (while it is a fallback).
+    stands_in_for: BTreeMap<String, String>,
     /// Modules whose dependencies are being visited, to cut cycles.
     in_progress: BTreeSet<String>,
     notes: Vec<String>,
@@ -491,10 +512,21 @@ impl Walk<'_> {
             } else {
                 necessity.min(Necessity::Optional)
             };
-            let mut modules = Vec::new();
+            let mut modules: Vec<String> = Vec::new();
             for candidate in candidates {
                 if self.index.modules.contains_key(candidate) {
-                    self.visit_module(candidate, candidate_necessity)?;
+                    // At start one provider is enough: the next is only a fallback.
+                    let preferred = modules.last().filter(|_| candidate_necessity.at_start());
+                    match preferred {
+                        Some(preferred) => {
+                            if !self.necessity.contains_key(candidate) {
+                                self.stands_in_for
+                                    .insert(candidate.clone(), preferred.clone());
+                            }
+                            self.visit_module(candidate, Necessity::Fallback)?;
+                        }
+                        None => self.visit_module(candidate, candidate_necessity)?,
+                    }
                     modules.push(candidate.clone());
                 } else if self.index.builtin.contains(candidate) {
                     self.note(format!(
@@ -514,7 +546,7 @@ impl Walk<'_> {
                 dir: self.index.dir.clone(),
                 via,
             }),
-            Necessity::Optional | Necessity::OnDemand => {
+            Necessity::Optional | Necessity::Fallback | Necessity::OnDemand => {
                 self.note(format!(
                     "optional {name}{via} is no module, built-in or alias of this kernel: skipped"
                 ));
@@ -539,6 +571,7 @@ impl Walk<'_> {
         let info = &self.index.modules[name];
         let softdeps = self.index.softdeps.get(name).cloned().unwrap_or_default();
         let soft = soft_necessity(necessity);
+        let hard = hard_necessity(necessity);
         match self.necessity.get(name).copied() {
             Some(known) if known >= necessity => return Ok(()),
             Some(_) => {
@@ -551,7 +584,7 @@ impl Walk<'_> {
                     self.visit_name(pre, soft, Some(name))?;
                 }
                 for dep in info.deps.iter().rev() {
-                    self.visit_dep(dep, name, necessity)?;
+                    self.visit_dep(dep, name, hard)?;
                 }
                 for post in &softdeps.post {
                     self.visit_name(post, soft, Some(name))?;
@@ -567,7 +600,7 @@ impl Walk<'_> {
             after.extend(self.visit_name(pre, soft, Some(name))?);
         }
         for dep in info.deps.iter().rev() {
-            self.visit_dep(dep, name, necessity)?;
+            self.visit_dep(dep, name, hard)?;
             after.push(dep.clone());
         }
         self.necessity.insert(name.to_owned(), necessity);
@@ -601,7 +634,16 @@ impl Walk<'_> {
 /// What a soft dependency of a module with `necessity` gets: never required, and on demand
 /// when the module itself is.
 fn soft_necessity(necessity: Necessity) -> Necessity {
-    necessity.min(Necessity::Optional)
+    hard_necessity(necessity.min(Necessity::Optional))
+}
+
+/// What a hard dependency of a module with `necessity` gets: the same, but a fallback's
+/// dependencies are plainly optional (a fallback stands in for one module, which they do not).
+fn hard_necessity(necessity: Necessity) -> Necessity {
+    match necessity {
+        Necessity::Fallback => Necessity::Optional,
+        other => other,
+    }
 }
 
 /// One module of a closure.
@@ -679,6 +721,7 @@ impl fmt::Display for Resolution {
             let verb = match module.necessity {
                 Necessity::Required => "load",
                 Necessity::Optional => "try",
+                Necessity::Fallback => "else",
                 Necessity::OnDemand => "device",
             };
             writeln!(f, "{verb} {} ({})", module.name, module.relative_path)?;
@@ -810,7 +853,7 @@ alias fs-ext4 ext4
             "
 load virtio_blk
 try crc32c_intel
-try crc32c_generic
+else crc32c_generic
 load jbd2
 load mbcache
 load crc16
@@ -820,6 +863,70 @@ load erofs
 load overlay
 ",
         );
+    }
+
+    /// One provider of an alias is enough at start: the next is an `else` standing in for the
+    /// one before it, unless something needs it for itself.
+    #[test]
+    fn later_alias_candidates_are_fallbacks() {
+        let list = |requested: &[&str]| {
+            let requested: Vec<String> = requested.iter().map(|r| (*r).to_owned()).collect();
+            let list = index(&DEBIAN_LIKE)
+                .resolve(&requested)
+                .unwrap()
+                .module_list("/lib/modules/1.0")
+                .unwrap();
+            let text = list.render();
+            assert_eq!(ModuleList::parse(&text), Ok(list), "{text}");
+            text
+        };
+        let text = list(&["erofs"]);
+        assert!(
+            text.contains("try crc32c_intel /lib/modules/1.0/kernel/arch/x86/crypto/crc32c-intel.ko\n")
+                && text.contains(
+                    "else crc32c_generic /lib/modules/1.0/kernel/crypto/crc32c_generic.ko crc32c_intel\n"
+                )
+                && text.contains("load libcrc32c /lib/modules/1.0/kernel/lib/libcrc32c.ko crc32c_intel crc32c_generic\n"),
+            "{text}"
+        );
+        check(
+            &DEBIAN_LIKE,
+            &["erofs", "crc32c_generic"],
+            "
+try crc32c_intel
+load crc32c_generic
+load libcrc32c
+load erofs
+",
+        );
+        check(
+            &DEBIAN_LIKE,
+            &["crc32c_generic", "erofs"],
+            "
+load crc32c_generic
+try crc32c_intel
+load libcrc32c
+load erofs
+",
+        );
+        let text = list(&["crc32c_generic", "erofs"]);
+        assert!(
+            text.contains("load crc32c_generic /lib/modules/1.0/kernel/crypto/crc32c_generic.ko\n"),
+            "asked for by name: loaded for itself, standing in for nothing: {text}"
+        );
+    }
+
+    /// On demand, every candidate goes with the device's driver, as before.
+    #[test]
+    fn on_demand_alias_candidates_are_all_loaded() {
+        const TREE: Tree = Tree {
+            dep: "drv.ko:\nfast.ko:\nslow.ko:\n",
+            softdep: "softdep drv pre: sum\n",
+            alias: "alias pci:v00001234d* drv\nalias sum fast\nalias sum slow\n",
+            builtin: "",
+        };
+        check(&TREE, &["drv"], "device fast\ndevice slow\ndevice drv\n");
+        check(&TREE, &["sum"], "try fast\nelse slow\n");
     }
 
     const DEVICES: Tree = Tree {
@@ -921,7 +1028,7 @@ note: virtio-pci is built into the kernel: nothing to load
             &["fs-ext4"],
             "
 try crc32c_intel
-try crc32c_generic
+else crc32c_generic
 load jbd2
 load mbcache
 load crc16

@@ -135,14 +135,37 @@ fn untimed() -> Result<Untimed, Fatal> {
     let mut silent = Log::named("syscall-floor", Instant::now());
     let mut drivers = Drivers::new(&list);
     drivers.load_at_start(&mut silent)?;
-    storage_init::coldplug::coldplug(&mut drivers, &mut silent);
-    let found =
-        storage_init::blockdev::find(&bootfs, None, config.timeout, None, &mut |modalias| {
-            drivers.load_for_device(modalias, &mut silent);
-        })?;
+    storage_init::coldplug::coldplug(&mut drivers, &mut silent, &mut || false);
+    let found = storage_init::blockdev::find(
+        &bootfs,
+        None,
+        config.timeout,
+        &mut Silently {
+            drivers: &mut drivers,
+            log: &mut silent,
+        },
+    )?;
     Ok(Untimed {
         device: found.device.path.to_string_lossy().into_owned(),
         fstype,
         overlay_size: config.overlay_size,
     })
+}
+
+/// The search's hotplug, without a word.
+struct Silently<'d, 'l> {
+    drivers: &'d mut Drivers<'l>,
+    log: &'d mut Log,
+}
+
+impl storage_init::blockdev::Hotplug for Silently<'_, '_> {
+    fn coldplug(&mut self) {
+        storage_init::coldplug::coldplug(self.drivers, self.log, &mut || false);
+    }
+
+    fn add(&mut self, modalias: &str) {
+        self.drivers.load_for_device(modalias, self.log);
+    }
+
+    fn warn(&mut self, _: &str) {}
 }

@@ -1,7 +1,13 @@
 //! Finding the boot filesystem among the machine's block devices, without udev: one scan of
-//! `/sys/class/block` (coldplug), then the kernel's uevents for devices that appear or change
-//! later (hotplug), each device read through the bounded [`Inspector`]. Without a uevent socket
-//! (a kernel built without networking) the scan repeats instead.
+//! `/sys/class/block` (coldplug), then, only if the device is not there yet, the kernel's
+//! uevents for devices that appear or change later (hotplug), each device read through the
+//! bounded [`Inspector`]. Without a uevent socket (a kernel built without networking) the scan
+//! repeats instead.
+//!
+//! Invariant: nothing that appears can be missed. The uevent socket opens only when the first
+//! scan found nothing (most boots find /boot at once and never pay for a socket); everything
+//! that came before it is then looked at once more (coldplug's driver round, then a scan), and
+//! everything after it comes as an event.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -10,7 +16,7 @@ use std::time::{Duration, Instant};
 use crate::config::BootFs;
 use crate::error::Fatal;
 pub use crate::inspect::BlockDevice;
-use crate::inspect::{Inspector, SYS_CLASS_BLOCK};
+use crate::inspect::{Inspector, SYS_CLASS_BLOCK, Shape};
 use crate::uevent::UeventSocket;
 
 /// Without uevents: how long to sleep between scans, short against boot time, long enough not
@@ -29,7 +35,8 @@ pub struct Found {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Via {
-    /// The first scan of /sys/class/block.
+    /// A scan of /sys/class/block without waiting for any event: the first, or the one after
+    /// the uevent socket opened (behind a second coldplug round of drivers).
     Coldplug,
     /// A uevent announcing the device (or its new medium).
     Uevent,
@@ -45,6 +52,18 @@ impl fmt::Display for Via {
             Via::Rescan => "on a rescan",
         })
     }
+}
+
+/// What the search needs from the rest of storage-init once the device is not there at once.
+pub trait Hotplug {
+    /// Offers every device that has no driver (sysfs) to the drivers once more: those that
+    /// appeared since the first coldplug (a driver's own children) announced themselves before
+    /// anyone listened.
+    fn coldplug(&mut self);
+    /// Loads what a device announced by a uevent needs (its modalias).
+    fn add(&mut self, modalias: &str);
+    /// Logs a warning.
+    fn warn(&mut self, message: &str);
 }
 
 /// Whether `device` is the one `wanted` names.
@@ -78,8 +97,8 @@ struct Search<'a> {
 
 impl Search<'_> {
     /// Reads `path` and records it; returns it when it is the one wanted.
-    fn consider(&mut self, path: PathBuf) -> Option<BlockDevice> {
-        let device = self.inspector.inspect(path, self.wants_partition);
+    fn consider(&mut self, path: PathBuf, shape: Shape) -> Option<BlockDevice> {
+        let device = self.inspector.inspect(path, shape, self.wants_partition);
         self.record(device)
     }
 
@@ -96,17 +115,42 @@ impl Search<'_> {
 
     /// Every device sysfs lists now, `hint` first.
     fn scan(&mut self, hint: Option<&Path>) -> Option<BlockDevice> {
+        let names = device_names();
+        let partitions: Vec<&str> = names
+            .iter()
+            .map(String::as_str)
+            .filter(|name| crate::inspect::is_partition(name))
+            .collect();
+        let shape = |path: &Path| {
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            if partitions.contains(&name) {
+                Shape::Partition
+            } else if partitions.iter().any(|p| disk_of(p) == Some(name)) {
+                Shape::PartitionedDisk
+            } else {
+                Shape::Unknown
+            }
+        };
         let candidates = hint
             .map(Path::to_path_buf)
             .into_iter()
-            .chain(device_nodes());
+            .chain(names.iter().map(|n| Path::new("/dev").join(n)));
         let mut done: Vec<PathBuf> = Vec::new();
         for path in candidates {
             if done.contains(&path) {
                 continue;
             }
             done.push(path.clone());
-            if let Some(found) = self.consider(path) {
+            // A hint outside /dev's names in sysfs is looked at the careful way.
+            let shape = if path.parent() == Some(Path::new("/dev")) {
+                shape(&path)
+            } else {
+                Shape::Unknown
+            };
+            if let Some(found) = self.consider(path, shape) {
                 return Some(found);
             }
         }
@@ -137,16 +181,17 @@ impl Search<'_> {
     }
 }
 
-/// Waits until a device matching `wanted` appears (trying `hint` first). `events` must have been
-/// opened before the modules that create block devices were loaded. Every `add` uevent that
-/// carries a modalias goes to `new_device` first (to load its driver), so a late disk's
-/// controller gets its module and the disk follows.
+/// Waits until a device matching `wanted` appears (trying `hint` first), for at most
+/// `timeout`. Runs after the first coldplug round of drivers: a device that is there is found
+/// by the first scan. Otherwise the uevent socket opens, `hotplug` gets a second coldplug round
+/// and the devices are scanned again; then every `add` uevent that carries a modalias goes to
+/// `hotplug` (to load its driver), so a late disk's controller gets its module and the disk
+/// follows.
 pub fn find(
     wanted: &BootFs,
     hint: Option<&Path>,
     timeout: Duration,
-    events: Option<&UeventSocket>,
-    new_device: &mut dyn FnMut(&str),
+    hotplug: &mut dyn Hotplug,
 ) -> Result<Found, Fatal> {
     let deadline = Instant::now() + timeout;
     let mut search = Search {
@@ -159,6 +204,22 @@ pub fn find(
     if let Some(device) = search.scan(hint) {
         return found(device, Via::Coldplug);
     }
+    // Not there yet: from here on the kernel's uevents say what appears. What came between the
+    // first coldplug and the socket is looked at once more.
+    let events = match UeventSocket::open() {
+        Ok(socket) => Some(socket),
+        Err(e) => {
+            hotplug.warn(&format!(
+                "no uevent socket ({}): rescanning /sys/class/block instead",
+                crate::modules::errno_text(e)
+            ));
+            None
+        }
+    };
+    hotplug.coldplug();
+    if let Some(device) = search.scan(hint) {
+        return found(device, Via::Coldplug);
+    }
     loop {
         let now = Instant::now();
         if now >= deadline {
@@ -168,7 +229,7 @@ pub fn find(
         if search.inspector.has_pending() {
             wait = wait.min(PENDING_INTERVAL);
         }
-        let received = match events {
+        let received = match &events {
             Some(socket) => socket.wait(wait).map_err(|e| {
                 Fatal::new("waiting for block devices", format!("reading uevents: {e}"))
             })?,
@@ -184,14 +245,14 @@ pub fn find(
         }
         for event in &received.events {
             if let (Some(modalias), "add") = (&event.modalias, event.action.as_str()) {
-                new_device(modalias);
+                hotplug.add(modalias);
             }
         }
         for event in received.events.iter().filter(|e| e.is_block_device_news()) {
             let Some(name) = &event.devname else {
                 continue;
             };
-            if let Some(device) = search.consider(Path::new("/dev").join(name)) {
+            if let Some(device) = search.consider(Path::new("/dev").join(name), Shape::Unknown) {
                 return found(device, Via::Uevent);
             }
         }
@@ -201,16 +262,19 @@ pub fn find(
     }
 }
 
+/// What was seen, by device path (the order the devices came in depends on timing).
 fn describe(seen: &[BlockDevice]) -> String {
     if seen.is_empty() {
         return "no block devices seen (is the storage driver in the mini initramfs?)".to_owned();
     }
-    let listed: Vec<String> = seen.iter().map(BlockDevice::to_string).collect();
+    let mut seen: Vec<&BlockDevice> = seen.iter().collect();
+    seen.sort_by(|a, b| a.path.cmp(&b.path));
+    let listed: Vec<String> = seen.iter().map(|d| d.to_string()).collect();
     format!("seen: {}", listed.join("; "))
 }
 
-/// `/dev/<name>` for every entry of /sys/class/block, sorted so scans are repeatable.
-fn device_nodes() -> Vec<PathBuf> {
+/// The name of every entry of /sys/class/block, sorted so scans are repeatable.
+pub fn device_names() -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(SYS_CLASS_BLOCK) else {
         return Vec::new();
     };
@@ -220,9 +284,20 @@ fn device_nodes() -> Vec<PathBuf> {
         .collect();
     names.sort();
     names
-        .into_iter()
-        .map(|n| Path::new("/dev").join(n))
-        .collect()
+}
+
+/// The disk a partition named `partition` belongs to, by the kernel's naming rule
+/// (`disk_name()` in block/partitions/core.c): the disk's name and the number, with a `p`
+/// between them when the disk's name ends in a digit (`vda1`, `nvme0n1p1`, `mmcblk0p2`).
+fn disk_of(partition: &str) -> Option<&str> {
+    let stem = partition.trim_end_matches(|c: char| c.is_ascii_digit());
+    if stem.len() == partition.len() || stem.is_empty() {
+        return None;
+    }
+    match stem.strip_suffix('p') {
+        Some(disk) if disk.ends_with(|c: char| c.is_ascii_digit()) => Some(disk),
+        _ => Some(stem),
+    }
 }
 
 #[cfg(test)]
@@ -272,14 +347,32 @@ mod tests {
     }
 
     #[test]
+    fn partitions_name_their_disk() {
+        let check = |partition: &str, disk: Option<&str>| {
+            assert_eq!(disk_of(partition), disk, "{partition}")
+        };
+        check("vda1", Some("vda"));
+        check("sda12", Some("sda"));
+        check("nvme0n1p1", Some("nvme0n1"));
+        check("mmcblk0p2", Some("mmcblk0"));
+        check("loop0p1", Some("loop0"));
+        check("md127p3", Some("md127"));
+        // A `p` only separates after a digit: sdp1 is sdp's first partition.
+        check("sdp1", Some("sdp"));
+        check("vda", None);
+        check("123", None);
+    }
+
+    #[test]
     fn timeout_lists_what_was_seen() {
         let text = describe(&[
-            device("/dev/vda", None, None),
             device("/dev/vda1", Some(("aa-bb", "boot")), Some(("cc-dd", "esp"))),
+            device("/dev/vda", None, None),
         ]);
         assert_eq!(
             text,
-            "seen: /dev/vda (no known filesystem); /dev/vda1 (ext4 UUID=aa-bb LABEL=boot PARTUUID=cc-dd PARTLABEL=esp)"
+            "seen: /dev/vda (no known filesystem); /dev/vda1 (ext4 UUID=aa-bb LABEL=boot PARTUUID=cc-dd PARTLABEL=esp)",
+            "by path, whatever came first"
         );
         assert!(describe(&[]).contains("storage driver"));
     }

@@ -8,17 +8,16 @@ use std::process::Command;
 
 use rustix::mount::MountFlags;
 
-use crate::blockdev::{self, Found};
-use crate::coldplug;
+use crate::blockdev::{self, Found, Hotplug};
+use crate::coldplug::{self, Coldplugged};
 use crate::config::{self, CONFIG_PATH, Config, Emergency, Prefetch};
 use crate::contract::{MODULE_LIST_PATH, ModuleList};
 use crate::error::{Context, Fatal};
 use crate::log::Log;
-use crate::modules::{self, Drivers};
+use crate::modules::Drivers;
 use crate::mounts::{detach, mount_fs, mount_image, mount_overlay, move_mount};
 use crate::probe::{Superblock, probe_file};
 use crate::switch_root::switch_root;
-use crate::uevent::UeventSocket;
 use crate::verified_image::{VerifiedImage, mount_verified};
 
 /// Where each mode mounts the boot filesystem (read-only, before moving it to `<new root>/boot`)
@@ -177,7 +176,7 @@ fn prepare(
     let verity = config
         .verity()
         .map_err(|why| Fatal::new("reading the configuration", why))?;
-    check_kernel_release(config.kernel_release.as_deref(), &kernel_release())?;
+    check_kernel_release(config.kernel_release.as_deref(), kernel_release())?;
     log.step(&format!(
         "read config: bootfs {}",
         config
@@ -186,33 +185,16 @@ fn prepare(
             .map_or("unset".into(), |b| b.to_string())
     ));
 
-    // Before the modules: the devices their drivers create must not slip between the first
-    // scan and the first wait (see uevent.rs).
-    let events = match UeventSocket::open() {
-        Ok(socket) => Some(socket),
-        Err(e) => {
-            log.warn(&format!(
-                "no uevent socket ({}): rescanning /sys/class/block instead",
-                modules::errno_text(e)
-            ));
-            None
-        }
-    };
     let modules = read_module_list()?;
     let mut drivers = Drivers::new(&modules);
     let (loaded, tried) = drivers.load_at_start(log)?;
     log.step(&format!("loaded {loaded} of {tried} modules"));
-    if let Some(coldplugged) = coldplug::coldplug(&mut drivers, log) {
-        log.step(&format!(
-            "coldplug: {} device{} without a driver; loaded {}",
-            coldplugged.unbound,
-            if coldplugged.unbound == 1 { "" } else { "s" },
-            if coldplugged.loaded.is_empty() {
-                "no module".to_owned()
-            } else {
-                coldplugged.loaded.join(", ")
-            }
-        ));
+    // The first round stops at the first bus whose drivers brought new block devices: the
+    // search looks at them, and walks the rest only if /boot is not among them.
+    let devices_before = blockdev::device_names();
+    let new_devices = &mut || blockdev::device_names() != devices_before;
+    if let Some(coldplugged) = coldplug::coldplug(&mut drivers, log, new_devices) {
+        log_coldplug(log, "coldplug", &coldplugged);
     }
 
     let Some(bootfs) = config.bootfs.as_ref() else {
@@ -227,9 +209,9 @@ fn prepare(
         bootfs,
         config.bootfs_hint.as_deref(),
         config.timeout,
-        events.as_ref(),
-        &mut |modalias| {
-            drivers.load_for_device(modalias, log);
+        &mut DriversOnHotplug {
+            drivers: &mut drivers,
+            log,
         },
     );
     let Found { device, via } = found.map_err(|mut fatal| {
@@ -243,7 +225,6 @@ fn prepare(
         }
         fatal
     })?;
-    drop(events);
     log.step(&format!("found bootfs {bootfs} on {device} {via}"));
 
     let Some(bootfstype) = config
@@ -382,6 +363,42 @@ fn prepare(
     Ok((config, verified))
 }
 
+/// The search's hotplug: storage-init's drivers, and its log.
+struct DriversOnHotplug<'d, 'l> {
+    drivers: &'d mut Drivers<'l>,
+    log: &'d mut Log,
+}
+
+impl Hotplug for DriversOnHotplug<'_, '_> {
+    fn coldplug(&mut self) {
+        if let Some(coldplugged) = coldplug::coldplug(self.drivers, self.log, &mut || false) {
+            log_coldplug(self.log, "coldplug again, with uevents", &coldplugged);
+        }
+    }
+
+    fn add(&mut self, modalias: &str) {
+        self.drivers.load_for_device(modalias, self.log);
+    }
+
+    fn warn(&mut self, message: &str) {
+        self.log.warn(message);
+    }
+}
+
+/// `<round>: 3 devices without a driver; loaded virtio_blk`.
+fn log_coldplug(log: &mut Log, round: &str, coldplugged: &Coldplugged) {
+    log.step(&format!(
+        "{round}: {} device{} without a driver; loaded {}",
+        coldplugged.unbound,
+        if coldplugged.unbound == 1 { "" } else { "s" },
+        if coldplugged.loaded.is_empty() {
+            "no module".to_owned()
+        } else {
+            coldplugged.loaded.join(", ")
+        }
+    ));
+}
+
 /// Mounts the overlay of the image at [`LOWER`] on `sysroot`, its upper and work directories on
 /// a tmpfs of `overlay_size` at [`RW`]. Returns whether the overlay is `volatile`.
 pub fn mount_overlay_root(overlay_size: Option<&str>, sysroot: &Path) -> Result<bool, Fatal> {
@@ -496,16 +513,17 @@ fn read_config(log: &mut Log, emergency: &mut Emergency) -> Result<Config, Fatal
             return Err(e).context(|| format!("reading {CONFIG_PATH}"));
         }
     };
-    // Before parsing, so a malformed value still ends in the action the command line chose
-    // (unless the file demands dm-verity and the command line asks for a shell).
-    let from_cmdline = config::emergency_from_cmdline_for(text.as_deref().unwrap_or(""), &cmdline);
-    if let Some(action) = from_cmdline {
-        *emergency = action;
-    }
-    let (mut config, mut warnings) = match &text {
-        Some(text) => {
-            config::parse_config(text).context(|| "reading the configuration".to_owned())?
+    // A malformed value still ends in the action the command line chose (unless the file
+    // demands dm-verity and the command line asks for a shell); looked for only then.
+    let malformed = |error: config::ConfigError, emergency: &mut Emergency| {
+        let file = text.as_deref().unwrap_or("");
+        if let Some(action) = config::emergency_from_cmdline_for(file, &cmdline) {
+            *emergency = action;
         }
+        Fatal::new("reading the configuration", error)
+    };
+    let (mut config, mut warnings) = match &text {
+        Some(text) => config::parse_config(text).map_err(|e| malformed(e, emergency))?,
         None => {
             log.warn(&format!(
                 "{CONFIG_PATH} missing: using defaults and the kernel command line"
@@ -513,11 +531,11 @@ fn read_config(log: &mut Log, emergency: &mut Emergency) -> Result<Config, Fatal
             (Config::default(), Vec::new())
         }
     };
-    *emergency = from_cmdline.unwrap_or(config.emergency);
-    warnings.extend(
-        config::apply_cmdline(&mut config, &cmdline)
-            .context(|| "reading the configuration".to_owned())?,
-    );
+    *emergency = config.emergency;
+    warnings
+        .extend(config::apply_cmdline(&mut config, &cmdline).map_err(|e| malformed(e, emergency))?);
+    // The file's action, or the command line's where it may override it.
+    *emergency = config.emergency;
     for warning in warnings {
         log.warn(&warning.0);
     }
@@ -601,11 +619,15 @@ fn cpu_ms(stat: &str) -> Option<(u64, u64)> {
     Some((user * TICK_MS, system * TICK_MS))
 }
 
-fn kernel_release() -> String {
-    rustix::system::uname()
-        .release()
-        .to_string_lossy()
-        .into_owned()
+/// `uname -r`, asked once.
+fn kernel_release() -> &'static str {
+    static RELEASE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    RELEASE.get_or_init(|| {
+        rustix::system::uname()
+            .release()
+            .to_string_lossy()
+            .into_owned()
+    })
 }
 
 /// `<boot>/<fs>`, by default upstream's `/boot/initoverlayfs-<kernel release>.img`.
@@ -737,6 +759,6 @@ mod tests {
             name.starts_with("initoverlayfs-") && name.ends_with(".img"),
             "{name}"
         );
-        assert!(name.contains(&kernel_release()));
+        assert!(name.contains(kernel_release()));
     }
 }

@@ -13,9 +13,10 @@
 //! ```text
 //! initoverlayfs-modules 2
 //! # <verb> <name> <path> [<name of a module to load first>...]
-//! load jbd2 /lib/modules/6.12.0/kernel/fs/jbd2/jbd2.ko
 //! try crc32c_intel /lib/modules/6.12.0/kernel/arch/x86/crypto/crc32c-intel.ko
-//! load ext4 /lib/modules/6.12.0/kernel/fs/ext4/ext4.ko jbd2 crc32c_intel
+//! else crc32c_generic /lib/modules/6.12.0/kernel/crypto/crc32c_generic.ko crc32c_intel
+//! load jbd2 /lib/modules/6.12.0/kernel/fs/jbd2/jbd2.ko crc32c_intel crc32c_generic
+//! load ext4 /lib/modules/6.12.0/kernel/fs/ext4/ext4.ko jbd2 crc32c_intel crc32c_generic
 //! device virtio_blk /lib/modules/6.12.0/kernel/drivers/block/virtio_blk.ko
 //! # alias <modalias pattern> <name>
 //! alias virtio:d00000002v* virtio_blk
@@ -23,13 +24,18 @@
 //!
 //! The first line names the format and its version; a reader refuses any other version. A
 //! module line is `load` (loaded at start; the boot cannot go on without it), `try` (loaded at
-//! start; a soft dependency or one of several alias candidates, so a failure is a warning) or
+//! start; a soft dependency or the preferred one of several alias candidates, so a failure is a
+//! warning), `else` (the next candidate for the same alias: loaded at start only if the module
+//! named first after its path, an earlier candidate, failed to load; a failure is a warning) or
 //! `device` (loaded only when a device needs it: when a device without a driver has a modalias
 //! that an `alias` line maps to it, at coldplug or from a uevent; a failure is a warning, and
 //! the boot device's absence then says the rest). The names after the path are the modules to
 //! load before it (hard dependencies and `pre:` soft dependencies); each must be on an earlier
 //! line, so the file order is a valid load order and the graph has no cycle. Alias patterns are
 //! kmod's (shell globs: `*`, `?`, `[...]`).
+//!
+//! `else` came after the version number did: a storage-init that predates it refuses the line
+//! ("unknown verb"), which no older reader can misread, so the version stayed.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -48,7 +54,12 @@ pub const MODULE_LIST_VERSION: u32 = 2;
 pub enum Necessity {
     /// `device`: only when a device's modalias asks for it; a failure is a warning.
     OnDemand,
-    /// `try`: at start; optional (softdep, alternative implementation), a failure is a warning.
+    /// `else`: at start, only if the candidate it stands in for (the first of its `after`
+    /// names) failed to load: the next provider of an alias (`crc32c_generic` where
+    /// `crc32c_intel` finds no SSE4.2). A failure is a warning.
+    Fallback,
+    /// `try`: at start; optional (softdep, the preferred alias candidate), a failure is a
+    /// warning.
     Optional,
     /// `load`: at start; required, a failure is fatal.
     Required,
@@ -59,6 +70,7 @@ impl Necessity {
         match self {
             Necessity::Required => "load",
             Necessity::Optional => "try",
+            Necessity::Fallback => "else",
             Necessity::OnDemand => "device",
         }
     }
@@ -77,8 +89,19 @@ pub struct ModuleEntry {
     /// Absolute path of the (uncompressed) module file inside the mini initramfs.
     pub path: PathBuf,
     pub necessity: Necessity,
-    /// Modules to load first, each on an earlier line.
+    /// Modules to load first, each on an earlier line. For a [`Necessity::Fallback`] the first
+    /// is the candidate it stands in for.
     pub after: Vec<String>,
+}
+
+impl ModuleEntry {
+    /// The earlier candidate this `else` module is loaded instead of, when that one fails.
+    pub fn stands_in_for(&self) -> Option<&str> {
+        match self.necessity {
+            Necessity::Fallback => self.after.first().map(String::as_str),
+            _ => None,
+        }
+    }
 }
 
 /// A modalias pattern and the module it asks for.
@@ -166,6 +189,7 @@ impl ModuleList {
             let necessity = match verb {
                 "load" => Necessity::Required,
                 "try" => Necessity::Optional,
+                "else" => Necessity::Fallback,
                 "device" => Necessity::OnDemand,
                 "alias" => {
                     let (Some(pattern), Some(module), None) =
@@ -188,7 +212,7 @@ impl ModuleList {
                 }
                 other => {
                     return Err(error(format!(
-                        "unknown verb {other:?}: expected load, try, device or alias"
+                        "unknown verb {other:?}: expected load, try, else, device or alias"
                     )));
                 }
             };
@@ -207,6 +231,11 @@ impl ModuleList {
             if let Some(missing) = after.iter().find(|dep| list.entry(dep).is_none()) {
                 return Err(error(format!(
                     "{name} needs {missing}, which no earlier line lists"
+                )));
+            }
+            if necessity == Necessity::Fallback && after.is_empty() {
+                return Err(error(format!(
+                    "else {name} names no module it stands in for: expected 'else <name> <path> <earlier candidate> [<module>...]'"
                 )));
             }
             list.entries.push(ModuleEntry {
@@ -240,6 +269,7 @@ mod tests {
                 entry("a", Necessity::Optional, &[]),
                 entry("b", Necessity::Required, &["a"]),
                 entry("c", Necessity::OnDemand, &["a", "b"]),
+                entry("d", Necessity::Fallback, &["a"]),
             ],
             aliases: vec![DeviceAlias {
                 pattern: "virtio:d00000002v*".into(),
@@ -248,9 +278,12 @@ mod tests {
         };
         let text = list.render();
         assert!(
-            text.contains("device c /lib/modules/k/c.ko a b\n"),
+            text.contains("device c /lib/modules/k/c.ko a b\n")
+                && text.contains("else d /lib/modules/k/d.ko a\n"),
             "{text}"
         );
+        assert_eq!(list.entries[3].stands_in_for(), Some("a"));
+        assert_eq!(list.entries[1].stands_in_for(), None);
         assert_eq!(ModuleList::parse(&text), Ok(list));
         assert_eq!(
             ModuleList::parse(&ModuleList::default().render()),
@@ -280,6 +313,12 @@ mod tests {
         check(&format!("{v2}load a /a.ko\ntry a /b.ko\n"), 3, "twice");
         check(&format!("{v2}alias pci:* nvme\n"), 2, "no earlier line");
         check(
+            &format!("{v2}try a /a.ko\nelse b /b.ko\n"),
+            3,
+            "stands in for",
+        );
+        check(&format!("{v2}else b /b.ko c\n"), 2, "no earlier line");
+        check(
             &format!("{v2}device nvme /n.ko\nalias pci:*\n"),
             3,
             "expected 'alias",
@@ -295,7 +334,9 @@ mod tests {
     #[test]
     fn necessity_ranks_on_demand_lowest() {
         assert!(Necessity::Required > Necessity::Optional);
-        assert!(Necessity::Optional > Necessity::OnDemand);
+        assert!(Necessity::Optional > Necessity::Fallback);
+        assert!(Necessity::Fallback > Necessity::OnDemand);
         assert!(!Necessity::OnDemand.at_start() && Necessity::Optional.at_start());
+        assert!(Necessity::Fallback.at_start());
     }
 }

@@ -100,6 +100,27 @@ impl fmt::Display for BlockDevice {
     }
 }
 
+/// What the listing of /sys/class/block already says about a device, so its own sysfs
+/// directory need not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// A partition: it has a medium (its disk's partition table was read) and no partitions.
+    Partition,
+    /// A whole disk whose partitions the kernel found: not read, its partitions are the
+    /// candidates.
+    PartitionedDisk,
+    /// Not known: sysfs is asked (size 0, partitions).
+    Unknown,
+}
+
+/// Whether sysfs lists `/dev/<name>` as a partition (it has a `partition` attribute).
+pub fn is_partition(name: &str) -> bool {
+    Path::new(SYS_CLASS_BLOCK)
+        .join(name)
+        .join("partition")
+        .exists()
+}
+
 /// Runs the reads of each device in a thread of its own and waits for it at most
 /// [`READ_DEADLINE`]; remembers the devices that did not answer in time.
 #[derive(Debug, Default)]
@@ -139,14 +160,14 @@ impl Answer {
 }
 
 impl Inspector {
-    pub fn inspect(&mut self, path: PathBuf, with_partition: bool) -> BlockDevice {
+    pub fn inspect(&mut self, path: PathBuf, shape: Shape, with_partition: bool) -> BlockDevice {
         if self.pending.iter().any(|(p, _)| *p == path) {
             return BlockDevice::unreadable(path, Unreadable::NoAnswer);
         }
-        if has_no_medium(&path) {
+        if shape == Shape::Unknown && has_no_medium(&path) {
             return BlockDevice::unreadable(path, Unreadable::NoMedium);
         }
-        if has_partitions(&path) {
+        if shape == Shape::PartitionedDisk || (shape == Shape::Unknown && has_partitions(&path)) {
             // Each read costs milliseconds under emulation; this one could find nothing.
             return BlockDevice {
                 path,
@@ -337,14 +358,16 @@ mod tests {
 
         let mut inspector = Inspector::default();
         let started = std::time::Instant::now();
-        let device = inspector.inspect(fifo.clone(), false);
+        let device = inspector.inspect(fifo.clone(), Shape::Unknown, false);
         assert_eq!(device.unreadable, Some(Unreadable::NoAnswer));
         assert!(started.elapsed() >= READ_DEADLINE);
         assert!(inspector.has_pending());
         // Asked again while pending: no second thread, no second wait.
         let again = std::time::Instant::now();
         assert_eq!(
-            inspector.inspect(fifo.clone(), false).unreadable,
+            inspector
+                .inspect(fifo.clone(), Shape::Unknown, false)
+                .unreadable,
             Some(Unreadable::NoAnswer)
         );
         assert!(again.elapsed() < READ_DEADLINE);
@@ -364,7 +387,7 @@ mod tests {
     #[test]
     fn a_missing_node_is_unreadable_not_fatal() {
         let mut inspector = Inspector::default();
-        let device = inspector.inspect("/dev/no-such-disk".into(), true);
+        let device = inspector.inspect("/dev/no-such-disk".into(), Shape::Unknown, true);
         assert!(
             matches!(&device.unreadable, Some(Unreadable::Error(e)) if e.contains("No such file")),
             "{device}"

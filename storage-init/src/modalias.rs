@@ -92,6 +92,12 @@ fn bracket(pattern: &[char], open: usize, c: char) -> Option<(bool, usize)> {
     }
 }
 
+/// Modalias prefixes of the devices firmware describes (device tree `of:`, ACPI `acpi:`): the
+/// kernel makes them platform devices, and their drivers bind there.
+const FIRMWARE_PREFIXES: [&str; 2] = ["of", "acpi"];
+/// The sysfs bus of firmware-described devices.
+const PLATFORM_BUS: &str = "platform";
+
 /// The alias patterns of the shipped modules, grouped by bus (the text before the first `:`),
 /// so a device is matched only against its own bus's patterns.
 #[derive(Debug, Default)]
@@ -115,11 +121,32 @@ impl<'a> AliasTable<'a> {
         table
     }
 
-    /// The buses the patterns name; `None` when some pattern may match any bus.
+    /// The sysfs buses (`/sys/bus/<bus>`) whose devices the patterns may match, sorted: each
+    /// pattern's prefix, the platform bus for firmware-described devices (`of:`, and kmod's
+    /// `acpi*:` for ACPI ids). `None` when some pattern's prefix is another glob: it may match
+    /// a device of any bus.
     pub fn buses(&self) -> Option<Vec<&'a str>> {
-        self.any_bus
-            .is_empty()
-            .then(|| self.by_bus.keys().copied().collect())
+        let mut buses: Vec<&'a str> = Vec::new();
+        for &prefix in self.by_bus.keys() {
+            buses.push(if FIRMWARE_PREFIXES.contains(&prefix) {
+                PLATFORM_BUS
+            } else {
+                prefix
+            });
+        }
+        for alias in &self.any_bus {
+            let (prefix, _) = alias.pattern.split_once(':')?;
+            let firmware = prefix
+                .strip_suffix('*')
+                .is_some_and(|head| FIRMWARE_PREFIXES.contains(&head));
+            if !firmware {
+                return None;
+            }
+            buses.push(PLATFORM_BUS);
+        }
+        buses.sort_unstable();
+        buses.dedup();
+        Some(buses)
     }
 
     /// The modules whose patterns match `modalias`, each once, in the list's order.
@@ -218,8 +245,43 @@ mod tests {
         assert_eq!(table.modules_for("acpi:PNP0A05:"), ["bus_glob"]);
         assert!(table.modules_for("usb:v1234p5678").is_empty());
         assert!(table.modules_for("no bus").is_empty());
-        assert_eq!(table.buses(), None, "acpi*: any bus may match");
         let table = AliasTable::new(&aliases[..3]);
         assert_eq!(table.buses(), Some(vec!["pci", "virtio"]));
+    }
+
+    /// Which /sys/bus directories coldplug walks for a list's patterns.
+    #[test]
+    fn buses_to_walk() {
+        let check = |patterns: &[&str], expected: Option<&[&str]>| {
+            let aliases: Vec<DeviceAlias> = patterns
+                .iter()
+                .map(|p| DeviceAlias {
+                    pattern: (*p).into(),
+                    module: "m".into(),
+                })
+                .collect();
+            let buses = AliasTable::new(&aliases).buses();
+            assert_eq!(buses.as_deref(), expected, "{patterns:?}");
+        };
+        check(
+            &["virtio:d00000002v*", "pci:v*d*sv*sd*bc01sc08i02*"],
+            Some(&["pci", "virtio"]),
+        );
+        // Debian's virtio preset: virtio_mmio's device-tree and ACPI ids are platform devices.
+        check(
+            &[
+                "of:N*T*Cvirtio,mmio",
+                "acpi*:LNRO0005:*",
+                "virtio:d00000002v*",
+                "scsi:t-0x00*",
+            ],
+            Some(&["platform", "scsi", "virtio"]),
+        );
+        check(&["acpi:PNP0A05:"], Some(&["platform"]));
+        // Any other glob over the prefix may name any bus.
+        check(&["dmi*:svnLENOVO*"], None);
+        check(&["*:x"], None);
+        check(&["*"], None);
+        check(&[], Some(&[]));
     }
 }

@@ -2,9 +2,9 @@
 //! without udev and without polling, that a block device appeared or changed (a disk plugged in
 //! late, a medium inserted, a partition table re-read).
 //!
-//! Invariant: the socket is opened before the modules are loaded and before the first scan of
-//! `/sys/class/block`, so a device added after that scan cannot be missed; one added between the
-//! opening and the scan is merely seen twice.
+//! Invariant: the socket is opened before the coldplug round and the scan of `/sys/class/block`
+//! that precede the first wait (see blockdev.rs), so a device added after that scan cannot be
+//! missed; one added between the opening and the scan is merely seen twice.
 
 use std::os::fd::OwnedFd;
 use std::time::Duration;

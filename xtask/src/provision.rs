@@ -17,7 +17,7 @@ struct Tool {
     backports: bool,
 }
 
-const TOOLS: [Tool; 32] = [
+const TOOLS: [Tool; 33] = [
     Tool {
         command: "qemu-system-x86_64",
         package: "qemu-system-x86",
@@ -101,8 +101,8 @@ const TOOLS: [Tool; 32] = [
         package: "btrfs-progs",
         backports: false,
     },
-    // The aarch64 cells: QEMU for the `virt` board, and the cross-built storage-init (Debian's
-    // rustc-web with arm64's std, the cross linker with arm64's static glibc).
+    // The aarch64 cells: QEMU for the `virt` board, and the cross-built storage-init (the cross
+    // linker; for the glibc fallback, Debian's rustc-web with arm64's std and static glibc).
     Tool {
         command: "qemu-system-aarch64",
         package: "qemu-system-arm",
@@ -189,6 +189,13 @@ const TOOLS: [Tool; 32] = [
     Tool {
         command: "/usr/lib/llvm-14/lib/libunwind.a",
         package: "libunwind-14-dev",
+        backports: false,
+    },
+    // The aarch64 musl build: arm64's musl and its wrapper of the cross gcc (arm64's libunwind
+    // is a fixture: its package cannot be installed beside the amd64 one, see static_build.rs).
+    Tool {
+        command: "/usr/bin/aarch64-linux-musl-gcc",
+        package: "musl-dev:arm64",
         backports: false,
     },
     // The oracle of builder's dm-verity hash trees (builder/tests/verity.rs).
@@ -642,6 +649,7 @@ mod tests {
         for file in crate::static_build::MUSL_BUILD_FILES
             .iter()
             .chain(&crate::static_build::AARCH64_BUILD_FILES)
+            .chain(&crate::static_build::AARCH64_MUSL_BUILD_FILES)
         {
             assert!(
                 TOOLS.iter().any(|t| t.command == *file),

@@ -1,7 +1,8 @@
 //! Building storage-init as the static binary the mini initramfs runs: with musl (the
-//! production build: ~400 KiB) where the Debian toolchain for it is installed, else with glibc
-//! (static-pie, ~1.2 MiB). rustup cannot fetch a musl target here, so the musl build uses
-//! Debian's rustc-web with `-Z build-std` against its rust-web-src (BRIEF §6).
+//! production build: ~320 KiB on x86_64 and aarch64) where the toolchain for it is installed,
+//! else with glibc (static, ~1.2 MiB). rustup cannot fetch a musl target here, so the musl builds
+//! use Debian's rustc-web with `-Z build-std` against its rust-web-src (BRIEF §6), for aarch64
+//! with arm64's musl (musl-dev:arm64) behind the cross gcc.
 
 use std::path::{Path, PathBuf};
 
@@ -61,21 +62,40 @@ impl Pid1Binary {
     }
 }
 
-/// Debian's Rust toolchain (rustc-web, cargo-web), used for the musl build only.
+/// Debian's Rust toolchain (rustc-web, cargo-web), used for the musl builds only.
 const DEBIAN_CARGO: &str = "/usr/bin/cargo";
 const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
-/// What the musl build needs besides the toolchain: std's sources (rust-web-src), the musl
-/// linker wrapper (musl-tools) and LLVM's libunwind (libunwind-14-dev).
+/// std's sources (rust-web-src), which `-Z build-std` compiles for the musl targets.
+const RUST_SRC_LOCK: &str = "/usr/lib/rustlib/src/rust/library/Cargo.lock";
+/// LLVM's libunwind (libunwind-14-dev), which Rust's static musl std links, for x86_64.
+const X86_64_UNWIND_DIR: &str = "/usr/lib/llvm-14/lib";
+/// What the musl build needs besides the toolchain: std's sources, the musl linker wrapper
+/// (musl-tools) and LLVM's libunwind.
 pub const MUSL_BUILD_FILES: [&str; 5] = [
     DEBIAN_CARGO,
     DEBIAN_RUSTC,
-    "/usr/lib/rustlib/src/rust/library/Cargo.lock",
+    RUST_SRC_LOCK,
     "/usr/bin/musl-gcc",
     "/usr/lib/llvm-14/lib/libunwind.a",
 ];
 /// Where musl builds go: Debian's cargo is another version than rustup's, so it gets its own
 /// target directory rather than invalidating the main one.
 const MUSL_TARGET_DIR: &str = "target/musl";
+/// std rebuilt for size, the same for both architectures. `panic_abort` as the profile says;
+/// `backtrace-trace-only` leaves out std's DWARF symboliser (gimli, addr2line, a zlib inflater,
+/// the demangler: ~130 KiB of code that only names the frames of a panic's backtrace, which
+/// `RUST_BACKTRACE` still prints as addresses) and `optimize_for_size` picks core's smaller
+/// algorithms. A panic still prints its message. x86_64: 495,760 -> 321,392 bytes.
+const MUSL_BUILD_STD: [&str; 4] = [
+    "-Z",
+    "build-std=std,panic_abort",
+    "-Z",
+    "build-std-features=backtrace-trace-only,optimize_for_size",
+];
+/// Static and not PIE (nothing to relocate at start); musl-gcc links with Debian's musl, not
+/// the self-contained copy rustup's targets carry.
+const MUSL_RUSTFLAGS: &str =
+    "-C link-self-contained=no -C target-feature=+crt-static -C relocation-model=static";
 
 /// Whether this machine can make the musl build.
 pub fn musl_available() -> bool {
@@ -98,23 +118,29 @@ pub fn build_preferred_binary(
     root: &Path,
     binary: Pid1Binary,
 ) -> Result<(PathBuf, Libc)> {
-    let libc = match std::env::var(LIBC_ENV).as_deref() {
-        Ok("glibc") => Libc::Glibc,
-        Ok("musl") => Libc::Musl,
-        Ok(other) => bail!("{LIBC_ENV}={other:?}: expected glibc or musl"),
-        Err(_) if musl_available() => Libc::Musl,
-        Err(_) => {
-            eprintln!(
-                "storage-init: the musl toolchain is missing (cargo xtask provision installs it); building with glibc"
-            );
-            Libc::Glibc
-        }
-    };
+    let libc = choose_libc(musl_available(), "x86_64")?;
     Ok((build_binary(sh, root, libc, binary)?, libc))
 }
 
-/// What the aarch64 build needs: Debian's toolchain, std for arm64 (libstd-rust-web-dev:arm64),
-/// the cross linker (gcc-aarch64-linux-gnu) and arm64's static glibc (libc6-dev-arm64-cross).
+/// [`LIBC_ENV`]'s choice, else musl where its toolchain is there.
+fn choose_libc(musl_available: bool, arch: &str) -> Result<Libc> {
+    Ok(match std::env::var(LIBC_ENV).as_deref() {
+        Ok("glibc") => Libc::Glibc,
+        Ok("musl") => Libc::Musl,
+        Ok(other) => bail!("{LIBC_ENV}={other:?}: expected glibc or musl"),
+        Err(_) if musl_available => Libc::Musl,
+        Err(_) => {
+            eprintln!(
+                "storage-init: the {arch} musl toolchain is missing (cargo xtask provision installs it); building with glibc"
+            );
+            Libc::Glibc
+        }
+    })
+}
+
+/// What the aarch64 glibc build needs: Debian's toolchain, std for arm64
+/// (libstd-rust-web-dev:arm64), the cross linker (gcc-aarch64-linux-gnu) and arm64's static
+/// glibc (libc6-dev-arm64-cross).
 pub const AARCH64_BUILD_FILES: [&str; 4] = [
     DEBIAN_CARGO,
     "/usr/lib/rustlib/aarch64-unknown-linux-gnu/lib",
@@ -123,6 +149,28 @@ pub const AARCH64_BUILD_FILES: [&str; 4] = [
 ];
 const AARCH64_TRIPLE: &str = "aarch64-unknown-linux-gnu";
 const AARCH64_TARGET_DIR: &str = "target/aarch64";
+/// What the aarch64 musl build needs: Debian's toolchain and std's sources, as for x86_64,
+/// and arm64's musl with its linker wrapper around the cross gcc (musl-dev:arm64); its
+/// libunwind comes from [`AARCH64_UNWIND_FIXTURE`].
+pub const AARCH64_MUSL_BUILD_FILES: [&str; 4] =
+    [DEBIAN_CARGO, DEBIAN_RUSTC, RUST_SRC_LOCK, AARCH64_MUSL_GCC];
+const AARCH64_MUSL_GCC: &str = "/usr/bin/aarch64-linux-musl-gcc";
+const AARCH64_MUSL_TRIPLE: &str = "aarch64-unknown-linux-musl";
+/// LLVM's libunwind for arm64 (fixtures/packages.toml): the pinned libunwind-14-dev:arm64,
+/// unpacked into the fixture cache rather than installed, because it owns the same path
+/// (`/usr/lib/llvm-14/lib/libunwind.a`) as the amd64 package the x86_64 build links, and dpkg
+/// refuses the pair. GCC's unwinder cannot stand in: the cross gcc's libgcc_eh calls glibc's
+/// `_dl_find_object`.
+const AARCH64_UNWIND_FIXTURE: &str = "libunwind-14-dev-arm64";
+/// Where that package has the archive.
+const UNWIND_DIR_IN_PACKAGE: &str = "usr/lib/llvm-14/lib";
+
+/// Whether this machine can make the aarch64 musl build with Debian's toolchain.
+pub fn aarch64_musl_available() -> bool {
+    AARCH64_MUSL_BUILD_FILES
+        .iter()
+        .all(|f| Path::new(f).is_file())
+}
 
 /// The static storage-init for a guest architecture (QEMU's name: `x86_64`, `aarch64`).
 pub fn build_for_arch(sh: &Shell, root: &Path, arch: &str) -> Result<PathBuf> {
@@ -153,11 +201,75 @@ fn rustup_has_target(sh: &Shell, triple: &str) -> bool {
         .is_ok_and(|list| list.lines().any(|l| l.trim() == triple))
 }
 
-/// The aarch64 storage-init: static glibc, cross-built with rustup's aarch64 std where it is
-/// installed (GitHub's runners, after `rustup target add`), else with Debian's rustc-web and
-/// its arm64 std (rustup has only the x86_64 std here; BRIEF §6). Both link with Debian's
-/// cross gcc. About 1 MiB.
+/// The aarch64 storage-init: static musl where rustup has the aarch64 musl target (GitHub's
+/// runners, after `rustup target add`) or Debian's toolchain can build it, else static glibc;
+/// [`LIBC_ENV`] chooses too.
 fn build_aarch64(sh: &Shell, root: &Path) -> Result<PathBuf> {
+    let musl = rustup_has_target(sh, AARCH64_MUSL_TRIPLE) || aarch64_musl_available();
+    match choose_libc(musl, "aarch64")? {
+        Libc::Musl => build_aarch64_musl(sh, root),
+        Libc::Glibc => build_aarch64_glibc(sh, root),
+    }
+}
+
+/// Static musl, cross-built with rustup's aarch64 musl target where it is installed (its std,
+/// crt objects, libc and libunwind are its own: the cross gcc only links), else with Debian's
+/// rustc-web building std from source as for x86_64, linked by musl-dev:arm64's wrapper of the
+/// cross gcc.
+fn build_aarch64_musl(sh: &Shell, root: &Path) -> Result<PathBuf> {
+    let _dir = sh.push_dir(root);
+    if rustup_has_target(sh, AARCH64_MUSL_TRIPLE) {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let target_dir =
+            std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+        cmd!(
+            sh,
+            "{cargo} build --quiet --package storage-init --profile initrd --target {AARCH64_MUSL_TRIPLE}"
+        )
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env(
+            "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER",
+            "aarch64-linux-gnu-gcc",
+        )
+        .env(
+            "RUSTFLAGS",
+            "-C target-feature=+crt-static -C relocation-model=static",
+        )
+        .run()
+        .context("building the static aarch64 storage-init (rustup's aarch64 musl target)")?;
+        return checked_static(
+            target_dir
+                .join(AARCH64_MUSL_TRIPLE)
+                .join("initrd")
+                .join("storage-init"),
+        );
+    }
+    if let Some(missing) = AARCH64_MUSL_BUILD_FILES
+        .iter()
+        .find(|f| !Path::new(f).exists())
+    {
+        bail!(
+            "the aarch64 musl storage-init needs {missing}: cargo xtask provision installs rustc-web, cargo-web, rust-web-src and musl-dev:arm64"
+        );
+    }
+    let unwind = crate::fixtures::fetch_package(sh, root, AARCH64_UNWIND_FIXTURE)
+        .context("fetching arm64's libunwind for the aarch64 musl storage-init")?
+        .root
+        .join(UNWIND_DIR_IN_PACKAGE);
+    debian_musl_build(
+        sh,
+        root,
+        AARCH64_MUSL_TRIPLE,
+        AARCH64_MUSL_GCC,
+        &unwind,
+        Pid1Binary::StorageInit,
+    )
+}
+
+/// Static glibc, cross-built with rustup's aarch64 std where it is installed, else with
+/// Debian's rustc-web and its arm64 std (rustup has only the x86_64 std here; BRIEF §6). Both
+/// link with Debian's cross gcc. About 1 MiB.
+fn build_aarch64_glibc(sh: &Shell, root: &Path) -> Result<PathBuf> {
     let _dir = sh.push_dir(root);
     let rustflags = "-C target-feature=+crt-static -C relocation-model=static";
     let linker_env = "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER";
@@ -232,48 +344,66 @@ pub fn build(sh: &Shell, root: &Path, libc: Libc) -> Result<PathBuf> {
 /// [`build`] for either PID 1 program.
 pub fn build_binary(sh: &Shell, root: &Path, libc: Libc, binary: Pid1Binary) -> Result<PathBuf> {
     let triple = libc.triple();
+    if libc == Libc::Musl {
+        let unwind = Path::new(X86_64_UNWIND_DIR);
+        return debian_musl_build(sh, root, triple, "musl-gcc", unwind, binary);
+    }
     let extra = binary.cargo_args();
     let _dir = sh.push_dir(root);
-    let target_dir = match libc {
-        Libc::Glibc => {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-            // An explicit --target keeps these flags off build scripts and proc macros. A set
-            // CARGO_ENCODED_RUSTFLAGS (even empty) would override RUSTFLAGS, so it goes.
-            cmd!(
-                sh,
-                "{cargo} build --quiet --package storage-init {extra...} --profile initrd --target {triple}"
-            )
-            .env_remove("CARGO_ENCODED_RUSTFLAGS")
-            .env(
-                "RUSTFLAGS",
-                "-C target-feature=+crt-static -C relocation-model=static",
-            )
-            .run()
-            .context("building the static storage-init (glibc)")?;
-            std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from)
-        }
-        Libc::Musl => {
-            let target_dir = root.join(MUSL_TARGET_DIR);
-            // Debian's std is built here from source for musl (RUSTC_BOOTSTRAP unlocks -Z on a
-            // stable compiler); linking goes through musl-gcc, static and not PIE.
-            cmd!(
-                sh,
-                "{DEBIAN_CARGO} build --quiet -Z build-std=std,panic_abort --package storage-init {extra...} --profile initrd --target {triple}"
-            )
-            .env_remove("CARGO_ENCODED_RUSTFLAGS")
-            .env_remove("RUSTUP_TOOLCHAIN")
-            .env("RUSTC", DEBIAN_RUSTC)
-            .env("RUSTC_BOOTSTRAP", "1")
-            .env("CARGO_TARGET_DIR", &target_dir)
-            .env(
-                "RUSTFLAGS",
-                "-C link-self-contained=no -C linker=musl-gcc -C target-feature=+crt-static -C relocation-model=static -L /usr/lib/llvm-14/lib",
-            )
-            .run()
-            .context("building the static storage-init (musl, Debian's rustc-web)")?;
-            target_dir
-        }
-    };
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    // An explicit --target keeps these flags off build scripts and proc macros. A set
+    // CARGO_ENCODED_RUSTFLAGS (even empty) would override RUSTFLAGS, so it goes.
+    cmd!(
+        sh,
+        "{cargo} build --quiet --package storage-init {extra...} --profile initrd --target {triple}"
+    )
+    .env_remove("CARGO_ENCODED_RUSTFLAGS")
+    .env(
+        "RUSTFLAGS",
+        "-C target-feature=+crt-static -C relocation-model=static",
+    )
+    .run()
+    .context("building the static storage-init (glibc)")?;
+    let target_dir =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    checked_static(
+        target_dir
+            .join(triple)
+            .join("initrd")
+            .join(binary.relative_path()),
+    )
+}
+
+/// The musl build with Debian's toolchain: std built from source for `triple` (RUSTC_BOOTSTRAP
+/// unlocks -Z on a stable compiler) with [`MUSL_BUILD_STD`], linked by `linker` (a musl-gcc
+/// wrapper) against the libunwind in `unwind_dir`.
+fn debian_musl_build(
+    sh: &Shell,
+    root: &Path,
+    triple: &str,
+    linker: &str,
+    unwind_dir: &Path,
+    binary: Pid1Binary,
+) -> Result<PathBuf> {
+    let _dir = sh.push_dir(root);
+    let target_dir = root.join(MUSL_TARGET_DIR);
+    let extra = binary.cargo_args();
+    let unwind_dir = unwind_dir.display();
+    cmd!(
+        sh,
+        "{DEBIAN_CARGO} build --quiet {MUSL_BUILD_STD...} --package storage-init {extra...} --profile initrd --target {triple}"
+    )
+    .env_remove("CARGO_ENCODED_RUSTFLAGS")
+    .env_remove("RUSTUP_TOOLCHAIN")
+    .env("RUSTC", DEBIAN_RUSTC)
+    .env("RUSTC_BOOTSTRAP", "1")
+    .env("CARGO_TARGET_DIR", &target_dir)
+    .env(
+        "RUSTFLAGS",
+        format!("{MUSL_RUSTFLAGS} -C linker={linker} -L {unwind_dir}"),
+    )
+    .run()
+    .with_context(|| format!("building the static storage-init ({triple}, Debian's rustc-web)"))?;
     checked_static(
         target_dir
             .join(triple)
