@@ -19,7 +19,9 @@
 //!   process at once: there is nothing to flush, and systemd counts a service that SIGTERM
 //!   ends as stopped cleanly, so neither the initrd's switch-root nor a shutdown waits for it.
 //! * `boot_sampler dump <file> [--analyze]`: writes a clock line, then every line of `<file>`
-//!   to `/dev/kmsg` as `<5>initoverlayfs-sample: <line>` (one record each); with `--analyze`,
+//!   to `/dev/kmsg` as `<5>initoverlayfs-sample: <line>` (one record each), then the 20
+//!   processes that used the most CPU so far, kernel threads included, as
+//!   `<5>initoverlayfs-analyze: cpu <ms> ms pid <pid> <name>`; with `--analyze`,
 //!   waits for systemd to call the boot finished (`systemctl is-system-running --wait`, at
 //!   most [`BOOT_FINISH_TIMEOUT`]: `systemd-analyze` refuses an unfinished boot), then writes
 //!   the output of `systemd-analyze` and `systemd-analyze critical-chain --no-pager
@@ -522,6 +524,14 @@ fn dump(file: &Path, analyze: bool) -> Result<(), String> {
             ],
         ],
     };
+    // What used the CPU, by process, kernel threads included (a process that has ended is not
+    // there: its time went to its parent when it was reaped).
+    let mut processes = processes_by_cpu();
+    processes.truncate(TOP_PROCESSES);
+    for (cpu_ms, pid, name) in processes {
+        let line = format!("cpu {cpu_ms} ms pid {pid} {name}");
+        write_records(&mut kmsg, &mut record, ANALYZE_PREFIX, line.as_bytes());
+    }
     for command in commands {
         let Some(output) = run(command) else { continue };
         let header = format!("$ {}", command.join(" "));
@@ -602,6 +612,40 @@ fn wait_for_boot_finished() -> Result<(), ()> {
 
 /// `command`'s standard output followed by its standard error, or None if it cannot be run
 /// (not installed). Plain text: no colours, no pager, ASCII tree glyphs.
+/// How many processes the dump names, the busiest first.
+const TOP_PROCESSES: usize = 20;
+
+/// Every process's CPU time (user and system, in ms), pid and name, the busiest first.
+fn processes_by_cpu() -> Vec<(u64, u32, String)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut out: Vec<(u64, u32, String)> = entries
+        .filter_map(|entry| {
+            let pid: u32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let (name, ticks) = process_cpu_ticks(&stat)?;
+            Some((ticks * 1000 / USER_HZ, pid, name))
+        })
+        .collect();
+    out.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    out
+}
+
+/// `/proc` counts CPU time in USER_HZ ticks, 100 a second (`USER_HZ`, `asm/param.h`).
+const USER_HZ: u64 = 100;
+
+/// A process's name and its user + system ticks from its `/proc/<pid>/stat` (fields 2, 14 and
+/// 15 of proc_pid_stat(5); the name, in parentheses, may hold spaces and parentheses).
+fn process_cpu_ticks(stat: &str) -> Option<(String, u64)> {
+    let (_, rest) = stat.split_once(" (")?;
+    let (name, after) = rest.rsplit_once(") ")?;
+    let mut fields = after.split_whitespace().skip(11);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    Some((name.to_owned(), user + system))
+}
+
 fn run(command: &[&str]) -> Option<Vec<u8>> {
     let (program, args) = command.split_first()?;
     let output = Command::new(program)
@@ -624,6 +668,32 @@ fn run(command: &[&str]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn process_stat() {
+        let check = |stat: &str, expected: Option<(&str, u64)>| {
+            assert_eq!(
+                process_cpu_ticks(stat),
+                expected.map(|(name, ticks)| (name.to_owned(), ticks)),
+                "{stat}"
+            )
+        };
+        check(
+            "53 (kworker/u4:2-events_unbound) I 2 0 0 0 -1 69238880 0 0 0 0 3 41 0 0 20 0 1 0 9 0",
+            Some(("kworker/u4:2-events_unbound", 44)),
+        );
+        check(
+            "7 (a) b (c)) R 1 7 7 0 -1 0 0 0 0 0 10 20 0 0",
+            Some(("a) b (c)", 30)),
+        );
+        check("7 (short) R 1", None);
+        assert!(
+            processes_by_cpu()
+                .iter()
+                .any(|(_, pid, _)| *pid == std::process::id()),
+            "this very process is among them"
+        );
+    }
 
     fn text(bytes: &[u8]) -> String {
         String::from_utf8_lossy(bytes).into_owned()
