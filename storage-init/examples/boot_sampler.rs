@@ -21,7 +21,11 @@
 //! * `boot_sampler dump <file> [--analyze]`: writes a clock line, then every line of `<file>`
 //!   to `/dev/kmsg` as `<5>initoverlayfs-sample: <line>` (one record each), then the 20
 //!   processes that used the most CPU so far, kernel threads included, as
-//!   `<5>initoverlayfs-analyze: cpu <ms> ms pid <pid> <name>`; with `--analyze`,
+//!   `<5>initoverlayfs-analyze: cpu <ms> ms pid <pid> <name>`; with the kernel's profiler on
+//!   (`profile=2`), the most sampled kernel functions of three stretches of the boot (to the
+//!   initrd's first sample, to the real root's, to the dump: `record` copies /proc/profile
+//!   at its start) as `<5>initoverlayfs-analyze: profile <stretch> <samples> <function>`,
+//!   module code lumped into one line; with `--analyze`,
 //!   waits for systemd to call the boot finished (`systemctl is-system-running --wait`, at
 //!   most [`BOOT_FINISH_TIMEOUT`]: `systemd-analyze` refuses an unfinished boot), then writes
 //!   the output of `systemd-analyze` and `systemd-analyze critical-chain --no-pager
@@ -252,6 +256,9 @@ fn record(file: &Path, interval_ms: u64) -> Result<(), String> {
         .mode(0o644)
         .open(file)
         .map_err(|e| format!("opening {}: {e}", file.display()))?;
+    // With the kernel's profiler on (`profile=2`), where the kernel's time went so far: the
+    // dump sets each phase's snapshot against the next one's.
+    snapshot_profile(file);
     let sources = Sources::open();
     let mut buffers = Buffers::new();
     let interval = timespec_from_ns(interval_ms.saturating_mul(1_000_000));
@@ -532,6 +539,9 @@ fn dump(file: &Path, analyze: bool) -> Result<(), String> {
         let line = format!("cpu {cpu_ms} ms pid {pid} {name}");
         write_records(&mut kmsg, &mut record, ANALYZE_PREFIX, line.as_bytes());
     }
+    for line in profile_lines(file) {
+        write_records(&mut kmsg, &mut record, ANALYZE_PREFIX, line.as_bytes());
+    }
     for command in commands {
         let Some(output) = run(command) else { continue };
         let header = format!("$ {}", command.join(" "));
@@ -612,6 +622,156 @@ fn wait_for_boot_finished() -> Result<(), ()> {
 
 /// `command`'s standard output followed by its standard error, or None if it cannot be run
 /// (not installed). Plain text: no colours, no pager, ASCII tree glyphs.
+/// The kernel's profile (`/proc/profile`, there with `profile=N` on the command line).
+const PROC_PROFILE: &str = "/proc/profile";
+/// How many functions the dump names per stretch of the boot, the most sampled first.
+const TOP_FUNCTIONS: usize = 30;
+
+/// The snapshot of the profile this process takes at its start, beside the samples: one at the
+/// initrd's start, one at the real root's.
+fn profile_snapshot_path(samples: &Path, phase: &str) -> std::path::PathBuf {
+    samples.with_file_name(format!("profile.{phase}"))
+}
+
+/// Copies /proc/profile beside the samples, named for the phase (`initrd` or `root`). Without
+/// the profiler there is nothing to copy.
+fn snapshot_profile(samples: &Path) {
+    let Ok(profile) = std::fs::read(PROC_PROFILE) else {
+        return;
+    };
+    let in_initrd = Path::new(INITRD_RELEASE).exists();
+    let path = profile_snapshot_path(samples, if in_initrd { "initrd" } else { "root" });
+    // Best effort: a full /run loses the figure, not the boot.
+    let _ = std::fs::write(path, profile);
+}
+
+/// `/proc/profile` read as its counters: the shift (each counter covers 2^shift bytes of the
+/// kernel's text from `_stext`) and the counters; the last one also takes every hit outside the
+/// kernel's own text, modules among them (`profile_hit` in kernel/profile.c).
+fn profile_counters(bytes: &[u8]) -> Option<(u32, Vec<u32>)> {
+    let (shift, counters) = bytes.split_first_chunk::<4>()?;
+    let counters = counters
+        .chunks_exact(4)
+        .map(|c| u32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    Some((u32::from_ne_bytes(*shift), counters))
+}
+
+/// The kernel's text symbols from `/proc/kallsyms` as (address, name), sorted, with the address
+/// of `_stext`.
+fn text_symbols(kallsyms: &str) -> (Vec<(u64, String)>, Option<u64>) {
+    let mut symbols: Vec<(u64, String)> = kallsyms
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let address = u64::from_str_radix(fields.next()?, 16).ok()?;
+            let kind = fields.next()?;
+            let name = fields.next()?;
+            // Module symbols carry `[module]`: the profile lumps their time into one counter.
+            (matches!(kind, "t" | "T") && fields.next().is_none())
+                .then(|| (address, name.to_owned()))
+        })
+        .collect();
+    symbols.sort();
+    let stext = symbols
+        .iter()
+        .find(|(_, name)| name == "_stext")
+        .map(|s| s.0);
+    (symbols, stext)
+}
+
+/// The counters between two snapshots (`before` absent: since boot), summed per function: the
+/// most sampled first, the last counter named `[modules and other text]`.
+fn profile_by_function(
+    before: Option<&[u32]>,
+    after: &[u32],
+    shift: u32,
+    symbols: &[(u64, String)],
+    stext: u64,
+) -> Vec<(u64, String)> {
+    let mut by_name: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
+    let last = after.len().saturating_sub(1);
+    for (index, &count) in after.iter().enumerate() {
+        let count = u64::from(
+            count.saturating_sub(before.and_then(|b| b.get(index).copied()).unwrap_or(0)),
+        );
+        if count == 0 {
+            continue;
+        }
+        let name = if index == last {
+            "[modules and other text]"
+        } else {
+            let address = stext + ((index as u64) << shift);
+            match symbols.partition_point(|(a, _)| *a <= address) {
+                0 => "[before _stext]",
+                n => symbols[n - 1].1.as_str(),
+            }
+        };
+        *by_name.entry(name).or_default() += count;
+    }
+    let mut out: Vec<(u64, String)> = by_name
+        .into_iter()
+        .map(|(name, count)| (count, name.to_owned()))
+        .collect();
+    out.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    out
+}
+
+/// A stretch of the boot: its name, the counters at its start (none: the boot's) and at its end.
+type Stretch<'a> = (&'a str, Option<&'a [u32]>, Option<&'a [u32]>);
+
+/// The profile's stretches of the boot, each its most sampled functions, as dump lines:
+/// `before-initrd` (boot to the initrd's sampler), `initrd` (to the real root's sampler: the
+/// initrd and the switch), `root` (to now).
+fn profile_lines(samples: &Path) -> Vec<String> {
+    let (Ok(now), Ok(kallsyms)) = (
+        std::fs::read(PROC_PROFILE),
+        std::fs::read_to_string("/proc/kallsyms"),
+    ) else {
+        return Vec::new();
+    };
+    let (symbols, Some(stext)) = text_symbols(&kallsyms) else {
+        return vec!["profile: no _stext in /proc/kallsyms".to_owned()];
+    };
+    let read = |phase: &str| {
+        std::fs::read(profile_snapshot_path(samples, phase))
+            .ok()
+            .and_then(|bytes| profile_counters(&bytes))
+    };
+    let Some((shift, now)) = profile_counters(&now) else {
+        return Vec::new();
+    };
+    let (initrd, root) = (read("initrd"), read("root"));
+    let stretches: [Stretch<'_>; 3] = [
+        (
+            "before-initrd",
+            None,
+            initrd.as_ref().map(|(_, c)| c.as_slice()),
+        ),
+        (
+            "initrd",
+            initrd.as_ref().map(|(_, c)| c.as_slice()),
+            root.as_ref().map(|(_, c)| c.as_slice()),
+        ),
+        (
+            "root",
+            root.as_ref().map(|(_, c)| c.as_slice()),
+            Some(now.as_slice()),
+        ),
+    ];
+    let mut lines = Vec::new();
+    for (name, before, after) in stretches {
+        let Some(after) = after else { continue };
+        let functions = profile_by_function(before, after, shift, &symbols, stext);
+        let total: u64 = functions.iter().map(|(count, _)| count).sum();
+        lines.push(format!("profile {name} total {total}"));
+        for (count, function) in functions.into_iter().take(TOP_FUNCTIONS) {
+            lines.push(format!("profile {name} {count} {function}"));
+        }
+    }
+    lines
+}
+
 /// How many processes the dump names, the busiest first.
 const TOP_PROCESSES: usize = 20;
 
@@ -693,6 +853,49 @@ mod tests {
                 .any(|(_, pid, _)| *pid == std::process::id()),
             "this very process is among them"
         );
+    }
+
+    #[test]
+    fn kernel_profile() {
+        let kallsyms = "ffffffff81000000 T _stext\nffffffff81000000 T startup_64\n\
+ffffffff81000040 t clear_page\nffffffff81000080 T memcpy\nffffffff810000c0 d some_data\n\
+ffffffffc0000000 t erofs_read_folio\t[erofs]\n";
+        let (symbols, stext) = text_symbols(kallsyms);
+        assert_eq!(stext, Some(0xffff_ffff_8100_0000));
+        assert_eq!(
+            symbols.len(),
+            4,
+            "data and module symbols left out: {symbols:?}"
+        );
+        let snapshot = |counts: &[u32]| {
+            let mut bytes = 4u32.to_ne_bytes().to_vec();
+            for c in counts {
+                bytes.extend(c.to_ne_bytes());
+            }
+            bytes
+        };
+        // 16-byte buckets: 0-3 startup_64, 4-7 clear_page, 8-11 memcpy, the last the rest.
+        let before = snapshot(&[1, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0]);
+        let after = snapshot(&[1, 1, 0, 0, 5, 1, 0, 0, 3, 0, 0, 0, 7]);
+        let (shift, before) = profile_counters(&before).unwrap();
+        let (_, after) = profile_counters(&after).unwrap();
+        assert_eq!(shift, 4);
+        let by_function =
+            profile_by_function(Some(&before), &after, shift, &symbols, stext.unwrap());
+        let rendered: Vec<String> = by_function
+            .iter()
+            .map(|(count, name)| format!("{count} {name}"))
+            .collect();
+        assert_eq!(
+            rendered,
+            [
+                "7 [modules and other text]",
+                "4 clear_page",
+                "3 memcpy",
+                "1 startup_64"
+            ]
+        );
+        assert_eq!(profile_counters(&[1, 2]), None);
     }
 
     fn text(bytes: &[u8]) -> String {

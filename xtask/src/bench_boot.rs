@@ -167,6 +167,9 @@ pub struct Options {
     /// Where the image lives: on the ESP itself (vfat, as with systemd-boot and /boot on the
     /// ESP), or on an ext4 /boot of its own beside the ESP (Debian's layout).
     pub image_on: BootFsKind,
+    /// Turn the kernel's profiler on (`profile=2`): the console gets the most sampled kernel
+    /// functions of each stretch of every boot.
+    pub profile_kernel: bool,
     /// Print systemd-analyze's figures after each boot (about 25 s of TCG time after
     /// multi-user.target, outside the measured boot), into each run's console.log.
     pub analyze: bool,
@@ -201,6 +204,7 @@ impl Default for Options {
             prefetch: storage_init::config::Prefetch::Off,
             image_on: BootFsKind::Vfat,
             analyze: false,
+            profile_kernel: false,
             icount: None,
             report_only: false,
             kernel: DEFAULT_KERNEL.to_owned(),
@@ -253,6 +257,9 @@ impl Options {
         }
         if self.analyze {
             command.push_str(" --analyze");
+        }
+        if self.profile_kernel {
+            command.push_str(" --profile-kernel");
         }
         if let Some(shift) = self.icount {
             command.push_str(&format!(" --icount {shift}"));
@@ -429,6 +436,10 @@ pub fn measure(sh: &Shell, root: &Path, options: &Options) -> Result<SavedRun> {
     }
     if !options.overlay {
         cmdline.push_str(" initoverlayfs.overlay=off");
+    }
+    if options.profile_kernel {
+        // One counter per 4 bytes of kernel text (kernel/profile.c), sampled at each tick.
+        cmdline.push_str(" profile=2");
     }
     if options.prefetch != storage_init::config::Prefetch::Off {
         cmdline.push_str(&format!(" initoverlayfs.prefetch={}", options.prefetch));

@@ -26,14 +26,16 @@ tasks:
              [--memory MIB] [--jobs N] [--erofs-compression Z] [--pcluster-size BYTES]
              [--read-ahead-kb KB] [--overlay on|off] [--prefetch off|image]
              [--image-on esp|ext4] [--kernel ID]
-             [--accel auto|kvm|tcg] [--icount SHIFT] [--analyze] [--report-only]
+             [--accel auto|kvm|tcg] [--icount SHIFT] [--analyze] [--profile-kernel]
+             [--report-only]
                       boot initoverlayfs and the initramfs chains it replaces side by side
                       through UEFI firmware and systemd-boot, per content size and storage
                       speed (default: 5 runs of every chain at dracut,128M,512M on sd, 2048 MiB,
                       2 boots at a time); writes target/bench/boot.md, boot.csv and boot.svg;
                       --image-on ext4 puts the image on an ext4 /boot beside the ESP;
                       --icount 1 counts guest time in instructions (TCG only);
-                      --analyze adds systemd-analyze's figures to each run's console.log;
+                      --analyze adds systemd-analyze's figures to each run's console.log,
+                      --profile-kernel the kernel's most sampled functions;
                       --report-only renders them again from the last run's samples.json
   test [NEXTEST ARGS]   provision, fetch fixtures, run every test with cargo nextest
   fuzz [--seconds N] [--target T]
@@ -216,6 +218,7 @@ fn parse_bench_boot(args: &[String]) -> Result<crate::bench_boot::Options> {
             }
             "--report-only" => options.report_only = true,
             "--analyze" => options.analyze = true,
+            "--profile-kernel" => options.profile_kernel = true,
             "--icount" => {
                 let shift: u8 = number(&mut args, "--icount")?;
                 if shift > testvm::machine::Icount::MAX_SHIFT {
