@@ -270,6 +270,9 @@ fn read_sampling_records_a_series_over_the_boot() {
         "{load:?}"
     );
     assert!(load.wall_ms <= last_ms(&report) + 1000, "{load:?}");
+    // And TCG's counters: a kernel booted, so code was translated.
+    let tcg = timings.tcg.expect("TCG's counters at the last milestone");
+    assert!(tcg.tb_count > 0 && tcg.code_bytes > 0, "{tcg:?}");
     let sampling = timings.read_sampling.expect("sampling was asked for");
     assert_eq!(sampling.interval_ms, 100);
     assert_eq!(sampling.failures, 0, "{:?}", sampling.first_failure);

@@ -994,6 +994,11 @@ fn sample_of(
         passed,
         failure,
         host_other_cpus: timings.host_load.map(|l| l.other_cpus()),
+        tcg: timings.tcg.map(|t| crate::bench_report::TcgWork {
+            code_bytes: t.code_bytes,
+            tb_invalidations: t.tb_invalidations,
+            tlb_partial_flushes: t.tlb_partial_flushes,
+        }),
     }
 }
 

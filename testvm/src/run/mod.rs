@@ -10,6 +10,7 @@ mod qmp;
 mod report;
 mod sampling;
 mod spec;
+mod tcg_stats;
 mod watch;
 
 use std::fs;
@@ -23,6 +24,7 @@ pub use report::{
     BootReport, Event, MilestoneReached, OUTCOME_PASSED, ReadSample, ReadSampling, Timings,
 };
 pub use spec::{BootSpec, End, Fatal, Hotplug, MIN_READ_SAMPLING, Milestone, SEND_LINE_END};
+pub use tcg_stats::{TcgStats, parse_info_jit};
 
 use crate::machine::{Io, Machine, shell};
 use console::{SharedTranscript, TeeReader};
@@ -105,6 +107,7 @@ pub fn boot_with_events(
         outcome: outcome.clone(),
         read_sampling: state.read_sampling.clone(),
         host_load: state.host_load,
+        tcg: state.tcg,
     };
     let written = write_artifact(artifacts, artifact::TIMINGS_JSON, &timings_json(&timings));
     let console_written = match &state.transcript {
@@ -134,6 +137,8 @@ struct BootState {
     read_sampling: Option<ReadSampling>,
     /// The host's load over the boot, read at the last milestone.
     host_load: Option<HostLoad>,
+    /// TCG's counters at the last milestone.
+    tcg: Option<TcgStats>,
 }
 
 impl BootState {
@@ -239,6 +244,13 @@ fn run(
     }
 
     state.host_load = host_load.as_ref().and_then(|probe| probe.finish());
+    // Best effort, and only what TCG answers: under KVM `info jit` has no counters.
+    if machine.accel == crate::machine::Accel::Tcg {
+        state.tcg = lock(&qmp)
+            .info_jit()
+            .ok()
+            .and_then(|text| parse_info_jit(&text));
+    }
 
     match spec.end {
         End::GuestPowersOff { timeout } | End::PowerButton { timeout } => {

@@ -105,6 +105,17 @@ impl QmpClient {
         Ok(sum_block_reads(&stats))
     }
 
+    /// The monitor's `info jit` (TCG's translation buffer and flush counters), as text.
+    pub(crate) fn info_jit(&mut self) -> Result<String, InfraError> {
+        let answer = self.execute(
+            &HumanMonitorCommand {
+                command_line: "info jit".to_owned(),
+            },
+            "human-monitor-command info jit",
+        )?;
+        Ok(answer.as_str().unwrap_or_default().to_owned())
+    }
+
     /// [`QmpClient::block_reads`] without its two messages in the QMP log: the read sampler
     /// asks every few milliseconds, and its answers (kilobytes each) would fill the log with
     /// what `timings.json` keeps anyway.
@@ -182,6 +193,19 @@ struct BlockdevAdd(serde_json::Value);
 impl Command for BlockdevAdd {
     type Ok = serde_json::Value;
     const NAME: &'static str = "blockdev-add";
+    const ALLOW_OOB: bool = false;
+}
+
+/// `human-monitor-command`: a monitor command whose answer is the text the monitor prints.
+#[derive(Debug, serde::Serialize)]
+struct HumanMonitorCommand {
+    #[serde(rename = "command-line")]
+    command_line: String,
+}
+
+impl Command for HumanMonitorCommand {
+    type Ok = serde_json::Value;
+    const NAME: &'static str = "human-monitor-command";
     const ALLOW_OOB: bool = false;
 }
 

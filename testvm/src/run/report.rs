@@ -113,6 +113,9 @@ pub struct Timings {
     /// not say or the boot ended early (and in files written before it existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_load: Option<super::HostLoad>,
+    /// TCG's translation counters at the last milestone (`info jit`); absent under KVM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcg: Option<super::TcgStats>,
 }
 
 /// The `outcome` text of a passed boot.
@@ -170,6 +173,14 @@ mod tests {
                 qemu_cpu_ms: 11_500,
                 host_busy_ms: 12_250,
                 host_cpus: 2,
+            }),
+            tcg: Some(super::super::TcgStats {
+                tb_count: 46589,
+                code_bytes: 26_670_067,
+                tb_flushes: 0,
+                tb_invalidations: 4578,
+                tlb_full_flushes: 0,
+                tlb_partial_flushes: 37712,
             }),
         };
         let text = serde_json::to_string_pretty(&timings).unwrap();

@@ -672,6 +672,44 @@ the difference of the medians, in guest seconds (positive: initoverlayfs later).
     out.push('\n');
 }
 
+/// TCG's own work per chain: translations thrown away and TLB flushes, which a guest clock
+/// under TCG counts as the guest's time though no real CPU does that work.
+fn tcg_section(samples: &[BootSample], out: &mut String) {
+    if samples.iter().all(|s| s.tcg.is_none()) {
+        return;
+    }
+    out.push_str("## QEMU's own work under TCG\n\n");
+    out.push_str(
+        "From QEMU's monitor (`info jit`) at each boot's last milestone, medians: the host \
+code TCG holds for the guest's, the translations it threw away because their guest page \
+changed, and its partial TLB flushes. A real CPU does none of this; a TCG guest's clock counts \
+it as the guest's time.\n\n| profile | size | chain | translated code MiB | translations \
+thrown away | TLB flushes |\n|---|---|---|--:|--:|--:|\n",
+    );
+    for profile in profiles(samples) {
+        for (size, chain) in rows(samples, profile) {
+            let values = |pick: fn(&super::TcgWork) -> u64| -> Vec<f64> {
+                super::point(samples, chain, profile, size)
+                    .filter(|s| s.passed)
+                    .filter_map(|s| s.tcg.as_ref().map(pick))
+                    .map(|v| v as f64)
+                    .collect()
+            };
+            let _ = writeln!(
+                out,
+                "| `{}` | {} | {} | {} | {} | {} |",
+                md_cell(profile),
+                md_cell(size),
+                chain.name(),
+                mib_cell(&values(|t| t.code_bytes)),
+                count_cell(&values(|t| t.tb_invalidations)),
+                count_cell(&values(|t| t.tlb_partial_flushes)),
+            );
+        }
+    }
+    out.push('\n');
+}
+
 /// What else the host ran beside each boot: under TCG the guest's clock follows the host's, so a
 /// boot beside other work runs slower with nothing wrong in it.
 fn host_section(samples: &[BootSample], out: &mut String) {
@@ -750,6 +788,7 @@ pub fn markdown(info: &RunInfo, samples: &[BootSample]) -> String {
     slopes_section(samples, &mut out);
     crossover_section(samples, &mut out);
     floor_section(samples, &mut out);
+    tcg_section(samples, &mut out);
     host_section(samples, &mut out);
     failed_section(samples, &mut out);
     out

@@ -195,6 +195,18 @@ pub struct UnitSpan {
     pub end: f64,
 }
 
+/// QEMU's own work under TCG for one boot (its monitor's `info jit` at the last milestone):
+/// what the guest's clock counts without the guest having asked for it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct TcgWork {
+    /// Host code bytes in the translation buffer.
+    pub code_bytes: u64,
+    /// Translations thrown away because their guest page changed.
+    pub tb_invalidations: u64,
+    /// Partial TLB flushes.
+    pub tlb_partial_flushes: u64,
+}
+
 /// One boot of one chain at one content size on one storage profile.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BootSample {
@@ -246,6 +258,9 @@ pub struct BootSample {
     /// never came).
     #[serde(default)]
     pub failure: Option<String>,
+    /// What TCG threw away and kept over the boot, at its last milestone (none under KVM).
+    #[serde(default)]
+    pub tcg: Option<TcgWork>,
     /// The host's CPUs busy with anything but this boot's QEMU, on average from QEMU's start to
     /// the last milestone (another boot of the run included): a loaded host slows a TCG guest.
     #[serde(default)]

@@ -157,6 +157,11 @@ fn samples() -> Vec<BootSample> {
                         passed: true,
                         failure: None,
                         host_other_cpus: Some(if lazy { 1.0 } else { 0.9 } + 0.01 * run as f64),
+                        tcg: Some(TcgWork {
+                            code_bytes: 40 << 20,
+                            tb_invalidations: if lazy { 9000 } else { 7000 } + u64::from(run),
+                            tlb_partial_flushes: 50_000,
+                        }),
                     };
                     if failed {
                         sample.passed = false;
@@ -546,6 +551,7 @@ fn an_older_saved_run_loads() {
         "initrd_units",
         "failure",
         "host_other_cpus",
+        "tcg",
     ] {
         object.remove(newer);
     }
