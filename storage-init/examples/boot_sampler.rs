@@ -647,14 +647,19 @@ fn snapshot_profile(samples: &Path) {
 
 /// `/proc/profile` read as its counters: the shift (each counter covers 2^shift bytes of the
 /// kernel's text from `_stext`) and the counters; the last one also takes every hit outside the
-/// kernel's own text, modules among them (`profile_hit` in kernel/profile.c).
+/// kernel's own text, modules among them (`profile_hit` in kernel/profile.c). The file starts
+/// with the bytes per counter, `1 << prof_shift` (`read_profile`).
 fn profile_counters(bytes: &[u8]) -> Option<(u32, Vec<u32>)> {
-    let (shift, counters) = bytes.split_first_chunk::<4>()?;
+    let (step, counters) = bytes.split_first_chunk::<4>()?;
+    let step = u32::from_ne_bytes(*step);
+    if !step.is_power_of_two() {
+        return None;
+    }
     let counters = counters
         .chunks_exact(4)
         .map(|c| u32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
         .collect();
-    Some((u32::from_ne_bytes(*shift), counters))
+    Some((step.trailing_zeros(), counters))
 }
 
 /// The kernel's text symbols from `/proc/kallsyms` as (address, name), sorted, with the address
@@ -868,7 +873,8 @@ ffffffffc0000000 t erofs_read_folio\t[erofs]\n";
             "data and module symbols left out: {symbols:?}"
         );
         let snapshot = |counts: &[u32]| {
-            let mut bytes = 4u32.to_ne_bytes().to_vec();
+            // 16 bytes per counter: a shift of 4.
+            let mut bytes = 16u32.to_ne_bytes().to_vec();
             for c in counts {
                 bytes.extend(c.to_ne_bytes());
             }
@@ -896,6 +902,7 @@ ffffffffc0000000 t erofs_read_folio\t[erofs]\n";
             ]
         );
         assert_eq!(profile_counters(&[1, 2]), None);
+        assert_eq!(profile_counters(&3u32.to_ne_bytes()), None, "not a power of two");
     }
 
     fn text(bytes: &[u8]) -> String {
