@@ -18,9 +18,6 @@ use crate::modalias::AliasTable;
 /// Most machines that boot this have 2-8 cores; past 4 loaders the kernel's own locks
 /// (module_mutex, the vmap area) serialise more than they overlap.
 const MAX_LOADERS: usize = 4;
-/// Loaders even on one CPU: a module's load also waits (its init's work queued elsewhere, the
-/// kernel's text patched and synced), and another module's load fills that wait.
-const MIN_LOADERS: usize = 3;
 /// A loader thread only makes a syscall.
 const LOADER_STACK: usize = 64 << 10;
 
@@ -69,7 +66,7 @@ impl<'a> Drivers<'a> {
         // cgroup files, which an initramfs does not have).
         let loaders = rustix::thread::sched_getaffinity(None)
             .map_or(1, |set| set.count() as usize)
-            .clamp(MIN_LOADERS, MAX_LOADERS);
+            .clamp(1, MAX_LOADERS);
         // builder makes a start-up module need only earlier start-up modules; a list that does
         // otherwise loads the simple way.
         let self_contained = start.iter().all(|e| {
