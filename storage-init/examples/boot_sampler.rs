@@ -902,7 +902,11 @@ ffffffffc0000000 t erofs_read_folio\t[erofs]\n";
             ]
         );
         assert_eq!(profile_counters(&[1, 2]), None);
-        assert_eq!(profile_counters(&3u32.to_ne_bytes()), None, "not a power of two");
+        assert_eq!(
+            profile_counters(&3u32.to_ne_bytes()),
+            None,
+            "not a power of two"
+        );
     }
 
     fn text(bytes: &[u8]) -> String {
