@@ -143,16 +143,7 @@ fn initrd_reaches_init_and_quits_over_qmp() {
         return;
     };
     let artifacts = tempfile::tempdir().unwrap();
-    let spec = BootSpec {
-        milestones: vec![
-            milestone("linux", r"Linux version"),
-            milestone("init", r"Run /init as init process"),
-        ],
-        fatal: vec![Fatal::new("kernel panic", r"Kernel panic").unwrap()],
-        end: End::Quit,
-        hotplug: Vec::new(),
-        read_sampling: None,
-    };
+    let spec = to_init(None);
     let report = boot(&machine(&kernel, Some(initrd)), &spec, artifacts.path())
         .unwrap_or_else(|e| panic!("{}", e.detail()));
     let init = &report.milestones[1];
@@ -227,6 +218,20 @@ fn qemu_failing_at_start_is_an_infra_error_quoting_its_stderr() {
     );
 }
 
+/// The kernel's banner, then /init, raced against a kernel panic; QEMU quit over QMP after.
+fn to_init(read_sampling: Option<Duration>) -> BootSpec {
+    BootSpec {
+        milestones: vec![
+            milestone("linux", r"Linux version"),
+            milestone("init", r"Run /init as init process"),
+        ],
+        fatal: vec![Fatal::new("kernel panic", r"Kernel panic").unwrap()],
+        end: End::Quit,
+        hotplug: Vec::new(),
+        read_sampling,
+    }
+}
+
 /// Host milliseconds to the boot's last milestone.
 fn last_ms(report: &testvm::run::BootReport) -> u64 {
     report.milestones.last().map_or(0, |m| m.host_ms)
@@ -244,16 +249,7 @@ fn read_sampling_records_a_series_over_the_boot() {
     };
     let artifacts = tempfile::tempdir().unwrap();
     let interval = Duration::from_millis(100);
-    let spec = BootSpec {
-        milestones: vec![
-            milestone("linux", r"Linux version"),
-            milestone("init", r"Run /init as init process"),
-        ],
-        fatal: vec![Fatal::new("kernel panic", r"Kernel panic").unwrap()],
-        end: End::Quit,
-        hotplug: Vec::new(),
-        read_sampling: Some(interval),
-    };
+    let spec = to_init(Some(interval));
     let report = boot(&machine(&kernel, Some(initrd)), &spec, artifacts.path())
         .unwrap_or_else(|e| panic!("{}", e.detail()));
     let timings = read_timings(artifacts.path());

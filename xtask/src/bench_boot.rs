@@ -370,13 +370,7 @@ pub fn run(sh: &Shell, root: &Path, options: &Options) -> Result<()> {
 pub fn measure(sh: &Shell, root: &Path, options: &Options) -> Result<SavedRun> {
     crate::provision::ensure(sh)?;
     let started = std::time::Instant::now();
-    let pins = fixtures::read_kernels(root)?;
-    let pin = pins
-        .kernel
-        .iter()
-        .find(|k| k.id == options.kernel)
-        .with_context(|| format!("no kernel {} in {}", options.kernel, fixtures::KERNELS_TOML))?;
-    let kernel = fixtures::fetch_kernel(sh, pin)?;
+    let kernel = fixtures::fetch_kernel_by_id(sh, root, &options.kernel)?;
     let machine_kind = match kernel.release.ends_with("arm64") {
         true => MachineKind::Virt,
         false => MachineKind::Q35,

@@ -1173,13 +1173,8 @@ mod tests {
     #[ignore = "downloads ~200 MB of packages"]
     fn grown_real_dracut_initramfs() {
         let sh = Shell::new().unwrap();
-        let pin = crate::fixtures::read_kernels(&root())
-            .unwrap()
-            .kernel
-            .into_iter()
-            .find(|k| k.id == "debian12-6.12-amd64")
-            .unwrap();
-        let kernel = crate::fixtures::fetch_kernel(&sh, &pin).unwrap();
+        let kernel =
+            crate::fixtures::fetch_kernel_by_id(&sh, &root(), "debian12-6.12-amd64").unwrap();
         let base = crate::debian_tree::second_stage_initramfs(&sh, &kernel).unwrap();
         let targets =
             std::env::var("BENCH_CONTENT_TARGETS_MIB").unwrap_or_else(|_| "128".to_owned());

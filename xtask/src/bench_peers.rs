@@ -1015,13 +1015,8 @@ mod tests {
     fn real_peer_initramfs() {
         let sh = Shell::new().unwrap();
         let root = project_root();
-        let pin = crate::fixtures::read_kernels(&root)
-            .unwrap()
-            .kernel
-            .into_iter()
-            .find(|k| k.id == "debian12-6.12-amd64")
-            .unwrap();
-        let kernel = crate::fixtures::fetch_kernel(&sh, &pin).unwrap();
+        let kernel =
+            crate::fixtures::fetch_kernel_by_id(&sh, &root, "debian12-6.12-amd64").unwrap();
         let extra = tempfile::tempdir().unwrap();
         let marker = "usr/lib/bench-peers-probe/marker";
         std::fs::create_dir_all(extra.path().join("usr/lib/bench-peers-probe")).unwrap();

@@ -174,6 +174,18 @@ pub fn cache_dir() -> PathBuf {
 /// comes from its distribution's mirror (`INITOVERLAYFS_FEDORA_MIRROR`,
 /// `INITOVERLAYFS_CENTOS_MIRROR` override the default host).
 ///
+/// The kernel of `fixtures/kernels.toml` (under `root`) whose id is `id`, fetched and unpacked
+/// ([`fetch_kernel`]).
+pub fn fetch_kernel_by_id(sh: &Shell, root: &Path, id: &str) -> Result<Kernel> {
+    let pins = read_kernels(root)?;
+    let pin = pins
+        .kernel
+        .iter()
+        .find(|k| k.id == id)
+        .with_context(|| format!("no kernel {id} in {KERNELS_TOML}"))?;
+    fetch_kernel(sh, pin)
+}
+
 /// When the error's root cause is [`Unavailable`] (see [`unavailable`]) the fixture cannot be
 /// fetched from this machine: a cell reports `skipped: <reason>`. Any other error (a sha256
 /// mismatch, a broken package) is a real failure.
