@@ -124,7 +124,7 @@ pub fn write_instrumentation(dir: &Path, sampler_binary: &Path, analyze: bool) -
 /// What ends the dump on the console: the harness's last milestone of a boot.
 pub const DUMP_END_PATTERN: &str = r"initoverlayfs-sample: end samples=\d+";
 
-/// The static boot sampler for a guest architecture (QEMU's name; x86_64 only for now).
+/// The static boot sampler for a guest architecture (QEMU's name: `x86_64`, `aarch64`).
 pub fn build_sampler(sh: &Shell, root: &Path, arch: &str) -> Result<PathBuf> {
     crate::static_build::build_binary_for_arch(
         sh,

@@ -188,6 +188,9 @@ pub fn build_binary_for_arch(
     match (arch, binary) {
         ("x86_64", _) => Ok(build_preferred_binary(sh, root, binary)?.0),
         ("aarch64", Pid1Binary::StorageInit) => build_aarch64(sh, root),
+        // The examples only as musl builds: their not-shipped users (the benchmarks) need no
+        // glibc fallback.
+        ("aarch64", example) => build_aarch64_musl(sh, root, example),
         (other, _) => bail!("no {binary:?} build for {other}"),
     }
 }
@@ -207,7 +210,7 @@ fn rustup_has_target(sh: &Shell, triple: &str) -> bool {
 fn build_aarch64(sh: &Shell, root: &Path) -> Result<PathBuf> {
     let musl = rustup_has_target(sh, AARCH64_MUSL_TRIPLE) || aarch64_musl_available();
     match choose_libc(musl, "aarch64")? {
-        Libc::Musl => build_aarch64_musl(sh, root),
+        Libc::Musl => build_aarch64_musl(sh, root, Pid1Binary::StorageInit),
         Libc::Glibc => build_aarch64_glibc(sh, root),
     }
 }
@@ -216,15 +219,16 @@ fn build_aarch64(sh: &Shell, root: &Path) -> Result<PathBuf> {
 /// crt objects, libc and libunwind are its own: the cross gcc only links), else with Debian's
 /// rustc-web building std from source as for x86_64, linked by musl-dev:arm64's wrapper of the
 /// cross gcc.
-fn build_aarch64_musl(sh: &Shell, root: &Path) -> Result<PathBuf> {
+fn build_aarch64_musl(sh: &Shell, root: &Path, binary: Pid1Binary) -> Result<PathBuf> {
     let _dir = sh.push_dir(root);
     if rustup_has_target(sh, AARCH64_MUSL_TRIPLE) {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
         let target_dir =
             std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+        let extra = binary.cargo_args();
         cmd!(
             sh,
-            "{cargo} build --quiet --package storage-init --profile initrd --target {AARCH64_MUSL_TRIPLE}"
+            "{cargo} build --quiet --package storage-init {extra...} --profile initrd --target {AARCH64_MUSL_TRIPLE}"
         )
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .env(
@@ -241,7 +245,7 @@ fn build_aarch64_musl(sh: &Shell, root: &Path) -> Result<PathBuf> {
             target_dir
                 .join(AARCH64_MUSL_TRIPLE)
                 .join("initrd")
-                .join("storage-init"),
+                .join(binary.relative_path()),
         );
     }
     if let Some(missing) = AARCH64_MUSL_BUILD_FILES
@@ -262,7 +266,7 @@ fn build_aarch64_musl(sh: &Shell, root: &Path) -> Result<PathBuf> {
         AARCH64_MUSL_TRIPLE,
         AARCH64_MUSL_GCC,
         &unwind,
-        Pid1Binary::StorageInit,
+        binary,
     )
 }
 
