@@ -905,7 +905,15 @@ fn boot_one(bench: &Bench, boot: &Boot<'_>) -> Result<BootSample> {
             "storage-init|syscall-floor"
         }
     };
-    let mut fatal = vec![testvm::run::Fatal::new("panic", "Kernel panic")?];
+    let mut fatal = vec![
+        testvm::run::Fatal::new("panic", "Kernel panic")?,
+        // The firmware gave up on the boot entry (e.g. the initramfs does not fit in RAM: the
+        // line ends in "Out of Resources"); it would go on to its shell and wait there.
+        testvm::run::Fatal::new("firmware", "BdsDxe: failed to start Boot")?,
+        // Named before the call trace and the panic that follow it, so that a boot that runs
+        // out of memory (an initramfs bigger than RAM can hold unpacked) says so.
+        testvm::run::Fatal::new("out of memory", "invoked oom-killer|Out of memory")?,
+    ];
     fatal.push(testvm::run::Fatal::new("pid 1", pid1_fatal)?);
     for always in crate::verdict::ALWAYS_FATAL {
         fatal.push(testvm::run::Fatal::new(always, always)?);
