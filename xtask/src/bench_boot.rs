@@ -929,7 +929,10 @@ fn boot_one(bench: &Bench, boot: &Boot<'_>) -> Result<BootSample> {
     let _ = std::fs::remove_file(&scratch); // a GiB per boot; absent is fine
     let (passed, failure) = match &outcome {
         Ok(_) => (true, None),
-        Err(testvm::run::VmError::Guest(failure)) => (false, Some(failure.to_string())),
+        Err(testvm::run::VmError::Guest(failure)) => (
+            false,
+            Some(crate::boot_log::without_escapes(&failure.to_string())),
+        ),
         Err(testvm::run::VmError::Infra(error)) => {
             bail!("{name}: the harness broke: {error}")
         }

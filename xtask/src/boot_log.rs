@@ -44,6 +44,19 @@ fn without_leading_escapes(mut line: &str) -> &str {
     }
 }
 
+/// `text` without any carriage returns and terminal escapes, wherever they stand (the
+/// firmware colours its lines): console text fit for a report.
+pub fn without_escapes(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(['\x1b', '\r']) {
+        out.push_str(&rest[..at]);
+        rest = without_leading_escapes(&rest[at..]);
+    }
+    out.push_str(rest);
+    out
+}
+
 /// The printk timestamp and the message of a kernel-log line: `[   12.904479] text`.
 fn printk(line: &str) -> Option<(f64, &str)> {
     let rest = without_leading_escapes(line).strip_prefix('[')?;
@@ -134,6 +147,19 @@ pub fn parse(console: &str) -> BootLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn escapes_go_wherever_they_stand() {
+        assert_eq!(
+            without_escapes(
+                "kernel: firmware: \x1b[0m\x1b[37m\x1b[40mBdsDxe: failed to start Boot0001: Out of \
+                 Resources\r\x1b[K"
+            ),
+            "kernel: firmware: BdsDxe: failed to start Boot0001: Out of Resources"
+        );
+        assert_eq!(without_escapes("plain"), "plain");
+        assert_eq!(without_escapes("cut \x1b["), "cut ");
+    }
 
     /// A console of a classic boot through the initrd into the real root, shortened, with the
     /// kinds of lines that must be skipped.
