@@ -1,4 +1,4 @@
-//! The Debian trees of the real chain (issue 6): per architecture and fixture kernel, one Debian
+//! The Debian trees of the real chain: per architecture and fixture kernel, one Debian
 //! bookworm tree built with `mmdebstrap` (systemd, udev, kmod, dracut and what a booted root needs
 //! to reach `multi-user.target` on a serial console), the kernel's modules copied in. Two things
 //! are made from that one tree, both cached:

@@ -1,4 +1,4 @@
-//! The dogfood cell (issue 6 item 7): `builder install` run inside a booted Debian machine
+//! The dogfood cell: `builder install` run inside a booted Debian machine
 //! exactly as the README tells a user, then the machine rebooted through its firmware and
 //! bootloader, the install undone, and the kernel removed through the distribution.
 //!

@@ -170,10 +170,6 @@ pub fn cache_dir() -> PathBuf {
     base.join("initoverlayfs-rs")
 }
 
-/// Fetches and unpacks a kernel; runs depmod (neither format ships modules.dep). An RPM kernel
-/// comes from its distribution's mirror (`INITOVERLAYFS_FEDORA_MIRROR`,
-/// `INITOVERLAYFS_CENTOS_MIRROR` override the default host).
-///
 /// The kernel of `fixtures/kernels.toml` (under `root`) whose id is `id`, fetched and unpacked
 /// ([`fetch_kernel`]).
 pub fn fetch_kernel_by_id(sh: &Shell, root: &Path, id: &str) -> Result<Kernel> {
@@ -186,6 +182,10 @@ pub fn fetch_kernel_by_id(sh: &Shell, root: &Path, id: &str) -> Result<Kernel> {
     fetch_kernel(sh, pin)
 }
 
+/// Fetches and unpacks a kernel; runs depmod (neither format ships modules.dep). An RPM kernel
+/// comes from its distribution's mirror (`INITOVERLAYFS_FEDORA_MIRROR`,
+/// `INITOVERLAYFS_CENTOS_MIRROR` override the default host).
+///
 /// When the error's root cause is [`Unavailable`] (see [`unavailable`]) the fixture cannot be
 /// fetched from this machine: a cell reports `skipped: <reason>`. Any other error (a sha256
 /// mismatch, a broken package) is a real failure.

@@ -1,5 +1,5 @@
-//! Complex storage under the real root (issue 6: "complex storage stays the second stage's
-//! job"): the real chain's root on a partition of its own, in a LUKS2 container, or on an LVM
+//! Complex storage under the real root (complex storage stays the second stage's job): the
+//! real chain's root on a partition of its own, in a LUKS2 container, or on an LVM
 //! logical volume. storage-init only reaches /boot; the second stage (dracut's systemd initrd in
 //! the erofs image) unlocks or activates the root as a distribution's initrd does.
 //!
