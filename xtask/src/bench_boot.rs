@@ -26,9 +26,9 @@ use xshell::{Shell, cmd};
 
 use crate::bench_report::{BootSample, Chain, Figures, RunInfo, SavedRun};
 use crate::cells::{Bus, MachineKind};
+use crate::disk_spec::{BootFsKind, RootStorage};
 use crate::fixtures::{self, Kernel};
-use crate::images::{self, BootFsKind, Layout};
-use crate::root_storage::RootStorage;
+use crate::images::{self, Layout};
 
 /// Where the report and each boot's artefacts go.
 pub const BENCH_DIR: &str = "target/bench";
@@ -404,7 +404,7 @@ pub fn measure(sh: &Shell, root: &Path, options: &Options) -> Result<SavedRun> {
             sh,
             root,
             arch,
-            crate::static_build::Pid1Binary::SyscallFloor,
+            crate::disk_spec::Pid1Binary::SyscallFloor,
         )?),
         false => None,
     };
@@ -915,7 +915,7 @@ fn boot_one(bench: &Bench, boot: &Boot<'_>) -> Result<BootSample> {
         testvm::run::Fatal::new("out of memory", "invoked oom-killer|Out of memory")?,
     ];
     fatal.push(testvm::run::Fatal::new("pid 1", pid1_fatal)?);
-    for always in crate::verdict::ALWAYS_FATAL {
+    for always in crate::cells::ALWAYS_FATAL {
         fatal.push(testvm::run::Fatal::new(always, always)?);
     }
     let spec = testvm::run::BootSpec {

@@ -8,7 +8,7 @@
 //! timestamp (systemd's status output, a program writing to the console) are skipped, as are
 //! lines garbled by two writers at once; nothing here fails.
 
-use crate::bench_report::{Phases, UnitSpan};
+use serde::{Deserialize, Serialize};
 
 /// Everything [`parse`] reads from one console.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -142,6 +142,31 @@ pub fn parse(console: &str) -> BootLog {
         }
     }
     log
+}
+
+/// Guest seconds (since the kernel started) to the marks between the harness's milestones,
+/// read from systemd's own kernel-log lines on the console (`systemd.log_target=kmsg`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Phases {
+    /// The initrd's systemd reached `initrd-root-fs.target`: the real root is mounted.
+    pub initrd_root_fs: Option<f64>,
+    /// The initrd's systemd logged `Switching root.`
+    pub switch_root: Option<f64>,
+    /// The real root's systemd started (its `running in system mode` line).
+    pub real_root: Option<f64>,
+    /// The real root's `sysinit.target`.
+    pub sysinit: Option<f64>,
+    /// The real root's `basic.target`.
+    pub basic: Option<f64>,
+}
+
+/// One unit's start and end, guest seconds since the kernel started.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnitSpan {
+    /// The unit's name: `systemd-udevd.service`.
+    pub unit: String,
+    pub start: f64,
+    pub end: f64,
 }
 
 #[cfg(test)]

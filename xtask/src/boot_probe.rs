@@ -130,7 +130,7 @@ pub fn build_sampler(sh: &Shell, root: &Path, arch: &str) -> Result<PathBuf> {
         sh,
         root,
         arch,
-        crate::static_build::Pid1Binary::BootSampler,
+        crate::disk_spec::Pid1Binary::BootSampler,
     )
 }
 

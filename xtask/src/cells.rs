@@ -6,7 +6,20 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
+use crate::disk_spec::{BootFsKind, ImageFsKind, ImageVerity, Pid1Binary, RootStorage};
+use crate::pins::{KernelPin, read_kernels};
+
 pub const CELLS_TOML: &str = "fixtures/cells.toml";
+
+/// Console text that always fails a cell, raced against every milestone and found again by
+/// the console scan (`verdict`). Each is something no passing boot prints.
+pub const ALWAYS_FATAL: [&str; 5] = [
+    "Kernel panic",
+    r"Oops[:\s]",
+    r"\bBUG: ",
+    "Call Trace:",
+    "You are in emergency mode|Entering emergency mode",
+];
 
 /// What the erofs image holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -377,18 +390,18 @@ pub struct Cell {
     pub end: CellEnd,
     /// The filesystem of the test disk's /boot.
     #[serde(default)]
-    pub boot_fs: crate::images::BootFsKind,
+    pub boot_fs: BootFsKind,
     /// Plug the boot disk in late, over QMP.
     #[serde(default)]
     pub hotplug: Option<HotplugSpec>,
     /// The filesystem of the initoverlayfs image.
     #[serde(default)]
-    pub image_fs: crate::images::ImageFsKind,
+    pub image_fs: ImageFsKind,
     /// A dm-verity hash tree on the image, its root hash in the config (`on`), or one of the
     /// faults: `wrong-root-hash`, `flipped-superblock`, `truncated-tree`, `flipped-data`,
     /// `no-device-mapper`.
     #[serde(default)]
-    pub verity: crate::images::ImageVerity,
+    pub verity: ImageVerity,
     /// Guest CPUs (TCG runs each on a host thread of its own).
     #[serde(default = "one_cpu")]
     pub cpus: u32,
@@ -400,7 +413,7 @@ pub struct Cell {
     /// `luks2`, `lvm`: inside a LUKS2 container or on a logical volume, which the second stage
     /// unlocks or activates).
     #[serde(default)]
-    pub root_storage: crate::root_storage::RootStorage,
+    pub root_storage: RootStorage,
     /// With `root_storage = "luks2"`: the container's passphrase, a test key of no value. The
     /// cell types it at systemd-cryptsetup's prompt (a milestone whose `send` is
     /// `{luks_passphrase}`).
@@ -430,7 +443,7 @@ pub struct Cell {
     /// `cargo xtask bench-storage-init` boots beside it (x86_64, flow busybox, a plain erofs
     /// image booted directly).
     #[serde(default)]
-    pub pid1: crate::static_build::Pid1Binary,
+    pub pid1: Pid1Binary,
     /// Console patterns that fail the cell at once.
     pub fatal: Vec<String>,
     /// Line counts the whole console must show once the milestones passed.
@@ -506,7 +519,7 @@ pub struct MatrixSpec {
     #[serde(default)]
     pub firmware: Firmware,
     #[serde(default)]
-    pub boot_fs: crate::images::BootFsKind,
+    pub boot_fs: BootFsKind,
     #[serde(default)]
     pub real_root: bool,
     #[serde(default)]
@@ -527,7 +540,7 @@ fn yes() -> bool {
 
 impl MatrixSpec {
     /// The cells of this block, in machine, bus, kernel order.
-    fn expand(&self, kernels: &[crate::fixtures::KernelPin]) -> Result<Vec<Cell>> {
+    fn expand(&self, kernels: &[KernelPin]) -> Result<Vec<Cell>> {
         let mut cells = Vec::new();
         for &machine in &self.machines {
             for &bus in &self.buses {
@@ -623,22 +636,6 @@ impl Cell {
         !matches!(self.uki, Some(UkiKind::Unsigned | UkiKind::Modified))
     }
 
-    pub fn layout(&self) -> crate::images::Layout {
-        crate::images::Layout {
-            boot_fs: self.boot_fs,
-            image_fs: self.image_fs,
-            verity: self.verity,
-            empty_cdrom: self.empty_cdrom,
-            uncompressed: self.flow == Flow::PrepareOnly,
-            bus: self.bus,
-            boot_min_mib: if self.flow == Flow::Dogfood {
-                DOGFOOD_ESP_MIB
-            } else {
-                0
-            },
-        }
-    }
-
     pub fn milestones(&self, substitutions: &Substitutions) -> Result<Vec<testvm::run::Milestone>> {
         self.milestones
             .iter()
@@ -671,12 +668,12 @@ impl Cell {
         Ok(text.replace(LUKS_PASSPHRASE_PLACEHOLDER, passphrase))
     }
 
-    /// The cell's fatal patterns, and those every cell has (`verdict::ALWAYS_FATAL`), except
+    /// The cell's fatal patterns, and those every cell has ([`ALWAYS_FATAL`]), except
     /// one a milestone of the cell spells out: the dm-verity fault cell expects its kernel
     /// panic (any other panic still fails it, through the console scan).
     pub fn fatal(&self) -> Result<Vec<testvm::run::Fatal>> {
         let mut patterns: Vec<&str> = self.fatal.iter().map(String::as_str).collect();
-        for always in crate::verdict::ALWAYS_FATAL {
+        for always in ALWAYS_FATAL {
             let regex = regex::Regex::new(always).expect("the severity table's patterns are valid");
             let expected = self.milestones.iter().any(|m| regex.is_match(&m.pattern));
             if !expected && !patterns.contains(&always) {
@@ -758,7 +755,7 @@ pub fn read_cells(root: &Path) -> Result<Vec<Cell>> {
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let file: CellsFile =
         toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-    let kernels = crate::fixtures::read_kernels(root)?.kernel;
+    let kernels = read_kernels(root)?.kernel;
     for (i, cell) in file.cell.iter().enumerate() {
         if file.cell[..i].iter().any(|c| c.name == cell.name) {
             bail!("{}: cell {} is declared twice", path.display(), cell.name);
@@ -818,7 +815,7 @@ pub fn read_cells(root: &Path) -> Result<Vec<Cell>> {
                 cell.machine.name()
             );
         }
-        if cell.firmware == Firmware::Uefi && cell.boot_fs != crate::images::BootFsKind::Vfat {
+        if cell.firmware == Firmware::Uefi && cell.boot_fs != BootFsKind::Vfat {
             bail!(
                 "{}: cell {} boots through UEFI firmware, which reads the bootloader from the ESP: \
                  it needs boot_fs = \"vfat\"",
@@ -831,7 +828,7 @@ pub fn read_cells(root: &Path) -> Result<Vec<Cell>> {
         }
         if cell.flow == Flow::Dogfood
             && !(cell.firmware == Firmware::Uefi
-                && cell.boot_fs == crate::images::BootFsKind::Vfat
+                && cell.boot_fs == BootFsKind::Vfat
                 && cell.real_root
                 && cell.end == CellEnd::PowerOff)
         {
@@ -854,14 +851,14 @@ pub fn read_cells(root: &Path) -> Result<Vec<Cell>> {
                 cell.machine.board()
             );
         }
-        if cell.root_storage != crate::root_storage::RootStorage::Partition && !cell.real_root {
+        if cell.root_storage != RootStorage::Partition && !cell.real_root {
             bail!(
                 "{}: cell {} sets root_storage, which only a cell with real_root = true has",
                 path.display(),
                 cell.name
             );
         }
-        let luks2 = cell.root_storage == crate::root_storage::RootStorage::Luks2;
+        let luks2 = cell.root_storage == RootStorage::Luks2;
         if luks2 != cell.luks_passphrase.is_some() {
             bail!(
                 "{}: cell {}: luks_passphrase goes with root_storage = \"luks2\", and only with it",
@@ -889,10 +886,10 @@ fn check_pid1(cell: &Cell) -> Result<(), String> {
     let plain = cell.machine == MachineKind::Q35
         && cell.flow == Flow::Busybox
         && cell.firmware == Firmware::Direct
-        && cell.image_fs == crate::images::ImageFsKind::Erofs
-        && cell.verity == crate::images::ImageVerity::Off
+        && cell.image_fs == ImageFsKind::Erofs
+        && cell.verity == ImageVerity::Off
         && cell.hotplug.is_none();
-    if cell.pid1 == crate::static_build::Pid1Binary::SyscallFloor && !plain {
+    if cell.pid1 == Pid1Binary::SyscallFloor && !plain {
         return Err(
             "pid1 = \"syscall-floor\" makes storage-init's plainest boot only: it needs \
              machine q35, flow busybox, direct boot, an erofs image without verity and no hotplug"
@@ -1131,7 +1128,7 @@ mod tests {
     #[test]
     fn matrix_expansion() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let kernels = crate::fixtures::read_kernels(&root).unwrap().kernel;
+        let kernels = read_kernels(&root).unwrap().kernel;
         let spec: MatrixSpec = toml::from_str(
             r#"
             tier = "default"
@@ -1194,7 +1191,7 @@ mod tests {
         );
         for cell in &cells {
             assert_eq!(cell.firmware, Firmware::Uefi);
-            assert_eq!(cell.boot_fs, crate::images::BootFsKind::Vfat);
+            assert_eq!(cell.boot_fs, BootFsKind::Vfat);
             assert_eq!(cell.end, CellEnd::PowerButton);
             assert_eq!(cell.cmdline, "printk.devkmsg=on");
             assert!(cell.real_root && !cell.prove_drivers);
@@ -1264,10 +1261,7 @@ mod tests {
             .unwrap()
         };
         let with_key = cell(r#"luks_passphrase = "test key""#);
-        assert_eq!(
-            with_key.root_storage,
-            crate::root_storage::RootStorage::Luks2
-        );
+        assert_eq!(with_key.root_storage, RootStorage::Luks2);
         let substitutions = Substitutions::new("0", "6.12.0-test", true);
         let sends: Vec<Option<String>> = with_key
             .milestones(&substitutions)
@@ -1284,7 +1278,7 @@ mod tests {
     fn the_committed_cells_are_valid() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let cells = read_cells(&root).unwrap();
-        let kernels = crate::fixtures::read_kernels(&root).unwrap();
+        let kernels = read_kernels(&root).unwrap();
         for cell in &cells {
             let kernel = kernels
                 .kernel

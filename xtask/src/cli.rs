@@ -235,8 +235,8 @@ fn parse_bench_boot(args: &[String]) -> Result<crate::bench_boot::Options> {
             }
             "--image-on" => {
                 options.image_on = match value(&mut args, "--image-on")?.as_str() {
-                    "esp" => crate::images::BootFsKind::Vfat,
-                    "ext4" => crate::images::BootFsKind::Ext4,
+                    "esp" => crate::disk_spec::BootFsKind::Vfat,
+                    "ext4" => crate::disk_spec::BootFsKind::Ext4,
                     other => bail!("--image-on {other:?}: expected esp or ext4"),
                 }
             }

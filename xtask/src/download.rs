@@ -7,13 +7,16 @@
 //! file that arrives with the wrong sha256 is a hard error.
 
 use std::fmt;
+use std::fs::File;
+use std::io::Read;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
+use sha2::{Digest, Sha256};
 use xshell::{Shell, cmd};
 
 /// A fixture cannot be fetched from this machine: the mirror is unreachable or the file is not
-/// there. The root cause of an `anyhow::Error`; find it with [`crate::fixtures::unavailable`].
+/// there. The root cause of an `anyhow::Error`; find it with `fixtures::unavailable`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unavailable {
     pub reason: String,
@@ -63,7 +66,7 @@ pub fn curl(sh: &Shell, url: &str, dest: &Path) -> Result<()> {
 
 /// Refuses `file` (downloaded from `url`) unless its sha256 is `expected`, which `source` names.
 pub fn verify_sha256(file: &Path, url: &str, expected: &str, source: &str) -> Result<()> {
-    let actual = crate::fixtures::sha256_file(file)?;
+    let actual = sha256_file(file)?;
     if !actual.eq_ignore_ascii_case(expected) {
         bail!(
             "sha256 mismatch for {} (downloaded from {url}): {source} says {expected}, the file has \
@@ -73,4 +76,21 @@ pub fn verify_sha256(file: &Path, url: &str, expected: &str, source: &str) -> Re
         );
     }
     Ok(())
+}
+
+/// The sha256 of a file's contents, as lowercase hex.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let n = file
+            .read(&mut buffer)
+            .with_context(|| format!("reading {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
 }

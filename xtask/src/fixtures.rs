@@ -4,171 +4,20 @@
 //! shared by every run and every concurrent test process (a lock, a temporary name, a rename).
 
 use std::fs::File;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use serde::Serialize;
 use xshell::{Shell, cmd};
 
-pub use crate::download::Unavailable;
-
-pub const KERNELS_TOML: &str = "fixtures/kernels.toml";
-pub const PACKAGES_TOML: &str = "fixtures/packages.toml";
-/// Overrides where fetched fixtures are cached.
-pub const CACHE_ENV: &str = "INITOVERLAYFS_CACHE";
-/// Marks a cache entry as complete (written last).
-pub(crate) const COMPLETE: &str = ".complete";
-
-/// A Debian package pinned by version and file hash.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DebPin {
-    pub id: String,
-    pub package: String,
-    pub version: String,
-    pub sha256: String,
-    /// A regular expression over package names: the fallback when the pin has left the archive.
-    pub series: String,
-}
-
-/// A kernel fixture: a Debian `linux-image-*` package or RPM kernel packages.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KernelPin {
-    pub id: String,
-    /// QEMU's name for the architecture: `x86_64`, `aarch64` (also RPM's).
-    pub arch: String,
-    pub distro: String,
-    /// `format = "deb"` or `format = "rpm"` and that format's fields.
-    #[serde(flatten)]
-    pub source: KernelSource,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "format", rename_all = "lowercase")]
-pub enum KernelSource {
-    Deb(DebKernel),
-    Rpm(crate::rpm_fixture::RpmKernel),
-}
-
-/// A kernel from a pinned Debian package.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DebKernel {
-    pub package: String,
-    pub version: String,
-    pub sha256: String,
-    pub series: String,
-}
-
-impl KernelPin {
-    fn deb(&self, deb: &DebKernel) -> DebPin {
-        DebPin {
-            id: self.id.clone(),
-            package: deb.package.clone(),
-            version: deb.version.clone(),
-            sha256: deb.sha256.clone(),
-            series: deb.series.clone(),
-        }
-    }
-}
-
-#[derive(Debug, Default, Serialize, Deserialize)]
-pub struct KernelManifest {
-    #[serde(default)]
-    pub kernel: Vec<KernelPin>,
-}
-
-#[derive(Debug, Default, Serialize, Deserialize)]
-pub struct PackageManifest {
-    #[serde(default)]
-    pub package: Vec<DebPin>,
-}
-
-pub fn read_kernels(root: &Path) -> Result<KernelManifest> {
-    read_toml(&root.join(KERNELS_TOML))
-}
-
-pub fn read_packages(root: &Path) -> Result<PackageManifest> {
-    read_toml(&root.join(PACKAGES_TOML))
-}
-
-fn read_toml<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
-}
-
-/// What a run actually used: the pin, or the fallback version when the pin was gone.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Fetched {
-    pub id: String,
-    pub package: String,
-    pub version: String,
-    pub sha256: String,
-    /// False when the pinned version was not offered and a newer one of the series was used.
-    pub pinned: bool,
-    /// The unpacked package.
-    pub root: PathBuf,
-    /// The files downloaded for an RPM kernel (a Debian fixture is one package: the fields
-    /// above). For an RPM kernel `sha256` is the cache key: the sha256 of these files'
-    /// `sha256sum` lines.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub files: Vec<FetchedFile>,
-}
-
-/// One downloaded file of a fixture.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct FetchedFile {
-    pub url: String,
-    pub sha256: String,
-}
-
-/// An unpacked kernel package, ready to boot.
-#[derive(Debug, Clone, Serialize)]
-pub struct Kernel {
-    pub fetched: Fetched,
-    /// The release string, `uname -r` in the guest (`6.12.95+deb12-amd64`).
-    pub release: String,
-    pub vmlinuz: PathBuf,
-}
-
-impl Kernel {
-    /// The modules tree root as builder wants it: the directory holding `lib/modules/<release>`.
-    pub fn modules_root(&self) -> &Path {
-        &self.fetched.root
-    }
-
-    /// A device tree the package ships (`broadcom/bcm2837-rpi-3-b.dtb`), where Debian puts
-    /// them: `usr/lib/linux-image-<release>/`.
-    pub fn dtb(&self, name: &str) -> Result<PathBuf> {
-        let path = self
-            .fetched
-            .root
-            .join("usr/lib")
-            .join(format!("linux-image-{}", self.release))
-            .join(name);
-        if !path.is_file() {
-            bail!(
-                "{} ships no device tree {name} (looked for {})",
-                self.fetched.package,
-                path.display()
-            );
-        }
-        Ok(path)
-    }
-}
-
-pub fn cache_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os(CACHE_ENV) {
-        return PathBuf::from(dir);
-    }
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cache")
-        });
-    base.join("initoverlayfs-rs")
-}
+// The fixture layer's front door: callers above it name pins, cache and download helpers here.
+pub use crate::download::{Unavailable, sha256_file};
+pub use crate::fixture_cache::{CACHE_ENV, cache_dir};
+pub(crate) use crate::fixture_cache::{COMPLETE, RemoveDirOnDrop, single_dir_name};
+pub use crate::pins::{
+    DebKernel, DebPin, Fetched, FetchedFile, KERNELS_TOML, Kernel, KernelManifest, KernelPin,
+    KernelSource, PACKAGES_TOML, PackageManifest, read_kernels, read_packages,
+};
 
 /// The kernel of `fixtures/kernels.toml` (under `root`) whose id is `id`, fetched and unpacked
 /// ([`fetch_kernel`]).
@@ -217,21 +66,6 @@ fn fetch_deb_kernel(sh: &Shell, pin: &KernelPin, deb: &DebKernel) -> Result<Kern
         release,
         vmlinuz,
     })
-}
-
-pub(crate) fn single_dir_name(dir: &Path) -> Result<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .with_context(|| format!("listing {}", dir.display()))?
-        .filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().into_string().ok())
-        .collect();
-    match names.len() {
-        1 => Ok(names.remove(0)),
-        n => bail!(
-            "expected one kernel release under {}, found {n}: {names:?}",
-            dir.display()
-        ),
-    }
 }
 
 /// Package `id` of fixtures/packages.toml, fetched (or found in the cache).
@@ -314,15 +148,6 @@ pub fn fetch_deb(sh: &Shell, pin: &DebPin, is_kernel: bool) -> Result<Fetched> {
     Ok(fetched(pin, &version, &sha256, pinned, cached))
 }
 
-/// Removes a scratch directory when dropped (the downloaded package itself is never kept).
-pub(crate) struct RemoveDirOnDrop(pub(crate) PathBuf);
-
-impl Drop for RemoveDirOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn fetched(pin: &DebPin, version: &str, sha256: &str, pinned: bool, root: PathBuf) -> Fetched {
     Fetched {
         id: pin.id.clone(),
@@ -397,22 +222,6 @@ fn single_deb(dir: &Path) -> Result<PathBuf> {
         .map(|e| e.path())
         .find(|p| p.extension().is_some_and(|x| x == "deb"))
         .with_context(|| format!("apt-get download left no .deb in {}", dir.display()))
-}
-
-pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; 1 << 20];
-    loop {
-        let n = file
-            .read(&mut buffer)
-            .with_context(|| format!("reading {}", path.display()))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buffer[..n]);
-    }
-    Ok(hex::encode(hasher.finalize()))
 }
 
 /// `cargo xtask fixtures update`: re-pins every kernel and package to the newest version in its

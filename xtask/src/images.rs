@@ -6,19 +6,17 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
+use crate::disk_spec::{
+    BOOT_FS_UUID, BOOT_VFAT_VOLUME_ID, BootFsKind, ImageFsKind, ImageVerity, ROOT_FS_UUID,
+    ROOT_PART_GUID, RootStorage,
+};
 use crate::fixtures::{Fetched, Kernel};
 
-/// The boot filesystem's UUID on every test disk (what `bootfs UUID=` names).
-pub const BOOT_FS_UUID: &str = "3f1b2c4d-5e6f-4780-91a2-b3c4d5e6f708";
 /// Fixed GUIDs keep the disk image byte-for-byte reproducible.
 const DISK_GUID: &str = "6e2b1c3a-7d4f-4a5b-9c8d-0e1f2a3b4c5d";
 const BOOT_PART_GUID: &str = "9a8b7c6d-5e4f-4321-8765-43210fedcba9";
 /// /boot's partition on a disk that keeps it apart from the ESP ([`build_esp_and_boot_disk`]).
 const XBOOT_PART_GUID: &str = "2d7e9f1a-3b5c-4d6e-8f0a-1b2c3d4e5f60";
-/// The real root's partition (`root=PARTUUID=`) and filesystem (`root=UUID=`, also inside a
-/// LUKS2 container or on a logical volume), on the real chain's disks.
-pub const ROOT_PART_GUID: &str = "4c0f9a3e-2b1d-4e6f-9a8b-7c6d5e4f3a2b";
-pub const ROOT_FS_UUID: &str = "b7e3c1d2-8f4a-4b5c-9d6e-0f1a2b3c4d5e";
 /// The smallest boot partition: room for the busybox image, the fault cells' extra images, a
 /// kernel and a mini initramfs, plus filesystem metadata.
 const BOOT_PART_MIB: u64 = 64;
@@ -94,42 +92,6 @@ fn corrupt_bytes(len: usize) -> Vec<u8> {
         .collect()
 }
 
-/// The filesystem of the test disk's /boot partition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum BootFsKind {
-    #[default]
-    Ext4,
-    /// An EFI System Partition, as systemd-boot setups have it.
-    Vfat,
-}
-
-/// The FAT volume id of a vfat /boot, `UUID=1234-ABCD` as blkid prints it.
-const BOOT_VFAT_VOLUME_ID: u32 = 0x1234_ABCD;
-
-impl BootFsKind {
-    /// What `bootfs UUID=` names and `bootfstype` says.
-    pub fn identity(self) -> (String, &'static str) {
-        match self {
-            BootFsKind::Ext4 => (BOOT_FS_UUID.to_owned(), "ext4"),
-            BootFsKind::Vfat => {
-                let id = BOOT_VFAT_VOLUME_ID;
-                (format!("{:04X}-{:04X}", id >> 16, id & 0xFFFF), "vfat")
-            }
-        }
-    }
-}
-
-/// The filesystem of the initoverlayfs image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ImageFsKind {
-    #[default]
-    Erofs,
-    /// `fstype ext4`: mounted through a loop device on every kernel (ext4 needs a block device).
-    Ext4,
-}
-
 /// The ext4 image's UUID (fixed: the disk stays reproducible).
 const EXT4_IMAGE_UUID: &str = "5e7a1c2b-3d4e-4f50-8a9b-0c1d2e3f4a5b";
 /// Room for the busybox content and ext4's metadata.
@@ -154,6 +116,26 @@ pub struct Layout {
     pub boot_min_mib: u64,
     /// A dm-verity hash tree on the image (and what a fault cell breaks).
     pub verity: ImageVerity,
+}
+
+impl Layout {
+    /// The layout `cell` asks for.
+    pub fn of(cell: &crate::cells::Cell) -> Layout {
+        use crate::cells::{DOGFOOD_ESP_MIB, Flow};
+        Layout {
+            boot_fs: cell.boot_fs,
+            image_fs: cell.image_fs,
+            verity: cell.verity,
+            empty_cdrom: cell.empty_cdrom,
+            uncompressed: cell.flow == Flow::PrepareOnly,
+            bus: cell.bus,
+            boot_min_mib: if cell.flow == Flow::Dogfood {
+                DOGFOOD_ESP_MIB
+            } else {
+                0
+            },
+        }
+    }
 }
 
 /// What a real root cell's second partition holds.
@@ -214,38 +196,6 @@ fn verity_probe() -> Vec<u8> {
     let mut bytes = VERITY_PROBE_MARKER.to_vec();
     bytes.extend(corrupt_bytes(VERITY_PROBE_LEN - VERITY_PROBE_MARKER.len()));
     bytes
-}
-
-/// Whether a cell's image carries a dm-verity hash tree, and what a fault cell breaks after it
-/// was made (`verity` in fixtures/cells.toml).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ImageVerity {
-    /// No hash tree; the config has no root hash (storage-init says the image is unverified).
-    #[default]
-    Off,
-    /// Hash tree appended, root hash in the mini initramfs's config.
-    On,
-    /// The config's root hash is not the image's.
-    WrongRootHash,
-    /// A byte of the erofs superblock flipped (its volume name: the UUID stays, so the stale
-    /// check passes and dm-verity is what notices).
-    FlippedSuperblock,
-    /// The image file cut short by the hash tree's last block.
-    TruncatedTree,
-    /// A byte flipped in the first data block of /etc/verity-probe, which only the second
-    /// stage reads (busybox flow).
-    FlippedData,
-    /// A good image and root hash, but a mini initramfs without the device-mapper modules: a
-    /// kernel that cannot verify, which must not boot the image unverified.
-    NoDeviceMapper,
-}
-
-impl ImageVerity {
-    /// Whether the mini initramfs ships dm-verity's modules.
-    fn ships_modules(self) -> bool {
-        !matches!(self, ImageVerity::Off | ImageVerity::NoDeviceMapper)
-    }
 }
 
 /// Byte 64 of the erofs superblock (at 1024): the first of its volume name.
@@ -502,10 +452,7 @@ pub fn build_classic_cell(
 
 /// Where a real root cell's fstab finds / and /boot on the disk [`build_boot_disk`] makes,
 /// with the root stored as `storage` says.
-pub fn root_spec(
-    boot_fs: BootFsKind,
-    storage: crate::root_storage::RootStorage,
-) -> crate::debian_tree::RootSpec {
+pub fn root_spec(boot_fs: BootFsKind, storage: RootStorage) -> crate::debian_tree::RootSpec {
     let (boot, boot_fstype) = boot_fs.identity();
     crate::debian_tree::RootSpec {
         root: storage.fstab_source(),

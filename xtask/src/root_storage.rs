@@ -48,31 +48,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use serde::Deserialize;
 
 use crate::debian_tree::RealRoot;
+use crate::disk_spec::{LOGICAL_VOLUME, LUKS_UUID, RootStorage, VOLUME_GROUP};
 use crate::fixtures::{Fetched, Kernel};
 
-/// Where a real root cell's root filesystem lives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RootStorage {
-    /// An ext4 partition of its own, named by its GPT partition UUID.
-    #[default]
-    Partition,
-    /// ext4 in a LUKS2 container on the partition, unlocked by systemd-cryptsetup in the
-    /// second stage with a passphrase the cell types on the console.
-    Luks2,
-    /// ext4 on a logical volume ([`VOLUME_GROUP`]/[`LOGICAL_VOLUME`]) of a volume group whose
-    /// one physical volume is the partition, activated by dracut's lvm module.
-    Lvm,
-}
-
-/// The LUKS2 container's UUID (`cryptsetup luksFormat --uuid`; `rd.luks.uuid=` names it).
-pub const LUKS_UUID: &str = "2d8c6f1e-4b3a-4c5d-9e8f-7a6b5c4d3e2f";
-/// The volume group and the logical volume holding the root (`rd.lvm.lv=<vg>/<lv>`).
-pub const VOLUME_GROUP: &str = "initoverlayfs";
-pub const LOGICAL_VOLUME: &str = "root";
 /// PBKDF2 with the fewest iterations cryptsetup accepts: TCG unlocks it in milliseconds, where
 /// the default (argon2id, sized to take 2 s on the machine that formats) takes minutes. A test
 /// key protects nothing.
@@ -153,89 +133,48 @@ const HELPER_MODPROBE: &str =
 /// no metadata backups (the root is read-only in the helper).
 const LVM_CONFIG: &str = "devices { obtain_device_list_from_udev = 0 } activation { udev_sync = 0 udev_rules = 0 } backup { backup = 0 archive = 0 }";
 
-impl RootStorage {
-    /// The kernel parameters that name the root: `root=` and what dracut needs to reach it.
-    pub fn kernel_params(self) -> String {
-        let fs = crate::images::ROOT_FS_UUID;
-        match self {
-            RootStorage::Partition => format!("root=PARTUUID={}", crate::images::ROOT_PART_GUID),
-            RootStorage::Luks2 => format!("root=UUID={fs} rd.luks.uuid={LUKS_UUID}"),
-            RootStorage::Lvm => {
-                format!("root=UUID={fs} rd.lvm.lv={VOLUME_GROUP}/{LOGICAL_VOLUME}")
-            }
-        }
+/// The size of the partition that holds a root filesystem of `root_mib`.
+fn partition_mib(storage: RootStorage, root_mib: u64) -> u64 {
+    match storage {
+        RootStorage::Partition => root_mib,
+        RootStorage::Luks2 => root_mib + LUKS2_DATA_OFFSET_MIB,
+        RootStorage::Lvm => root_mib + LVM_OVERHEAD_MIB,
     }
+}
 
-    /// The root filesystem's source as fstab (and `root=`) names it.
-    pub fn fstab_source(self) -> String {
-        match self {
-            RootStorage::Partition => format!("PARTUUID={}", crate::images::ROOT_PART_GUID),
-            RootStorage::Luks2 | RootStorage::Lvm => {
-                format!("UUID={}", crate::images::ROOT_FS_UUID)
-            }
-        }
-    }
-
-    /// The GPT type of the partition that holds the root.
-    pub fn partition_type(self) -> testvm::Guid {
-        match self {
-            RootStorage::Partition | RootStorage::Luks2 => testvm::Guid::LINUX_FILESYSTEM,
-            RootStorage::Lvm => testvm::Guid::LINUX_LVM,
-        }
-    }
-
-    /// The name cells.toml and the cache use.
-    pub fn name(self) -> &'static str {
-        match self {
-            RootStorage::Partition => "partition",
-            RootStorage::Luks2 => "luks2",
-            RootStorage::Lvm => "lvm",
-        }
-    }
-
-    /// The size of the partition that holds a root filesystem of `root_mib`.
-    fn partition_mib(self, root_mib: u64) -> u64 {
-        match self {
-            RootStorage::Partition => root_mib,
-            RootStorage::Luks2 => root_mib + LUKS2_DATA_OFFSET_MIB,
-            RootStorage::Lvm => root_mib + LVM_OVERHEAD_MIB,
-        }
-    }
-
-    /// The recipe the helper runs in the real root (`sh -eu`, `$TARGET` the disk to fill,
-    /// `$SOURCE` the ext4 partition, `/run/key` the passphrase), for a root of `root_mib`.
-    /// None for a plain partition, which needs no helper.
-    fn recipe(self, root_mib: u64) -> Option<String> {
-        let copy = "dd if=\"$SOURCE\" of=\"$dev\" bs=1M conv=fsync status=none";
-        match self {
-            RootStorage::Partition => None,
-            RootStorage::Luks2 => Some(format!(
-                "set -x\n\
-                 modprobe -a dm_mod dm_crypt\n\
-                 cryptsetup luksFormat --batch-mode --disable-locks --type luks2 \
-                 --pbkdf pbkdf2 --pbkdf-force-iterations {LUKS_PBKDF_ITERATIONS} \
-                 --offset {offset} --uuid {LUKS_UUID} --key-file /run/key \"$TARGET\"\n\
-                 cryptsetup open --disable-locks --key-file /run/key \"$TARGET\" root\n\
-                 dev=/dev/mapper/root\n\
-                 {copy}\n\
-                 cryptsetup close --disable-locks root\n\
-                 cryptsetup luksDump --disable-locks \"$TARGET\" | grep -E '^(Version|UUID|Data segments)|PBKDF|Iterations'\n",
-                offset = LUKS2_DATA_OFFSET_MIB * 2048,
-            )),
-            RootStorage::Lvm => Some(format!(
-                "set -x\n\
-                 modprobe dm_mod\n\
-                 config='{LVM_CONFIG}'\n\
-                 lvm pvcreate --config \"$config\" --yes \"$TARGET\"\n\
-                 lvm vgcreate --config \"$config\" --yes {VOLUME_GROUP} \"$TARGET\"\n\
-                 lvm lvcreate --config \"$config\" --yes --zero n --wipesignatures n \
-                 --name {LOGICAL_VOLUME} --size {root_mib}m {VOLUME_GROUP}\n\
-                 dev=/dev/mapper/{VOLUME_GROUP}-{LOGICAL_VOLUME}\n\
-                 {copy}\n\
-                 lvm vgchange --config \"$config\" --activate n {VOLUME_GROUP}\n\
-                 lvm pvs --config \"$config\" -o pv_name,vg_name,pv_size\n",
-            )),
-        }
+/// The recipe the helper runs in the real root (`sh -eu`, `$TARGET` the disk to fill,
+/// `$SOURCE` the ext4 partition, `/run/key` the passphrase), for a root of `root_mib`.
+/// None for a plain partition, which needs no helper.
+fn recipe(storage: RootStorage, root_mib: u64) -> Option<String> {
+    let copy = "dd if=\"$SOURCE\" of=\"$dev\" bs=1M conv=fsync status=none";
+    match storage {
+        RootStorage::Partition => None,
+        RootStorage::Luks2 => Some(format!(
+            "set -x\n\
+             modprobe -a dm_mod dm_crypt\n\
+             cryptsetup luksFormat --batch-mode --disable-locks --type luks2 \
+             --pbkdf pbkdf2 --pbkdf-force-iterations {LUKS_PBKDF_ITERATIONS} \
+             --offset {offset} --uuid {LUKS_UUID} --key-file /run/key \"$TARGET\"\n\
+             cryptsetup open --disable-locks --key-file /run/key \"$TARGET\" root\n\
+             dev=/dev/mapper/root\n\
+             {copy}\n\
+             cryptsetup close --disable-locks root\n\
+             cryptsetup luksDump --disable-locks \"$TARGET\" | grep -E '^(Version|UUID|Data segments)|PBKDF|Iterations'\n",
+            offset = LUKS2_DATA_OFFSET_MIB * 2048,
+        )),
+        RootStorage::Lvm => Some(format!(
+            "set -x\n\
+             modprobe dm_mod\n\
+             config='{LVM_CONFIG}'\n\
+             lvm pvcreate --config \"$config\" --yes \"$TARGET\"\n\
+             lvm vgcreate --config \"$config\" --yes {VOLUME_GROUP} \"$TARGET\"\n\
+             lvm lvcreate --config \"$config\" --yes --zero n --wipesignatures n \
+             --name {LOGICAL_VOLUME} --size {root_mib}m {VOLUME_GROUP}\n\
+             dev=/dev/mapper/{VOLUME_GROUP}-{LOGICAL_VOLUME}\n\
+             {copy}\n\
+             lvm vgchange --config \"$config\" --activate n {VOLUME_GROUP}\n\
+             lvm pvs --config \"$config\" -o pv_name,vg_name,pv_size\n",
+        )),
     }
 }
 
@@ -254,7 +193,7 @@ pub fn root_partition_image(
     root_mib: u64,
     passphrase: Option<&str>,
 ) -> Result<Option<PathBuf>> {
-    let Some(recipe) = storage.recipe(root_mib) else {
+    let Some(recipe) = recipe(storage, root_mib) else {
         return Ok(None);
     };
     if storage == RootStorage::Luks2 && passphrase.is_none_or(str::is_empty) {
@@ -319,7 +258,7 @@ impl Helper<'_> {
         let source = work.join("source.img");
         self.source_disk(&source)?;
         let target = work.join(IMAGE_NAME);
-        let target_mib = self.storage.partition_mib(self.root_mib);
+        let target_mib = partition_mib(self.storage, self.root_mib);
         std::fs::File::create(&target)
             .and_then(|file| file.set_len(target_mib << 20))
             .with_context(|| format!("creating {}", target.display()))?;
@@ -401,12 +340,12 @@ impl Helper<'_> {
                 .map_err(|e| anyhow::anyhow!("{s}: {e}"))
         };
         let disk = testvm::disk::GptDisk {
-            disk_guid: guid(crate::images::ROOT_PART_GUID)?,
+            disk_guid: guid(crate::disk_spec::ROOT_PART_GUID)?,
             partitions: vec![testvm::disk::Partition {
                 name: "root".to_owned(),
-                part_guid: guid(crate::images::ROOT_PART_GUID)?,
+                part_guid: guid(crate::disk_spec::ROOT_PART_GUID)?,
                 filesystem: testvm::disk::Filesystem::Ext4 {
-                    uuid: guid(crate::images::ROOT_FS_UUID)?,
+                    uuid: guid(crate::disk_spec::ROOT_FS_UUID)?,
                 },
                 label: "root".to_owned(),
                 size_mib: self.root_mib,
@@ -507,7 +446,7 @@ mod tests {
             let root = storage.kernel_params();
             let first = root.split_whitespace().next().unwrap();
             assert_eq!(first, format!("root={}", storage.fstab_source()));
-            let spec = crate::images::root_spec(crate::images::BootFsKind::Vfat, storage);
+            let spec = crate::images::root_spec(crate::disk_spec::BootFsKind::Vfat, storage);
             assert!(
                 spec.fstab()
                     .lines()
@@ -520,20 +459,20 @@ mod tests {
 
     #[test]
     fn the_partition_holds_the_root_and_the_container() {
-        assert_eq!(RootStorage::Partition.partition_mib(700), 700);
-        assert_eq!(RootStorage::Luks2.partition_mib(700), 716);
-        assert_eq!(RootStorage::Lvm.partition_mib(700), 708);
+        assert_eq!(partition_mib(RootStorage::Partition, 700), 700);
+        assert_eq!(partition_mib(RootStorage::Luks2, 700), 716);
+        assert_eq!(partition_mib(RootStorage::Lvm, 700), 708);
         // LVM: 1 MiB before the first extent, the LV rounded up to 4 MiB extents.
         for root_mib in 1..64 {
-            let extents = (RootStorage::Lvm.partition_mib(root_mib) - 1) / 4;
+            let extents = (partition_mib(RootStorage::Lvm, root_mib) - 1) / 4;
             assert!(extents * 4 >= root_mib.next_multiple_of(4), "{root_mib}");
         }
     }
 
     #[test]
     fn recipes_format_copy_and_close() {
-        assert_eq!(RootStorage::Partition.recipe(700), None);
-        let luks = RootStorage::Luks2.recipe(700).unwrap();
+        assert_eq!(recipe(RootStorage::Partition, 700), None);
+        let luks = recipe(RootStorage::Luks2, 700).unwrap();
         for needle in [
             "cryptsetup luksFormat --batch-mode --disable-locks --type luks2 --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --offset 32768 --uuid 2d8c6f1e-4b3a-4c5d-9e8f-7a6b5c4d3e2f --key-file /run/key \"$TARGET\"",
             "dd if=\"$SOURCE\" of=\"$dev\"",
@@ -541,7 +480,7 @@ mod tests {
         ] {
             assert!(luks.contains(needle), "{needle:?} not in\n{luks}");
         }
-        let lvm = RootStorage::Lvm.recipe(700).unwrap();
+        let lvm = recipe(RootStorage::Lvm, 700).unwrap();
         for needle in [
             "lvm vgcreate --config \"$config\" --yes initoverlayfs \"$TARGET\"",
             "--name root --size 700m initoverlayfs",

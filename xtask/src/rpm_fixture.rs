@@ -14,70 +14,17 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use serde::{Deserialize, Serialize};
 use xshell::{Shell, cmd};
 
 use crate::download::{Unavailable, curl, verify_sha256};
-use crate::fixtures::{COMPLETE, Fetched, FetchedFile, Kernel, KernelPin, KernelSource};
+use crate::fixture_cache::{COMPLETE, RemoveDirOnDrop, single_dir_name};
+use crate::pins::{
+    Fetched, FetchedFile, KERNELS_TOML, Kernel, KernelPin, KernelSource, RpmFile, RpmKernel,
+};
 use crate::rpm_repo::{self, RepoPackage};
 
 /// Bound on a decompressed primary.xml (Fedora's is about 150 MB).
 const MAX_PRIMARY: u64 = 2 << 30;
-
-/// Which distribution's download host a pin's paths are below.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Mirror {
-    Fedora,
-    CentosStream,
-}
-
-impl Mirror {
-    /// The variable that replaces the default base URL (a local or nearer mirror).
-    pub fn env(self) -> &'static str {
-        match self {
-            Mirror::Fedora => "INITOVERLAYFS_FEDORA_MIRROR",
-            Mirror::CentosStream => "INITOVERLAYFS_CENTOS_MIRROR",
-        }
-    }
-
-    /// The distribution's own download host. Fedora's master (not the redirector, which could
-    /// send repomd.xml and the primary file it names to two mirrors at different syncs).
-    pub fn default_url(self) -> &'static str {
-        match self {
-            Mirror::Fedora => "https://dl.fedoraproject.org/pub/fedora/linux",
-            Mirror::CentosStream => "https://mirror.stream.centos.org",
-        }
-    }
-
-    pub fn base_url(self) -> String {
-        std::env::var(self.env())
-            .ok()
-            .filter(|url| !url.is_empty())
-            .unwrap_or_else(|| self.default_url().to_owned())
-    }
-}
-
-/// A kernel from RPM packages.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RpmKernel {
-    pub mirror: Mirror,
-    /// Repositories below the mirror's base URL (holding `repodata/repomd.xml`); the newest
-    /// build among them wins.
-    pub repos: Vec<String>,
-    /// Packages of one build unpacked together; the first holds `vmlinuz`.
-    pub packages: Vec<String>,
-    /// The pinned files, one per package; empty: resolved from the repository metadata.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub files: Vec<RpmFile>,
-}
-
-/// A pinned package file: its path below the mirror's base URL and its sha256.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RpmFile {
-    pub path: String,
-    pub sha256: String,
-}
 
 /// Fetches the RPM kernel `pin` from the mirror at `base_url` into the cache at `cache`
 /// (`fixtures::fetch_kernel` passes the defaults; tests pass their own).
@@ -333,7 +280,7 @@ impl Fetch<'_> {
         let _ = std::fs::remove_dir_all(&work); // a leftover of a killed run; absent is fine
         std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
         // Removed however this ends: a refused download must not stay in the cache.
-        let _work_guard = crate::fixtures::RemoveDirOnDrop(work.clone());
+        let _work_guard = RemoveDirOnDrop(work.clone());
         let tree = work.join("tree");
         let mut version = String::new();
         for file in files {
@@ -342,7 +289,7 @@ impl Fetch<'_> {
             let rpm = work.join(name);
             curl(self.sh, &url, &rpm)?;
             let source = if pinned {
-                crate::fixtures::KERNELS_TOML
+                KERNELS_TOML
             } else {
                 "the repository metadata"
             };
@@ -439,5 +386,5 @@ fn modules_release(tree: &Path) -> Result<String> {
         std::os::unix::fs::symlink("../usr/lib/modules", &lib_modules)
             .with_context(|| format!("linking {}", lib_modules.display()))?;
     }
-    crate::fixtures::single_dir_name(&lib_modules)
+    single_dir_name(&lib_modules)
 }

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use xshell::{Shell, cmd};
 
+use crate::disk_spec::Pid1Binary;
+
 /// The C library storage-init is linked against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -24,22 +26,6 @@ impl Libc {
             Libc::Glibc => "x86_64-unknown-linux-gnu",
         }
     }
-}
-
-/// A static program of the storage-init package the mini initramfs can run as PID 1.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Pid1Binary {
-    /// The product.
-    #[default]
-    StorageInit,
-    /// `storage-init/examples/syscall_floor.rs`: the same syscalls without the decisions, the
-    /// baseline of `cargo xtask bench-storage-init`.
-    SyscallFloor,
-    /// `storage-init/examples/boot_sampler.rs`: not a PID 1 but the boot benchmark's guest
-    /// probe (`xtask::boot_probe`), built the same way; no cell names it.
-    #[serde(skip)]
-    BootSampler,
 }
 
 impl Pid1Binary {

@@ -1,19 +1,16 @@
 //! What a console log says beyond the milestones: after every VM the whole log is scanned
 //! against a severity table, so a kernel Oops or an emergency shell that did not happen to
 //! interrupt a milestone still fails the cell, and kernel warnings are reported. Also the
-//! fatal patterns every cell races its milestones against, besides its own.
+//! fatal patterns every cell races its milestones against, besides its own. And the typed
+//! outcome of a cell ([`Verdict`], [`CellResult`]) the reports are made from.
+
+use std::path::PathBuf;
 
 use regex::Regex;
+use serde::Serialize;
 
-/// Console text that always fails a cell, raced against every milestone and found again by
-/// the scan. Each is something no passing boot prints.
-pub const ALWAYS_FATAL: [&str; 5] = [
-    "Kernel panic",
-    r"Oops[:\s]",
-    r"\bBUG: ",
-    "Call Trace:",
-    "You are in emergency mode|Entering emergency mode",
-];
+use crate::cells::ALWAYS_FATAL;
+use crate::pins::Fetched;
 
 /// Console text worth reporting that does not fail a cell.
 const WARNINGS: [&str; 3] = [r"WARNING: CPU: ", "storage-init: warning: ", "segfault at "];
@@ -57,6 +54,81 @@ pub fn host_problem(stderr: &str) -> Option<String> {
         .lines()
         .find(|l| l.contains("KVM internal error"))
         .map(|l| format!("{l} (the host's KVM cannot run this guest: use --accel tcg)"))
+}
+
+/// How one cell ended.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "result", rename_all = "kebab-case")]
+pub enum Verdict {
+    Passed,
+    /// Passed on a retry (`--retries`): reported, never silent. `reason` is why the first
+    /// attempt did not pass.
+    Flaky {
+        reason: String,
+    },
+    /// Not run, and says nothing about the guest: its fixture cannot be fetched here.
+    Skipped {
+        reason: String,
+    },
+    /// The guest did not do what the cell expects.
+    Failed {
+        reason: String,
+    },
+    /// The harness or host broke; says nothing about the guest.
+    Error {
+        reason: String,
+    },
+}
+
+impl Verdict {
+    /// Passed, flaky or skipped: nothing for the run to fail on.
+    pub fn is_success(&self) -> bool {
+        matches!(
+            self,
+            Verdict::Passed | Verdict::Flaky { .. } | Verdict::Skipped { .. }
+        )
+    }
+
+    /// One word for tables.
+    pub fn word(&self) -> &'static str {
+        match self {
+            Verdict::Passed => "passed",
+            Verdict::Flaky { .. } => "FLAKY",
+            Verdict::Skipped { .. } => "skipped",
+            Verdict::Failed { .. } => "FAILED",
+            Verdict::Error { .. } => "ERROR",
+        }
+    }
+
+    /// Why it did not simply pass.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            Verdict::Passed => None,
+            Verdict::Flaky { reason }
+            | Verdict::Skipped { reason }
+            | Verdict::Failed { reason }
+            | Verdict::Error { reason } => Some(reason),
+        }
+    }
+}
+
+/// One cell's judged run: what the summary, the tables and JUnit are made from.
+#[derive(Debug, Clone, Serialize)]
+pub struct CellResult {
+    pub cell: String,
+    #[serde(flatten)]
+    pub verdict: Verdict,
+    /// Boots it took (more than 1 only with `--retries`).
+    pub attempts: u32,
+    pub milestones: Vec<testvm::run::MilestoneReached>,
+    /// The package versions actually used (a fallback shows `pinned: false`).
+    pub fixtures: Vec<Fetched>,
+    /// `kvm` or `tcg`; empty if the cell failed before its VM was set up.
+    pub accel: String,
+    /// Console lines the severity scan reports without failing the cell (kernel warnings,
+    /// storage-init warnings).
+    pub warnings: Vec<String>,
+    pub artifacts: PathBuf,
 }
 
 #[cfg(test)]

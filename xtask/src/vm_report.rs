@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use crate::vm_test::{CellResult, Verdict};
+use crate::verdict::{CellResult, Verdict};
 
 /// The milestone whose guest time the summary shows: the content's init has run.
 const MARKER: &str = "marker";

@@ -5,12 +5,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
-use serde::Serialize;
 use xshell::Shell;
 
 use crate::cells::{Cell, CellEnd, Firmware, Flow, read_cells};
 use crate::fixtures::{self, Fetched};
 use crate::images;
+pub use crate::verdict::{CellResult, Verdict};
 
 /// Where every cell's artefacts go: `target/vm-test/<cell>/`.
 pub const ARTIFACTS_DIR: &str = "target/vm-test";
@@ -20,62 +20,6 @@ const MEMORY_MIB: u32 = 1024;
 const POWER_OFF_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a systemd machine may take to shut down after the power button, under TCG.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(90);
-
-/// How one cell ended.
-#[derive(Debug, Clone, Serialize)]
-#[serde(tag = "result", rename_all = "kebab-case")]
-pub enum Verdict {
-    Passed,
-    /// Passed on a retry (`--retries`): reported, never silent. `reason` is why the first
-    /// attempt did not pass.
-    Flaky {
-        reason: String,
-    },
-    /// Not run, and says nothing about the guest: its fixture cannot be fetched here.
-    Skipped {
-        reason: String,
-    },
-    /// The guest did not do what the cell expects.
-    Failed {
-        reason: String,
-    },
-    /// The harness or host broke; says nothing about the guest.
-    Error {
-        reason: String,
-    },
-}
-
-impl Verdict {
-    /// Passed, flaky or skipped: nothing for the run to fail on.
-    pub fn is_success(&self) -> bool {
-        matches!(
-            self,
-            Verdict::Passed | Verdict::Flaky { .. } | Verdict::Skipped { .. }
-        )
-    }
-
-    /// One word for tables.
-    pub fn word(&self) -> &'static str {
-        match self {
-            Verdict::Passed => "passed",
-            Verdict::Flaky { .. } => "FLAKY",
-            Verdict::Skipped { .. } => "skipped",
-            Verdict::Failed { .. } => "FAILED",
-            Verdict::Error { .. } => "ERROR",
-        }
-    }
-
-    /// Why it did not simply pass.
-    pub fn reason(&self) -> Option<&str> {
-        match self {
-            Verdict::Passed => None,
-            Verdict::Flaky { reason }
-            | Verdict::Skipped { reason }
-            | Verdict::Failed { reason }
-            | Verdict::Error { reason } => Some(reason),
-        }
-    }
-}
 
 /// A `vm-test` run in which some cell did not pass: the error `main` turns into the exit
 /// status (1 when only guests failed, 3 when the harness or host broke).
@@ -100,24 +44,6 @@ impl std::fmt::Display for MatrixFailed {
 }
 
 impl std::error::Error for MatrixFailed {}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct CellResult {
-    pub cell: String,
-    #[serde(flatten)]
-    pub verdict: Verdict,
-    /// Boots it took (more than 1 only with `--retries`).
-    pub attempts: u32,
-    pub milestones: Vec<testvm::run::MilestoneReached>,
-    /// The package versions actually used (a fallback shows `pinned: false`).
-    pub fixtures: Vec<Fetched>,
-    /// `kvm` or `tcg`; empty if the cell failed before its VM was set up.
-    pub accel: String,
-    /// Console lines the severity scan reports without failing the cell (kernel warnings,
-    /// storage-init warnings).
-    pub warnings: Vec<String>,
-    pub artifacts: PathBuf,
-}
 
 /// Command-line options of `cargo xtask vm-test`.
 #[derive(Debug, Default)]
@@ -529,7 +455,7 @@ fn boot_cell(
                 &storage_init,
                 &kernel,
                 &busybox,
-                cell.layout(),
+                images::Layout::of(cell),
                 esp,
                 &build,
             )?;
@@ -545,7 +471,7 @@ fn boot_cell(
                 &kernel,
                 &second_stage,
                 root_partition,
-                cell.layout(),
+                images::Layout::of(cell),
                 esp,
                 &build,
             )?;
@@ -557,7 +483,7 @@ fn boot_cell(
                 &kernel,
                 &initramfs,
                 root_partition,
-                cell.layout(),
+                images::Layout::of(cell),
                 esp,
                 &build,
             )?;
@@ -573,7 +499,7 @@ fn boot_cell(
                 &dogfood,
                 &builder,
                 &storage_init,
-                cell.layout(),
+                images::Layout::of(cell),
                 esp,
                 &build,
             )?;

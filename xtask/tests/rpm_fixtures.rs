@@ -14,7 +14,8 @@ use std::sync::{Arc, Mutex};
 
 use xshell::Shell;
 use xtask::fixtures::{self, KernelPin, KernelSource};
-use xtask::rpm_fixture::{Mirror, RpmFile, RpmKernel, fetch_rpm_kernel};
+use xtask::pins::{Mirror, RpmFile, RpmKernel};
+use xtask::rpm_fixture::fetch_rpm_kernel;
 use xtask::vm_test::project_root;
 
 const REPO: &str = "releases/43/Everything/x86_64/os";

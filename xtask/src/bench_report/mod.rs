@@ -15,6 +15,9 @@ use std::path::Path;
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
+// Parsed from the console by the judge layer; part of every sample.
+pub use crate::boot_log::{Phases, UnitSpan};
+
 pub use csv::csv;
 pub use markdown::markdown;
 pub use svg::svg;
@@ -131,22 +134,6 @@ impl Figures {
     }
 }
 
-/// Guest seconds (since the kernel started) to the marks between the harness's milestones,
-/// read from systemd's own kernel-log lines on the console (`systemd.log_target=kmsg`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Phases {
-    /// The initrd's systemd reached `initrd-root-fs.target`: the real root is mounted.
-    pub initrd_root_fs: Option<f64>,
-    /// The initrd's systemd logged `Switching root.`
-    pub switch_root: Option<f64>,
-    /// The real root's systemd started (its `running in system mode` line).
-    pub real_root: Option<f64>,
-    /// The real root's `sysinit.target`.
-    pub sysinit: Option<f64>,
-    /// The real root's `basic.target`.
-    pub basic: Option<f64>,
-}
-
 /// Where a stretch of guest time went, in seconds, from the kernel's /proc/stat counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct CpuSplit {
@@ -184,15 +171,6 @@ pub struct Probe {
     pub cpu_root: Option<CpuSplit>,
     /// Reads while in the initrd (same window as `cpu_initrd`).
     pub reads_initrd: Option<Reads>,
-}
-
-/// One unit's start and end, guest seconds since the kernel started.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct UnitSpan {
-    /// The unit's name: `systemd-udevd.service`.
-    pub unit: String,
-    pub start: f64,
-    pub end: f64,
 }
 
 /// QEMU's own work under TCG for one boot (its monitor's `info jit` at the last milestone):
