@@ -893,7 +893,7 @@ fn boot_one(bench: &Bench, boot: &Boot<'_>) -> Result<BootSample> {
     };
     let mut milestone_specs = Vec::new();
     for (name, pattern, seconds) in milestones(&bench.kernel.release) {
-        let timeout = crate::vm_test::scaled_timeout(Duration::from_secs(seconds), bench.accel);
+        let timeout = crate::plan::scaled_timeout(Duration::from_secs(seconds), bench.accel);
         milestone_specs.push(testvm::run::Milestone::new(name, &pattern, timeout)?);
     }
     // Only initoverlayfs runs storage-init, and it must not fail; the floor must not fail

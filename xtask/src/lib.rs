@@ -31,6 +31,9 @@ pub mod root_storage;
 pub mod secure_boot;
 pub mod static_build;
 
+// plan: pure, a cell and its artefacts in, the machine and its milestones out.
+pub mod plan;
+
 // run: the accelerator beyond the testvm crate.
 pub mod accel;
 

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use regex::Regex;
 use serde::Serialize;
 
-use crate::cells::ALWAYS_FATAL;
+use crate::cells::{ALWAYS_FATAL, ConsoleCheck};
 use crate::pins::Fetched;
 
 /// Console text worth reporting that does not fail a cell.
@@ -46,6 +46,38 @@ pub fn scan_console(console: &str, expected: &[Regex]) -> ConsoleScan {
         }
     }
     scan
+}
+
+/// What the whole console of a boot that reached every milestone says.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConsoleJudgement {
+    /// Why the cell fails after all: the first fatal line of the scan, else the first
+    /// violated console check.
+    pub failure: Option<String>,
+    /// Lines worth reporting that do not fail the cell.
+    pub warnings: Vec<String>,
+}
+
+/// Judges the console of a boot that reached every milestone: the severity scan
+/// ([`scan_console`], sparing `expected`), then the cell's own `checks`.
+pub fn judge_console(
+    console: &str,
+    expected: &[Regex],
+    checks: &[ConsoleCheck],
+) -> ConsoleJudgement {
+    let scan = scan_console(console, expected);
+    let failure = match scan.fatal.first() {
+        Some(line) => Some(format!(
+            "console: {line} ({} fatal line{} in console.log)",
+            scan.fatal.len(),
+            if scan.fatal.len() == 1 { "" } else { "s" }
+        )),
+        None => checks.iter().find_map(|c| c.violation(console)),
+    };
+    ConsoleJudgement {
+        failure,
+        warnings: scan.warnings,
+    }
 }
 
 /// QEMU's stderr naming a host problem rather than a guest one.

@@ -2,24 +2,18 @@
 //! The VM tests of `cargo xtask test` run the same cells through [`run_cell`].
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use xshell::Shell;
 
-use crate::cells::{Cell, CellEnd, Firmware, Flow, read_cells};
+use crate::cells::{Cell, Firmware, Flow, read_cells};
 use crate::fixtures::{self, Fetched};
 use crate::images;
 pub use crate::verdict::{CellResult, Verdict};
 
 /// Where every cell's artefacts go: `target/vm-test/<cell>/`.
 pub const ARTIFACTS_DIR: &str = "target/vm-test";
-/// Guest memory: enough for the kernel and a busybox overlay.
-const MEMORY_MIB: u32 = 1024;
-/// After the last milestone, how long the guest may take to power off.
-const POWER_OFF_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a systemd machine may take to shut down after the power button, under TCG.
-const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// A `vm-test` run in which some cell did not pass: the error `main` turns into the exit
 /// status (1 when only guests failed, 3 when the harness or host broke).
@@ -74,7 +68,7 @@ fn default_jobs(cells: &[Cell]) -> usize {
         .max()
         .unwrap_or(1)
         .max(1);
-    let per_cell_mib = u64::from(MEMORY_MIB) + HOST_OVERHEAD_MIB;
+    let per_cell_mib = u64::from(crate::plan::MEMORY_MIB) + HOST_OVERHEAD_MIB;
     let by_memory = available_memory_mib().map_or(usize::MAX, |m| (m / per_cell_mib) as usize);
     (cores / vcpus).min(by_memory).max(1)
 }
@@ -370,6 +364,8 @@ impl From<anyhow::Error> for CellError {
     }
 }
 
+/// One boot of a cell, layer by layer: build its artefacts, plan the machine, run it, judge
+/// what it left.
 fn boot_cell(
     sh: &Shell,
     root: &Path,
@@ -378,6 +374,78 @@ fn boot_cell(
     artifacts: &Path,
     result: &mut CellResult,
 ) -> Result<(), CellError> {
+    let nonce = nonce();
+    let (built, accel) = build_cell(sh, root, cell, accel, artifacts, &nonce, result)?;
+    result.accel = accel.name().to_owned();
+    let plan = crate::plan::plan(cell, &built, accel, &nonce)?;
+    let mut progress = |event: &testvm::run::Event| match event {
+        testvm::run::Event::QemuStarted { pid } => {
+            eprintln!("vm-test: {}: QEMU started (pid {pid})", cell.name)
+        }
+        testvm::run::Event::Milestone(m) => eprintln!(
+            "vm-test: {}: {} at {} ms host{}{}",
+            cell.name,
+            m.name,
+            m.host_ms,
+            m.guest_s
+                .map_or(String::new(), |s| format!(", {s:.3} s guest")),
+            // A cell's answers are test data (cells.toml), never secrets.
+            m.sent.as_ref().map_or(String::new(), |text| format!(
+                "; typed {text:?} and a newline"
+            ))
+        ),
+        testvm::run::Event::Finished { .. } => {}
+    };
+    let outcome =
+        testvm::run::boot_with_events(&plan.machine, &plan.spec, artifacts, &mut progress);
+    // A host that cannot run the guest is the harness's problem, whatever the guest showed.
+    let stderr = std::fs::read_to_string(artifacts.join("qemu.stderr")).unwrap_or_default();
+    if let Some(problem) = crate::verdict::host_problem(&stderr) {
+        return Err(CellError::Infra(anyhow::anyhow!(problem)));
+    }
+    match outcome {
+        Ok(report) => {
+            result.milestones = report.milestones;
+            // The whole log, not only what raced the milestones.
+            let console =
+                std::fs::read_to_string(artifacts.join(testvm::run::artifact::CONSOLE_LOG))
+                    .unwrap_or_default();
+            let expected: Vec<regex::Regex> = plan
+                .spec
+                .milestones
+                .iter()
+                .map(|m| m.pattern.clone())
+                .collect();
+            let judged = crate::verdict::judge_console(&console, &expected, &plan.console_checks);
+            result.warnings = judged.warnings;
+            match judged.failure {
+                Some(reason) => Err(CellError::Guest(reason)),
+                None => Ok(()),
+            }
+        }
+        Err(testvm::run::VmError::Guest(failure)) => {
+            result.milestones = reached_before_failure(artifacts);
+            Err(CellError::Guest(format!(
+                "{failure}\n{}",
+                failure.console_tail
+            )))
+        }
+        Err(testvm::run::VmError::Infra(error)) => Err(CellError::Infra(anyhow::Error::new(error))),
+    }
+}
+
+/// The build layer's part of a cell: fetches its fixtures (recorded in `result`) and makes
+/// everything it boots from, under `artifacts/build`. Returns the artefacts and the
+/// accelerator the kernel was found to run under.
+fn build_cell(
+    sh: &Shell,
+    root: &Path,
+    cell: &Cell,
+    accel: crate::accel::AccelChoice,
+    artifacts: &Path,
+    nonce: &str,
+    result: &mut CellResult,
+) -> Result<(crate::plan::CellArtefacts, testvm::machine::Accel), CellError> {
     let kernels = fixtures::read_kernels(root)?;
     let pin = kernels
         .kernel
@@ -396,24 +464,13 @@ fn boot_cell(
     let busybox_id = format!("busybox-static-{}", cell.machine.debian_arch());
     let busybox = fetch_package(sh, root, &busybox_id, result)?;
 
-    let nonce = nonce();
-    let root_param = if cell.real_root {
-        cell.root_storage.kernel_params()
-    } else {
-        String::new()
-    };
-    let cmdline = format!(
-        "console={} panic=-1 {}={nonce} {root_param} {}",
-        cell.machine.board().console(),
-        images::MARKER_PARAM,
-        cell.cmdline
-    )
-    .trim()
-    .to_owned();
     let build = artifacts.join("build");
     let uefi = match cell.firmware {
         Firmware::Direct => None,
-        Firmware::Uefi => Some(uefi_parts(sh, root, cell, &build, &cmdline, result)?),
+        Firmware::Uefi => {
+            let cmdline = crate::plan::cmdline(cell, nonce);
+            Some(uefi_parts(sh, root, cell, &build, &cmdline, result)?)
+        }
     };
 
     let storage_init =
@@ -421,7 +478,6 @@ fn boot_cell(
     let esp = uefi.as_ref().map(|(esp, _)| esp);
     let board = cell.machine.board();
     let accel = crate::accel::resolve(accel, board, &kernel.vmlinuz, &root.join(ARTIFACTS_DIR));
-    result.accel = accel.name().to_owned();
     // The real root's directory, and the partition image a LUKS2 or LVM root is made into.
     // The dogfood flow brings a root of its own (the kernel installed as a package).
     let real_root = if cell.real_root && cell.flow != Flow::Dogfood {
@@ -448,17 +504,12 @@ fn boot_cell(
             type_guid: cell.root_storage.partition_type(),
         },
     });
+    let layout = images::Layout::of(cell);
     // What the machine boots: the initramfs the bootloader (or QEMU) loads, and the disk.
     let (initrd, disk) = match cell.flow {
         Flow::Busybox | Flow::PrepareOnly => {
-            let built = images::build_busybox_cell(
-                &storage_init,
-                &kernel,
-                &busybox,
-                images::Layout::of(cell),
-                esp,
-                &build,
-            )?;
+            let built =
+                images::build_busybox_cell(&storage_init, &kernel, &busybox, layout, esp, &build)?;
             if cell.flow == Flow::PrepareOnly {
                 images::add_service_stand_in(&built.mini_initramfs, &storage_init, &busybox)?;
             }
@@ -471,7 +522,7 @@ fn boot_cell(
                 &kernel,
                 &second_stage,
                 root_partition,
-                images::Layout::of(cell),
+                layout,
                 esp,
                 &build,
             )?;
@@ -483,7 +534,7 @@ fn boot_cell(
                 &kernel,
                 &initramfs,
                 root_partition,
-                images::Layout::of(cell),
+                layout,
                 esp,
                 &build,
             )?;
@@ -499,7 +550,7 @@ fn boot_cell(
                 &dogfood,
                 &builder,
                 &storage_init,
-                images::Layout::of(cell),
+                layout,
                 esp,
                 &build,
             )?;
@@ -509,139 +560,26 @@ fn boot_cell(
             (initramfs, disk)
         }
     };
-    let boot_disk = testvm::machine::Disk {
-        path: disk,
-        bus: cell.bus.disk_bus(),
-        serial: "boot0".to_owned(),
-        // Read-only where the guest has no business writing (storage-init mounts /boot
-        // read-only); a real root writes to its disk, and QEMU refuses a read-only SD card.
-        // The disk is rebuilt for every run either way.
-        read_only: cell.bus != crate::cells::Bus::Sd && !cell.real_root,
-        throttle: None,
-    };
-    let dtb = images::board_dtb(cell.machine, &kernel, &artifacts.join("build"))?;
-    let machine = testvm::machine::Machine {
-        board,
-        accel,
-        // A board that models real hardware takes only its own RAM size and CPU count.
-        memory_mib: board.fixed_memory_mib().unwrap_or(MEMORY_MIB),
-        cpus: board.fixed_cpus().unwrap_or(cell.cpus),
-        boot: match uefi {
-            None => testvm::machine::Boot::Direct {
-                kernel: kernel.vmlinuz.clone(),
-                initrd: Some(initrd),
-                cmdline,
-            },
-            Some((_, firmware)) => firmware,
-        },
-        dtb,
-        disks: if cell.hotplug.is_some() {
-            Vec::new()
-        } else {
-            vec![boot_disk.clone()]
-        },
-        hotplug_ports: u32::from(cell.hotplug.is_some()),
-        empty_cdroms: u32::from(cell.empty_cdrom),
-        icount: None,
-        on_reboot: if cell.flow.reboots() {
-            testvm::machine::GuestReboot::Restart
-        } else {
-            testvm::machine::GuestReboot::ExitQemu
-        },
-    };
+    let dtb = images::board_dtb(cell.machine, &kernel, &build)?;
     let config =
         builder::kernel_config::KernelConfig::locate(kernel.modules_root(), &kernel.release)
             .with_context(|| format!("reading the config of kernel {}", kernel.release))?;
-    let substitutions =
-        crate::cells::Substitutions::new(&nonce, &kernel.release, config.erofs_file_backed());
-    let mut console_checks = cell.console.clone();
-    if cell.prove_drivers {
-        console_checks.extend(driver_checks(&kernel, cell.bus)?);
-    }
-    let mut milestones = cell.milestones(&substitutions)?;
-    for milestone in &mut milestones {
-        milestone.timeout = scaled_timeout(milestone.timeout, accel);
-    }
-    let spec = testvm::run::BootSpec {
-        milestones,
-        fatal: cell.fatal()?,
-        end: match cell.end {
-            CellEnd::PowerOff => testvm::run::End::GuestPowersOff {
-                timeout: POWER_OFF_TIMEOUT,
-            },
-            CellEnd::PowerButton => testvm::run::End::PowerButton {
-                timeout: SHUTDOWN_TIMEOUT,
-            },
-            CellEnd::Quit => testvm::run::End::Quit,
-        },
-        hotplug: cell
-            .hotplug
-            .iter()
-            .map(|h| testvm::run::Hotplug {
-                after: h.after.clone(),
-                delay: Duration::from_secs(h.delay),
-                disk: boot_disk.clone(),
-                port: 0,
-            })
-            .collect(),
-        read_sampling: None,
+    let driver_checks = if cell.prove_drivers {
+        driver_checks(&kernel, cell.bus)?
+    } else {
+        Vec::new()
     };
-    let mut progress = |event: &testvm::run::Event| match event {
-        testvm::run::Event::QemuStarted { pid } => {
-            eprintln!("vm-test: {}: QEMU started (pid {pid})", cell.name)
-        }
-        testvm::run::Event::Milestone(m) => eprintln!(
-            "vm-test: {}: {} at {} ms host{}{}",
-            cell.name,
-            m.name,
-            m.host_ms,
-            m.guest_s
-                .map_or(String::new(), |s| format!(", {s:.3} s guest")),
-            // A cell's answers are test data (cells.toml), never secrets.
-            m.sent.as_ref().map_or(String::new(), |text| format!(
-                "; typed {text:?} and a newline"
-            ))
-        ),
-        testvm::run::Event::Finished { .. } => {}
+    let artefacts = crate::plan::CellArtefacts {
+        kernel_release: kernel.release.clone(),
+        erofs_file_backed: config.erofs_file_backed(),
+        vmlinuz: kernel.vmlinuz.clone(),
+        initrd,
+        disk,
+        dtb,
+        uefi: uefi.map(|(_, firmware)| firmware),
+        driver_checks,
     };
-    let outcome = testvm::run::boot_with_events(&machine, &spec, artifacts, &mut progress);
-    // A host that cannot run the guest is the harness's problem, whatever the guest showed.
-    let stderr = std::fs::read_to_string(artifacts.join("qemu.stderr")).unwrap_or_default();
-    if let Some(problem) = crate::verdict::host_problem(&stderr) {
-        return Err(CellError::Infra(anyhow::anyhow!(problem)));
-    }
-    match outcome {
-        Ok(report) => {
-            result.milestones = report.milestones;
-            // The whole log, not only what raced the milestones.
-            let console =
-                std::fs::read_to_string(artifacts.join(testvm::run::artifact::CONSOLE_LOG))
-                    .unwrap_or_default();
-            let expected: Vec<regex::Regex> =
-                spec.milestones.iter().map(|m| m.pattern.clone()).collect();
-            let scan = crate::verdict::scan_console(&console, &expected);
-            result.warnings = scan.warnings;
-            if let Some(line) = scan.fatal.first() {
-                return Err(CellError::Guest(format!(
-                    "console: {line} ({} fatal line{} in console.log)",
-                    scan.fatal.len(),
-                    if scan.fatal.len() == 1 { "" } else { "s" }
-                )));
-            }
-            match console_checks.iter().find_map(|c| c.violation(&console)) {
-                Some(violation) => Err(CellError::Guest(violation)),
-                None => Ok(()),
-            }
-        }
-        Err(testvm::run::VmError::Guest(failure)) => {
-            result.milestones = reached_before_failure(artifacts);
-            Err(CellError::Guest(format!(
-                "{failure}\n{}",
-                failure.console_tail
-            )))
-        }
-        Err(testvm::run::VmError::Infra(error)) => Err(CellError::Infra(anyhow::Error::new(error))),
-    }
+    Ok((artefacts, accel))
 }
 
 /// The ESP contents and the firmware of a UEFI cell: systemd-boot (or the stub of a UKI) and
@@ -654,7 +592,7 @@ fn uefi_parts(
     build: &Path,
     cmdline: &str,
     result: &mut CellResult,
-) -> Result<(images::EspBoot, testvm::machine::Boot)> {
+) -> Result<(images::EspBoot, crate::plan::UefiArtefacts)> {
     let parts = cell
         .machine
         .uefi()
@@ -671,14 +609,9 @@ fn uefi_parts(
     } else {
         None
     };
-    let code = if cell.secure_boot {
+    if cell.secure_boot {
         let keys = keys.as_ref().context("Secure Boot enrolls the run's key")?;
         crate::secure_boot::enroll(sh, &pristine_vars, keys, &vars)?;
-        firmware.join(
-            parts
-                .secure_boot_code
-                .with_context(|| format!("{} has no Secure Boot firmware", cell.machine.name()))?,
-        )
     } else {
         std::fs::copy(&pristine_vars, &vars).with_context(|| {
             format!(
@@ -686,8 +619,7 @@ fn uefi_parts(
                 parts.firmware_package
             )
         })?;
-        firmware.join(parts.code)
-    };
+    }
     let uki = match cell.uki {
         None => None,
         Some(kind) => Some(crate::secure_boot::UkiSpec {
@@ -707,10 +639,9 @@ fn uefi_parts(
             cmdline: cmdline.to_owned(),
             uki,
         },
-        testvm::machine::Boot::Uefi {
-            code,
+        crate::plan::UefiArtefacts {
+            firmware_root: firmware,
             vars,
-            secure_boot: cell.secure_boot,
         },
     ))
 }
@@ -722,20 +653,6 @@ fn fetch_package(sh: &Shell, root: &Path, id: &str, result: &mut CellResult) -> 
     result.fixtures.push(fetched.clone());
     Ok(fetched)
 }
-
-/// A milestone's timeout under `accel`. cells.toml sizes timeouts for TCG on 2 cores; under
-/// KVM a guest is several times faster, so a hung boot is reported after a third of the time,
-/// but never under [`KVM_TIMEOUT_FLOOR`] (a busy CI runner must not turn slowness into a
-/// failure).
-pub(crate) fn scaled_timeout(tcg: Duration, accel: testvm::machine::Accel) -> Duration {
-    match accel {
-        testvm::machine::Accel::Tcg => tcg,
-        testvm::machine::Accel::Kvm => (tcg / 3).max(KVM_TIMEOUT_FLOOR).min(tcg),
-    }
-}
-
-/// The shortest milestone timeout under KVM.
-const KVM_TIMEOUT_FLOOR: Duration = Duration::from_secs(10);
 
 /// One `loaded module <path>` line for each driver of `bus` that `kernel` has as a module (a
 /// built-in one has nothing to load): storage-init loaded it, once.
@@ -848,7 +765,6 @@ fn print_table(results: &[CellResult]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use testvm::machine::Accel;
 
     #[test]
     fn a_repeated_round_keeps_what_did_not_pass() {
@@ -888,14 +804,5 @@ mod tests {
             !dir.path().join("bad").exists(),
             "the next round starts afresh"
         );
-    }
-
-    #[test]
-    fn timeouts_scale_with_the_accelerator() {
-        let s = Duration::from_secs;
-        assert_eq!(scaled_timeout(s(60), Accel::Tcg), s(60));
-        assert_eq!(scaled_timeout(s(60), Accel::Kvm), s(20));
-        assert_eq!(scaled_timeout(s(20), Accel::Kvm), s(10));
-        assert_eq!(scaled_timeout(s(5), Accel::Kvm), s(5));
     }
 }

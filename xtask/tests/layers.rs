@@ -43,6 +43,8 @@ const LAYERS: &[(&str, &[&str])] = &[
             "bench_peers",
         ],
     ),
+    // Pure: a cell and its artefacts in, the QEMU machine and the milestones out.
+    ("plan", &["plan"]),
     // What runs QEMU beyond the testvm crate: the accelerator and its probe.
     ("run", &["accel"]),
     // Pure readings of what a run left: verdicts, console parsing, the guest's samples.
