@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use xshell::Shell;
-use xtask::cli::{self, Task, USAGE};
+use xtask::cli::{self, Task};
 use xtask::{bench_storage_init, fixtures, fuzz, provision, test, vm_test};
 
 /// A wrong command line.
@@ -43,8 +43,12 @@ fn run(task: Task) -> Result<()> {
     let root = vm_test::project_root();
     sh.change_dir(&root);
     match task {
-        Task::Help => {
-            print!("{USAGE}");
+        Task::Help(None) => {
+            print!("{}", cli::usage());
+            Ok(())
+        }
+        Task::Help(Some(topic)) => {
+            print!("{}", cli::help(&topic));
             Ok(())
         }
         Task::VmTest(options) => vm_test::run(&sh, &root, &options),
