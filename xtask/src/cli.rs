@@ -6,7 +6,7 @@
 use anyhow::{Context, Result, anyhow, bail};
 
 use crate::cells::Tier;
-use crate::vm_test;
+use crate::{matrix_doc, vm_test};
 
 /// One task's help.
 #[derive(Debug)]
@@ -85,6 +85,27 @@ pub const TASKS: &[TaskDoc] = &[
                   target/vm-test/summary.json, summary.md and junit.xml.\n\n\
                   Exit status: 0 every cell passed, 1 a guest failed, 3 the harness or host \
                   broke, 2 a wrong command line.",
+    },
+    TaskDoc {
+        name: "matrix-doc",
+        arguments: "[OPTIONS]",
+        summary: "write docs/matrix.md, the table of every VM cell and its last result",
+        options: &[
+            option(
+                "--summary PATH|none",
+                "the vm-test results shown beside the cells (default: \
+                 target/vm-test/summary.json where it exists); none: no results",
+            ),
+            option(
+                "--output PATH",
+                "the file to write (default: docs/matrix.md)",
+            ),
+        ],
+        details: "The committed docs/matrix.md is made with `cargo xtask matrix-doc --summary \
+                  none`: it then depends on fixtures/cells.toml and fixtures/kernels.toml \
+                  alone, not on a local run. To \
+                  see the last run's results beside the cells, write them elsewhere: \
+                  `cargo xtask matrix-doc --output target/vm-test/matrix.md`.",
     },
     TaskDoc {
         name: "bench-storage-init",
@@ -358,6 +379,7 @@ pub enum Task {
     /// Print help: the usage and every task (None), or the tasks of a topic ([`help`]).
     Help(Option<String>),
     VmTest(vm_test::Options),
+    MatrixDoc(matrix_doc::Options),
     /// `cargo nextest run` arguments.
     Test(Vec<String>),
     BenchStorageInit {
@@ -416,6 +438,7 @@ pub fn parse(args: &[String]) -> Result<Task> {
     }
     Ok(match task.name {
         "vm-test" => Task::VmTest(parse_vm_test(rest)?),
+        "matrix-doc" => Task::MatrixDoc(parse_matrix_doc(rest)?),
         "test" => Task::Test(rest.to_vec()),
         "bench-storage-init" => parse_bench_storage_init(rest)?,
         "bench-boot" => Task::BenchBoot(parse_bench_boot(rest)?),
@@ -483,6 +506,24 @@ fn parse_fuzz(args: &[String]) -> Result<Task> {
         }
     }
     Ok(Task::Fuzz { seconds, target })
+}
+
+fn parse_matrix_doc(args: &[String]) -> Result<matrix_doc::Options> {
+    let mut options = matrix_doc::Options::default();
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--summary" => {
+                options.summary = match value(&mut args, "--summary")?.as_str() {
+                    "none" => matrix_doc::SummaryChoice::None,
+                    path => matrix_doc::SummaryChoice::Path(path.into()),
+                }
+            }
+            "--output" => options.output = Some(value(&mut args, "--output")?.into()),
+            other => return Err(unknown("matrix-doc", other)),
+        }
+    }
+    Ok(options)
 }
 
 fn parse_vm_test(args: &[String]) -> Result<vm_test::Options> {
@@ -756,6 +797,7 @@ mod tests {
                 "--list",
             ],
         ),
+        ("matrix-doc", &["--summary none", "--output target/m.md"]),
         ("bench-storage-init", &["--cell x86_64-q35", "--runs 9"]),
         (
             "bench-boot",
@@ -990,6 +1032,10 @@ mod tests {
         for target in crate::fuzz::TARGETS {
             assert!(fuzz.contains(target), "{target}");
         }
+        let matrix = help("matrix-doc");
+        assert!(matrix.contains(matrix_doc::MATRIX_MD));
+        assert!(matrix.contains(matrix_doc::LAST_SUMMARY));
+        assert!(matrix.contains(matrix_doc::REGENERATE));
     }
 
     #[test]

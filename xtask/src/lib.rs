@@ -20,6 +20,7 @@ pub mod fixtures;
 pub mod fuzz;
 pub mod guest_samples;
 pub mod images;
+pub mod matrix_doc;
 pub mod provision;
 pub mod root_storage;
 pub mod rpm;
