@@ -103,7 +103,7 @@ pub const TASKS: &[TaskDoc] = &[
         ],
         details: "The committed docs/matrix.md is made with `cargo xtask matrix-doc --summary \
                   none`: it then depends on fixtures/cells.toml and fixtures/kernels.toml \
-                  alone, not on a local run. To \
+                  alone, not on a local run, and xtask's tests fail when it is out of date. To \
                   see the last run's results beside the cells, write them elsewhere: \
                   `cargo xtask matrix-doc --output target/vm-test/matrix.md`.",
     },

@@ -493,4 +493,17 @@ mod tests {
         }
         assert!(rows.iter().all(|r| r.ends_with("| not run |")));
     }
+
+    /// docs/matrix.md is generated, never edited: it must be what the cells render to now.
+    #[test]
+    fn committed_matrix_is_current() {
+        let root = project_root();
+        let cells = crate::cells::read_cells(&root).unwrap();
+        let committed = std::fs::read_to_string(root.join(MATRIX_MD)).unwrap_or_default();
+        assert!(
+            committed == render(&cells, None),
+            "{MATRIX_MD} is not what fixtures/cells.toml renders to: run `{REGENERATE}` and \
+             commit the result"
+        );
+    }
 }
