@@ -1,49 +1,373 @@
 //! The command line of `cargo xtask`, parsed into a [`Task`] without doing anything, so a test
-//! can check that every command the GitHub workflows run is one xtask accepts.
+//! can check that every command the GitHub workflows run is one xtask accepts. Each task's help
+//! comes from one entry of [`TASKS`]: `cargo xtask --help` lists their summaries,
+//! `cargo xtask <task> --help` shows one in full.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 
 use crate::cells::Tier;
-use crate::vm_test;
+use crate::{matrix_doc, vm_test};
 
-pub const USAGE: &str = "\
-usage: cargo xtask <task>
+/// One task's help.
+#[derive(Debug)]
+pub struct TaskDoc {
+    /// The words after `cargo xtask`.
+    pub name: &'static str,
+    /// What follows the name in its usage line.
+    pub arguments: &'static str,
+    /// One line for the list of tasks.
+    pub summary: &'static str,
+    pub options: &'static [OptionDoc],
+    /// Defaults, outputs, exit status: paragraphs separated by a blank line, wrapped when shown.
+    pub details: &'static str,
+}
+
+/// One option of a task: its spelling with its value, and what it does in a line or two.
+#[derive(Debug)]
+pub struct OptionDoc {
+    pub spelling: &'static str,
+    pub help: &'static str,
+}
+
+const fn option(spelling: &'static str, help: &'static str) -> OptionDoc {
+    OptionDoc { spelling, help }
+}
+
+const ACCEL_HELP: &str = "QEMU's accelerator (default: $INITOVERLAYFS_ACCEL, else auto: KVM where \
+                          the host and board allow it, else TCG)";
+
+/// Every task, in the order `cargo xtask --help` lists them.
+pub const TASKS: &[TaskDoc] = &[
+    TaskDoc {
+        name: "vm-test",
+        arguments: "[OPTIONS]",
+        summary: "boot the VM cells (fixtures/cells.toml) and print a result table",
+        options: &[
+            option(
+                "--cell PATTERN[,PATTERN…]",
+                "the cells whose name matches a pattern: with * or ? a glob over the whole \
+                 name, else text the name contains",
+            ),
+            option(
+                "--kernel ID",
+                "the cells booting this kernel (an id of fixtures/kernels.toml)",
+            ),
+            option(
+                "--arch ARCH",
+                "the cells of this guest architecture: x86_64 or aarch64",
+            ),
+            option(
+                "--tier smoke|default|full",
+                "the cells of this tier and those below it (default: default; full adds the \
+                 slow cells of the real chain)",
+            ),
+            option("--accel auto|kvm|tcg", ACCEL_HELP),
+            option(
+                "--jobs N",
+                "cells booted at once (default: as many as the host's cores and memory hold)",
+            ),
+            option(
+                "--retries N",
+                "boots a failing cell may take again; a pass on a retry is reported as flaky \
+                 (default 0)",
+            ),
+            option(
+                "--repeat N",
+                "boot every cell N times, round after round; the real chain's side-by-side \
+                 tables then show medians (default 1)",
+            ),
+            option(
+                "--list",
+                "print the names of the selected cells and boot nothing",
+            ),
+        ],
+        details: "Each cell's artefacts go to target/vm-test/<cell>/, the run's results to \
+                  target/vm-test/summary.json, summary.md and junit.xml.\n\n\
+                  Exit status: 0 every cell passed, 1 a guest failed, 3 the harness or host \
+                  broke, 2 a wrong command line.",
+    },
+    TaskDoc {
+        name: "matrix-doc",
+        arguments: "[OPTIONS]",
+        summary: "write docs/matrix.md, the table of every VM cell and its last result",
+        options: &[
+            option(
+                "--summary PATH|none",
+                "the vm-test results shown beside the cells (default: \
+                 target/vm-test/summary.json where it exists); none: no results",
+            ),
+            option(
+                "--output PATH",
+                "the file to write (default: docs/matrix.md)",
+            ),
+        ],
+        details: "The committed docs/matrix.md is made with `cargo xtask matrix-doc --summary \
+                  none`: it then depends on fixtures/cells.toml and fixtures/kernels.toml \
+                  alone, not on a local run, and xtask's tests fail when it is out of date. To \
+                  see the last run's results beside the cells, write them elsewhere: \
+                  `cargo xtask matrix-doc --output target/vm-test/matrix.md`.",
+    },
+    TaskDoc {
+        name: "bench-storage-init",
+        arguments: "[OPTIONS]",
+        summary: "boot one cell N times and report where storage-init's time goes, step by step",
+        options: &[
+            option(
+                "--cell NAME",
+                "the cell to boot (default: x86_64-q35-virtio-blk-debian12-6.12-busybox-quiet, \
+                 whose quiet console does not dominate what is measured)",
+            ),
+            option("--runs N", "boots of the cell (default 5)"),
+        ],
+        details: "The cell's `-floor` sibling, where it has one, boots beside it: the same \
+                  syscalls without storage-init's decisions. The report goes to \
+                  target/bench/storage-init.md.",
+    },
+    TaskDoc {
+        name: "bench-boot",
+        arguments: "[OPTIONS]",
+        summary: "boot initoverlayfs beside the initramfs chains it replaces, per content size \
+                  and storage speed",
+        options: &[
+            option(
+                "--runs N",
+                "boots of every chain at every size and profile (default 5)",
+            ),
+            option(
+                "--sizes SIZE[,SIZE…]",
+                "content sizes: dracut (Debian's dracut initramfs as it is) or MiB unpacked such \
+                 as 128M (default: dracut,128M,512M)",
+            ),
+            option(
+                "--profiles NAME[,NAME…]",
+                "storage speeds: sd (≈ 25 MB/s, 1500 requests/s), usb2 (≈ 35 MB/s, 1000 \
+                 requests/s), nvme (unthrottled) (default: sd)",
+            ),
+            option(
+                "--chains CHAIN[,CHAIN…]",
+                "the chains each round boots, in order: classic-gzip, classic-zstd, \
+                 squash-erofs, initoverlayfs, floor (default: all)",
+            ),
+            option("--memory MIB", "guest RAM (default 2048, at least 256)"),
+            option("--jobs N", "boots at a time (default 2)"),
+            option(
+                "--erofs-compression Z",
+                "the image's `mkfs.erofs -z` such as lz4 or lzma,9 or none (default: builder's \
+                 choice for the kernel)",
+            ),
+            option(
+                "--pcluster-size BYTES",
+                "the image's largest compressed physical cluster, `mkfs.erofs -C` (default: \
+                 mkfs.erofs's)",
+            ),
+            option(
+                "--read-ahead-kb KB",
+                "storage-init's read_ahead_kb for the boot device (default: the kernel's)",
+            ),
+            option(
+                "--overlay on|off",
+                "storage-init's overlay; off mounts the image itself as the read-only root \
+                 (default: on)",
+            ),
+            option(
+                "--prefetch off|image",
+                "storage-init's prefetch: whether it asks the kernel to read the whole image \
+                 ahead (default: off)",
+            ),
+            option(
+                "--image-on esp|ext4",
+                "where the image lives: on the ESP, or on an ext4 /boot beside it as Debian \
+                 lays it out (default: esp)",
+            ),
+            option(
+                "--kernel ID",
+                "the kernel every chain boots (default: debian12-6.12-amd64)",
+            ),
+            option("--accel auto|kvm|tcg", ACCEL_HELP),
+            option(
+                "--icount SHIFT",
+                "TCG only: the guest clock counts instructions, 2^SHIFT ns each (0 to 10), so \
+                 a busy host does not stretch guest time",
+            ),
+            option(
+                "--analyze",
+                "add systemd-analyze's figures to each run's console.log (after \
+                 multi-user.target, outside the measured boot)",
+            ),
+            option(
+                "--profile-kernel",
+                "turn the kernel's profiler on (profile=2): each run's console.log gets the most \
+                 sampled kernel functions",
+            ),
+            option(
+                "--report-only",
+                "boot nothing: render the reports again from the last run's samples.json",
+            ),
+        ],
+        details: "Every chain boots through UEFI firmware and systemd-boot. The reports go to \
+                  target/bench/boot.md, boot.csv and boot.svg.",
+    },
+    TaskDoc {
+        name: "test",
+        arguments: "[NEXTEST ARGS…]",
+        summary: "provision, fetch fixtures, run every test of the workspace with cargo nextest",
+        options: &[],
+        details: "Every argument but -h and --help goes to `cargo nextest run --workspace \
+                  --no-fail-fast` as it is (a filter such as -E 'test(cells)', --no-capture); \
+                  after `--`, those too. `cargo nextest run --help` lists nextest's own options.",
+    },
+    TaskDoc {
+        name: "fuzz",
+        arguments: "[OPTIONS]",
+        summary: "run storage-init's cargo-fuzz targets N seconds each",
+        options: &[
+            option("--seconds N", "how long each target runs (default 60)"),
+            option(
+                "--target T",
+                "only this target: config, cmdline, module_list, modalias, superblock or \
+                 initramfs (default: each in turn)",
+            ),
+        ],
+        details: "Needs a nightly toolchain; installs cargo-fuzz where it is missing. New \
+                  inputs grow the corpus in storage-init/fuzz/corpus.",
+    },
+    TaskDoc {
+        name: "provision",
+        arguments: "",
+        summary: "install the host tools the VM tests need (apt; root or sudo)",
+        options: &[],
+        details: "",
+    },
+    TaskDoc {
+        name: "fixtures fetch",
+        arguments: "",
+        summary: "fetch and unpack every pinned package into the cache",
+        options: &[],
+        details: "",
+    },
+    TaskDoc {
+        name: "fixtures update",
+        arguments: "",
+        summary: "re-pin fixtures/kernels.toml and packages.toml to what apt offers now",
+        options: &[],
+        details: "",
+    },
+];
+
+/// Where a task's option descriptions start, and the width help text is wrapped to.
+const OPTION_COLUMN: usize = 32;
+const HELP_WIDTH: usize = 100;
+
+/// `cargo xtask --help`: the usage and every task's summary.
+pub fn usage() -> String {
+    let column = TASKS.iter().map(|t| t.name.len()).max().unwrap_or(0) + 4;
+    let mut text = "\
+usage: cargo xtask <task> [OPTIONS]
+       cargo xtask <task> --help    the task's options (also: cargo xtask help <task>)
 
 tasks:
-  vm-test [--cell PATTERN[,PATTERN…]] [--kernel ID] [--arch ARCH] [--tier smoke|default|full]
-          [--accel auto|kvm|tcg] [--jobs N] [--retries N] [--repeat N] [--list]
-                      boot the VM cells (fixtures/cells.toml) and print a result table;
-                      --repeat boots them all N times, round after round (the real chain's
-                      side-by-side table then shows medians);
-                      exit 0 all passed, 1 a guest failed, 3 the harness or host broke
-  bench-storage-init [--cell NAME] [--runs N]
-                      boot a cell N times (default: the quiet 6.12 smoke cell, 5) and report where
-                      storage-init's time goes, step by step, beside the cell's `-floor` sibling
-                      (the same syscalls without storage-init) where it has one
-                      (target/bench/storage-init.md)
-  bench-boot [--runs N] [--sizes dracut,128M,512M] [--profiles sd,usb2,nvme]
-             [--chains classic-gzip,classic-zstd,squash-erofs,initoverlayfs,floor]
-             [--memory MIB] [--jobs N] [--erofs-compression Z] [--pcluster-size BYTES]
-             [--read-ahead-kb KB] [--overlay on|off] [--prefetch off|image]
-             [--image-on esp|ext4] [--kernel ID]
-             [--accel auto|kvm|tcg] [--icount SHIFT] [--analyze] [--profile-kernel]
-             [--report-only]
-                      boot initoverlayfs and the initramfs chains it replaces side by side
-                      through UEFI firmware and systemd-boot, per content size and storage
-                      speed (default: 5 runs of every chain at dracut,128M,512M on sd, 2048 MiB,
-                      2 boots at a time); writes target/bench/boot.md, boot.csv and boot.svg;
-                      --image-on ext4 puts the image on an ext4 /boot beside the ESP;
-                      --icount 1 counts guest time in instructions (TCG only);
-                      --analyze adds systemd-analyze's figures to each run's console.log,
-                      --profile-kernel the kernel's most sampled functions;
-                      --report-only renders them again from the last run's samples.json
-  test [NEXTEST ARGS]   provision, fetch fixtures, run every test with cargo nextest
-  fuzz [--seconds N] [--target T]
-                      run storage-init's cargo-fuzz targets N seconds each (default 60)
-  provision             install the host tools the VM tests need (apt; root or sudo)
-  fixtures fetch        fetch and unpack every pinned package into the cache
-  fixtures update       re-pin fixtures/kernels.toml and packages.toml to what apt offers now
-";
+"
+    .to_owned();
+    for task in TASKS {
+        text.push_str(&hanging(&format!("  {}", task.name), task.summary, column));
+    }
+    text
+}
+
+/// The help of the tasks `topic` names: one task (`vm-test`, `fixtures fetch`), or the tasks
+/// sharing its first word (`fixtures`).
+pub fn help(topic: &str) -> String {
+    TASKS
+        .iter()
+        .filter(|t| in_topic(t, topic))
+        .map(task_help)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn in_topic(task: &TaskDoc, topic: &str) -> bool {
+    task.name == topic
+        || task
+            .name
+            .strip_prefix(topic)
+            .is_some_and(|rest| rest.starts_with(' '))
+}
+
+fn task_help(task: &TaskDoc) -> String {
+    let mut text = format!("usage: cargo xtask {}", task.name);
+    if !task.arguments.is_empty() {
+        text.push(' ');
+        text.push_str(task.arguments);
+    }
+    text.push_str("\n\n");
+    let mut summary = task.summary.to_owned();
+    summary[..1].make_ascii_uppercase();
+    text.push_str(&hanging("", &format!("{summary}."), 0));
+    text.push_str("\noptions:\n");
+    for option in task.options {
+        text.push_str(&hanging(
+            &format!("  {}", option.spelling),
+            option.help,
+            OPTION_COLUMN,
+        ));
+    }
+    text.push_str(&hanging("  -h, --help", "print this help", OPTION_COLUMN));
+    for paragraph in task.details.split("\n\n").filter(|p| !p.is_empty()) {
+        text.push('\n');
+        text.push_str(&hanging("", paragraph, 0));
+    }
+    text
+}
+
+/// `head` then `body` from `column` on, wrapped to [`HELP_WIDTH`] with every further line
+/// indented to `column`; `body` starts on a line of its own when `head` reaches the column.
+fn hanging(head: &str, body: &str, column: usize) -> String {
+    let mut text = head.to_owned();
+    let mut width = head.chars().count();
+    if width + 2 > column && column > 0 {
+        text.push('\n');
+        width = 0;
+    }
+    let mut line_empty = true;
+    for word in words(body) {
+        let len = word.chars().count();
+        if !line_empty && width + 1 + len > HELP_WIDTH {
+            text.push('\n');
+            width = 0;
+            line_empty = true;
+        }
+        if line_empty {
+            text.push_str(&" ".repeat(column - width));
+            width = column;
+        } else {
+            text.push(' ');
+            width += 1;
+        }
+        text.push_str(&word);
+        width += len;
+        line_empty = false;
+    }
+    text.push('\n');
+    text
+}
+
+/// The words of `text`, a command in backquotes (`cargo xtask test`) kept as one so no line
+/// break splits it.
+fn words(text: &str) -> Vec<String> {
+    let mut words: Vec<String> = Vec::new();
+    let mut in_quote = false;
+    for word in text.split_whitespace() {
+        match words.last_mut() {
+            Some(last) if in_quote => {
+                last.push(' ');
+                last.push_str(word);
+            }
+            _ => words.push(word.to_owned()),
+        }
+        in_quote ^= word.matches('`').count() % 2 == 1;
+    }
+    words
+}
 
 /// The cell `bench-storage-init` boots unless told otherwise: quiet, so the serial console
 /// does not dominate what is measured.
@@ -52,8 +376,10 @@ const BENCH_DEFAULT_CELL: &str = "x86_64-q35-virtio-blk-debian12-6.12-busybox-qu
 /// One invocation of `cargo xtask`.
 #[derive(Debug)]
 pub enum Task {
-    Help,
+    /// Print help: the usage and every task (None), or the tasks of a topic ([`help`]).
+    Help(Option<String>),
     VmTest(vm_test::Options),
+    MatrixDoc(matrix_doc::Options),
     /// `cargo nextest run` arguments.
     Test(Vec<String>),
     BenchStorageInit {
@@ -70,46 +396,134 @@ pub enum Task {
     FixturesUpdate,
 }
 
-/// Parses the arguments after `cargo xtask`. Reads `INITOVERLAYFS_ACCEL` for vm-test's
-/// default accelerator.
+fn is_help(arg: &str) -> bool {
+    matches!(arg, "--help" | "-h")
+}
+
+/// Parses the arguments after `cargo xtask`. Reads `INITOVERLAYFS_ACCEL` for vm-test's and
+/// bench-boot's default accelerator.
 pub fn parse(args: &[String]) -> Result<Task> {
-    let Some((task, rest)) = args.split_first() else {
-        return Ok(Task::Help);
+    let Some((first, rest)) = args.split_first() else {
+        return Ok(Task::Help(None));
     };
-    Ok(match (task.as_str(), rest) {
-        ("vm-test", rest) => Task::VmTest(parse_vm_test(rest)?),
-        ("test", rest) => Task::Test(rest.to_vec()),
-        ("bench-storage-init", rest) => {
-            let (mut cell, mut runs) = (BENCH_DEFAULT_CELL.to_owned(), 5);
-            let mut args = rest.iter();
-            while let Some(arg) = args.next() {
-                match arg.as_str() {
-                    "--cell" => cell = value(&mut args, "--cell")?,
-                    "--runs" => runs = number(&mut args, "--runs")?,
-                    other => bail!("bench-storage-init: unknown option {other:?}\n\n{USAGE}"),
-                }
+    if first == "help" || is_help(first) {
+        return help_topic(rest);
+    }
+    let Some(task) = TASKS.iter().find(|t| {
+        t.name
+            .split(' ')
+            .eq(args.iter().take(t.name.split(' ').count()))
+    }) else {
+        // `fixtures` alone, or with a subtask it does not have.
+        if TASKS.iter().any(|t| in_topic(t, first)) {
+            if rest.iter().any(|a| is_help(a)) {
+                return Ok(Task::Help(Some(first.clone())));
             }
-            Task::BenchStorageInit { cell, runs }
+            bail!("{first} needs one of its tasks: run `cargo xtask {first} --help` to see them");
         }
-        ("bench-boot", rest) => Task::BenchBoot(parse_bench_boot(rest)?),
-        ("provision", []) => Task::Provision,
-        ("fuzz", rest) => {
-            let (mut seconds, mut target) = (60, None);
-            let mut args = rest.iter();
-            while let Some(arg) = args.next() {
-                match arg.as_str() {
-                    "--seconds" => seconds = number(&mut args, "--seconds")?,
-                    "--target" => target = Some(value(&mut args, "--target")?),
-                    other => bail!("fuzz: unknown option {other:?}\n\n{USAGE}"),
-                }
+        bail!(
+            "unknown task {first:?}: run `cargo xtask --help` to see the tasks\n\n{}",
+            usage()
+        );
+    };
+    let rest = &args[task.name.split(' ').count()..];
+    // Help wins over every other argument, before any is judged (an unknown option, a bad
+    // INITOVERLAYFS_ACCEL). For `test` only up to `--`: what follows is nextest's.
+    let wants_help = match task.name {
+        "test" => rest.iter().take_while(|a| *a != "--").any(|a| is_help(a)),
+        _ => rest.iter().any(|a| is_help(a)),
+    };
+    if wants_help {
+        return Ok(Task::Help(Some(task.name.to_owned())));
+    }
+    Ok(match task.name {
+        "vm-test" => Task::VmTest(parse_vm_test(rest)?),
+        "matrix-doc" => Task::MatrixDoc(parse_matrix_doc(rest)?),
+        "test" => Task::Test(rest.to_vec()),
+        "bench-storage-init" => parse_bench_storage_init(rest)?,
+        "bench-boot" => Task::BenchBoot(parse_bench_boot(rest)?),
+        "fuzz" => parse_fuzz(rest)?,
+        "provision" | "fixtures fetch" | "fixtures update" => {
+            if let Some(arg) = rest.first() {
+                return Err(unknown(task.name, arg));
             }
-            Task::Fuzz { seconds, target }
+            match task.name {
+                "provision" => Task::Provision,
+                "fixtures fetch" => Task::FixturesFetch,
+                _ => Task::FixturesUpdate,
+            }
         }
-        ("fixtures", [sub]) if sub == "update" => Task::FixturesUpdate,
-        ("fixtures", [sub]) if sub == "fetch" => Task::FixturesFetch,
-        ("help" | "--help" | "-h", _) => Task::Help,
-        _ => bail!("unknown task {:?}\n\n{USAGE}", args.join(" ")),
+        other => unreachable!("task {other} is in TASKS but has no parser"),
     })
+}
+
+/// `cargo xtask help [TASK]`.
+fn help_topic(words: &[String]) -> Result<Task> {
+    if words.is_empty() {
+        return Ok(Task::Help(None));
+    }
+    let topic = words.join(" ");
+    if !TASKS.iter().any(|t| in_topic(t, &topic)) {
+        bail!(
+            "help: no task {topic:?}: the tasks are {}",
+            TASKS.iter().map(|t| t.name).collect::<Vec<_>>().join(", ")
+        );
+    }
+    Ok(Task::Help(Some(topic)))
+}
+
+/// The error for an argument `task` does not take.
+fn unknown(task: &str, arg: &str) -> anyhow::Error {
+    let what = if arg.starts_with('-') {
+        "unknown option"
+    } else {
+        "unexpected argument"
+    };
+    anyhow!("{task}: {what} {arg:?}: run `cargo xtask {task} --help` to see its options")
+}
+
+fn parse_bench_storage_init(args: &[String]) -> Result<Task> {
+    let (mut cell, mut runs) = (BENCH_DEFAULT_CELL.to_owned(), 5);
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--cell" => cell = value(&mut args, "--cell")?,
+            "--runs" => runs = number(&mut args, "--runs")?,
+            other => return Err(unknown("bench-storage-init", other)),
+        }
+    }
+    Ok(Task::BenchStorageInit { cell, runs })
+}
+
+fn parse_fuzz(args: &[String]) -> Result<Task> {
+    let (mut seconds, mut target) = (60, None);
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--seconds" => seconds = number(&mut args, "--seconds")?,
+            "--target" => target = Some(value(&mut args, "--target")?),
+            other => return Err(unknown("fuzz", other)),
+        }
+    }
+    Ok(Task::Fuzz { seconds, target })
+}
+
+fn parse_matrix_doc(args: &[String]) -> Result<matrix_doc::Options> {
+    let mut options = matrix_doc::Options::default();
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--summary" => {
+                options.summary = match value(&mut args, "--summary")?.as_str() {
+                    "none" => matrix_doc::SummaryChoice::None,
+                    path => matrix_doc::SummaryChoice::Path(path.into()),
+                }
+            }
+            "--output" => options.output = Some(value(&mut args, "--output")?.into()),
+            other => return Err(unknown("matrix-doc", other)),
+        }
+    }
+    Ok(options)
 }
 
 fn parse_vm_test(args: &[String]) -> Result<vm_test::Options> {
@@ -149,7 +563,7 @@ fn parse_vm_test(args: &[String]) -> Result<vm_test::Options> {
                 }
                 options.repeat = repeat;
             }
-            other => bail!("vm-test: unknown option {other:?}\n\n{USAGE}"),
+            other => return Err(unknown("vm-test", other)),
         }
     }
     // Without --tier, the default tier: the slow `full` cells only when asked for.
@@ -242,7 +656,7 @@ fn parse_bench_boot(args: &[String]) -> Result<crate::bench_boot::Options> {
             }
             "--kernel" => options.kernel = value(&mut args, "--kernel")?,
             "--accel" => options.accel = value(&mut args, "--accel")?.parse()?,
-            other => bail!("bench-boot: unknown option {other:?}\n\n{USAGE}"),
+            other => return Err(unknown("bench-boot", other)),
         }
     }
     if options.runs == 0
@@ -311,7 +725,10 @@ mod tests {
             "vm-test --frobnicate",
             "vm-test --cell",
             "fixtures",
+            "fixtures fetch now",
+            "provision --yes",
             "nonsense",
+            "help nonsense",
         ] {
             assert!(parse_line(bad).is_err(), "{bad} was accepted");
         }
@@ -356,6 +773,278 @@ mod tests {
             "bench-boot --prefetch all",
         ] {
             assert!(parse_line(bad).is_err(), "{bad} was accepted");
+        }
+    }
+
+    fn is_help_of(task: &Result<Task>, topic: &str) -> bool {
+        matches!(task, Ok(Task::Help(Some(t))) if t == topic)
+    }
+
+    /// Every option each task takes, with a value it takes: the parser must accept each, and
+    /// the task's help must name each and no other.
+    const ACCEPTED: &[(&str, &[&str])] = &[
+        (
+            "vm-test",
+            &[
+                "--cell x86_64-*-nvme-*,sd",
+                "--kernel debian12-6.1-amd64",
+                "--arch aarch64",
+                "--tier full",
+                "--accel tcg",
+                "--jobs 2",
+                "--retries 1",
+                "--repeat 2",
+                "--list",
+            ],
+        ),
+        ("matrix-doc", &["--summary none", "--output target/m.md"]),
+        ("bench-storage-init", &["--cell x86_64-q35", "--runs 9"]),
+        (
+            "bench-boot",
+            &[
+                "--runs 1",
+                "--sizes dracut,256M",
+                "--profiles usb2,nvme",
+                "--chains floor,initoverlayfs",
+                "--memory 768",
+                "--jobs 1",
+                "--erofs-compression lzma,9",
+                "--pcluster-size 65536",
+                "--read-ahead-kb 128",
+                "--overlay off",
+                "--prefetch image",
+                "--image-on ext4",
+                "--kernel debian12-6.1-amd64",
+                "--accel kvm",
+                "--icount 1",
+                "--analyze",
+                "--profile-kernel",
+                "--report-only",
+            ],
+        ),
+        ("test", &[]),
+        ("fuzz", &["--seconds 5", "--target config"]),
+        ("provision", &[]),
+        ("fixtures fetch", &[]),
+        ("fixtures update", &[]),
+    ];
+
+    /// The options a task's help lists, by name (`--cell`).
+    fn documented(task: &TaskDoc) -> Vec<&'static str> {
+        task.options
+            .iter()
+            .map(|o| o.spelling.split(' ').next().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn every_task_has_help() {
+        assert!(matches!(parse_line(""), Ok(Task::Help(None))));
+        assert!(matches!(parse_line("--help"), Ok(Task::Help(None))));
+        assert!(matches!(parse_line("help"), Ok(Task::Help(None))));
+        for task in TASKS {
+            for line in [
+                format!("{} --help", task.name),
+                format!("{} -h", task.name),
+                format!("help {}", task.name),
+                format!("--help {}", task.name),
+            ] {
+                assert!(is_help_of(&parse_line(&line), task.name), "{line}");
+            }
+            let text = help(task.name);
+            assert!(
+                text.starts_with(&format!("usage: cargo xtask {}", task.name)),
+                "{text}"
+            );
+            assert!(
+                usage().contains(&format!("  {}  ", task.name)),
+                "{} missing from the usage",
+                task.name
+            );
+        }
+        // Help comes before the other arguments are judged.
+        assert!(is_help_of(
+            &parse_line("vm-test --frobnicate --help"),
+            "vm-test"
+        ));
+        assert!(is_help_of(
+            &parse_line("bench-boot --runs 0 -h"),
+            "bench-boot"
+        ));
+        // The tasks sharing a first word, together.
+        assert!(is_help_of(&parse_line("fixtures --help"), "fixtures"));
+        assert!(is_help_of(&parse_line("help fixtures"), "fixtures"));
+        let fixtures = help("fixtures");
+        assert!(fixtures.contains("cargo xtask fixtures fetch"));
+        assert!(fixtures.contains("cargo xtask fixtures update"));
+        let error = format!("{:#}", parse_line("help nonsense").unwrap_err());
+        assert!(
+            error.contains("nonsense") && error.contains("vm-test"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn help_names_every_accepted_option() {
+        let tasks: Vec<&str> = ACCEPTED.iter().map(|(task, _)| *task).collect();
+        let documented_tasks: Vec<&str> = TASKS.iter().map(|t| t.name).collect();
+        assert_eq!(
+            tasks, documented_tasks,
+            "ACCEPTED and TASKS list other tasks"
+        );
+        for (task, options) in ACCEPTED {
+            let doc = TASKS.iter().find(|t| t.name == *task).unwrap();
+            let text = help(task);
+            let mut names = Vec::new();
+            for option in *options {
+                let line = format!("{task} {option}");
+                let parsed = parse_line(&line);
+                assert!(
+                    matches!(parsed, Ok(ref t) if !matches!(t, Task::Help(_))),
+                    "`cargo xtask {line}` does not parse: {parsed:?}"
+                );
+                let name = option.split(' ').next().unwrap();
+                assert!(
+                    text.lines()
+                        .any(|l| l.trim_start().split(' ').next() == Some(name)),
+                    "`cargo xtask {task} --help` does not describe {name}:\n{text}"
+                );
+                names.push(name);
+            }
+            assert_eq!(
+                names,
+                documented(doc),
+                "{task}: the help lists other options than the parser takes"
+            );
+        }
+    }
+
+    /// ACCEPTED against the parsers themselves: every option a `parse_<task>` function matches
+    /// on is in the table, so an option added to a parser without its help fails here.
+    #[test]
+    fn every_parsed_option_is_in_the_table() {
+        let source = include_str!("cli.rs");
+        let source = &source[..source.find("#[cfg(test)]").unwrap()];
+        let literal = regex::Regex::new(r#""(--[a-z0-9-]+)""#).unwrap();
+        let mut parsed = Vec::new();
+        for chunk in source.split("\nfn parse_").skip(1) {
+            let (function, body) = chunk.split_once('(').unwrap();
+            let body = &body[..body.find("\n}\n").unwrap()];
+            let task = function.replace('_', "-");
+            let mut matched: Vec<&str> = body
+                .lines()
+                // The patterns of a match arm: left of its `=>`.
+                .filter_map(|l| l.split_once("=>").map(|(pattern, _)| pattern))
+                .flat_map(|l| literal.captures_iter(l).map(|c| c.get(1).unwrap().as_str()))
+                .collect();
+            matched.sort_unstable();
+            let (_, options) = ACCEPTED
+                .iter()
+                .find(|(t, _)| *t == task)
+                .unwrap_or_else(|| panic!("parse_{function}: no task {task} in ACCEPTED"));
+            let mut listed: Vec<&str> = options
+                .iter()
+                .map(|o| o.split(' ').next().unwrap())
+                .collect();
+            listed.sort_unstable();
+            assert_eq!(matched, listed, "parse_{function} and ACCEPTED differ");
+            parsed.push(task);
+        }
+        for (task, options) in ACCEPTED {
+            assert!(
+                options.is_empty() || parsed.iter().any(|t| t == task),
+                "{task} takes options but has no parse_{} to check",
+                task.replace('-', "_")
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_option_points_to_the_task_help() {
+        for task in TASKS.iter().filter(|t| t.name != "test") {
+            for arg in ["--frobnicate", "stray"] {
+                let line = format!("{} {arg}", task.name);
+                let error = format!("{:#}", parse_line(&line).unwrap_err());
+                assert!(
+                    error.contains(arg)
+                        && error.contains(&format!("`cargo xtask {} --help`", task.name)),
+                    "{line}: {error}"
+                );
+            }
+        }
+        let error = format!("{:#}", parse_line("fixtures").unwrap_err());
+        assert!(error.contains("cargo xtask fixtures --help"), "{error}");
+    }
+
+    /// `cargo xtask test --help` is xtask's; nextest gets every other argument, and after `--`
+    /// a --help too.
+    #[test]
+    fn test_help_and_nextest_arguments() {
+        assert!(is_help_of(&parse_line("test --help"), "test"));
+        assert!(is_help_of(&parse_line("test -E test(cells) -h"), "test"));
+        for line in ["test --no-capture -E test(cells)", "test -- --help"] {
+            let Ok(Task::Test(args)) = parse_line(line) else {
+                panic!("{line} is not a test task");
+            };
+            assert_eq!(args.join(" "), line.strip_prefix("test ").unwrap());
+        }
+    }
+
+    /// The defaults the help states are the code's.
+    #[test]
+    fn help_states_the_defaults() {
+        let storage = help("bench-storage-init");
+        assert!(storage.contains(BENCH_DEFAULT_CELL), "{storage}");
+        let boot = help("bench-boot");
+        let defaults = crate::bench_boot::Options::default();
+        for expected in [
+            crate::bench_boot::DEFAULT_KERNEL.to_owned(),
+            format!(
+                "default {}, at least {}",
+                crate::bench_boot::DEFAULT_MEMORY_MIB,
+                crate::bench_boot::MIN_MEMORY_MIB
+            ),
+            format!("(default {})", defaults.runs),
+            format!("boots at a time (default {})", defaults.jobs),
+            format!(
+                "default: {}",
+                defaults
+                    .sizes
+                    .iter()
+                    .map(|s| s.label.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+        ] {
+            assert!(boot.contains(&expected), "{expected} missing:\n{boot}");
+        }
+        for chain in crate::bench_report::Chain::ALL {
+            assert!(boot.contains(chain.name()), "{}", chain.name());
+        }
+        for profile in crate::bench_boot::Profile::ALL {
+            assert!(
+                boot.contains(&format!("{} (", profile.name())),
+                "{}",
+                profile.name()
+            );
+        }
+        let fuzz = help("fuzz");
+        for target in crate::fuzz::TARGETS {
+            assert!(fuzz.contains(target), "{target}");
+        }
+        let matrix = help("matrix-doc");
+        assert!(matrix.contains(matrix_doc::MATRIX_MD));
+        assert!(matrix.contains(matrix_doc::LAST_SUMMARY));
+        assert!(matrix.contains(matrix_doc::REGENERATE));
+    }
+
+    #[test]
+    fn help_fits_in_100_columns() {
+        let texts = std::iter::once(usage()).chain(TASKS.iter().map(|t| help(t.name)));
+        for text in texts {
+            for line in text.lines() {
+                assert!(line.chars().count() <= HELP_WIDTH, "too long: {line}");
+            }
         }
     }
 

@@ -51,5 +51,6 @@ pub mod bench_boot;
 pub mod bench_storage_init;
 pub mod cli;
 pub mod fuzz;
+pub mod matrix_doc;
 pub mod test;
 pub mod vm_test;

@@ -4,8 +4,8 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use xshell::Shell;
-use xtask::cli::{self, Task, USAGE};
-use xtask::{bench_storage_init, fixtures, fuzz, provision, test, vm_test};
+use xtask::cli::{self, Task};
+use xtask::{bench_storage_init, fixtures, fuzz, matrix_doc, provision, test, vm_test};
 
 /// A wrong command line.
 const EXIT_USAGE: u8 = 2;
@@ -43,11 +43,16 @@ fn run(task: Task) -> Result<()> {
     let root = vm_test::project_root();
     sh.change_dir(&root);
     match task {
-        Task::Help => {
-            print!("{USAGE}");
+        Task::Help(None) => {
+            print!("{}", cli::usage());
+            Ok(())
+        }
+        Task::Help(Some(topic)) => {
+            print!("{}", cli::help(&topic));
             Ok(())
         }
         Task::VmTest(options) => vm_test::run(&sh, &root, &options),
+        Task::MatrixDoc(options) => matrix_doc::run(&root, &options),
         Task::Test(nextest_args) => test::run(&sh, &root, &nextest_args),
         Task::BenchStorageInit { cell, runs } => bench_storage_init::run(&sh, &root, &cell, runs),
         Task::BenchBoot(options) => xtask::bench_boot::run(&sh, &root, &options),

@@ -60,6 +60,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "bench_storage_init",
             "test",
             "fuzz",
+            "matrix_doc",
             "cli",
         ],
     ),
