@@ -80,9 +80,20 @@ pub const TASKS: &[TaskDoc] = &[
                 "--list",
                 "print the names of the selected cells and boot nothing",
             ),
+            option(
+                "--rerun-failed",
+                "boot only the cells that failed or broke in the last run \
+                 (target/vm-test/summary.json), whatever their tier",
+            ),
+            option(
+                "--shell",
+                "build the one selected cell as its test would, then boot it with its console \
+                 on this terminal: storage-init's FATAL ends in a shell; Ctrl-A X quits",
+            ),
         ],
-        details: "Each cell's artefacts go to target/vm-test/<cell>/, the run's results to \
-                  target/vm-test/summary.json, summary.md and junit.xml.\n\n\
+        details: "Each cell's artefacts go to target/vm-test/<cell>/ (a retried attempt's to \
+                  <cell>-attempt<N>/), the run's results to target/vm-test/summary.json, \
+                  summary.md, junit.xml and matrix.md.\n\n\
                   Exit status: 0 every cell passed, 1 a guest failed, 3 the harness or host \
                   broke, 2 a wrong command line.",
     },
@@ -547,6 +558,8 @@ fn parse_vm_test(args: &[String]) -> Result<vm_test::Options> {
                 })
             }
             "--list" => options.list = true,
+            "--rerun-failed" => options.rerun_failed = true,
+            "--shell" => options.shell = true,
             "--accel" => options.accel = value(&mut args, "--accel")?.parse()?,
             "--jobs" => {
                 let jobs: usize = number(&mut args, "--jobs")?;
@@ -566,8 +579,11 @@ fn parse_vm_test(args: &[String]) -> Result<vm_test::Options> {
             other => return Err(unknown("vm-test", other)),
         }
     }
-    // Without --tier, the default tier: the slow `full` cells only when asked for.
-    options.filter.tier.get_or_insert(Tier::Default);
+    // Without --tier, the default tier: the slow `full` cells only when asked for (a rerun
+    // takes the failed cells whatever their tier).
+    if !options.rerun_failed {
+        options.filter.tier.get_or_insert(Tier::Default);
+    }
     Ok(options)
 }
 
@@ -795,6 +811,8 @@ mod tests {
                 "--retries 1",
                 "--repeat 2",
                 "--list",
+                "--rerun-failed",
+                "--shell",
             ],
         ),
         ("matrix-doc", &["--summary none", "--output target/m.md"]),

@@ -347,12 +347,15 @@ fn empty_boot(work: &Path, kernel: &Kernel) -> Result<(PathBuf, PathBuf)> {
 
 /// Builds every artefact of a busybox cell into `work`; with `esp`, /boot is also an ESP that
 /// firmware boots from.
+/// `shell`: a static shell (busybox) the mini initramfs carries as `/bin/sh`, for
+/// storage-init's `shell` emergency action (`vm-test --shell`).
 pub fn build_busybox_cell(
     storage_init: &Path,
     kernel: &Kernel,
     busybox: &Fetched,
     layout: Layout,
     esp: Option<&EspBoot>,
+    shell: Option<&Path>,
     work: &Path,
 ) -> Result<BootArtefacts> {
     let content = work.join("content");
@@ -389,6 +392,7 @@ pub fn build_busybox_cell(
         kernel,
         layout,
         esp,
+        shell,
         None,
         work,
         image,
@@ -398,7 +402,8 @@ pub fn build_busybox_cell(
 
 /// Builds the artefacts of a cell whose initoverlayfs is a real second stage: the dracut
 /// (systemd) initramfs `second_stage`, unpacked into an erofs image as `builder image` does,
-/// but uncompressed (`builder image` defaults to lz4hc).
+/// but uncompressed (`builder image` defaults to lz4hc). `shell` as for [`build_busybox_cell`].
+#[allow(clippy::too_many_arguments)] // one call per flow, each naming what it builds
 pub fn build_second_stage_cell(
     storage_init: &Path,
     kernel: &Kernel,
@@ -406,6 +411,7 @@ pub fn build_second_stage_cell(
     real_root: Option<RootPartition<'_>>,
     layout: Layout,
     esp: Option<&EspBoot>,
+    shell: Option<&Path>,
     work: &Path,
 ) -> Result<BootArtefacts> {
     let (_, image) = empty_boot(work, kernel)?;
@@ -429,6 +435,7 @@ pub fn build_second_stage_cell(
         kernel,
         layout,
         esp,
+        shell,
         real_root,
         work,
         image,
@@ -468,8 +475,9 @@ pub fn root_spec(boot_fs: BootFsKind, storage: RootStorage) -> crate::debian_tre
 fn finish_cell(
     storage_init: &Path,
     kernel: &Kernel,
-    layout: Layout,
+    mut layout: Layout,
     esp: Option<&EspBoot>,
+    shell: Option<&Path>,
     real_root: Option<RootPartition<'_>>,
     work: &Path,
     image: PathBuf,
@@ -477,6 +485,8 @@ fn finish_cell(
 ) -> Result<BootArtefacts> {
     let verity = apply_verity(&image, layout.verity)?;
     let mini_initramfs = work.join("mini-initramfs.img");
+    // The shell comes in a second archive, which a compressed first one must not precede.
+    layout.uncompressed |= shell.is_some();
     build_mini_initramfs(
         storage_init,
         kernel,
@@ -485,6 +495,9 @@ fn finish_cell(
         verity.as_ref(),
         &mini_initramfs,
     )?;
+    if let Some(shell) = shell {
+        add_shell(&mini_initramfs, shell)?;
+    }
     let disk = boot_disk(kernel, &mini_initramfs, layout, esp, real_root, work)?;
     Ok(BootArtefacts {
         mini_initramfs,
@@ -609,6 +622,22 @@ pub fn add_service_stand_in(
         b"NAME=\"initoverlayfs-rs service-mode test initramfs\"\n".to_vec(),
     )?;
     archive.add_file("/init", 0o755, SERVICE_STAND_IN_INIT.as_bytes().to_vec())?;
+    append_archive(mini_initramfs, &archive)
+}
+
+/// Appends a second newc archive to an uncompressed mini initramfs holding `shell` (a static
+/// busybox) as `/bin/busybox` and `/bin/sh`: storage-init's `shell` emergency action execs it.
+pub fn add_shell(mini_initramfs: &Path, shell: &Path) -> Result<()> {
+    let mut archive = builder::cpio::Archive::new();
+    archive.add_dir("/bin", 0o755)?;
+    archive.add_file_from_host("/bin/busybox", 0o755, shell)?;
+    archive.add_symlink("/bin/sh", "busybox")?;
+    append_archive(mini_initramfs, &archive)
+}
+
+/// Appends `archive` to a mini initramfs: the kernel unpacks them in order, a later file
+/// replacing an earlier one.
+fn append_archive(mini_initramfs: &Path, archive: &builder::cpio::Archive) -> Result<()> {
     let bytes = archive.to_bytes(builder::source_date_epoch()?)?;
     let mut file = std::fs::OpenOptions::new()
         .append(true)

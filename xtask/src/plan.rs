@@ -60,25 +60,55 @@ pub struct CellPlan {
     pub console_checks: Vec<ConsoleCheck>,
 }
 
+/// What a boot is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// Judged against the cell's milestones.
+    Test,
+    /// A person's console (`vm-test --shell`): storage-init's emergency action is a shell (the
+    /// mini initramfs then carries one), and a disk the cell plugs in later is there from the
+    /// start, since nobody drives the monitor.
+    Shell,
+}
+
+/// The command-line word that makes storage-init's emergency action a shell.
+pub const SHELL_EMERGENCY: &str = "initoverlayfs.emergency=shell";
+
 /// The kernel command line of a cell's boot; `nonce` is the marker unique to it.
-pub fn cmdline(cell: &Cell, nonce: &str) -> String {
+pub fn cmdline(cell: &Cell, nonce: &str, purpose: Purpose) -> String {
     let root_param = if cell.real_root {
         cell.root_storage.kernel_params()
     } else {
         String::new()
     };
-    format!(
-        "console={} panic=-1 {}={nonce} {root_param} {}",
-        cell.machine.board().console(),
-        crate::images::MARKER_PARAM,
-        cell.cmdline
-    )
-    .trim()
-    .to_owned()
+    let shell = match purpose {
+        Purpose::Test => "",
+        Purpose::Shell => SHELL_EMERGENCY,
+    };
+    let words = [
+        format!("console={}", cell.machine.board().console()),
+        "panic=-1".to_owned(),
+        format!("{}={nonce}", crate::images::MARKER_PARAM),
+        root_param,
+        cell.cmdline.clone(),
+        shell.to_owned(),
+    ];
+    words
+        .iter()
+        .map(|w| w.trim())
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The plan of one boot of `cell` under `accel`.
-pub fn plan(cell: &Cell, artefacts: &CellArtefacts, accel: Accel, nonce: &str) -> Result<CellPlan> {
+pub fn plan(
+    cell: &Cell,
+    artefacts: &CellArtefacts,
+    accel: Accel,
+    nonce: &str,
+    purpose: Purpose,
+) -> Result<CellPlan> {
     let board = cell.machine.board();
     let boot_disk = Disk {
         path: artefacts.disk.clone(),
@@ -94,7 +124,7 @@ pub fn plan(cell: &Cell, artefacts: &CellArtefacts, accel: Accel, nonce: &str) -
         (Firmware::Direct, _) => Boot::Direct {
             kernel: artefacts.vmlinuz.clone(),
             initrd: Some(artefacts.initrd.clone()),
-            cmdline: cmdline(cell, nonce),
+            cmdline: cmdline(cell, nonce, purpose),
         },
         (Firmware::Uefi, Some(uefi)) => Boot::Uefi {
             code: uefi.firmware_root.join(firmware_code(cell)?),
@@ -113,12 +143,12 @@ pub fn plan(cell: &Cell, artefacts: &CellArtefacts, accel: Accel, nonce: &str) -
         cpus: board.fixed_cpus().unwrap_or(cell.cpus),
         boot,
         dtb: artefacts.dtb.clone(),
-        disks: if cell.hotplug.is_some() {
+        disks: if cell.hotplug.is_some() && purpose == Purpose::Test {
             Vec::new()
         } else {
             vec![boot_disk.clone()]
         },
-        hotplug_ports: u32::from(cell.hotplug.is_some()),
+        hotplug_ports: u32::from(cell.hotplug.is_some() && purpose == Purpose::Test),
         empty_cdroms: u32::from(cell.empty_cdrom),
         icount: None,
         on_reboot: if cell.flow.reboots() {
@@ -151,6 +181,7 @@ pub fn plan(cell: &Cell, artefacts: &CellArtefacts, accel: Accel, nonce: &str) -
         hotplug: cell
             .hotplug
             .iter()
+            .filter(|_| purpose == Purpose::Test)
             .map(|h| Hotplug {
                 after: h.after.clone(),
                 delay: Duration::from_secs(h.delay),

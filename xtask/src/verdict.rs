@@ -161,6 +161,27 @@ pub struct CellResult {
     /// storage-init warnings).
     pub warnings: Vec<String>,
     pub artifacts: PathBuf,
+    /// Where the attempts before the last keep their artefacts (`<cell>-attempt<N>`), with
+    /// `--retries`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub earlier_attempts: Vec<PathBuf>,
+}
+
+impl CellResult {
+    /// A cell about to boot, its artefacts going to `artifacts`: passed until judged.
+    pub fn new(cell: &str, artifacts: PathBuf) -> CellResult {
+        CellResult {
+            cell: cell.to_owned(),
+            verdict: Verdict::Passed,
+            attempts: 1,
+            milestones: Vec::new(),
+            fixtures: Vec::new(),
+            accel: String::new(),
+            warnings: Vec::new(),
+            artifacts,
+            earlier_attempts: Vec::new(),
+        }
+    }
 }
 
 #[cfg(test)]

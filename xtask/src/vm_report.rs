@@ -261,6 +261,24 @@ fn xml(text: &str) -> String {
         .collect()
 }
 
+/// The cells a summary.json (of `vm-test`) records as failed or broken, each once, in the
+/// order they first appear: what `--rerun-failed` boots.
+pub fn failed_cells(summary_json: &str) -> Result<Vec<String>, serde_json::Error> {
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        cell: String,
+        result: String,
+    }
+    let entries: Vec<Entry> = serde_json::from_str(summary_json)?;
+    let mut failed: Vec<String> = Vec::new();
+    for entry in entries {
+        if matches!(entry.result.as_str(), "failed" | "error") && !failed.contains(&entry.cell) {
+            failed.push(entry.cell);
+        }
+    }
+    Ok(failed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,7 +286,6 @@ mod tests {
 
     fn result(cell: &str, verdict: Verdict) -> CellResult {
         CellResult {
-            cell: cell.to_owned(),
             verdict,
             milestones: vec![
                 MilestoneReached {
@@ -290,12 +307,37 @@ mod tests {
                     read_requests: None,
                 },
             ],
-            attempts: 1,
-            fixtures: Vec::new(),
             accel: "tcg".into(),
-            warnings: Vec::new(),
-            artifacts: "/a".into(),
+            ..CellResult::new(cell, "/a".into())
         }
+    }
+
+    /// `--rerun-failed` takes the failed and broken cells, once each, not the flaky, skipped
+    /// or passed ones.
+    #[test]
+    fn the_failures_of_a_summary() {
+        let mut results = sample();
+        results.push(result(
+            "aarch64-virt-sd",
+            Verdict::Error {
+                reason: "again".into(),
+            },
+        ));
+        let json = serde_json::to_string_pretty(&results).unwrap();
+        let failed = failed_cells(&json).unwrap();
+        let expected: Vec<String> = results
+            .iter()
+            .filter(|r| matches!(r.verdict, Verdict::Failed { .. } | Verdict::Error { .. }))
+            .map(|r| r.cell.clone())
+            .fold(Vec::new(), |mut names, name| {
+                if !names.contains(&name) {
+                    names.push(name);
+                }
+                names
+            });
+        assert!(expected.len() >= 2, "the sample has failures and errors");
+        assert_eq!(failed, expected);
+        assert!(failed_cells("{\"not\": \"a list\"}").is_err());
     }
 
     fn sample() -> Vec<CellResult> {

@@ -53,6 +53,11 @@ pub struct Options {
     /// Rounds: every cell boots this many times, one round after the other (a cell never runs
     /// beside itself, so its artefacts directory is its own). 0 is read as 1.
     pub repeat: u32,
+    /// Boot only the cells that failed (or broke) in the last run's summary.json, whatever
+    /// their tier; the other filters still apply.
+    pub rerun_failed: bool,
+    /// Boot the one selected cell with its console on this terminal instead of judging it.
+    pub shell: bool,
 }
 
 /// Host memory a cell needs besides its guest's: QEMU itself, the image builds.
@@ -82,10 +87,47 @@ fn available_memory_mib() -> Option<u64> {
 }
 
 pub fn run(sh: &Shell, root: &Path, options: &Options) -> Result<()> {
+    let failed_last = if options.rerun_failed {
+        let summary = root.join(ARTIFACTS_DIR).join("summary.json");
+        let json = std::fs::read_to_string(&summary).with_context(|| {
+            format!(
+                "--rerun-failed reads the last run's {}: run `cargo xtask vm-test` first",
+                summary.display()
+            )
+        })?;
+        let failed = crate::vm_report::failed_cells(&json)
+            .with_context(|| format!("reading {}", summary.display()))?;
+        if failed.is_empty() {
+            println!(
+                "vm-test: no cell failed in {}: nothing to rerun",
+                summary.display()
+            );
+            return Ok(());
+        }
+        Some(failed)
+    } else {
+        None
+    };
     let cells: Vec<Cell> = read_cells(root)?
         .into_iter()
         .filter(|c| options.filter.matches(c))
+        .filter(|c| {
+            failed_last
+                .as_ref()
+                .is_none_or(|names| names.contains(&c.name))
+        })
         .collect();
+    if options.shell {
+        return match cells.as_slice() {
+            [cell] => enter_shell(sh, root, cell, options),
+            _ => bail!(
+                "--shell enters one cell, and {} match{}: narrow --cell to one name (`--list` \
+                 shows them)",
+                cells.len(),
+                if cells.len() == 1 { "es" } else { "" }
+            ),
+        };
+    }
     if options.list {
         for cell in &cells {
             println!("{}", cell.name);
@@ -134,7 +176,18 @@ pub fn run(sh: &Shell, root: &Path, options: &Options) -> Result<()> {
     print!("{}", headline.replace("**", ""));
     let dir = root.join(ARTIFACTS_DIR);
     let summary = dir.join("summary.json");
-    std::fs::write(&summary, serde_json::to_string_pretty(&results)?)?;
+    let summary_json = serde_json::to_string_pretty(&results)?;
+    std::fs::write(&summary, &summary_json)?;
+    // The whole matrix with this run's results beside it (docs/matrix.md is the same table
+    // without results).
+    let matrix = crate::matrix_doc::render(
+        &read_cells(root)?,
+        Some(&crate::matrix_doc::parse_summary(
+            crate::matrix_doc::LAST_SUMMARY,
+            &summary_json,
+        )?),
+    );
+    std::fs::write(dir.join("matrix.md"), matrix)?;
     let mut summary_md = format!("{headline}\n{}", crate::vm_report::markdown(&results));
     for pairing in &crate::vm_report::PAIRINGS {
         let Some(table) = crate::vm_report::side_by_side(&results, pairing) else {
@@ -152,7 +205,7 @@ pub fn run(sh: &Shell, root: &Path, options: &Options) -> Result<()> {
     std::fs::write(dir.join("summary.md"), summary_md)?;
     std::fs::write(dir.join("junit.xml"), crate::vm_report::junit(&results))?;
     println!(
-        "artifacts: {}/<cell>/ (console.log, qemu.cmdline, qmp.log, timings.json, result.json); summary: {} (and summary.md, junit.xml)",
+        "artifacts: {}/<cell>/ (console.log, qemu.cmdline, qmp.log, timings.json, result.json); summary: {} (and summary.md, junit.xml, matrix.md)",
         ARTIFACTS_DIR,
         summary.display()
     );
@@ -177,17 +230,28 @@ fn keep_failed_artifacts(results: &mut [CellResult], round: u32) {
         if matches!(result.verdict, Verdict::Passed | Verdict::Skipped { .. }) {
             continue;
         }
-        let mut kept = result.artifacts.clone().into_os_string();
-        kept.push(format!("-round{round}"));
-        let kept = PathBuf::from(kept);
-        let _ = std::fs::remove_dir_all(&kept);
-        match std::fs::rename(&result.artifacts, &kept) {
-            Ok(()) => result.artifacts = kept,
-            Err(error) => eprintln!(
+        if let Some(kept) = keep_artifacts(&result.artifacts, &format!("round{round}")) {
+            result.artifacts = kept;
+        }
+    }
+}
+
+/// Moves a boot's artefacts to `<dir>-<suffix>`, so the next boot of the cell starts afresh
+/// and this one's stay; returns where they went (None, with a message, if they could not).
+fn keep_artifacts(dir: &Path, suffix: &str) -> Option<PathBuf> {
+    let mut kept = dir.to_path_buf().into_os_string();
+    kept.push(format!("-{suffix}"));
+    let kept = PathBuf::from(kept);
+    let _ = std::fs::remove_dir_all(&kept);
+    match std::fs::rename(dir, &kept) {
+        Ok(()) => Some(kept),
+        Err(error) => {
+            eprintln!(
                 "vm-test: cannot keep {} as {}: {error}",
-                result.artifacts.display(),
+                dir.display(),
                 kept.display()
-            ),
+            );
+            None
         }
     }
 }
@@ -235,6 +299,7 @@ fn run_cells(root: &Path, cells: &[Cell], options: &Options, jobs: usize) -> Vec
 /// Boots `cell` up to `1 + retries` times until it passes; a pass after a failure is flaky.
 fn run_with_retries(sh: &Shell, root: &Path, cell: &Cell, options: &Options) -> CellResult {
     let mut first_failure: Option<String> = None;
+    let mut earlier = Vec::new();
     let mut attempts = 0;
     loop {
         attempts += 1;
@@ -246,6 +311,7 @@ fn run_with_retries(sh: &Shell, root: &Path, cell: &Cell, options: &Options) -> 
                 if let Some(reason) = first_failure {
                     result.verdict = Verdict::Flaky { reason };
                 }
+                result.earlier_attempts = earlier;
                 return result;
             }
             Verdict::Failed { reason } | Verdict::Error { reason }
@@ -257,8 +323,15 @@ fn run_with_retries(sh: &Shell, root: &Path, cell: &Cell, options: &Options) -> 
                     reason.lines().next().unwrap_or("")
                 );
                 first_failure.get_or_insert_with(|| reason.clone());
+                earlier.extend(keep_artifacts(
+                    &result.artifacts,
+                    &format!("attempt{attempts}"),
+                ));
             }
-            _ => return result,
+            _ => {
+                result.earlier_attempts = earlier;
+                return result;
+            }
         }
     }
 }
@@ -276,6 +349,66 @@ pub fn run_named_cell(name: &str) -> Result<CellResult> {
     Ok(run_cell(&sh, &root, &cell, accel))
 }
 
+/// `vm-test --shell`: builds `cell` as its test boot would, but with a shell for
+/// storage-init's emergency action ([`crate::plan::Purpose::Shell`]), under
+/// `target/vm-test/<cell>-shell/`; returns the QEMU command line that puts the guest's console
+/// and QEMU's monitor on the terminal.
+pub fn shell_argv(
+    sh: &Shell,
+    root: &Path,
+    cell: &Cell,
+    accel: crate::accel::AccelChoice,
+) -> Result<Vec<String>> {
+    let artifacts = root
+        .join(ARTIFACTS_DIR)
+        .join(format!("{}-shell", cell.name));
+    let _ = std::fs::remove_dir_all(&artifacts); // a previous shell's; absent is fine
+    let mut result = CellResult::new(&cell.name, artifacts.clone());
+    let nonce = nonce();
+    let purpose = crate::plan::Purpose::Shell;
+    let (built, accel) = match build_cell(
+        sh,
+        root,
+        cell,
+        accel,
+        &artifacts,
+        &nonce,
+        purpose,
+        &mut result,
+    ) {
+        Ok(built) => built,
+        Err(CellError::Infra(error)) => return Err(error),
+        Err(CellError::Guest(reason) | CellError::Skipped(reason)) => bail!("{reason}"),
+    };
+    let plan = crate::plan::plan(cell, &built, accel, &nonce, purpose)?;
+    Ok(plan.machine.qemu_args(&testvm::machine::Io::Interactive)?)
+}
+
+/// Runs [`shell_argv`]'s QEMU on this terminal until it exits.
+fn enter_shell(sh: &Shell, root: &Path, cell: &Cell, options: &Options) -> Result<()> {
+    use std::io::IsTerminal as _;
+    if !std::io::stdin().is_terminal() {
+        bail!("--shell gives the guest's console to a terminal, and stdin is not one");
+    }
+    crate::provision::ensure(sh)?;
+    crate::static_build::build_for_arch(sh, root, cell.machine.arch())?;
+    let argv = shell_argv(sh, root, cell, options.accel)?;
+    eprintln!(
+        "vm-test: {}: its console is this terminal (Ctrl-A X quits QEMU, Ctrl-A C toggles its \
+         monitor). A FATAL line of storage-init ends in a shell ({}); dracut's systemd offers \
+         its emergency shell when the second stage fails.\nvm-test: {}",
+        cell.name,
+        crate::plan::SHELL_EMERGENCY,
+        argv.join(" ")
+    );
+    let status = std::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .status()
+        .with_context(|| format!("starting {}", argv[0]))?;
+    eprintln!("vm-test: QEMU exited ({status})");
+    Ok(())
+}
+
 pub fn project_root() -> PathBuf {
     let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
     manifest_dir.parent().unwrap_or(manifest_dir).to_path_buf()
@@ -289,16 +422,7 @@ pub fn run_cell(
     accel: crate::accel::AccelChoice,
 ) -> CellResult {
     let artifacts = root.join(ARTIFACTS_DIR).join(&cell.name);
-    let mut result = CellResult {
-        cell: cell.name.clone(),
-        verdict: Verdict::Passed,
-        attempts: 1,
-        milestones: Vec::new(),
-        fixtures: Vec::new(),
-        accel: String::new(),
-        warnings: Vec::new(),
-        artifacts: artifacts.clone(),
-    };
+    let mut result = CellResult::new(&cell.name, artifacts.clone());
     match boot_cell(sh, root, cell, accel, &artifacts, &mut result) {
         Ok(()) => {}
         Err(CellError::Guest(reason)) => result.verdict = Verdict::Failed { reason },
@@ -375,9 +499,10 @@ fn boot_cell(
     result: &mut CellResult,
 ) -> Result<(), CellError> {
     let nonce = nonce();
-    let (built, accel) = build_cell(sh, root, cell, accel, artifacts, &nonce, result)?;
+    let purpose = crate::plan::Purpose::Test;
+    let (built, accel) = build_cell(sh, root, cell, accel, artifacts, &nonce, purpose, result)?;
     result.accel = accel.name().to_owned();
-    let plan = crate::plan::plan(cell, &built, accel, &nonce)?;
+    let plan = crate::plan::plan(cell, &built, accel, &nonce, purpose)?;
     let mut progress = |event: &testvm::run::Event| match event {
         testvm::run::Event::QemuStarted { pid } => {
             eprintln!("vm-test: {}: QEMU started (pid {pid})", cell.name)
@@ -437,6 +562,7 @@ fn boot_cell(
 /// The build layer's part of a cell: fetches its fixtures (recorded in `result`) and makes
 /// everything it boots from, under `artifacts/build`. Returns the artefacts and the
 /// accelerator the kernel was found to run under.
+#[allow(clippy::too_many_arguments)] // the boot's inputs, and where its record goes
 fn build_cell(
     sh: &Shell,
     root: &Path,
@@ -444,6 +570,7 @@ fn build_cell(
     accel: crate::accel::AccelChoice,
     artifacts: &Path,
     nonce: &str,
+    purpose: crate::plan::Purpose,
     result: &mut CellResult,
 ) -> Result<(crate::plan::CellArtefacts, testvm::machine::Accel), CellError> {
     let kernels = fixtures::read_kernels(root)?;
@@ -468,7 +595,7 @@ fn build_cell(
     let uefi = match cell.firmware {
         Firmware::Direct => None,
         Firmware::Uefi => {
-            let cmdline = crate::plan::cmdline(cell, nonce);
+            let cmdline = crate::plan::cmdline(cell, nonce, purpose);
             Some(uefi_parts(sh, root, cell, &build, &cmdline, result)?)
         }
     };
@@ -505,11 +632,20 @@ fn build_cell(
         },
     });
     let layout = images::Layout::of(cell);
+    let busybox_binary = busybox.root.join("bin/busybox");
+    let shell = (purpose == crate::plan::Purpose::Shell).then_some(busybox_binary.as_path());
     // What the machine boots: the initramfs the bootloader (or QEMU) loads, and the disk.
     let (initrd, disk) = match cell.flow {
         Flow::Busybox | Flow::PrepareOnly => {
-            let built =
-                images::build_busybox_cell(&storage_init, &kernel, &busybox, layout, esp, &build)?;
+            let built = images::build_busybox_cell(
+                &storage_init,
+                &kernel,
+                &busybox,
+                layout,
+                esp,
+                shell,
+                &build,
+            )?;
             if cell.flow == Flow::PrepareOnly {
                 images::add_service_stand_in(&built.mini_initramfs, &storage_init, &busybox)?;
             }
@@ -524,6 +660,7 @@ fn build_cell(
                 root_partition,
                 layout,
                 esp,
+                shell,
                 &build,
             )?;
             (built.mini_initramfs, built.disk)
@@ -774,14 +911,9 @@ mod tests {
             std::fs::create_dir(&artifacts).unwrap();
             std::fs::write(artifacts.join("console.log"), cell).unwrap();
             CellResult {
-                cell: cell.to_owned(),
                 verdict,
-                attempts: 1,
-                milestones: Vec::new(),
-                fixtures: Vec::new(),
                 accel: "tcg".into(),
-                warnings: Vec::new(),
-                artifacts,
+                ..CellResult::new(cell, artifacts)
             }
         };
         let mut results = [

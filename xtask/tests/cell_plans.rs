@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use testvm::machine::{Accel, Io};
 use xtask::cells::{Firmware, read_cells};
-use xtask::plan::{CellArtefacts, UefiArtefacts, plan, render};
+use xtask::plan::{CellArtefacts, Purpose, UefiArtefacts, plan, render};
 
 /// A fixed marker, where a run draws a fresh one per boot.
 const NONCE: &str = "n0nce";
@@ -47,7 +47,7 @@ fn every_cell_has_its_plan_snapshot() {
     settings.set_omit_expression(true);
     settings.bind(|| {
         for cell in &cells {
-            let plan = plan(cell, &artefacts(cell), Accel::Tcg, NONCE)
+            let plan = plan(cell, &artefacts(cell), Accel::Tcg, NONCE, Purpose::Test)
                 .unwrap_or_else(|e| panic!("cell {}: {e:#}", cell.name));
             let text = render(&plan, &io).unwrap_or_else(|e| panic!("cell {}: {e:#}", cell.name));
             insta::assert_snapshot!(cell.name.clone(), text);
@@ -65,8 +65,8 @@ fn kvm_plans_differ_from_tcg_plans_only_in_accel_and_timeouts() {
         .iter()
         .find(|c| c.machine.board().kvm_capable() && c.firmware == Firmware::Direct)
         .expect("a KVM-capable direct-boot cell");
-    let tcg = plan(cell, &artefacts(cell), Accel::Tcg, NONCE).unwrap();
-    let kvm = plan(cell, &artefacts(cell), Accel::Kvm, NONCE).unwrap();
+    let tcg = plan(cell, &artefacts(cell), Accel::Tcg, NONCE, Purpose::Test).unwrap();
+    let kvm = plan(cell, &artefacts(cell), Accel::Kvm, NONCE, Purpose::Test).unwrap();
     assert_eq!(tcg.spec.milestones.len(), kvm.spec.milestones.len());
     assert!(
         tcg.spec
@@ -79,4 +79,33 @@ fn kvm_plans_differ_from_tcg_plans_only_in_accel_and_timeouts() {
         tcg.machine.qemu_args(&Io::Interactive).unwrap(),
         kvm.machine.qemu_args(&Io::Interactive).unwrap()
     );
+}
+
+/// A shell boot is the test boot with storage-init's emergency action a shell, every disk
+/// present from the start, and no disk left to plug in.
+#[test]
+fn a_shell_plan_is_the_test_plan_with_a_shell() {
+    let root = xtask::vm_test::project_root();
+    let cells = read_cells(&root).unwrap();
+    for cell in &cells {
+        let test = plan(cell, &artefacts(cell), Accel::Tcg, NONCE, Purpose::Test).unwrap();
+        let shell = plan(cell, &artefacts(cell), Accel::Tcg, NONCE, Purpose::Shell).unwrap();
+        assert!(shell.spec.hotplug.is_empty(), "{}", cell.name);
+        assert_eq!(shell.machine.disks.len(), 1, "{}", cell.name);
+        if let testvm::machine::Boot::Direct { cmdline, .. } = &shell.machine.boot {
+            assert!(
+                cmdline.ends_with(xtask::plan::SHELL_EMERGENCY),
+                "{}: {cmdline}",
+                cell.name
+            );
+        }
+        if cell.hotplug.is_none() {
+            assert_eq!(
+                test.machine.qemu_args(&Io::Interactive).unwrap().len(),
+                shell.machine.qemu_args(&Io::Interactive).unwrap().len(),
+                "{}",
+                cell.name
+            );
+        }
+    }
 }

@@ -28,6 +28,7 @@ fn boot_artefacts_are_byte_identical_across_builds() {
             &busybox,
             images::Layout::default(),
             None,
+            None,
             &work,
         )
         .unwrap();
