@@ -730,12 +730,7 @@ mod tests {
 
     #[test]
     fn system_cpio_agrees_when_installed() {
-        if std::process::Command::new("cpio")
-            .arg("--version")
-            .output()
-            .is_err()
-        {
-            println!("skipped: no `cpio` on this machine (apt-get install cpio)");
+        if !crate::test_tools::have_tool("cpio", "cargo xtask provision installs it") {
             return;
         }
         let dir = tempfile::tempdir().unwrap();

@@ -432,11 +432,7 @@ mod tests {
     use std::os::unix::fs::symlink;
 
     fn have_mkfs() -> bool {
-        let found = Command::new(MKFS_EROFS).arg("--help").output().is_ok();
-        if !found {
-            println!("skipped: {MKFS_EROFS} not installed (apt-get install erofs-utils)");
-        }
-        found
+        crate::test_tools::have_tool(MKFS_EROFS, "cargo xtask provision installs erofs-utils")
     }
 
     /// Writes the same content in a different creation order when `reverse`.

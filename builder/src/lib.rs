@@ -19,6 +19,9 @@ pub mod modinfo;
 pub mod modules;
 pub mod presets;
 pub mod replace;
+#[cfg(test)]
+#[allow(dead_code)] // shared with the integration tests, which use the rest
+pub(crate) mod test_tools;
 pub mod uki;
 pub mod verity;
 
@@ -48,13 +51,10 @@ pub fn source_date_epoch() -> Result<u64, SourceDateEpochError> {
 /// (`<root>:<kver>`); `cargo xtask test` points it at the fetched Debian kernel fixture.
 #[cfg(test)]
 pub(crate) fn real_kernel_tree() -> Option<modules::KernelModules> {
-    let Ok(value) = std::env::var("BUILDER_REAL_KERNEL_TREE") else {
-        println!(
-            "skipped: BUILDER_REAL_KERNEL_TREE=<root>:<kver> is not set (cargo xtask test sets it)"
-        );
-        return None;
+    let value = test_tools::provided("BUILDER_REAL_KERNEL_TREE")?;
+    let Some((root, kver)) = value.split_once(':') else {
+        panic!("BUILDER_REAL_KERNEL_TREE={value}: expected <root>:<kver>");
     };
-    let (root, kver) = value.split_once(':')?;
     let kernel = modules::KernelModules::new(root, kver);
     if kernel.dir().join("modules.dep").is_file() {
         Some(kernel)

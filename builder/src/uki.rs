@@ -652,21 +652,13 @@ mod tests {
     const DEBIAN_STUB: &str = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub";
 
     fn debian_stub() -> Option<Vec<u8>> {
-        match std::fs::read(DEBIAN_STUB) {
-            Ok(stub) => Some(stub),
-            Err(_) => {
-                println!("skipped: {DEBIAN_STUB} is missing (apt-get install systemd-boot-efi)");
-                None
-            }
-        }
+        let path = Path::new(DEBIAN_STUB);
+        crate::test_tools::have_file(path, "apt-get install systemd-boot-efi")
+            .then(|| std::fs::read(path).unwrap_or_else(|e| panic!("{DEBIAN_STUB}: {e}")))
     }
 
     fn tool(name: &str) -> bool {
-        let found = Command::new(name).arg("--version").output().is_ok();
-        if !found {
-            println!("skipped: {name} is not installed (cargo xtask provision)");
-        }
-        found
+        crate::test_tools::have_tool(name, "cargo xtask provision installs it")
     }
 
     /// binutils reads the UKI made from Debian's stub back: every section, at the offsets we

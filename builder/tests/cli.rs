@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::builder;
+use common::{builder, have_mkfs, have_root};
 
 use std::fs;
 use std::path::Path;
@@ -167,6 +167,9 @@ fn bad_inputs_fail_with_one_clear_line() {
 
 #[test]
 fn initramfs_records_the_kernel_and_the_image_it_was_built_with() {
+    if !have_mkfs() {
+        return;
+    }
     let work = tempfile::tempdir().unwrap();
     tiny_tree(work.path());
     let storage_init = work.path().join("storage-init");
@@ -183,10 +186,6 @@ fn initramfs_records_the_kernel_and_the_image_it_was_built_with() {
         .arg(&image)
         .output()
         .unwrap();
-    if !erofs.status.success() && String::from_utf8_lossy(&erofs.stderr).contains("erofs-utils") {
-        println!("skipped: mkfs.erofs unavailable");
-        return;
-    }
     assert!(erofs.status.success(), "{erofs:?}");
     let output = work.path().join("mini.cpio");
     let result = builder()
@@ -348,6 +347,9 @@ fn config_prints_what_storage_init_reads() {
 /// fsck.erofs) in the same format as the tree it came from.
 #[test]
 fn image_default_name_and_listing() {
+    if !have_mkfs() {
+        return;
+    }
     let work = tempfile::tempdir().unwrap();
     let tree = work.path().join("tree");
     fs::create_dir_all(tree.join("boot")).unwrap();
@@ -365,18 +367,13 @@ fn image_default_name_and_listing() {
         .arg(&tree)
         .output()
         .unwrap();
-    if String::from_utf8_lossy(&result.stderr).contains("erofs-utils") {
-        println!("skipped: mkfs.erofs unavailable");
-        return;
-    }
     assert!(result.status.success(), "{result:?}");
     let stdout = String::from_utf8_lossy(&result.stdout);
     assert!(stdout.contains("mkfs.erofs "), "{stdout}");
     assert!(stdout.contains("erofs compression: none"), "{stdout}");
     let image = work.path().join("initoverlayfs-9.1.img");
     assert!(image.is_file(), "{stdout}");
-    if !rustix::process::geteuid().is_root() {
-        println!("skipped the listing: it needs root");
+    if !have_root("listing the image (mounting it)") {
         return;
     }
     let list = |path: &Path| {
@@ -393,8 +390,7 @@ fn image_default_name_and_listing() {
 /// so root only).
 #[test]
 fn image_owners() {
-    if !rustix::process::geteuid().is_root() {
-        println!("skipped: chown and mounting need root");
+    if !have_root("the test (a chown, then a mount of the image)") || !have_mkfs() {
         return;
     }
     let work = tempfile::tempdir().unwrap();
@@ -412,23 +408,17 @@ fn image_owners() {
             .args(extra)
             .output()
             .unwrap();
-        if String::from_utf8_lossy(&output.stderr).contains("erofs-utils") {
-            return None;
-        }
         assert!(output.status.success(), "{output:?}");
         let listed = builder().arg("list").arg(image).output().unwrap();
         assert!(listed.status.success(), "{listed:?}");
-        Some(String::from_utf8(listed.stdout).unwrap())
+        String::from_utf8(listed.stdout).unwrap()
     };
-    let Some(all_root) = build(&work.path().join("a.img"), &[]) else {
-        println!("skipped: mkfs.erofs unavailable");
-        return;
-    };
+    let all_root = build(&work.path().join("a.img"), &[]);
     assert!(
         all_root.contains("d0755 0:0         0 -                       /var/lib/daemon\n"),
         "{all_root}"
     );
-    let kept = build(&work.path().join("b.img"), &["--keep-owners"]).unwrap();
+    let kept = build(&work.path().join("b.img"), &["--keep-owners"]);
     assert!(
         kept.contains("1000:1001         0 -                       /var/lib/daemon\n"),
         "{kept}"
@@ -484,8 +474,7 @@ fn uki_is_reproducible_but_for_the_signature() {
         .unwrap();
     assert_eq!(half.status.code(), Some(2), "{half:?}");
 
-    if !Path::new(STUB).exists() {
-        println!("skipped: {STUB} is missing (apt-get install systemd-boot-efi)");
+    if !common::have_file(Path::new(STUB), "apt-get install systemd-boot-efi") {
         return;
     }
     let (a, b) = (dir.join("a.efi"), dir.join("b.efi"));
@@ -495,18 +484,19 @@ fn uki_is_reproducible_but_for_the_signature() {
     }
     assert!(fs::read(&a).unwrap() == fs::read(&b).unwrap());
 
+    let provision = "cargo xtask provision installs it";
+    if !common::have_tool("openssl", provision) || !common::have_tool("sbsign", provision) {
+        return;
+    }
     let keys = std::process::Command::new("openssl")
         .args(["req", "-new", "-x509", "-newkey", "rsa:2048", "-nodes"])
         .args(["-days", "1", "-subj", "/CN=cli test/", "-keyout"])
         .arg(dir.join("db.key"))
         .arg("-out")
         .arg(dir.join("db.crt"))
-        .output();
-    let sbsign = std::process::Command::new("sbsign").arg("--help").output();
-    if !keys.is_ok_and(|k| k.status.success()) || sbsign.is_err() {
-        println!("skipped: the signed half needs openssl and sbsign (cargo xtask provision)");
-        return;
-    }
+        .output()
+        .unwrap();
+    assert!(keys.status.success(), "openssl req: {keys:?}");
     let (c, d) = (dir.join("c.efi"), dir.join("d.efi"));
     for output in [&c, &d] {
         let result = uki(STUB, output, true);

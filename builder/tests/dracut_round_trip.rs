@@ -19,11 +19,8 @@ fn run(command: &mut Command) -> String {
 
 #[test]
 fn dracut_initramfs_round_trip() {
-    let Some(initramfs) = std::env::var_os("BUILDER_REAL_DRACUT_INITRAMFS").map(PathBuf::from)
+    let Some(initramfs) = common::provided("BUILDER_REAL_DRACUT_INITRAMFS").map(PathBuf::from)
     else {
-        println!(
-            "skipped: BUILDER_REAL_DRACUT_INITRAMFS is not set (cargo xtask test builds one with mmdebstrap)"
-        );
         return;
     };
     let work = tempfile::tempdir().unwrap();
@@ -47,8 +44,7 @@ fn dracut_initramfs_round_trip() {
     );
     let archive = run(builder().arg("list").arg(&initramfs));
     assert!(archive.contains("/usr/lib/systemd/systemd"), "{archive}");
-    if !rustix::process::geteuid().is_root() {
-        println!("skipped the listing of the image: mounting it needs root");
+    if !common::have_root("listing the image (mounting it)") {
         return;
     }
     let mounted = run(builder().arg("list").arg(&image));

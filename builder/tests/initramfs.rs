@@ -2,6 +2,8 @@
 //! compressed by the real tools where installed (`cargo xtask provision` installs them), and
 //! against hostile archives.
 
+mod common;
+
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
@@ -85,21 +87,17 @@ fn microcode_prefix() -> Vec<u8> {
     bytes
 }
 
-/// Compresses with a real tool (`program args…` as a filter); `None` when it is not installed.
+/// Compresses with a real tool (`program args…` as a filter); `None` when it is not on PATH.
 fn with_tool(program: &str, args: &[&str], data: &[u8]) -> Option<Vec<u8>> {
-    let child = Command::new(program)
+    if !common::have_tool(program, "cargo xtask provision installs it") {
+        return None;
+    }
+    let mut child = Command::new(program)
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .spawn();
-    let mut child = match child {
-        Ok(child) => child,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            println!("skipped: {program} is not installed (cargo xtask provision installs it)");
-            return None;
-        }
-        Err(e) => panic!("{program}: {e}"),
-    };
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {program}: {e}"));
     let mut stdin = child.stdin.take().unwrap();
     let data = data.to_vec();
     let writer = std::thread::spawn(move || stdin.write_all(&data).unwrap());
@@ -387,8 +385,7 @@ fn flavours() {
 /// fsck.erofs accepts and that holds the same files; an initramfs-tools image is refused.
 #[test]
 fn erofs_image_from_an_initramfs() {
-    if Command::new("mkfs.erofs").arg("--help").output().is_err() {
-        println!("skipped: mkfs.erofs is not installed (cargo xtask provision installs it)");
+    if !common::have_mkfs() {
         return;
     }
     let work = tempfile::tempdir().unwrap();

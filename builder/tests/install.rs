@@ -547,8 +547,7 @@ fn a_failure_midway_leaves_the_old_initramfs_bootable() {
 /// a small tmpfs there.
 #[test]
 fn a_full_boot_is_refused_before_anything_changes() {
-    if !rustix::process::geteuid().is_root() {
-        println!("skipped: mounting a small /boot needs root");
+    if !common::have_root("mounting a small /boot") {
         return;
     }
     let work = tempfile::tempdir().unwrap();

@@ -2,6 +2,8 @@
 //! synthetic configs for the odd cases and on the real Debian 6.1 and 6.12 configs (which
 //! `cargo xtask test` passes as BUILDER_REAL_KERNEL_CONFIGS).
 
+mod common;
+
 use std::path::Path;
 
 use builder::erofs::ErofsCompression;
@@ -78,8 +80,7 @@ fn odd_configs() {
 /// initramfs format.
 #[test]
 fn real_debian_configs() {
-    let Ok(paths) = std::env::var("BUILDER_REAL_KERNEL_CONFIGS") else {
-        println!("skipped: BUILDER_REAL_KERNEL_CONFIGS is not set (cargo xtask test sets it)");
+    let Some(paths) = common::provided("BUILDER_REAL_KERNEL_CONFIGS") else {
         return;
     };
     let (mut saw_6_12, mut saw_6_1) = (false, false);

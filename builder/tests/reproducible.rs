@@ -169,8 +169,7 @@ fn image_listing() {
     if !have_mkfs() {
         return;
     }
-    if !rustix::process::geteuid().is_root() {
-        println!("skipped: listing an erofs image needs root");
+    if !common::have_root("listing an erofs image") {
         return;
     }
     let work = tempfile::tempdir().unwrap();

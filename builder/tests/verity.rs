@@ -12,14 +12,10 @@ use builder::verity::{VerityError, append_hash_tree, read_verity};
 use storage_init::verity::{BLOCK_SIZE, TreeLayout, Verity};
 
 fn have_veritysetup() -> bool {
-    let found = Command::new("veritysetup")
-        .arg("--version")
-        .output()
-        .is_ok();
-    if !found {
-        println!("skipped: veritysetup not installed (apt-get install cryptsetup-bin)");
-    }
-    found
+    common::have_tool(
+        "veritysetup",
+        "cargo xtask provision installs cryptsetup-bin",
+    )
 }
 
 /// An uncompressed erofs image of `files` (name, size in bytes of pseudo-random content).

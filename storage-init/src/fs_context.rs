@@ -187,8 +187,7 @@ mod tests {
     #[test]
     fn the_kernel_says_why_an_overlay_mount_fails() {
         // Real syscalls against the host kernel; a mount that cannot succeed, so nothing changes.
-        if !rustix::process::geteuid().is_root() {
-            println!("skipped: mounting needs root");
+        if !crate::test_tools::have_root("mounting") {
             return;
         }
         let target =

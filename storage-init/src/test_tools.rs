@@ -1,26 +1,71 @@
-//! For tests: running the real tools (mkfs.*, sfdisk) that make the images storage-init reads.
-//! A tool that is not installed skips the test, saying so; a tool that runs and fails fails it.
+//! For tests: running the real tools (mkfs.*, sfdisk) that make the images storage-init reads,
+//! and the one rule for a test that cannot run here. A test may skip only when a tool or a
+//! privilege is missing, decided before anything runs (a tool not on PATH, not root); a tool
+//! that runs and fails fails the test. Under `CI=true` a skip fails too: CI provisions every
+//! tool and runs as root, so there a skip would only hide a test that never ran.
+//!
+//! Also compiled into the integration tests (`#[path]`), so it depends on nothing of the crate.
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-/// Runs `command` (feeding it `stdin`), returning false, after a "skipped" line, only when the
-/// program is not installed.
+/// True when the environment says this is CI (`CI=true`, as GitHub Actions sets it).
+pub(crate) fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|value| value.eq_ignore_ascii_case("true") || value == "1")
+}
+
+/// The test cannot run here for `reason` (what is missing and how to get it): prints
+/// `skipped: <reason>` and lets the caller return, or under `CI=true` fails the test.
+pub(crate) fn skip_or_fail(reason: &str) {
+    assert!(!in_ci(), "{reason}; CI=true forbids skips");
+    println!("skipped: {reason}");
+}
+
+/// Where `program` is on PATH (an executable file), as `Command::new(program)` finds it.
+pub(crate) fn on_path(program: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| {
+            std::fs::metadata(candidate)
+                .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// True if `program` is on PATH; otherwise skips (or fails, under CI) naming it and `install`,
+/// how to get it.
+pub(crate) fn have_tool(program: &str, install: &str) -> bool {
+    let found = on_path(program).is_some();
+    if !found {
+        skip_or_fail(&format!("{program} is not on PATH ({install})"));
+    }
+    found
+}
+
+/// True if this process is root; otherwise skips (or fails, under CI) saying `what` needs it.
+pub(crate) fn have_root(what: &str) -> bool {
+    let root = rustix::process::geteuid().is_root();
+    if !root {
+        skip_or_fail(&format!("{what} needs root (run the tests as root)"));
+    }
+    root
+}
+
+/// Runs `command` (feeding it `stdin`), returning false, after [`skip_or_fail`], only when the
+/// program is not on PATH. Any other failure, to start or of the tool itself, fails the test.
 pub(crate) fn run(command: &mut Command, stdin: &str) -> bool {
     let program = command.get_program().to_string_lossy().into_owned();
-    let child = command
+    if !have_tool(&program, "cargo xtask provision installs it") {
+        return false;
+    }
+    let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn();
-    let mut child = match child {
-        Ok(child) => child,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            println!("skipped: {program} is not installed (cargo xtask provision installs it)");
-            return false;
-        }
-        Err(e) => panic!("starting {program}: {e}"),
-    };
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {program}: {e}"));
     child
         .stdin
         .take()
@@ -35,4 +80,30 @@ pub(crate) fn run(command: &mut Command, stdin: &str) -> bool {
         String::from_utf8_lossy(&output.stderr)
     );
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_what_is_on_path_only() {
+        // `sh` is on every PATH a test runs with; a made-up name is on none.
+        assert!(on_path("sh").is_some_and(|p| p.is_absolute()));
+        assert_eq!(on_path("no-such-tool-on-any-path"), None);
+    }
+
+    #[test]
+    fn a_skip_fails_under_ci_and_passes_elsewhere() {
+        let skipped = std::panic::catch_unwind(|| skip_or_fail("frobnicate is missing"));
+        if in_ci() {
+            let message = skipped.expect_err("a skip under CI=true fails");
+            let text = message
+                .downcast_ref::<String>()
+                .expect("a formatted message");
+            assert_eq!(text, "frobnicate is missing; CI=true forbids skips");
+        } else {
+            assert!(skipped.is_ok());
+        }
+    }
 }

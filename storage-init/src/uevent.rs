@@ -207,21 +207,77 @@ mod tests {
         assert_eq!((event.devname, event.subsystem.as_str()), (None, "block"));
     }
 
+    /// Why the real-socket test cannot run, when opening the socket failed for a reason that is
+    /// no fault of storage-init: a missing privilege, or a kernel without netlink uevents.
+    /// Every other error is a failure.
+    fn socket_unavailable(error: Errno) -> Option<String> {
+        match error {
+            Errno::PERM | Errno::ACCESS => Some(format!(
+                "opening a uevent socket was refused ({error}): run the tests as root"
+            )),
+            Errno::PROTONOSUPPORT | Errno::AFNOSUPPORT => Some(format!(
+                "this kernel has no netlink uevent socket ({error}): run the tests on a kernel with CONFIG_NET"
+            )),
+            _ => None,
+        }
+    }
+
+    /// Why the real-socket test cannot run, when writing the uevent trigger failed for want of
+    /// a privilege: not root, or a sysfs mounted read-only (an unprivileged container). Every
+    /// other error is a failure.
+    fn trigger_unavailable(error: &std::io::Error) -> Option<String> {
+        match Errno::from_io_error(error) {
+            Some(Errno::PERM | Errno::ACCESS | Errno::ROFS) => Some(format!(
+                "writing a uevent trigger was refused ({error}): run the tests as root, with sysfs writable"
+            )),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn only_a_missing_privilege_or_kernel_support_excuses_the_real_socket_test() {
+        for (errno, excused) in [
+            (Errno::PERM, true),
+            (Errno::ACCESS, true),
+            (Errno::PROTONOSUPPORT, true),
+            (Errno::AFNOSUPPORT, true),
+            (Errno::INVAL, false),
+            (Errno::NOBUFS, false),
+            (Errno::MFILE, false),
+            (Errno::ADDRINUSE, false),
+        ] {
+            assert_eq!(socket_unavailable(errno).is_some(), excused, "{errno}");
+        }
+        for (errno, excused) in [
+            (Errno::PERM, true),
+            (Errno::ACCESS, true),
+            (Errno::ROFS, true),
+            (Errno::NOENT, false),
+            (Errno::INVAL, false),
+            (Errno::IO, false),
+        ] {
+            let error = std::io::Error::from_raw_os_error(errno.raw_os_error());
+            assert_eq!(trigger_unavailable(&error).is_some(), excused, "{errno}");
+        }
+    }
+
     /// The real socket: asking the kernel to re-send `/dev/null`'s uevent (as `udevadm trigger`
     /// does) must arrive as a `change` event naming it.
     #[test]
     fn receives_a_real_kernel_event() {
         let socket = match UeventSocket::open() {
             Ok(socket) => socket,
-            Err(e) => {
-                eprintln!("skipped: cannot open a uevent socket here: {e}");
-                return;
-            }
+            Err(e) => match socket_unavailable(e) {
+                Some(reason) => return crate::test_tools::skip_or_fail(&reason),
+                None => panic!("opening a uevent socket: {e}"),
+            },
         };
         let trigger = "/sys/devices/virtual/mem/null/uevent";
         if let Err(e) = std::fs::write(trigger, "change") {
-            eprintln!("skipped: cannot write {trigger} (not root?): {e}");
-            return;
+            match trigger_unavailable(&e) {
+                Some(reason) => return crate::test_tools::skip_or_fail(&reason),
+                None => panic!("writing {trigger}: {e}"),
+            }
         }
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while std::time::Instant::now() < deadline {

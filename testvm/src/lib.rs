@@ -9,5 +9,8 @@ pub mod disk;
 pub mod guid;
 pub mod machine;
 pub mod run;
+#[cfg(test)]
+#[allow(dead_code)] // shared with the integration tests, which use the rest
+mod test_tools;
 
 pub use guid::Guid;

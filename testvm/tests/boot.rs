@@ -1,8 +1,8 @@
 //! Real boots under QEMU. They need a kernel: set `TESTVM_KERNEL` (and optionally
-//! `TESTVM_INITRD`); without it each test says why it did not run and passes.
+//! `TESTVM_INITRD`), as `cargo xtask test` does; without it each test says why it did not run
+//! and passes, except under `CI=true`, where it fails.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use testvm::machine::{Accel, Board, Boot, GuestReboot, Io, Machine};
@@ -11,15 +11,15 @@ use testvm::run::{
     artifact, boot, boot_with_events,
 };
 
+#[allow(dead_code)] // shared by testvm's tests, each using its part
+#[path = "../src/test_tools.rs"]
+mod test_tools;
+
 /// Generous for TCG on a loaded CI runner; a 6.12 kernel reaches userspace in ~3 s here.
 const STEP_TIMEOUT: Duration = Duration::from_secs(90);
 
 fn kernel() -> Option<PathBuf> {
-    let kernel = std::env::var_os("TESTVM_KERNEL").map(PathBuf::from);
-    if kernel.is_none() {
-        println!("skipped: TESTVM_KERNEL unset");
-    }
-    kernel
+    test_tools::provided("TESTVM_KERNEL").map(PathBuf::from)
 }
 
 fn machine(kernel: &Path, initrd: Option<PathBuf>) -> Machine {
@@ -46,10 +46,7 @@ fn machine(kernel: &Path, initrd: Option<PathBuf>) -> Machine {
 /// The kernel and `TESTVM_INITRD` (busybox as /init), or None with the reason printed.
 fn kernel_and_initrd() -> Option<(PathBuf, PathBuf)> {
     let kernel = kernel()?;
-    let Some(initrd) = std::env::var_os("TESTVM_INITRD").map(PathBuf::from) else {
-        println!("skipped: TESTVM_INITRD unset");
-        return None;
-    };
+    let initrd = test_tools::provided("TESTVM_INITRD").map(PathBuf::from)?;
     Some((kernel, initrd))
 }
 
@@ -185,8 +182,7 @@ fn a_guest_that_ignores_the_power_button_fails() {
 #[test]
 fn qemu_failing_at_start_is_an_infra_error_quoting_its_stderr() {
     let qemu = Board::Q35.qemu_binary();
-    if Command::new(qemu).arg("--version").output().is_err() {
-        println!("skipped: {qemu} not installed");
+    if !test_tools::have_tool(qemu, "cargo xtask provision installs it") {
         return;
     }
     let artifacts = tempfile::tempdir().unwrap();

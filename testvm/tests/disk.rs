@@ -9,6 +9,10 @@ use std::process::Command;
 use testvm::Guid;
 use testvm::disk::{Filesystem, GptDisk, Partition};
 
+#[allow(dead_code)] // shared by testvm's tests, each using its part
+#[path = "../src/test_tools.rs"]
+mod test_tools;
+
 const DISK_GUID: &str = "6f2b0e0a-1c4d-4e8f-9a0b-1c2d3e4f5a6b";
 const BOOT_PART: &str = "0b1c2d3e-4f5a-4b6c-8d7e-9f0a1b2c3d4e";
 const BOOT_FS: &str = "a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d";
@@ -26,16 +30,14 @@ const EXT4_MAGIC_OFFSET: usize = 0x38;
 const EXT4_UUID_OFFSET: usize = 0x68;
 const EXT4_MAGIC: u16 = 0xEF53;
 
+/// True if `name` is on PATH; otherwise skips the test, or the part of it that needs `name`
+/// (or fails it, under CI). Every tool these tests use is one `cargo xtask provision` installs.
 fn has_tool(name: &str) -> bool {
-    Command::new(name).arg("--version").output().is_ok()
+    test_tools::have_tool(name, "cargo xtask provision installs it")
 }
 
 fn tools_present(names: &[&str]) -> bool {
-    let missing: Vec<_> = names.iter().filter(|n| !has_tool(n)).collect();
-    if !missing.is_empty() {
-        println!("skipped: missing tools {missing:?}");
-    }
-    missing.is_empty()
+    names.iter().all(|name| has_tool(name))
 }
 
 fn make_contents(dir: &Path) {
@@ -299,8 +301,7 @@ fn keep_owners_keeps_owners_and_setuid_bits() {
     if !tools_present(&["mkfs.ext4", "debugfs"]) {
         return;
     }
-    if !rustix::process::geteuid().is_root() {
-        println!("skipped: only root can give files to another user");
+    if !test_tools::have_root("giving files to another user") {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

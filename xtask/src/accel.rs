@@ -63,21 +63,30 @@ pub fn resolve(choice: AccelChoice, board: Board, kernel: &Path, artifacts: &Pat
     }
 }
 
+/// The accelerator a probe of this host boot (`boot_id`) chose, from the cache file's `text`:
+/// the boot id, then the accelerator's name, then the probe's description. Nothing is trusted
+/// without a boot id to match (KVM's state changes with the host's kernel and modules), nor a
+/// cache of another boot or naming no accelerator.
+fn cached(text: &str, boot_id: &str) -> Option<Accel> {
+    let mut lines = text.lines();
+    if boot_id.is_empty() || lines.next() != Some(boot_id) {
+        return None;
+    }
+    let name = lines.next()?;
+    [Accel::Kvm, Accel::Tcg]
+        .into_iter()
+        .find(|accel| accel.name() == name)
+}
+
 fn probed(board: Board, kernel: &Path, artifacts: &Path) -> Accel {
     let boot_id = std::fs::read_to_string(BOOT_ID).unwrap_or_default();
     let boot_id = boot_id.trim();
     let cache = artifacts.join(PROBE_FILE);
-    if let Ok(text) = std::fs::read_to_string(&cache) {
-        let mut lines = text.lines();
-        if !boot_id.is_empty() && lines.next() == Some(boot_id) {
-            let cached = lines.next();
-            if let Some(accel) = [Accel::Kvm, Accel::Tcg]
-                .into_iter()
-                .find(|a| Some(a.name()) == cached)
-            {
-                return accel;
-            }
-        }
+    if let Some(accel) = std::fs::read_to_string(&cache)
+        .ok()
+        .and_then(|text| cached(&text, boot_id))
+    {
+        return accel;
     }
     let _ = std::fs::create_dir_all(artifacts);
     let probe = probe_kvm(board, kernel, artifacts);
@@ -132,5 +141,53 @@ mod tests {
             resolve(AccelChoice::Auto, foreign, nowhere, nowhere),
             Accel::Tcg
         );
+        // Nor does a board KVM cannot run.
+        assert_eq!(
+            resolve(AccelChoice::Auto, Board::Raspi3b, nowhere, nowhere),
+            Accel::Tcg
+        );
+    }
+
+    /// The cache is trusted for the boot it was written in only.
+    #[test]
+    fn a_cached_verdict_holds_for_its_host_boot() {
+        let boot = "b59f7749-9fc8-4fc0-8edc-b775dcfc6030";
+        let text = |accel: &str| format!("{boot}\n{accel}\nKVM is there but ...\n");
+        assert_eq!(cached(&text("tcg"), boot), Some(Accel::Tcg));
+        assert_eq!(cached(&text("kvm"), boot), Some(Accel::Kvm));
+        assert_eq!(cached(&text("tcg"), "another-boot"), None);
+        assert_eq!(cached(&text("tcg"), ""), None, "no boot id to match");
+        assert_eq!(cached(&text("hvf"), boot), None);
+        assert_eq!(cached(boot, boot), None, "no accelerator");
+        assert_eq!(cached("", boot), None);
+    }
+
+    /// `auto` on a host-architecture board reads the probe's verdict from the cache of this
+    /// host boot instead of booting again (the kernel named does not exist).
+    #[test]
+    fn auto_uses_the_verdict_cached_for_this_boot() {
+        let boot_id = std::fs::read_to_string(BOOT_ID).expect("the host's boot id");
+        let native = if std::env::consts::ARCH == "x86_64" {
+            Board::Q35
+        } else {
+            Board::Virt
+        };
+        for accel in [Accel::Kvm, Accel::Tcg] {
+            let artifacts = tempfile::tempdir().unwrap();
+            std::fs::write(
+                artifacts.path().join(PROBE_FILE),
+                format!(
+                    "{}\n{}\nwritten by the test\n",
+                    boot_id.trim(),
+                    accel.name()
+                ),
+            )
+            .unwrap();
+            let kernel = artifacts.path().join("no-such-kernel");
+            assert_eq!(
+                resolve(AccelChoice::Auto, native, &kernel, artifacts.path()),
+                accel
+            );
+        }
     }
 }

@@ -4,6 +4,10 @@
 
 use std::process::Command;
 
+#[path = "../../src/test_tools.rs"]
+mod test_tools;
+pub use test_tools::*;
+
 /// The `builder` binary, with none of the caller's environment that changes what it writes.
 pub fn builder() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_builder"));
@@ -12,11 +16,7 @@ pub fn builder() -> Command {
     command
 }
 
-/// True if mkfs.erofs is installed; prints why a test is skipped otherwise.
+/// True if mkfs.erofs is on PATH; otherwise skips the test (or fails it, under CI).
 pub fn have_mkfs() -> bool {
-    let found = Command::new("mkfs.erofs").arg("--help").output().is_ok();
-    if !found {
-        println!("skipped: mkfs.erofs not installed (apt-get install erofs-utils)");
-    }
-    found
+    have_tool("mkfs.erofs", "cargo xtask provision installs erofs-utils")
 }
