@@ -90,6 +90,11 @@ pub const TASKS: &[TaskDoc] = &[
                 "build the one selected cell as its test would, then boot it with its console \
                  on this terminal: storage-init's FATAL ends in a shell; Ctrl-A X quits",
             ),
+            option(
+                "--require-fixtures",
+                "a cell whose fixture cannot be fetched from here (an unreachable mirror) is an \
+                 error of the run (exit 3), not a skip",
+            ),
         ],
         details: "Each cell's artefacts go to target/vm-test/<cell>/ (a retried attempt's to \
                   <cell>-attempt<N>/), the run's results to target/vm-test/summary.json, \
@@ -560,6 +565,7 @@ fn parse_vm_test(args: &[String]) -> Result<vm_test::Options> {
             "--list" => options.list = true,
             "--rerun-failed" => options.rerun_failed = true,
             "--shell" => options.shell = true,
+            "--require-fixtures" => options.require_fixtures = true,
             "--accel" => options.accel = value(&mut args, "--accel")?.parse()?,
             "--jobs" => {
                 let jobs: usize = number(&mut args, "--jobs")?;
@@ -813,6 +819,7 @@ mod tests {
                 "--list",
                 "--rerun-failed",
                 "--shell",
+                "--require-fixtures",
             ],
         ),
         ("matrix-doc", &["--summary none", "--output target/m.md"]),

@@ -103,8 +103,10 @@ mod tests {
     /// What dpkg-deb itself unpacks, for every compressor it writes.
     #[test]
     fn unpacks_as_dpkg_deb_does() {
-        if Command::new("dpkg-deb").arg("--version").output().is_err() {
-            println!("skipped: dpkg-deb is not installed");
+        if crate::provision::find_in_path("dpkg-deb").is_none() {
+            crate::provision::skip_or_fail(
+                "dpkg-deb is not on PATH (cargo xtask provision installs dpkg)",
+            );
             return;
         }
         let work = tempfile::tempdir().unwrap();

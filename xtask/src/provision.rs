@@ -17,7 +17,7 @@ struct Tool {
     backports: bool,
 }
 
-const TOOLS: [Tool; 33] = [
+const TOOLS: [Tool; 35] = [
     Tool {
         command: "qemu-system-x86_64",
         package: "qemu-system-x86",
@@ -204,6 +204,18 @@ const TOOLS: [Tool; 33] = [
         package: "cryptsetup-bin",
         backports: false,
     },
+    // storage-init's units are checked with systemd-analyze against the host's unit
+    // directory; builder's UKI tests assemble with the host's EFI stub.
+    Tool {
+        command: "systemd-analyze",
+        package: "systemd",
+        backports: false,
+    },
+    Tool {
+        command: "/usr/lib/systemd/boot/efi/linuxx64.efi.stub",
+        package: "systemd-boot-efi",
+        backports: false,
+    },
 ];
 
 /// The signed-UKI and Secure Boot cells' tools (xtask::secure_boot, builder::uki): a key pair,
@@ -231,6 +243,20 @@ const UKI_TOOLS: [Tool; 4] = [
         backports: false,
     },
 ];
+
+/// True when the environment says this is CI (`CI=true`, as GitHub Actions and `.ci/run` set
+/// it).
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|value| value.eq_ignore_ascii_case("true") || value == "1")
+}
+
+/// For tests: one that cannot run here for `reason` (a missing tool or privilege, and how to
+/// get it) prints `skipped: <reason>` and returns; under `CI=true`, where `cargo xtask
+/// provision` has installed every tool and the tests run as root, it fails instead.
+pub fn skip_or_fail(reason: &str) {
+    assert!(!in_ci(), "{reason}; CI=true forbids skips");
+    println!("skipped: {reason}");
+}
 
 /// Every tool `ensure` provides.
 fn all_tools() -> impl Iterator<Item = &'static Tool> {

@@ -58,6 +58,9 @@ pub struct Options {
     pub rerun_failed: bool,
     /// Boot the one selected cell with its console on this terminal instead of judging it.
     pub shell: bool,
+    /// A cell whose fixture cannot be fetched from here (an unreachable mirror) is an error of
+    /// the run, not a skip: for runners that must reach every mirror.
+    pub require_fixtures: bool,
 }
 
 /// Host memory a cell needs besides its guest's: QEMU itself, the image builds.
@@ -275,7 +278,14 @@ fn run_cells(root: &Path, cells: &[Cell], options: &Options, jobs: usize) -> Vec
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let Some(cell) = cells.get(i) else { break };
-                    let result = run_with_retries(&sh, root, cell, options);
+                    let mut result = run_with_retries(&sh, root, cell, options);
+                    if options.require_fixtures
+                        && let Verdict::Skipped { reason } = &result.verdict
+                    {
+                        result.verdict = Verdict::Error {
+                            reason: format!("{reason} (--require-fixtures)"),
+                        };
+                    }
                     eprintln!(
                         "vm-test: [{}/{}] {} {}",
                         i + 1,

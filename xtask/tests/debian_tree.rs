@@ -12,11 +12,11 @@ use xtask::vm_test::project_root;
 
 fn ready() -> bool {
     if !rustix::process::geteuid().is_root() {
-        println!("skipped: mmdebstrap builds the tree as root");
+        xtask::provision::skip_or_fail("mmdebstrap builds the tree as root (run as root)");
         return false;
     }
     if xtask::provision::find_in_path("mmdebstrap").is_none() {
-        println!("skipped: no mmdebstrap (cargo xtask provision installs it)");
+        xtask::provision::skip_or_fail("no mmdebstrap (cargo xtask provision installs it)");
         return false;
     }
     true
