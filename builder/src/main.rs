@@ -189,7 +189,7 @@ struct PresetArgs {
     presets: Vec<StoragePreset>,
 }
 
-/// The keys of storage-init's config a build sets (README: "Configuration").
+/// The keys of storage-init's config a build sets (docs/configuration.md).
 #[derive(Debug, clap::Args)]
 struct ConfigArgs {
     /// The boot filesystem: UUID=…, LABEL=…, PARTUUID=…, PARTLABEL=… or /dev/….

@@ -1,6 +1,6 @@
 //! The run's reports besides the printed table: `summary.md` (the same table as Markdown, for a
-//! CI job summary or the README) and `junit.xml` (for CI test reporting). Pure functions over
-//! the cells' results.
+//! CI job summary) and `junit.xml` (for CI test reporting), and what `--rerun-failed` reads back
+//! from summary.json. Pure functions over the cells' results.
 
 use std::fmt::Write as _;
 

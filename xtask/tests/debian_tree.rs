@@ -28,7 +28,7 @@ fn the_amd64_tree_makes_a_dracut_initramfs_and_a_real_root() {
 }
 
 /// Not in `cargo xtask test`: the arm64 tree's package scripts and dracut run under qemu-user,
-/// which takes minutes (see the README). Run it with `cargo test -p xtask --test debian_tree --
+/// which takes minutes (see docs/fixtures.md). Run it with `cargo test -p xtask --test debian_tree --
 /// --ignored`.
 #[test]
 #[ignore = "builds the arm64 tree under qemu-user: minutes the first time"]
