@@ -248,7 +248,7 @@ pub fn run(sh: &Shell, root: &Path, cell_name: &str, runs: usize) -> Result<()> 
         ),
     }
     crate::provision::ensure(sh)?;
-    let accel = crate::accel::AccelChoice::from_env()?;
+    let shared = crate::vm_test::RunShared::new(crate::accel::AccelChoice::from_env()?);
     let mut accel_used = String::new();
     let mut series: Vec<Series> = subjects
         .iter()
@@ -264,7 +264,7 @@ pub fn run(sh: &Shell, root: &Path, cell_name: &str, runs: usize) -> Result<()> 
         for ((cell, program), series) in subjects.iter().zip(&mut series) {
             let mut attempt = 1;
             let result = loop {
-                let result = run_cell(sh, root, cell, accel);
+                let result = run_cell(sh, root, cell, &shared);
                 match result.verdict {
                     Verdict::Passed => break result,
                     // A guest failure in a cell that passes otherwise is most often the

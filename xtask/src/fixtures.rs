@@ -28,23 +28,55 @@ pub fn fetch_kernel_by_id(sh: &Shell, root: &Path, id: &str) -> Result<Kernel> {
         .iter()
         .find(|k| k.id == id)
         .with_context(|| format!("no kernel {id} in {KERNELS_TOML}"))?;
-    fetch_kernel(sh, pin)
+    Ok(fetch_kernel(sh, pin)?)
 }
+
+/// Why a fixture was not fetched: the two outcomes a caller treats differently.
+#[derive(Debug)]
+pub enum FetchError {
+    /// It cannot be fetched from this machine (no network, mirror down, file gone): the cells
+    /// that need it are skipped, and it says nothing about the code.
+    Unavailable(Unavailable),
+    /// Anything else (a sha256 mismatch, a broken package, a full disk): a real failure.
+    Failed(anyhow::Error),
+}
+
+impl FetchError {
+    /// Sorts an error of the fetching code by its root cause, once, here at the fixture layer's
+    /// door.
+    fn classify(error: anyhow::Error) -> FetchError {
+        match unavailable(&error) {
+            Some(reason) => FetchError::Unavailable(reason.clone()),
+            None => FetchError::Failed(error),
+        }
+    }
+}
+
+impl std::fmt::Display for FetchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FetchError::Unavailable(reason) => write!(f, "{reason}"),
+            FetchError::Failed(error) => write!(f, "{error:#}"),
+        }
+    }
+}
+
+impl std::error::Error for FetchError {}
 
 /// Fetches and unpacks a kernel; runs depmod (neither format ships modules.dep). An RPM kernel
 /// comes from its distribution's mirror (`INITOVERLAYFS_FEDORA_MIRROR`,
 /// `INITOVERLAYFS_CENTOS_MIRROR` override the default host).
 ///
-/// When the error's root cause is [`Unavailable`] (see [`unavailable`]) the fixture cannot be
-/// fetched from this machine: a cell reports `skipped: <reason>`. Any other error (a sha256
-/// mismatch, a broken package) is a real failure.
-pub fn fetch_kernel(sh: &Shell, pin: &KernelPin) -> Result<Kernel> {
+/// A kernel that cannot be fetched from this machine is [`FetchError::Unavailable`]: a cell
+/// reports `skipped: <reason>`.
+pub fn fetch_kernel(sh: &Shell, pin: &KernelPin) -> Result<Kernel, FetchError> {
     match &pin.source {
         KernelSource::Deb(deb) => fetch_deb_kernel(sh, pin, deb),
         KernelSource::Rpm(rpm) => {
             crate::rpm_fixture::fetch_rpm_kernel(sh, pin, &rpm.mirror.base_url(), &cache_dir())
         }
     }
+    .map_err(FetchError::classify)
 }
 
 /// The reason a fixture could not be fetched from this machine (no network, mirror down, file
@@ -309,6 +341,26 @@ fn write_manifest<T: Serialize>(path: &Path, manifest: &T) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The fixture layer sorts its errors once: an unreachable source anywhere in the chain of
+    /// contexts is `Unavailable`, anything else `Failed`.
+    #[test]
+    fn fetch_errors_are_sorted_by_their_root_cause() {
+        let unreachable = anyhow::Error::new(Unavailable {
+            reason: "mirror down".into(),
+        })
+        .context("fetching kernel-core")
+        .context("kernel fedora43-x86_64");
+        match FetchError::classify(unreachable) {
+            FetchError::Unavailable(reason) => assert_eq!(reason.reason, "mirror down"),
+            FetchError::Failed(error) => panic!("a skip, not a failure: {error:#}"),
+        }
+        let broken = anyhow::anyhow!("sha256 mismatch").context("kernel debian12-6.12-amd64");
+        match FetchError::classify(broken) {
+            FetchError::Failed(error) => assert!(format!("{error:#}").contains("sha256")),
+            FetchError::Unavailable(reason) => panic!("a failure, not a skip: {reason}"),
+        }
+    }
 
     fn root() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("..")

@@ -63,13 +63,11 @@ fn run(task: Task) -> Result<()> {
             for pin in fixtures::read_kernels(&root)?.kernel {
                 let kernel = match fixtures::fetch_kernel(&sh, &pin) {
                     Ok(kernel) => kernel,
-                    Err(error) => match fixtures::unavailable(&error) {
-                        Some(reason) => {
-                            println!("{} skipped: {reason}", pin.id);
-                            continue;
-                        }
-                        None => return Err(error),
-                    },
+                    Err(fixtures::FetchError::Unavailable(reason)) => {
+                        println!("{} skipped: {reason}", pin.id);
+                        continue;
+                    }
+                    Err(fixtures::FetchError::Failed(error)) => return Err(error),
                 };
                 println!(
                     "{} {} {}",

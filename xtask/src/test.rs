@@ -56,13 +56,11 @@ fn prefetch(sh: &Shell, root: &Path) -> Result<Vec<Kernel>> {
         let kernel = match crate::fixtures::fetch_kernel(sh, &pin) {
             Ok(kernel) => kernel,
             // Not fatal here: the cells using this kernel report it as skipped.
-            Err(error) => match crate::fixtures::unavailable(&error) {
-                Some(reason) => {
-                    eprintln!("fixtures: {} skipped: {reason}", pin.id);
-                    continue;
-                }
-                None => return Err(error),
-            },
+            Err(crate::fixtures::FetchError::Unavailable(reason)) => {
+                eprintln!("fixtures: {} skipped: {reason}", pin.id);
+                continue;
+            }
+            Err(crate::fixtures::FetchError::Failed(error)) => return Err(error),
         };
         eprintln!(
             "fixtures: {} {} ready",

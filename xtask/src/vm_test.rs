@@ -262,6 +262,7 @@ fn keep_artifacts(dir: &Path, suffix: &str) -> Option<PathBuf> {
 /// Boots `cells` on `jobs` worker threads, each taking the next cell in order; results come
 /// back in the cells' order.
 fn run_cells(root: &Path, cells: &[Cell], options: &Options, jobs: usize) -> Vec<CellResult> {
+    let shared = RunShared::new(options.accel);
     let next = std::sync::atomic::AtomicUsize::new(0);
     let results = std::sync::Mutex::new(Vec::new());
     std::thread::scope(|scope| {
@@ -278,7 +279,7 @@ fn run_cells(root: &Path, cells: &[Cell], options: &Options, jobs: usize) -> Vec
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let Some(cell) = cells.get(i) else { break };
-                    let mut result = run_with_retries(&sh, root, cell, options);
+                    let mut result = run_with_retries(&sh, root, cell, options, &shared);
                     if options.require_fixtures
                         && let Verdict::Skipped { reason } = &result.verdict
                     {
@@ -307,14 +308,20 @@ fn run_cells(root: &Path, cells: &[Cell], options: &Options, jobs: usize) -> Vec
 }
 
 /// Boots `cell` up to `1 + retries` times until it passes; a pass after a failure is flaky.
-fn run_with_retries(sh: &Shell, root: &Path, cell: &Cell, options: &Options) -> CellResult {
+fn run_with_retries(
+    sh: &Shell,
+    root: &Path,
+    cell: &Cell,
+    options: &Options,
+    shared: &RunShared,
+) -> CellResult {
     let mut first_failure: Option<String> = None;
     let mut earlier = Vec::new();
     let mut attempts = 0;
     loop {
         attempts += 1;
         eprintln!("vm-test: {} ... (attempt {attempts})", cell.name);
-        let mut result = run_cell(sh, root, cell, options.accel);
+        let mut result = run_cell(sh, root, cell, shared);
         result.attempts = attempts;
         match &result.verdict {
             Verdict::Passed => {
@@ -355,8 +362,8 @@ pub fn run_named_cell(name: &str) -> Result<CellResult> {
         .find(|c| c.name == name)
         .with_context(|| format!("no cell named {name} in {}", crate::cells::CELLS_TOML))?;
     crate::provision::ensure(&sh)?;
-    let accel = crate::accel::AccelChoice::from_env()?;
-    Ok(run_cell(&sh, &root, &cell, accel))
+    let shared = RunShared::new(crate::accel::AccelChoice::from_env()?);
+    Ok(run_cell(&sh, &root, &cell, &shared))
 }
 
 /// `vm-test --shell`: builds `cell` as its test boot would, but with a shell for
@@ -376,11 +383,12 @@ pub fn shell_argv(
     let mut result = CellResult::new(&cell.name, artifacts.clone());
     let nonce = nonce();
     let purpose = crate::plan::Purpose::Shell;
+    let shared = RunShared::new(accel);
     let (built, accel) = match build_cell(
         sh,
         root,
         cell,
-        accel,
+        &shared,
         &artifacts,
         &nonce,
         purpose,
@@ -425,15 +433,10 @@ pub fn project_root() -> PathBuf {
 }
 
 /// Builds a cell's artefacts, boots it and judges it. Never panics; every failure is a verdict.
-pub fn run_cell(
-    sh: &Shell,
-    root: &Path,
-    cell: &Cell,
-    accel: crate::accel::AccelChoice,
-) -> CellResult {
+pub fn run_cell(sh: &Shell, root: &Path, cell: &Cell, shared: &RunShared) -> CellResult {
     let artifacts = root.join(ARTIFACTS_DIR).join(&cell.name);
     let mut result = CellResult::new(&cell.name, artifacts.clone());
-    match boot_cell(sh, root, cell, accel, &artifacts, &mut result) {
+    match boot_cell(sh, root, cell, shared, &artifacts, &mut result) {
         Ok(()) => {}
         Err(CellError::Guest(reason)) => result.verdict = Verdict::Failed { reason },
         Err(CellError::Skipped(reason)) => result.verdict = Verdict::Skipped { reason },
@@ -458,37 +461,46 @@ enum CellError {
     Skipped(String),
 }
 
-/// Kernels found unreachable in this process: the cells of one kernel (a whole row of the
-/// matrix) ask the mirror once, not once each.
-static UNAVAILABLE_KERNELS: std::sync::Mutex<Vec<(String, String)>> =
-    std::sync::Mutex::new(Vec::new());
+/// What the boots of one run share: the accelerator asked for, and the kernels found
+/// unreachable so far, so the cells of one kernel (a whole row of the matrix) ask its mirror
+/// once, not once each. Worker threads share it by reference.
+#[derive(Debug, Default)]
+pub struct RunShared {
+    pub accel: crate::accel::AccelChoice,
+    unreachable_kernels: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
+}
 
-/// The cell's kernel; a kernel that cannot be fetched from here skips the cell.
-fn fetch_kernel_once(sh: &Shell, pin: &fixtures::KernelPin) -> Result<fixtures::Kernel, CellError> {
-    let known = |id: &str| {
-        UNAVAILABLE_KERNELS
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .find(|(k, _)| k == id)
-            .map(|(_, reason)| reason.clone())
-    };
-    if let Some(reason) = known(&pin.id) {
-        return Err(CellError::Skipped(reason));
+impl RunShared {
+    pub fn new(accel: crate::accel::AccelChoice) -> RunShared {
+        RunShared {
+            accel,
+            ..RunShared::default()
+        }
     }
-    match fixtures::fetch_kernel(sh, pin) {
-        Ok(kernel) => Ok(kernel),
-        Err(error) => match fixtures::unavailable(&error) {
-            Some(unavailable) => {
-                let reason = format!("kernel {} cannot be fetched here: {unavailable}", pin.id);
-                UNAVAILABLE_KERNELS
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push((pin.id.clone(), reason.clone()));
+
+    /// The cell's kernel; a kernel that cannot be fetched from here skips the cell.
+    fn fetch_kernel(
+        &self,
+        sh: &Shell,
+        pin: &fixtures::KernelPin,
+    ) -> Result<fixtures::Kernel, CellError> {
+        let unreachable = || {
+            self.unreachable_kernels
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+        };
+        if let Some(reason) = unreachable().get(&pin.id) {
+            return Err(CellError::Skipped(reason.clone()));
+        }
+        match fixtures::fetch_kernel(sh, pin) {
+            Ok(kernel) => Ok(kernel),
+            Err(fixtures::FetchError::Unavailable(why)) => {
+                let reason = format!("kernel {} cannot be fetched here: {why}", pin.id);
+                unreachable().insert(pin.id.clone(), reason.clone());
                 Err(CellError::Skipped(reason))
             }
-            None => Err(CellError::Infra(error)),
-        },
+            Err(fixtures::FetchError::Failed(error)) => Err(CellError::Infra(error)),
+        }
     }
 }
 
@@ -504,13 +516,13 @@ fn boot_cell(
     sh: &Shell,
     root: &Path,
     cell: &Cell,
-    accel: crate::accel::AccelChoice,
+    shared: &RunShared,
     artifacts: &Path,
     result: &mut CellResult,
 ) -> Result<(), CellError> {
     let nonce = nonce();
     let purpose = crate::plan::Purpose::Test;
-    let (built, accel) = build_cell(sh, root, cell, accel, artifacts, &nonce, purpose, result)?;
+    let (built, accel) = build_cell(sh, root, cell, shared, artifacts, &nonce, purpose, result)?;
     result.accel = accel.name().to_owned();
     let plan = crate::plan::plan(cell, &built, accel, &nonce, purpose)?;
     let mut progress = |event: &testvm::run::Event| match event {
@@ -577,7 +589,7 @@ fn build_cell(
     sh: &Shell,
     root: &Path,
     cell: &Cell,
-    accel: crate::accel::AccelChoice,
+    shared: &RunShared,
     artifacts: &Path,
     nonce: &str,
     purpose: crate::plan::Purpose,
@@ -596,7 +608,7 @@ fn build_cell(
                 fixtures::KERNELS_TOML
             )
         })?;
-    let kernel = fetch_kernel_once(sh, pin)?;
+    let kernel = shared.fetch_kernel(sh, pin)?;
     result.fixtures.push(kernel.fetched.clone());
     let busybox_id = format!("busybox-static-{}", cell.machine.debian_arch());
     let busybox = fetch_package(sh, root, &busybox_id, result)?;
@@ -614,7 +626,12 @@ fn build_cell(
         crate::static_build::build_binary_for_arch(sh, root, cell.machine.arch(), cell.pid1)?;
     let esp = uefi.as_ref().map(|(esp, _)| esp);
     let board = cell.machine.board();
-    let accel = crate::accel::resolve(accel, board, &kernel.vmlinuz, &root.join(ARTIFACTS_DIR));
+    let accel = crate::accel::resolve(
+        shared.accel,
+        board,
+        &kernel.vmlinuz,
+        &root.join(ARTIFACTS_DIR),
+    );
     // The real root's directory, and the partition image a LUKS2 or LVM root is made into.
     // The dogfood flow brings a root of its own (the kernel installed as a package).
     let real_root = if cell.real_root && cell.flow != Flow::Dogfood {
