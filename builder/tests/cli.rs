@@ -509,3 +509,53 @@ fn uki_is_reproducible_but_for_the_signature() {
         assert!(builder::uki::unsigned_part(&signed).unwrap() == unsigned);
     }
 }
+
+/// A CentOS Stream 9 kernel: erofs without compression, its config where the RPM layout keeps
+/// it (`lib/modules/<kver>/config`). `image --kver` then makes an uncompressed image, the same
+/// bytes as `--compression none`.
+#[test]
+fn a_centos9_like_kernel_gets_an_uncompressed_image() {
+    if !have_mkfs() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let kver = "5.14.0-600.el9.x86_64";
+    let tree = work.path().join("tree");
+    let modules = tree.join("lib/modules").join(kver);
+    fs::create_dir_all(&modules).unwrap();
+    fs::write(
+        modules.join("config"),
+        "CONFIG_EROFS_FS=m\nCONFIG_EROFS_FS_XATTR=y\n# CONFIG_EROFS_FS_ZIP is not set\n",
+    )
+    .unwrap();
+    let content = work.path().join("content");
+    fs::create_dir_all(content.join("usr/bin")).unwrap();
+    // Compressible, so a compressed image could not come out the same.
+    fs::write(
+        content.join("usr/bin/tool"),
+        "initoverlayfs ".repeat(20_000),
+    )
+    .unwrap();
+    let build = |name: &str, extra: &[&str]| -> Vec<u8> {
+        let out = work.path().join(name);
+        let output = builder()
+            .arg("image")
+            .arg("--source")
+            .arg(&content)
+            .arg("-o")
+            .arg(&out)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        fs::read(&out).unwrap()
+    };
+    let for_centos = build(
+        "centos.img",
+        &["--kver", kver, "--kernel-root", tree.to_str().unwrap()],
+    );
+    let uncompressed = build("none.img", &["--compression", "none"]);
+    let compressed = build("lz4hc.img", &["--compression", "lz4hc,11"]);
+    assert_eq!(for_centos, uncompressed);
+    assert!(compressed.len() < uncompressed.len());
+}

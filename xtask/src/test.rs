@@ -17,17 +17,16 @@ pub fn run(sh: &Shell, root: &Path, extra: &[String]) -> Result<()> {
         .first()
         .context("fixtures/kernels.toml names no kernel")?;
     let _dir = sh.push_dir(root);
-    // builder's kernel awareness is checked against every fixture kernel's real config.
+    // builder's kernel awareness is checked against every fixture kernel's real config, where
+    // its layout keeps it (Debian's boot/config-<release>, Fedora's lib/modules/<release>/config).
     let configs: Vec<String> = kernels
         .iter()
         .map(|k| {
-            k.modules_root()
-                .join("boot")
-                .join(format!("config-{}", k.release))
-                .display()
-                .to_string()
+            builder::kernel_config::KernelConfig::locate(k.modules_root(), &k.release)
+                .map(|config| config.source.display().to_string())
+                .with_context(|| format!("the config of kernel {}", k.release))
         })
-        .collect();
+        .collect::<Result<_>>()?;
     let _configs = sh.push_env("BUILDER_REAL_KERNEL_CONFIGS", configs.join(":"));
     // builder's tests of the module closure run against the real kernel tree too.
     let tree = format!("{}:{}", kernel.modules_root().display(), kernel.release);
