@@ -20,7 +20,7 @@ pub mod modules;
 pub mod presets;
 pub mod replace;
 #[cfg(test)]
-#[allow(dead_code)] // shared with the integration tests, which use the rest
+#[path = "../../storage-init/src/test_tools.rs"]
 pub(crate) mod test_tools;
 pub mod uki;
 pub mod verity;

@@ -4,10 +4,13 @@
 //! that runs and fails fails the test. Under `CI=true` a skip fails too: CI provisions every
 //! tool and runs as root, so there a skip would only hide a test that never ran.
 //!
-//! Also compiled into the integration tests (`#[path]`), so it depends on nothing of the crate.
+//! The one copy of these rules in the workspace: compiled into storage-init's unit tests and,
+//! through `#[path]`, into its integration tests and builder's and testvm's tests, so it
+//! depends on nothing but `std` and `rustix`. Each user takes what it needs of it.
+#![allow(dead_code)]
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 /// True when the environment says this is CI (`CI=true`, as GitHub Actions sets it).
@@ -51,6 +54,31 @@ pub(crate) fn have_root(what: &str) -> bool {
         skip_or_fail(&format!("{what} needs root (run the tests as root)"));
     }
     root
+}
+
+/// True if `path`, a file a package installs, exists; otherwise skips (or fails, under CI)
+/// naming it and `install`.
+pub(crate) fn have_file(path: &Path, install: &str) -> bool {
+    let found = path.exists();
+    if !found {
+        skip_or_fail(&format!("{} is missing ({install})", path.display()));
+    }
+    found
+}
+
+/// The value of `name`, an input `cargo xtask test` provides; when it is not set, skips (or
+/// fails, under CI) saying so.
+pub(crate) fn provided(name: &str) -> Option<String> {
+    match std::env::var(name) {
+        Ok(value) => Some(value),
+        Err(std::env::VarError::NotPresent) => {
+            skip_or_fail(&format!("{name} is not set (cargo xtask test sets it)"));
+            None
+        }
+        Err(std::env::VarError::NotUnicode(value)) => {
+            panic!("{name}={value:?} is not UTF-8: name a path that is")
+        }
+    }
 }
 
 /// Runs `command` (feeding it `stdin`), returning false, after [`skip_or_fail`], only when the

@@ -5,7 +5,6 @@
 use std::path::Path;
 use std::process::Command;
 
-#[allow(dead_code)] // this test uses the skip rule, not the tool runner
 #[path = "../src/test_tools.rs"]
 mod test_tools;
 

@@ -10,7 +10,7 @@ pub mod guid;
 pub mod machine;
 pub mod run;
 #[cfg(test)]
-#[allow(dead_code)] // shared with the integration tests, which use the rest
+#[path = "../../storage-init/src/test_tools.rs"]
 mod test_tools;
 
 pub use guid::Guid;

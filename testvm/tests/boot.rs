@@ -11,8 +11,7 @@ use testvm::run::{
     artifact, boot, boot_with_events,
 };
 
-#[allow(dead_code)] // shared by testvm's tests, each using its part
-#[path = "../src/test_tools.rs"]
+#[path = "../../storage-init/src/test_tools.rs"]
 mod test_tools;
 
 /// Generous for TCG on a loaded CI runner; a 6.12 kernel reaches userspace in ~3 s here.

@@ -9,8 +9,7 @@ use std::process::Command;
 use testvm::Guid;
 use testvm::disk::{Filesystem, GptDisk, Partition};
 
-#[allow(dead_code)] // shared by testvm's tests, each using its part
-#[path = "../src/test_tools.rs"]
+#[path = "../../storage-init/src/test_tools.rs"]
 mod test_tools;
 
 const DISK_GUID: &str = "6f2b0e0a-1c4d-4e8f-9a0b-1c2d3e4f5a6b";

@@ -4,9 +4,9 @@
 
 use std::process::Command;
 
-#[path = "../../src/test_tools.rs"]
+#[path = "../../../storage-init/src/test_tools.rs"]
 mod test_tools;
-pub use test_tools::*;
+pub(crate) use test_tools::*;
 
 /// The `builder` binary, with none of the caller's environment that changes what it writes.
 pub fn builder() -> Command {
