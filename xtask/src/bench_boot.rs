@@ -869,27 +869,24 @@ fn boot_one(bench: &Bench, boot: &Boot<'_>) -> Result<BootSample> {
     std::fs::copy(&bench.pristine_vars, &vars)
         .with_context(|| format!("copying {}", bench.pristine_vars.display()))?;
     let machine = testvm::machine::Machine {
-        board: bench.board,
-        accel: bench.accel,
-        memory_mib: bench.memory_mib,
-        cpus: 1,
-        boot: testvm::machine::Boot::Uefi {
-            code: bench.firmware_code.clone(),
-            vars,
-            secure_boot: false,
-        },
-        dtb: None,
-        disks: vec![testvm::machine::Disk {
-            path: scratch.clone(),
-            bus: testvm::machine::DiskBus::VirtioBlk,
-            serial: "boot0".to_owned(),
-            read_only: false,
-            throttle: boot.profile.throttle(),
-        }],
-        hotplug_ports: 0,
-        empty_cdroms: 0,
-        on_reboot: testvm::machine::GuestReboot::ExitQemu,
         icount: bench.icount,
+        ..crate::plan::machine(
+            bench.board,
+            bench.accel,
+            bench.memory_mib,
+            testvm::machine::Boot::Uefi {
+                code: bench.firmware_code.clone(),
+                vars,
+                secure_boot: false,
+            },
+            vec![testvm::machine::Disk {
+                path: scratch.clone(),
+                bus: testvm::machine::DiskBus::VirtioBlk,
+                serial: "boot0".to_owned(),
+                read_only: false,
+                throttle: boot.profile.throttle(),
+            }],
+        )
     };
     let mut milestone_specs = Vec::new();
     for (name, pattern, seconds) in milestones(&bench.kernel.release) {

@@ -11,6 +11,10 @@ use crate::pins::{KernelPin, read_kernels};
 
 pub const CELLS_TOML: &str = "fixtures/cells.toml";
 
+/// Kernel command-line key a cell's content echoes back in its marker line (the busybox
+/// content's /init; `{nonce}` in a milestone).
+pub const MARKER_PARAM: &str = "initoverlayfs_test.marker";
+
 /// Console text that always fails a cell, raced against every milestone and found again by
 /// the console scan (`verdict`). Each is something no passing boot prints.
 pub const ALWAYS_FATAL: [&str; 5] = [

@@ -27,8 +27,6 @@ const BOOT_PART_MIB: u64 = 64;
 const CDROM_MODULES: [&str; 2] = ["ahci", "sr_mod"];
 /// The writable layer's tmpfs size in the test mini initramfs; the smoke cell checks it.
 const OVERLAY_SIZE: &str = "64M";
-/// Kernel command-line key the content's /init echoes back in its marker line.
-pub const MARKER_PARAM: &str = "initoverlayfs_test.marker";
 
 /// The /init of the busybox content: proves it runs from the overlay and powers off. Its marker
 /// goes to /dev/kmsg so it carries the guest's printk timestamp. With `initoverlayfs_test.dmesg`
@@ -889,4 +887,91 @@ pub fn board_dtb(
     );
     std::fs::write(&output, fixed).with_context(|| format!("writing {}", output.display()))?;
     Ok(Some(output))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cells::{Flow, read_cells};
+
+    /// A cell's layout follows its spec: the prepare-only flow appends an archive, so its
+    /// mini initramfs is uncompressed; the dogfood ESP leaves room for what the guest installs.
+    #[test]
+    fn a_cell_s_layout_follows_its_spec() {
+        let cells = read_cells(&crate::vm_test::project_root()).unwrap();
+        for cell in &cells {
+            let layout = Layout::of(cell);
+            assert_eq!(layout.boot_fs, cell.boot_fs, "{}", cell.name);
+            assert_eq!(layout.verity, cell.verity, "{}", cell.name);
+            assert_eq!(layout.bus, cell.bus, "{}", cell.name);
+            assert_eq!(
+                layout.uncompressed,
+                cell.flow == Flow::PrepareOnly,
+                "{}",
+                cell.name
+            );
+            assert_eq!(
+                layout.boot_min_mib > 0,
+                cell.flow == Flow::Dogfood,
+                "{}",
+                cell.name
+            );
+        }
+        assert!(cells.iter().any(|c| c.flow == Flow::PrepareOnly));
+        assert!(cells.iter().any(|c| c.flow == Flow::Dogfood));
+    }
+
+    /// The shell archive lands after the mini initramfs, and the kernel's reading of the file
+    /// (every archive in order) sees busybox as /bin/sh beside what was there.
+    #[test]
+    fn a_shell_is_appended_as_a_second_archive() {
+        let dir = tempfile::tempdir().unwrap();
+        let mini = dir.path().join("mini.cpio");
+        let mut first = builder::cpio::Archive::new();
+        first
+            .add_file("/init", 0o755, b"storage-init".to_vec())
+            .unwrap();
+        std::fs::write(&mini, first.to_bytes(0).unwrap()).unwrap();
+        let shell = dir.path().join("busybox");
+        std::fs::write(&shell, b"\x7fELF busybox").unwrap();
+        add_shell(&mini, &shell).unwrap();
+
+        let unpacked = builder::initramfs::read(&std::fs::read(&mini).unwrap()).unwrap();
+        assert_eq!(unpacked.segments.len(), 2, "{:?}", unpacked.segments);
+        let entry = |name: &str| {
+            unpacked
+                .final_entries()
+                .into_iter()
+                .find(|e| e.name.trim_start_matches('/') == name)
+                .unwrap_or_else(|| panic!("no {name}"))
+                .clone()
+        };
+        assert_eq!(entry("init").data, b"storage-init");
+        assert_eq!(entry("bin/busybox").data, b"\x7fELF busybox");
+        let sh = entry("bin/sh");
+        assert_eq!(sh.mode & 0o170000, 0o120000, "a symlink");
+        assert_eq!(sh.data, b"busybox");
+    }
+
+    /// The fault cells' noise is the same on every build, so their disks stay reproducible.
+    #[test]
+    fn corrupt_bytes_are_deterministic_noise() {
+        let a = corrupt_bytes(4096);
+        assert_eq!(a, corrupt_bytes(4096));
+        assert_eq!(a.len(), 4096);
+        let distinct: std::collections::BTreeSet<u8> = a.iter().copied().collect();
+        assert!(distinct.len() > 200, "noise, not a pattern");
+        assert!(verity_probe().starts_with(VERITY_PROBE_MARKER));
+    }
+
+    /// /boot's partition holds at least twice its contents plus room for metadata.
+    #[test]
+    fn the_boot_partition_has_room_for_its_files() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(boot_partition_mib(dir.path()).unwrap(), BOOT_PART_MIB);
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("sub/big"), vec![0u8; 100 << 20]).unwrap();
+        let mib = boot_partition_mib(dir.path()).unwrap();
+        assert!(mib >= 200 + 16, "{mib}");
+    }
 }

@@ -22,6 +22,10 @@ pub mod rpm;
 pub mod rpm_fixture;
 pub mod rpm_repo;
 
+// plan: pure, a cell and its artefacts in, the machine and its milestones out; the machine
+// every other boot starts from. It needs nothing of build, whose own VMs use it.
+pub mod plan;
+
 // build: a cell's or a benchmark chain's artefacts.
 pub mod bench_peers;
 pub mod boot_probe;
@@ -30,9 +34,6 @@ pub mod images;
 pub mod root_storage;
 pub mod secure_boot;
 pub mod static_build;
-
-// plan: pure, a cell and its artefacts in, the machine and its milestones out.
-pub mod plan;
 
 // run: the accelerator beyond the testvm crate.
 pub mod accel;

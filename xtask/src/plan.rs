@@ -1,7 +1,10 @@
 //! A cell's plan: the machine QEMU runs and the milestones the harness waits for, from the
 //! cell and the artefacts the build layer made. Pure: nothing here touches a file or a
 //! process, so every cell's plan is snapshot-tested (`tests/cell_plans.rs`) without building
-//! or booting anything, and a change to the matrix shows up as a reviewable diff.
+//! or booting anything, and a change to the matrix shows up as a reviewable diff. Every other
+//! machine of the harness (the benchmark's chains, the LUKS/LVM helper VM) starts from
+//! [`machine`] too. It needs nothing of the build layer (the artefacts come as data), so the
+//! build layer's own VMs can use it.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -88,7 +91,7 @@ pub fn cmdline(cell: &Cell, nonce: &str, purpose: Purpose) -> String {
     let words = [
         format!("console={}", cell.machine.board().console()),
         "panic=-1".to_owned(),
-        format!("{}={nonce}", crate::images::MARKER_PARAM),
+        format!("{}={nonce}", crate::cells::MARKER_PARAM),
         root_param,
         cell.cmdline.clone(),
         shell.to_owned(),
@@ -135,27 +138,23 @@ pub fn plan(
             anyhow::bail!("cell {} boots through UEFI but has no firmware", cell.name)
         }
     };
+    let hotplugged = cell.hotplug.is_some() && purpose == Purpose::Test;
+    let disks = if hotplugged {
+        Vec::new()
+    } else {
+        vec![boot_disk.clone()]
+    };
     let machine = Machine {
-        board,
-        accel,
-        // A board that models real hardware takes only its own RAM size and CPU count.
-        memory_mib: board.fixed_memory_mib().unwrap_or(MEMORY_MIB),
         cpus: board.fixed_cpus().unwrap_or(cell.cpus),
-        boot,
         dtb: artefacts.dtb.clone(),
-        disks: if cell.hotplug.is_some() && purpose == Purpose::Test {
-            Vec::new()
-        } else {
-            vec![boot_disk.clone()]
-        },
-        hotplug_ports: u32::from(cell.hotplug.is_some() && purpose == Purpose::Test),
+        hotplug_ports: u32::from(hotplugged),
         empty_cdroms: u32::from(cell.empty_cdrom),
-        icount: None,
         on_reboot: if cell.flow.reboots() {
             GuestReboot::Restart
         } else {
             GuestReboot::ExitQemu
         },
+        ..machine(board, accel, MEMORY_MIB, boot, disks)
     };
     let substitutions = Substitutions::new(
         nonce,
@@ -260,6 +259,33 @@ pub fn render(plan: &CellPlan, io: &testvm::machine::Io) -> Result<String> {
     Ok(out)
 }
 
+/// The machine every boot of the harness starts from: `board` under `accel` booting `boot`
+/// from `disks`, with `memory_mib` of RAM and one vCPU unless the board fixes its own (a
+/// board that models real hardware takes only its own), no device tree, CD-ROM or hotplug
+/// port, the host's clock, and QEMU ending when the guest reboots. Callers change what they
+/// need with struct update syntax.
+pub fn machine(
+    board: testvm::machine::Board,
+    accel: Accel,
+    memory_mib: u32,
+    boot: Boot,
+    disks: Vec<Disk>,
+) -> Machine {
+    Machine {
+        board,
+        accel,
+        memory_mib: board.fixed_memory_mib().unwrap_or(memory_mib),
+        cpus: board.fixed_cpus().unwrap_or(1),
+        boot,
+        dtb: None,
+        disks,
+        hotplug_ports: 0,
+        empty_cdroms: 0,
+        icount: None,
+        on_reboot: GuestReboot::ExitQemu,
+    }
+}
+
 /// The firmware code a UEFI cell boots, in its firmware package: the Secure Boot build where
 /// the cell enrolls keys.
 pub fn firmware_code(cell: &Cell) -> Result<&'static str> {
@@ -290,6 +316,26 @@ pub fn scaled_timeout(tcg: Duration, accel: Accel) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A board that models real hardware keeps its own memory and CPU count; others take
+    /// what the caller asks and one vCPU.
+    #[test]
+    fn the_base_machine_respects_fixed_boards() {
+        use testvm::machine::Board;
+        let boot = || Boot::Direct {
+            kernel: "/vmlinuz".into(),
+            initrd: None,
+            cmdline: String::new(),
+        };
+        let q35 = machine(Board::Q35, Accel::Tcg, 768, boot(), Vec::new());
+        assert_eq!((q35.memory_mib, q35.cpus), (768, 1));
+        assert_eq!(q35.on_reboot, GuestReboot::ExitQemu);
+        for board in [Board::Raspi3b, Board::Raspi4b] {
+            let raspi = machine(board, Accel::Tcg, 768, boot(), Vec::new());
+            assert_eq!(Some(raspi.memory_mib), board.fixed_memory_mib());
+            assert_eq!(Some(raspi.cpus), board.fixed_cpus());
+        }
+    }
 
     #[test]
     fn timeouts_scale_with_the_accelerator() {

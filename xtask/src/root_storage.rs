@@ -271,26 +271,20 @@ impl Helper<'_> {
             read_only,
             throttle: None,
         };
-        let machine = testvm::machine::Machine {
-            board: self.board,
-            accel: self.accel,
-            memory_mib: self.board.fixed_memory_mib().unwrap_or(HELPER_MEMORY_MIB),
-            cpus: 1,
-            boot: testvm::machine::Boot::Direct {
+        let machine = crate::plan::machine(
+            self.board,
+            self.accel,
+            HELPER_MEMORY_MIB,
+            testvm::machine::Boot::Direct {
                 kernel: self.kernel.vmlinuz.clone(),
                 initrd: Some(initramfs),
                 cmdline: format!("console={} panic=-1", self.board.console()),
             },
-            dtb: None,
-            disks: vec![
+            vec![
                 disk(&target, TARGET_SERIAL, false),
                 disk(&source, SOURCE_SERIAL, true),
             ],
-            hotplug_ports: 0,
-            empty_cdroms: 0,
-            on_reboot: testvm::machine::GuestReboot::ExitQemu,
-            icount: None,
-        };
+        );
         let spec = testvm::run::BootSpec {
             milestones: vec![testvm::run::Milestone::new(
                 "done",

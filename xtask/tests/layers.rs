@@ -30,6 +30,9 @@ const LAYERS: &[(&str, &[&str])] = &[
             "bench_content",
         ],
     ),
+    // Pure: a cell and its artefacts (as data) in, the QEMU machine and the milestones out;
+    // the machine every other boot starts from. Below build, whose own VMs use it.
+    ("plan", &["plan"]),
     // A cell's or a benchmark chain's artefacts: binaries, images, disks, keys, UKIs.
     (
         "build",
@@ -43,8 +46,6 @@ const LAYERS: &[(&str, &[&str])] = &[
             "bench_peers",
         ],
     ),
-    // Pure: a cell and its artefacts in, the QEMU machine and the milestones out.
-    ("plan", &["plan"]),
     // What runs QEMU beyond the testvm crate: the accelerator and its probe.
     ("run", &["accel"]),
     // Pure readings of what a run left: verdicts, console parsing, the guest's samples.
