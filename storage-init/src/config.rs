@@ -53,27 +53,49 @@ pub enum BootFs {
     Path(PathBuf),
 }
 
+/// What `bootfs` accepts, for a value that names no device.
+const BOOTFS_FORMS: &str =
+    "UUID=<uuid>, LABEL=<label>, PARTUUID=<guid>, PARTLABEL=<name>, /dev/<path>";
+
+/// The filesystem UUIDs storage-init's probes read, as blkid prints them (`probe.rs`).
+const UUID_FORMS: &str = "UUID=<8-4-4-4-12 hexadecimal digits> (ext2/3/4, xfs, btrfs, erofs) or UUID=<XXXX-XXXX hexadecimal digits> (a FAT volume id), in either case, as blkid prints them; a filesystem named by its label is LABEL=<label>";
+
+/// The partition UUIDs storage-init's partition table parsers read, as blkid prints them
+/// (`partition.rs`).
+const PARTUUID_FORMS: &str = "PARTUUID=<8-4-4-4-12 hexadecimal digits> (a GPT partition GUID) or PARTUUID=<xxxxxxxx-NN hexadecimal digits> (an MBR disk signature and partition number), in either case, as blkid prints them; a partition named by its GPT name is PARTLABEL=<name>";
+
 impl BootFs {
-    fn parse(value: &str) -> Result<BootFs, String> {
-        let nonempty = |v: &str| {
+    /// Parses a `bootfs` value; on failure, what is wrong with it and the forms accepted in
+    /// its place. A `UUID=` or `PARTUUID=` that no probe could ever print is refused here, not
+    /// after the search's timeout.
+    fn parse(value: &str) -> Result<BootFs, (String, &'static str)> {
+        let nonempty = |v: &str, forms: &'static str| {
             if v.is_empty() {
-                Err("the part after '=' is empty".to_owned())
+                Err(("the part after '=' is empty".to_owned(), forms))
             } else {
                 Ok(v.to_owned())
             }
         };
         if let Some(v) = value.strip_prefix("UUID=") {
-            Ok(BootFs::Uuid(nonempty(v)?.to_ascii_lowercase()))
+            let v = nonempty(v, UUID_FORMS)?;
+            if !is_filesystem_uuid(&v) {
+                return Err(("not a filesystem UUID".to_owned(), UUID_FORMS));
+            }
+            Ok(BootFs::Uuid(v.to_ascii_lowercase()))
         } else if let Some(v) = value.strip_prefix("LABEL=") {
-            Ok(BootFs::Label(nonempty(v)?))
+            Ok(BootFs::Label(nonempty(v, BOOTFS_FORMS)?))
         } else if let Some(v) = value.strip_prefix("PARTUUID=") {
-            Ok(BootFs::PartUuid(nonempty(v)?.to_ascii_lowercase()))
+            let v = nonempty(v, PARTUUID_FORMS)?;
+            if !is_partition_uuid(&v) {
+                return Err(("not a partition UUID".to_owned(), PARTUUID_FORMS));
+            }
+            Ok(BootFs::PartUuid(v.to_ascii_lowercase()))
         } else if let Some(v) = value.strip_prefix("PARTLABEL=") {
-            Ok(BootFs::PartLabel(nonempty(v)?))
+            Ok(BootFs::PartLabel(nonempty(v, BOOTFS_FORMS)?))
         } else if value.starts_with("/dev/") {
             Ok(BootFs::Path(PathBuf::from(value)))
         } else {
-            Err("it names no device".to_owned())
+            Err(("it names no device".to_owned(), BOOTFS_FORMS))
         }
     }
 }
@@ -291,9 +313,8 @@ impl Config {
         };
         match key {
             "bootfs" => {
-                let bootfs = BootFs::parse(value).map_err(|p| {
-                    error(p, "UUID=<uuid>, LABEL=<label>, PARTUUID=<guid>, PARTLABEL=<name>, /dev/<path>")
-                })?;
+                let bootfs =
+                    BootFs::parse(value).map_err(|(problem, forms)| error(problem, forms))?;
                 self.bootfs = Some(bootfs);
             }
             "bootfs_hint" => {
@@ -530,12 +551,30 @@ fn is_tmpfs_size(value: &str) -> bool {
         && digits.bytes().all(|b| b.is_ascii_digit())
 }
 
-fn is_uuid(value: &str) -> bool {
+/// Whether `value` is groups of hexadecimal digits (either case) of these lengths, joined by
+/// `-`.
+fn is_hex_groups(value: &str, lengths: &[usize]) -> bool {
     let groups: Vec<&str> = value.split('-').collect();
-    groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
+    groups.iter().map(|g| g.len()).eq(lengths.iter().copied())
         && groups
             .iter()
             .all(|g| g.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// `8-4-4-4-12`: a UUID as blkid prints ext2/3/4's, xfs', btrfs', erofs' and a GPT GUID.
+fn is_uuid(value: &str) -> bool {
+    is_hex_groups(value, &[8, 4, 4, 4, 12])
+}
+
+/// A UUID the superblock probes print: the 8-4-4-4-12 form, or a FAT volume id `XXXX-XXXX`.
+fn is_filesystem_uuid(value: &str) -> bool {
+    is_uuid(value) || is_hex_groups(value, &[4, 4])
+}
+
+/// A PARTUUID the partition table parsers print: a GPT partition GUID, or an MBR disk
+/// signature and partition number `xxxxxxxx-NN`.
+fn is_partition_uuid(value: &str) -> bool {
+    is_uuid(value) || is_hex_groups(value, &[8, 2])
 }
 
 const FSTYPE_FORMS: &str = "a filesystem type name such as ext4, vfat, xfs, erofs";
@@ -750,7 +789,189 @@ mod tests {
         check_error("verity_data_blocks -5", "verity_data_blocks", "4096-byte");
     }
 
-    const VERITY_FILE: &str = "bootfs UUID=aaaa\nverity_root_hash ABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABAB\nverity_salt -\nverity_data_blocks 10\n";
+    /// Every `bootfs` form, good and bad, from the config file and the command line alike: a
+    /// UUID or PARTUUID no probe could print is refused at parse time, naming the key, the value
+    /// and the forms it could take.
+    #[test]
+    fn bootfs_values() {
+        // (value, what it parses to, or the fragments the error must show)
+        let good: &[(&str, BootFs)] = &[
+            (
+                "UUID=3f1b2c4d-5e6f-4780-91a2-b3c4d5e6f708",
+                BootFs::Uuid("3f1b2c4d-5e6f-4780-91a2-b3c4d5e6f708".into()),
+            ),
+            (
+                "UUID=3F1B2C4D-5E6F-4780-91A2-B3C4D5E6F708",
+                BootFs::Uuid("3f1b2c4d-5e6f-4780-91a2-b3c4d5e6f708".into()),
+            ),
+            ("UUID=1234-ABCD", BootFs::Uuid("1234-abcd".into())),
+            ("UUID=0bad-f00d", BootFs::Uuid("0bad-f00d".into())),
+            (
+                "PARTUUID=0FC63DAF-8483-4772-8E79-3D69D8477DE4",
+                BootFs::PartUuid("0fc63daf-8483-4772-8e79-3d69d8477de4".into()),
+            ),
+            (
+                "PARTUUID=5a1f0e2d-01",
+                BootFs::PartUuid("5a1f0e2d-01".into()),
+            ),
+            (
+                "PARTUUID=5A1F0E2D-0C",
+                BootFs::PartUuid("5a1f0e2d-0c".into()),
+            ),
+            ("LABEL=not-a-uuid", BootFs::Label("not-a-uuid".into())),
+            ("LABEL=my boot", BootFs::Label("my boot".into())),
+            (
+                "PARTLABEL=EFI System",
+                BootFs::PartLabel("EFI System".into()),
+            ),
+            ("/dev/vda1", BootFs::Path("/dev/vda1".into())),
+        ];
+        const UUID_ERROR: &[&str] = &[
+            "not a filesystem UUID",
+            "8-4-4-4-12 hexadecimal digits",
+            "XXXX-XXXX hexadecimal digits",
+            "FAT volume id",
+            "LABEL=<label>",
+        ];
+        const PARTUUID_ERROR: &[&str] = &[
+            "not a partition UUID",
+            "GPT partition GUID",
+            "xxxxxxxx-NN hexadecimal digits",
+            "MBR disk signature",
+            "PARTLABEL=<name>",
+        ];
+        let bad: &[(&str, &[&str])] = &[
+            ("UUID=not-a-uuid", UUID_ERROR),
+            ("UUID=boot", UUID_ERROR),
+            ("UUID=aaaa", UUID_ERROR),
+            ("UUID=ABCD", UUID_ERROR),
+            ("UUID=1234ABCD", UUID_ERROR),
+            ("UUID=1234-ABC", UUID_ERROR),
+            ("UUID=1234-ABCDE", UUID_ERROR),
+            ("UUID=123g-abcd", UUID_ERROR),
+            ("UUID=3f1b2c4d-5e6f-4780-91a2-b3c4d5e6f70", UUID_ERROR),
+            ("UUID=3f1b2c4d-5e6f-4780-91a2-b3c4d5e6f7080", UUID_ERROR),
+            ("UUID=3f1b2c4d5e6f478091a2b3c4d5e6f708", UUID_ERROR),
+            ("UUID={3f1b2c4d-5e6f-4780-91a2-b3c4d5e6f708}", UUID_ERROR),
+            ("UUID=3f1b2c4d-5e6f-4780-91a2-b3c4d5e6f7zz", UUID_ERROR),
+            // An NTFS serial number (16 hex digits): no probe of storage-init's reads NTFS.
+            ("UUID=0123456789ABCDEF", UUID_ERROR),
+            // An MBR PARTUUID is not a filesystem UUID.
+            ("UUID=5a1f0e2d-01", UUID_ERROR),
+            ("UUID=", &["the part after '=' is empty", "8-4-4-4-12"]),
+            ("PARTUUID=not-a-uuid", PARTUUID_ERROR),
+            ("PARTUUID=1234-ABCD", PARTUUID_ERROR),
+            ("PARTUUID=5a1f0e2d-1", PARTUUID_ERROR),
+            ("PARTUUID=5a1f0e2d-001", PARTUUID_ERROR),
+            ("PARTUUID=5a1f0e2-01", PARTUUID_ERROR),
+            ("PARTUUID=5a1f0e2d-0g", PARTUUID_ERROR),
+            (
+                "PARTUUID=0fc63daf-8483-4772-8e79-3d69d8477de",
+                PARTUUID_ERROR,
+            ),
+            (
+                "PARTUUID=",
+                &["the part after '=' is empty", "GPT partition GUID"],
+            ),
+            ("LABEL=", &["the part after '=' is empty", "UUID=<uuid>"]),
+            (
+                "PARTLABEL=",
+                &["the part after '=' is empty", "UUID=<uuid>"],
+            ),
+            (
+                "vda1",
+                &["it names no device", "UUID=<uuid>, LABEL=<label>"],
+            ),
+            (
+                "uuid=3f1b2c4d-5e6f-4780-91a2-b3c4d5e6f708",
+                &["it names no device"],
+            ),
+        ];
+        for (value, expected) in good {
+            let (config, _) = parse_config(&format!("bootfs {value}\n"))
+                .unwrap_or_else(|e| panic!("{value:?}: {e}"));
+            assert_eq!(config.bootfs.as_ref(), Some(expected), "{value:?}");
+            let mut from_cmdline = Config::default();
+            apply_cmdline(
+                &mut from_cmdline,
+                &format!("initoverlayfs.bootfs=\"{value}\""),
+            )
+            .unwrap_or_else(|e| panic!("{value:?}: {e}"));
+            assert_eq!(from_cmdline.bootfs.as_ref(), Some(expected), "{value:?}");
+            // What it renders parses back to the same.
+            let (again, _) = parse_config(&config.render()).unwrap();
+            assert_eq!(again, config, "{value:?}");
+        }
+        for (value, fragments) in bad {
+            let file = parse_config(&format!("bootfs {value}"));
+            let mut config = Config::default();
+            let cmdline = apply_cmdline(&mut config, &format!("initoverlayfs.bootfs=\"{value}\""));
+            for (source, result) in [("file", file.map(|_| ())), ("cmdline", cmdline.map(|_| ()))] {
+                let err = result.expect_err(&format!("{value:?} from the {source}"));
+                assert_eq!(err.key, "bootfs");
+                let shown = err.to_string();
+                assert!(
+                    shown.contains(&format!("{value:?}"))
+                        && shown.contains("'bootfs'")
+                        && fragments.iter().all(|f| shown.contains(f)),
+                    "{value:?} from the {source}: {shown}"
+                );
+            }
+        }
+    }
+
+    /// What the probes and the partition table parsers print for a device is what `bootfs`
+    /// accepts: the `found bootfs` and FATAL lines list them, and a user copies them from there.
+    #[test]
+    fn probed_identities_parse() {
+        let accepts = |value: String| {
+            let (config, _) = parse_config(&format!("bootfs {value}\n"))
+                .unwrap_or_else(|e| panic!("{value:?}: {e}"));
+            assert!(
+                config
+                    .bootfs
+                    .is_some_and(|b| b.to_string().eq_ignore_ascii_case(&value)),
+                "{value}"
+            );
+        };
+        let mut ext = vec![0u8; crate::probe::PROBE_LEN];
+        ext[1024 + 0x38..][..2].copy_from_slice(&0xEF53u16.to_le_bytes());
+        ext[1024 + 0x68..][..16].copy_from_slice(&[0xa5; 16]);
+        let sb = crate::probe::probe(&ext).expect("an ext superblock");
+        accepts(format!("UUID={}", sb.uuid));
+
+        let mut fat = vec![0u8; crate::probe::PROBE_LEN];
+        fat[0x0B..0x0D].copy_from_slice(&512u16.to_le_bytes());
+        fat[0x16..0x18].copy_from_slice(&32u16.to_le_bytes());
+        fat[0x24 + 2] = 0x29;
+        fat[0x24 + 3..0x24 + 7].copy_from_slice(&0xABCD_0123u32.to_le_bytes());
+        fat[0x24 + 7..0x24 + 18].copy_from_slice(b"NO NAME    ");
+        fat[0x24 + 18..0x24 + 26].copy_from_slice(b"FAT16   ");
+        fat[510..512].copy_from_slice(&[0x55, 0xAA]);
+        let sb = crate::probe::probe(&fat).expect("a FAT boot sector");
+        assert_eq!(sb.uuid, "ABCD-0123");
+        accepts(format!("UUID={}", sb.uuid));
+
+        let mut mbr = vec![0u8; 512];
+        mbr[440..444].copy_from_slice(&0x5A1F_0E2Du32.to_le_bytes());
+        for i in 0..4 {
+            mbr[446 + i * 16 + 4] = 0x83;
+        }
+        mbr[510..512].copy_from_slice(&[0x55, 0xAA]);
+        let mut gpt_header = vec![0u8; 92];
+        gpt_header[84..88].copy_from_slice(&128u32.to_le_bytes());
+        let mut gpt_entry = vec![0u8; 128];
+        gpt_entry[..16].copy_from_slice(&[0x0f; 16]);
+        gpt_entry[16..32].copy_from_slice(&[0xc3; 16]);
+        let gpt = crate::partition::parse_gpt_entries(&gpt_entry, &gpt_header);
+        let partitions = crate::partition::parse_mbr(&mbr);
+        assert_eq!((gpt.len(), partitions.len()), (1, 4));
+        for partition in gpt.into_iter().chain(partitions) {
+            accepts(format!("PARTUUID={}", partition.partuuid));
+        }
+    }
+
+    const VERITY_FILE: &str = "bootfs UUID=1234-aaaa\nverity_root_hash ABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABAB\nverity_salt -\nverity_data_blocks 10\n";
 
     #[test]
     fn verity_keys_go_together() {
@@ -792,7 +1013,7 @@ mod tests {
 
         // Without a root hash in the file, the command line may set one (a signed command
         // line, say) and override it again.
-        let (mut plain, _) = parse_config("bootfs UUID=aaaa\n").unwrap();
+        let (mut plain, _) = parse_config("bootfs UUID=1234-aaaa\n").unwrap();
         let warnings = apply_cmdline(
             &mut plain,
             &format!(
@@ -811,7 +1032,7 @@ mod tests {
         let cmdline = "initoverlayfs.emergency=shell";
         assert_eq!(emergency_from_cmdline_for(VERITY_FILE, cmdline), None);
         assert_eq!(
-            emergency_from_cmdline_for("bootfs UUID=aaaa\n", cmdline),
+            emergency_from_cmdline_for("bootfs UUID=1234-aaaa\n", cmdline),
             Some(Emergency::Shell)
         );
         assert_eq!(
@@ -833,13 +1054,13 @@ mod tests {
 
     #[test]
     fn cmdline_overrides_file() {
-        let (mut config, _) = parse_config("bootfs UUID=aaaa\ntimeout 30\n").unwrap();
+        let (mut config, _) = parse_config("bootfs UUID=1234-aaaa\ntimeout 30\n").unwrap();
         let warnings = apply_cmdline(
             &mut config,
-            "BOOT_IMAGE=/vmlinuz root=/dev/sda initoverlayfs.bootfs=UUID=BBBB initoverlayfs.timeout=5 initoverlayfs.nope=1",
+            "BOOT_IMAGE=/vmlinuz root=/dev/sda initoverlayfs.bootfs=UUID=5678-BBBB initoverlayfs.timeout=5 initoverlayfs.nope=1",
         )
         .unwrap();
-        assert_eq!(config.bootfs, Some(BootFs::Uuid("bbbb".into())));
+        assert_eq!(config.bootfs, Some(BootFs::Uuid("5678-bbbb".into())));
         assert_eq!(config.timeout, Duration::from_secs(5));
         assert_eq!(warnings.len(), 1);
         let err = apply_cmdline(&mut config, "initoverlayfs.timeout=x").unwrap_err();
