@@ -15,7 +15,7 @@ use crate::contract::{MODULE_LIST_PATH, ModuleList};
 use crate::error::{Context, Fatal};
 use crate::log::Log;
 use crate::modules::Drivers;
-use crate::mounts::{detach, mount_fs, mount_image, mount_overlay, move_mount};
+use crate::mounts::{detach, mount_boot_fs, mount_fs, mount_image, mount_overlay, move_mount};
 use crate::probe::{Superblock, probe_file};
 use crate::switch_root::switch_root;
 use crate::verified_image::{VerifiedImage, mount_verified};
@@ -250,12 +250,11 @@ fn prepare(
             )),
         }
     }
-    mount_fs(
+    mount_boot_fs(
         &device_path,
         Path::new(layout.boot),
         bootfstype,
-        MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV,
-        "",
+        device.superblock.as_ref().map(|sb| sb.fstype),
     )?;
     log.step(&format!(
         "mounted {device_path} ({bootfstype}) read-only on {}",

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use rustix::io::Errno;
 use rustix::mount::{MountFlags, UnmountFlags, mount_move, unmount};
 
+use crate::config::CONFIG_PATH;
 use crate::error::{Context, Fatal};
 use crate::fs_context::{MountFailure, mount};
 
@@ -20,6 +21,83 @@ pub fn mount_fs(
     let what = || format!("mounting {fstype} {source} on {}", target.display());
     std::fs::create_dir_all(target).context(what)?;
     mount(source, target, fstype, flags, data).map_err(|failure| Fatal::new(what(), failure))
+}
+
+/// Mounts the boot filesystem on `device` read-only at `target` as `fstype`; `probed` is the
+/// type its superblock says, when storage-init recognised it.
+pub fn mount_boot_fs(
+    device: &str,
+    target: &Path,
+    fstype: &str,
+    probed: Option<&str>,
+) -> Result<(), Fatal> {
+    let what = || format!("mounting {fstype} {device} on {}", target.display());
+    std::fs::create_dir_all(target).context(what)?;
+    let flags = MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV;
+    mount(device, target, fstype, flags, "").map_err(|failure| {
+        Fatal::new(
+            what(),
+            explain(&failure, fstype, Role::Boot { device, probed }),
+        )
+    })
+}
+
+/// Which of the boot's filesystems a mount is: what a failure of it can be blamed on, and which
+/// `builder initramfs` option ships its driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role<'a> {
+    /// The boot filesystem (`bootfstype`) on `device`, whose superblock says `probed`.
+    Boot {
+        device: &'a str,
+        probed: Option<&'a str>,
+    },
+    /// The image (`fstype`).
+    Image,
+    /// The overlay over the image, which builder always ships.
+    Overlay,
+}
+
+/// The `why` of a FATAL line for a failed mount of `fstype`: the errno and the kernel's
+/// messages, and what to do where the user can act on it.
+pub fn explain(failure: &MountFailure, fstype: &str, role: Role<'_>) -> String {
+    match (failure.errno, role) {
+        (Errno::NODEV, _) => format!("{failure}: {}", missing_driver(fstype, role)),
+        (Errno::INVAL, Role::Image) => format!(
+            "{failure}: the file is not a valid {fstype} image (corrupt or of another type; {fstype} logs its reason just above); rebuild it with `builder image`"
+        ),
+        _ => failure.to_string(),
+    }
+}
+
+/// What ENODEV from `fsopen` or mount(2) means: the kernel has no driver registered for
+/// `fstype`. storage-init loads the mini initramfs's filesystem modules before it mounts
+/// anything (a required one that fails is fatal there), so the module was never shipped: this
+/// names it and the `builder initramfs` option that adds it.
+pub fn missing_driver(fstype: &str, role: Role<'_>) -> String {
+    // The ext4 driver serves ext2 and ext3 too (builder ships it for all three).
+    let module = match fstype {
+        "ext2" | "ext3" => "ext4",
+        other => other,
+    };
+    let option = match role {
+        Role::Boot { .. } => format!(" --bootfstype {fstype}"),
+        Role::Image => format!(" --fstype {fstype}"),
+        Role::Overlay => String::new(),
+    };
+    let mut why = format!(
+        "this kernel has no {fstype} driver: it is not built in, and the mini initramfs has no {module} module to load; rebuild the mini initramfs with `builder initramfs{option} …` to add it"
+    );
+    if let Role::Boot {
+        device,
+        probed: Some(probed),
+    } = role
+        && probed != fstype
+    {
+        why.push_str(&format!(
+            " (but {device} holds {probed}, not {fstype}: if that is the boot filesystem, correct 'bootfstype' in {CONFIG_PATH} or on the kernel command line instead)"
+        ));
+    }
+    why
 }
 
 /// How the image got mounted.
@@ -58,7 +136,7 @@ pub fn mount_image(image: &Path, target: &Path, fstype: &str) -> Result<ImageMou
             errno: Errno::NOTBLK,
             ..
         }) => {}
-        Err(failure) => return Err(Fatal::new(what(), explain_image_error(failure, fstype))),
+        Err(failure) => return Err(Fatal::new(what(), explain(&failure, fstype, Role::Image))),
     }
     let device = crate::loop_device::attach(image)?;
     let what = || {
@@ -79,22 +157,7 @@ pub fn mount_image(image: &Path, target: &Path, fstype: &str) -> Result<ImageMou
         // `device` closes here; the mount now holds the loop device, and autoclear detaches it
         // when the image is unmounted, leaving /boot releasable.
         Ok(()) => Ok(ImageMount::Loop(device.path.clone())),
-        Err(failure) => Err(Fatal::new(what(), explain_image_error(failure, fstype))),
-    }
-}
-
-/// The errors a user can act on get a sentence saying what to do.
-fn explain_image_error(failure: MountFailure, fstype: &str) -> String {
-    match failure.errno {
-        Errno::INVAL => format!(
-            "{failure}: the file is not a valid {fstype} image (corrupt or of another type; erofs logs its reason just above); rebuild it with `builder erofs`"
-        ),
-        Errno::NODEV => {
-            format!(
-                "{failure}: this kernel has no {fstype} filesystem; add its module to the mini initramfs"
-            )
-        }
-        _ => failure.to_string(),
+        Err(failure) => Err(Fatal::new(what(), explain(&failure, fstype, Role::Image))),
     }
 }
 
@@ -150,7 +213,12 @@ pub fn mount_overlay(
                 errno: Errno::INVAL,
                 ..
             }) if volatile => volatile = false,
-            Err(failure) => return Err(Fatal::new(what(), failure)),
+            Err(failure) => {
+                return Err(Fatal::new(
+                    what(),
+                    explain(&failure, "overlay", Role::Overlay),
+                ));
+            }
         }
     }
 }
@@ -162,6 +230,103 @@ fn errno_text(e: Errno) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn nodev() -> MountFailure {
+        MountFailure::from(Errno::NODEV)
+    }
+
+    /// A kernel without the filesystem's driver: the FATAL line names the module the mini
+    /// initramfs lacks and the command that adds it.
+    #[test]
+    fn a_missing_driver_names_its_module_and_the_rebuild() {
+        let boot = |probed| Role::Boot {
+            device: "/dev/vda1",
+            probed,
+        };
+        let line = Fatal::new(
+            "mounting ext4 /dev/vda1 on /boot",
+            explain(&nodev(), "ext4", boot(Some("ext4"))),
+        )
+        .to_string();
+        assert_eq!(
+            line,
+            "mounting ext4 /dev/vda1 on /boot: No such device (os error 19): this kernel has no ext4 driver: it is not built in, and the mini initramfs has no ext4 module to load; rebuild the mini initramfs with `builder initramfs --bootfstype ext4 …` to add it"
+        );
+        // (fstype, role, fragments the why must show, fragments it must not)
+        let cases: &[(&str, Role<'_>, &[&str], &[&str])] = &[
+            (
+                "ext3",
+                boot(Some("ext3")),
+                &["no ext3 driver", "no ext4 module", "--bootfstype ext3 …`"],
+                &["holds"],
+            ),
+            (
+                "xfs",
+                boot(None),
+                &["no xfs driver", "no xfs module", "--bootfstype xfs …`"],
+                &["holds"],
+            ),
+            (
+                "xfs",
+                boot(Some("ext4")),
+                &[
+                    "--bootfstype xfs …`",
+                    "(but /dev/vda1 holds ext4, not xfs: if that is the boot filesystem, correct 'bootfstype' in /etc/initoverlayfs.conf",
+                ],
+                &[],
+            ),
+            (
+                "erofs",
+                Role::Image,
+                &[
+                    "no erofs module",
+                    "`builder initramfs --fstype erofs …` to add it",
+                ],
+                &["bootfstype", "holds"],
+            ),
+            (
+                "overlay",
+                Role::Overlay,
+                &["no overlay module", "`builder initramfs …` to add it"],
+                &["--fstype", "--bootfstype"],
+            ),
+        ];
+        for (fstype, role, shown, not_shown) in cases {
+            let why = explain(&nodev(), fstype, *role);
+            assert!(
+                why.starts_with("No such device (os error 19): this kernel has no "),
+                "{why}"
+            );
+            assert_eq!(
+                why,
+                format!("{}: {}", nodev(), missing_driver(fstype, *role))
+            );
+            for fragment in *shown {
+                assert!(why.contains(fragment), "{fstype} {role:?}: {why}");
+            }
+            for fragment in *not_shown {
+                assert!(!why.contains(fragment), "{fstype} {role:?}: {why}");
+            }
+        }
+    }
+
+    #[test]
+    fn other_failures_keep_their_explanations() {
+        let inval = MountFailure::from(Errno::INVAL);
+        let why = explain(&inval, "erofs", Role::Image);
+        assert!(
+            why.contains("not a valid erofs image")
+                && why.ends_with("rebuild it with `builder image`"),
+            "{why}"
+        );
+        let boot = Role::Boot {
+            device: "/dev/vda1",
+            probed: Some("ext4"),
+        };
+        assert_eq!(explain(&inval, "ext4", boot), inval.to_string());
+        let busy = MountFailure::from(Errno::BUSY);
+        assert_eq!(explain(&busy, "erofs", Role::Image), busy.to_string());
+    }
 
     #[test]
     fn overlay_options_match_upstream() {

@@ -183,7 +183,10 @@ pub fn mount_verified(
             image.display(),
             source.display()
         );
-        return Err(Fatal::new(what, explain(failure, image, verity, rebuild)));
+        return Err(Fatal::new(
+            what,
+            explain(failure, image, fstype, verity, rebuild),
+        ));
     }
     Ok(VerifiedImage {
         loop_device: loop_path,
@@ -195,12 +198,19 @@ pub fn mount_verified(
     })
 }
 
-fn explain(failure: MountFailure, image: &Path, verity: &Verity, rebuild: &str) -> String {
+fn explain(
+    failure: MountFailure,
+    image: &Path,
+    fstype: &str,
+    verity: &Verity,
+    rebuild: &str,
+) -> String {
     match failure.errno {
         Errno::IO => format!(
             "{failure}: blocks of {} do not match the configured {verity}: the image is corrupt, tampered with, or not the one this mini initramfs was built with (the kernel log above names the block); {rebuild}",
             image.display()
         ),
+        Errno::NODEV => crate::mounts::explain(&failure, fstype, crate::mounts::Role::Image),
         _ => failure.to_string(),
     }
 }
