@@ -547,7 +547,7 @@ fn check_kernel_release(built_for: Option<&str>, running: &str) -> Result<(), Fa
         Some(built_for) if built_for != running => Err(Fatal::new(
             "checking the mini initramfs against the running kernel",
             format!(
-                "it was built for kernel {built_for} but {running} is running: the mini initramfs is stale; rebuild it with `builder mini-initramfs --kver {running} …`"
+                "it was built for kernel {built_for} but {running} is running: the mini initramfs is stale; rebuild it with `builder initramfs --kver {running} …`"
             ),
         )),
         _ => Ok(()),
@@ -565,7 +565,7 @@ fn check_image_identity(
         (Some(recorded), Some(found)) if found.uuid != recorded => Err(Fatal::new(
             format!("checking the image {}", image.display()),
             format!(
-                "its {} UUID is {} but this mini initramfs was built with the image {recorded}: one of them is stale; rebuild both for kernel {} (`builder erofs`, then `builder mini-initramfs --image …`)",
+                "its {} UUID is {} but this mini initramfs was built with the image {recorded}: one of them is stale; rebuild both for kernel {} (`builder image`, then `builder initramfs --image …`)",
                 found.fstype,
                 found.uuid,
                 kernel_release()
