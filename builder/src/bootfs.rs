@@ -513,6 +513,65 @@ mod tests {
         assert_eq!(decide(None, None, Some(&uuid), "x", &none).fstype(), None);
     }
 
+    /// The modules that end up in a mini initramfs on Debian's 6.12 kernel: the resolved
+    /// type's driver alone, or (not known) every probed filesystem's.
+    #[test]
+    fn resolved_and_unknown_on_the_real_debian_kernel() {
+        use crate::compress::InitramfsCompression;
+        use crate::mini_initramfs::MiniInitramfs;
+        let Some(kernel) = crate::real_kernel_tree() else {
+            return;
+        };
+        let work = tempfile::tempdir().unwrap();
+        let Some(image) = ext4_image(work.path()) else {
+            return;
+        };
+        let dev_disk = work.path().join("disk");
+        fs::create_dir_all(dev_disk.join("by-uuid")).unwrap();
+        symlink(&image, dev_disk.join("by-uuid").join(UUID)).unwrap();
+        let kernel_config = KernelConfig::locate(&kernel.root, &kernel.kver).unwrap();
+        let storage_init = work.path().join("storage-init");
+        fs::write(&storage_init, b"\x7fELF storage-init stand-in").unwrap();
+        let shipped = |bootfs: &BootFs| {
+            let boot = decide(None, None, Some(bootfs), "bootfs", &dev_disk);
+            let filesystems = filesystem_modules(&kernel_config, &boot, "erofs", false);
+            let mini = MiniInitramfs {
+                storage_init: storage_init.clone(),
+                config: storage_init::config::Config {
+                    bootfs: Some(bootfs.clone()),
+                    bootfstype: boot.fstype().map(str::to_owned),
+                    ..Default::default()
+                },
+                kernel: kernel.clone(),
+                modules: filesystems.required,
+                wanted_modules: filesystems.probed,
+                mtime: 0,
+                compression: InitramfsCompression::None,
+            };
+            let (_, report) = mini.to_bytes().unwrap();
+            (boot, report.module_bytes.into_keys().collect::<Vec<_>>())
+        };
+        let (boot, modules) = shipped(&BootFs::Uuid(UUID.into()));
+        assert_eq!(boot.fstype(), Some("ext4"));
+        assert!(modules.iter().any(|m| m == "ext4"), "{modules:?}");
+        for other in ["xfs", "btrfs", "vfat"] {
+            assert!(!modules.iter().any(|m| m == other), "{other}: {modules:?}");
+        }
+        let (boot, modules) = shipped(&BootFs::Uuid("00000000-0000-0000-0000-000000000000".into()));
+        assert_eq!(boot.fstype(), None);
+        for every in [
+            "ext4",
+            "xfs",
+            "btrfs",
+            "vfat",
+            "nls_cp437",
+            "nls_ascii",
+            "erofs",
+        ] {
+            assert!(modules.iter().any(|m| m == every), "{every}: {modules:?}");
+        }
+    }
+
     #[test]
     fn given_and_fstab_types_come_first() {
         let nowhere = Path::new("/nonexistent/dev/disk");
