@@ -205,8 +205,8 @@ struct ConfigArgs {
     /// Filesystem type of the boot filesystem; its driver is shipped. When absent: the type in
     /// the superblock of the device --bootfs names, when this machine has it and may read it;
     /// else not known, and the drivers of every filesystem storage-init probes (ext2/3/4,
-    /// vfat, xfs, btrfs, erofs) are shipped, the kernel's modules among them. One stderr line
-    /// says which.
+    /// vfat, xfs, btrfs, erofs) are shipped where the kernel has them as modules. One stderr
+    /// line says which.
     #[arg(long)]
     bootfstype: Option<String>,
     /// A device path storage-init tries first.
