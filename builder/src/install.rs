@@ -26,7 +26,7 @@ use crate::erofs::ErofsOptions;
 use crate::kernel_config::{KernelConfig, KernelConfigError};
 use crate::mini_initramfs::{MiniInitramfs, MiniInitramfsError};
 use crate::modules::KernelModules;
-use crate::presets::{StoragePreset, filesystem_modules, preset_modules};
+use crate::presets::{StoragePreset, preset_modules};
 use crate::replace::{ReplaceError, replace_file, replace_with};
 
 /// Where storage-init is installed on the target, unless `--storage-init` says otherwise.
@@ -316,6 +316,9 @@ pub struct InstallOptions {
     pub presets: Vec<StoragePreset>,
     /// Default: the fstab line of `$BOOT` (or of `/`, with the image under `boot/`).
     pub bootfs: Option<String>,
+    /// The boot filesystem's type. Default: the type of the fstab line the bootfs comes from,
+    /// else read from the device on this machine, else not known (see [`crate::bootfs`]).
+    pub bootfstype: Option<String>,
     pub mtime: u64,
     /// Also install the hooks that redo this after every kernel or initramfs update.
     pub hooks: bool,
@@ -331,6 +334,9 @@ pub struct InstallOptions {
 #[derive(Debug, Default)]
 pub struct InstallReport {
     pub steps: Vec<String>,
+    /// The boot filesystem's type, where it came from and, when it is not known, what was
+    /// shipped instead: one line.
+    pub boot_filesystem: String,
 }
 
 /// Installs initoverlayfs for one kernel. See the module docs for the order of the steps.
@@ -450,19 +456,37 @@ pub fn install(options: &InstallOptions) -> Result<InstallReport, InstallError> 
     }
 
     // 3. The mini initramfs, in memory until its rename.
-    let (bootfs, bootfstype, image_in_bootfs) = match &options.bootfs {
-        Some(bootfs) => (bootfs.clone(), None, layout.image_name()),
-        None => boot_filesystem(&layout)?,
+    let fstab = layout.root.join("etc/fstab");
+    let (bootfs, fstab_type, image_in_bootfs, named) = match &options.bootfs {
+        Some(bootfs) => (
+            bootfs.clone(),
+            None,
+            layout.image_name(),
+            format!("--bootfs {bootfs}"),
+        ),
+        None => {
+            let (bootfs, fstype, image) = boot_filesystem(&layout)?;
+            let named = format!("{bootfs} of {}", fstab.display());
+            (bootfs, fstype, image, named)
+        }
     };
     let mut text = format!(
         "bootfs {bootfs}\nkernel_release {}\nimage_uuid {}\nfs {image_in_bootfs}\n",
         options.kver, built.erofs.uuid
     );
-    if let Some(fstype) = &bootfstype {
+    if let Some(fstype) = &options.bootfstype {
         text.push_str(&format!("bootfstype {fstype}\n"));
     }
     let (mut config, _) = storage_init::config::parse_config(&text)
         .map_err(|e| InstallError::Config(e.to_string()))?;
+    let boot = crate::bootfs::decide(
+        config.bootfstype.as_deref(),
+        fstab_type.as_deref().map(|t| (t, fstab.as_path())),
+        config.bootfs.as_ref(),
+        &named,
+        Path::new(crate::bootfs::DEV_DISK),
+    );
+    config.bootfstype = boot.fstype().map(str::to_owned);
     if let Some(verity) = verity {
         config.verity_root_hash = Some(verity.root_hash);
         config.verity_salt = Some(verity.salt);
@@ -473,21 +497,42 @@ pub fn install(options: &InstallOptions) -> Result<InstallReport, InstallError> 
     } else {
         options.presets.clone()
     };
+    let filesystems = crate::bootfs::filesystem_modules(
+        &kernel,
+        &boot,
+        &config.fstype,
+        config.verity_root_hash.is_some(),
+    );
+    let preset_modules = preset_modules(&presets);
+    let mut wanted_modules = preset_modules.clone();
+    for module in filesystems.probed {
+        if !wanted_modules.contains(&module) {
+            wanted_modules.push(module);
+        }
+    }
     let mini = MiniInitramfs {
         storage_init,
         kernel: KernelModules::new(&options.root, &options.kver),
-        modules: filesystem_modules(
-            &kernel,
-            bootfstype.as_deref(),
-            &config.fstype,
-            config.verity_root_hash.is_some(),
-        ),
+        modules: filesystems.required,
         config,
-        wanted_modules: preset_modules(&presets),
+        wanted_modules,
         mtime: options.mtime,
         compression: kernel.initramfs_compression(None::<InitramfsCompression>)?,
     };
     let (mini_bytes, mini_report) = mini.to_bytes()?;
+    report.boot_filesystem = match boot {
+        crate::bootfs::BootFsType::Unknown { .. } => {
+            let cost = crate::bootfs::probed_cost(
+                &mini.kernel,
+                &mini.modules,
+                &preset_modules,
+                &mini_report,
+            )
+            .map_err(MiniInitramfsError::from)?;
+            crate::bootfs::unknown_line(&boot, &filesystems.probed_filesystems, cost)
+        }
+        _ => boot.to_string(),
+    };
 
     // 4. The fallback, before the classic initramfs is replaced.
     let classic = layout.classic();
@@ -691,10 +736,10 @@ fn install_hooks(
 
 /// The options of this install that the hooks pass to every later one, each word shell-quoted
 /// and preceded by a space: what the owner chose must survive a kernel or initramfs update (an
-/// update that fell back to `all-storage`, the fstab's bootfs or no verification would build
-/// another boot than the one installed). Not kept: `--root` (the hooks run on the target),
-/// `--initramfs` and `--dracut` (the update has just made the initramfs), `--storage-init`
-/// (a path on the machine that ran this install).
+/// update that fell back to `all-storage`, the fstab's bootfs and its type or no verification
+/// would build another boot than the one installed). Not kept: `--root` (the hooks run on the
+/// target), `--initramfs` and `--dracut` (the update has just made the initramfs),
+/// `--storage-init` (a path on the machine that ran this install).
 pub fn kept_options(options: &InstallOptions) -> String {
     let mut words: Vec<String> = Vec::new();
     if let Some(layout) = options.layout {
@@ -705,6 +750,9 @@ pub fn kept_options(options: &InstallOptions) -> String {
     }
     if let Some(bootfs) = &options.bootfs {
         words.extend(["--bootfs".to_owned(), bootfs.clone()]);
+    }
+    if let Some(bootfstype) = &options.bootfstype {
+        words.extend(["--bootfstype".to_owned(), bootfstype.clone()]);
     }
     if options.verity {
         words.push("--verity".to_owned());

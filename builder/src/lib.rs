@@ -5,6 +5,7 @@
 //! types (`storage_init::config::Config`, `storage_init::contract::ModuleList`), and has no
 //! network code: inputs are files and directories the caller already has.
 
+pub mod bootfs;
 pub mod compress;
 pub mod cpio;
 pub mod erofs;

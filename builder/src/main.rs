@@ -5,12 +5,13 @@
 //! reproducible-builds convention) when it is set, and 0 otherwise, so two runs always give the
 //! same bytes.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
+use builder::bootfs::BootFsType;
 use builder::compress::InitramfsCompression;
 use builder::erofs::{ErofsCompression, ErofsOptions, build_erofs};
 use builder::install::LayoutKind;
@@ -139,6 +140,12 @@ struct InstallArgs {
     /// directory of the root filesystem).
     #[arg(long)]
     bootfs: Option<String>,
+    /// Filesystem type of the boot filesystem; its driver is shipped. When absent: the type of
+    /// the fstab line the bootfs comes from (unless `auto`), else the type in the superblock of
+    /// the device the bootfs names, when this machine has it and may read it; else the drivers
+    /// of every filesystem storage-init probes. One stderr line says which.
+    #[arg(long)]
+    bootfstype: Option<String>,
     /// Do not write the kernel-install plugin or the Debian hooks.
     #[arg(long)]
     no_hooks: bool,
@@ -195,7 +202,11 @@ struct ConfigArgs {
     /// The boot filesystem: UUID=…, LABEL=…, PARTUUID=…, PARTLABEL=… or /dev/….
     #[arg(long)]
     bootfs: String,
-    /// Filesystem type of the boot filesystem (probed at boot when absent).
+    /// Filesystem type of the boot filesystem; its driver is shipped. When absent: the type in
+    /// the superblock of the device --bootfs names, when this machine has it and may read it;
+    /// else not known, and the drivers of every filesystem storage-init probes (ext2/3/4,
+    /// vfat, xfs, btrfs, erofs) are shipped where the kernel has them as modules. One stderr
+    /// line says which.
     #[arg(long)]
     bootfstype: Option<String>,
     /// A device path storage-init tries first.
@@ -312,8 +323,13 @@ fn build_time() -> Result<u64> {
     Ok(builder::source_date_epoch()?)
 }
 
-/// Builds the config through storage-init's own parser, so what is written is what it reads.
-fn config(args: &ConfigArgs, kver: Option<&String>) -> Result<storage_init::config::Config> {
+/// Builds the config through storage-init's own parser, so what is written is what it reads,
+/// with the boot filesystem's type as [`builder::bootfs::decide`] decides it (kept in the
+/// config when known).
+fn config(
+    args: &ConfigArgs,
+    kver: Option<&String>,
+) -> Result<(storage_init::config::Config, BootFsType)> {
     let timeout = args.timeout.map(|t| t.to_string());
     let image_uuid = args.image.as_deref().map(image_uuid).transpose()?;
     let verity = match &args.image {
@@ -351,11 +367,20 @@ fn config(args: &ConfigArgs, kver: Option<&String>) -> Result<storage_init::conf
     if let Some(warning) = warnings.first() {
         bail!("unexpected config warning: {warning}");
     }
-    Ok(config)
+    let mut config = config;
+    let boot = builder::bootfs::decide(
+        config.bootfstype.as_deref(),
+        None,
+        config.bootfs.as_ref(),
+        &format!("--bootfs {}", args.bootfs),
+        Path::new(builder::bootfs::DEV_DISK),
+    );
+    config.bootfstype = boot.fstype().map(str::to_owned);
+    Ok((config, boot))
 }
 
 /// The UUID of an image file, read the way storage-init reads it at boot.
-fn image_uuid(image: &std::path::Path) -> Result<String> {
+fn image_uuid(image: &Path) -> Result<String> {
     match storage_init::probe::probe_file(image)
         .with_context(|| format!("reading --image {}", image.display()))?
     {
@@ -384,7 +409,14 @@ fn run(cli: Cli) -> Result<()> {
         Command::Uki(args) => uki(&args),
         Command::Image(args) => image(&args),
         Command::Config(args) => {
-            print!("{}", config(&args.config, args.kver.as_ref())?.render());
+            let (config, boot) = config(&args.config, args.kver.as_ref())?;
+            match boot {
+                BootFsType::Unknown { .. } => eprintln!(
+                    "builder: {boot}: storage-init takes the type from the superblock it finds"
+                ),
+                _ => eprintln!("builder: {boot}"),
+            }
+            print!("{}", config.render());
             Ok(())
         }
         Command::Modules(args) => {
@@ -402,12 +434,14 @@ fn run(cli: Cli) -> Result<()> {
                 storage_init: args.storage_init,
                 presets: args.presets,
                 bootfs: args.bootfs,
+                bootfstype: args.bootfstype,
                 mtime: build_time()?,
                 hooks: !args.no_hooks,
                 builder_path: args.builder_path,
                 verity: args.verity,
             };
             let report = builder::install::install(&options)?;
+            eprintln!("builder: {}", report.boot_filesystem);
             for step in report.steps {
                 println!("{step}");
             }
@@ -483,7 +517,7 @@ fn uki(args: &UkiArgs) -> Result<()> {
         .output
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
+        .unwrap_or(Path::new("."));
     let scratch = tempfile::Builder::new()
         .prefix(".builder-uki")
         .tempdir_in(dir)
@@ -504,7 +538,7 @@ fn uki(args: &UkiArgs) -> Result<()> {
 }
 
 fn initramfs(args: &InitramfsArgs) -> Result<()> {
-    let config = config(&args.config, Some(&args.kernel.kver))?;
+    let (config, boot) = config(&args.config, Some(&args.kernel.kver))?;
     let requested = match args.compression.as_str() {
         "auto" => None,
         name => Some(name.parse::<InitramfsCompression>()?),
@@ -512,23 +546,30 @@ fn initramfs(args: &InitramfsArgs) -> Result<()> {
     // The filesystems' modules follow the kernel: loop only where erofs cannot mount a file,
     // vfat's codepage and charset as the kernel's defaults name them. So does the compression.
     let mut modules = args.kernel.modules.clone();
+    let preset_modules = builder::presets::preset_modules(&args.presets.presets);
+    let mut wanted_modules = preset_modules.clone();
     let mut notes = Vec::new();
+    let mut probed_filesystems = None;
     let compression = match KernelConfig::locate(&args.kernel.kernel_root, &args.kernel.kver) {
         Ok(kernel) => {
-            if config.bootfstype.is_none() {
-                notes.push(
-                    "no --bootfstype: add the /boot filesystem's module with --module".to_owned(),
-                );
-            }
-            for module in builder::presets::filesystem_modules(
+            let filesystems = builder::bootfs::filesystem_modules(
                 &kernel,
-                config.bootfstype.as_deref(),
+                &boot,
                 &config.fstype,
                 config.verity_root_hash.is_some(),
-            ) {
+            );
+            for module in filesystems.required {
                 if !modules.contains(&module) {
                     modules.push(module);
                 }
+            }
+            for module in filesystems.probed {
+                if !wanted_modules.contains(&module) {
+                    wanted_modules.push(module);
+                }
+            }
+            if boot.fstype().is_none() {
+                probed_filesystems = Some(filesystems.probed_filesystems);
             }
             kernel.initramfs_compression(requested)?
         }
@@ -549,11 +590,27 @@ fn initramfs(args: &InitramfsArgs) -> Result<()> {
         config,
         kernel: KernelModules::new(&args.kernel.kernel_root, &args.kernel.kver),
         modules,
-        wanted_modules: builder::presets::preset_modules(&args.presets.presets),
+        wanted_modules,
         mtime: build_time()?,
         compression,
     };
     let report = inputs.write(&args.output)?;
+    let line = match (&boot, probed_filesystems) {
+        (BootFsType::Unknown { .. }, Some(filesystems)) => {
+            let cost = builder::bootfs::probed_cost(
+                &inputs.kernel,
+                &inputs.modules,
+                &preset_modules,
+                &report,
+            )?;
+            builder::bootfs::unknown_line(&boot, &filesystems, cost)
+        }
+        (BootFsType::Unknown { .. }, None) => format!(
+            "{boot}: without the kernel's config no filesystem driver is shipped; pass --bootfstype and the kernel's config, or name the drivers with --module"
+        ),
+        _ => boot.to_string(),
+    };
+    eprintln!("builder: {line}");
     for note in notes {
         println!("note: {note}");
     }

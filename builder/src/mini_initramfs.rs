@@ -3,6 +3,7 @@
 //! storage-init needs before it mounts anything. Byte-identical on every rebuild from the same
 //! inputs.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -83,6 +84,8 @@ pub struct MiniInitramfsReport {
     pub module_list: ModuleList,
     /// Decisions of the module closure (built-in modules skipped, …).
     pub notes: Vec<String>,
+    /// The size of each shipped module file (uncompressed), by module name.
+    pub module_bytes: BTreeMap<String, u64>,
     /// Archive entries, the trailer not counted.
     pub entries: usize,
     /// Size of the archive in bytes, uncompressed.
@@ -91,9 +94,23 @@ pub struct MiniInitramfsReport {
     pub compressed_bytes: u64,
 }
 
+/// The archive and what went into it.
+struct Assembled {
+    archive: Archive,
+    module_list: ModuleList,
+    notes: Vec<String>,
+    module_bytes: BTreeMap<String, u64>,
+}
+
 impl MiniInitramfs {
     /// The archive and the module list it carries.
     pub fn archive(&self) -> Result<(Archive, ModuleList, Vec<String>), MiniInitramfsError> {
+        self.assemble()
+            .map(|built| (built.archive, built.module_list, built.notes))
+    }
+
+    /// [`MiniInitramfs::archive`], with the size of each module file it holds.
+    fn assemble(&self) -> Result<Assembled, MiniInitramfsError> {
         let mut archive = Archive::new();
         for dir in DIRECTORIES {
             archive.add_dir(dir, DIRECTORY_MODE)?;
@@ -115,6 +132,7 @@ impl MiniInitramfs {
 
         let installed_dir = self.kernel.installed_dir();
         archive.add_dir(&installed_dir, DIRECTORY_MODE)?;
+        let mut module_bytes = BTreeMap::new();
         let (module_list, notes) = if self.modules.is_empty() && self.wanted_modules.is_empty() {
             (ModuleList::default(), Vec::new())
         } else {
@@ -132,6 +150,7 @@ impl MiniInitramfs {
                         module.relative_path
                     )),
                 }
+                module_bytes.insert(module.name.clone(), bytes.len() as u64);
                 let path = format!("{installed_dir}/{}", module.uncompressed_relative_path()?);
                 archive.add_file(&path, DATA_FILE_MODE, bytes)?;
             }
@@ -153,7 +172,12 @@ impl MiniInitramfs {
             DATA_FILE_MODE,
             module_list.render().into_bytes(),
         )?;
-        Ok((archive, module_list, notes))
+        Ok(Assembled {
+            archive,
+            module_list,
+            notes,
+            module_bytes,
+        })
     }
 
     /// A firmware file under the kernel tree's /lib/firmware, as is or compressed the way
@@ -174,7 +198,12 @@ impl MiniInitramfs {
 
     /// The file's bytes (the archive, compressed), with its report.
     pub fn to_bytes(&self) -> Result<(Vec<u8>, MiniInitramfsReport), MiniInitramfsError> {
-        let (archive, module_list, notes) = self.archive()?;
+        let Assembled {
+            archive,
+            module_list,
+            notes,
+            module_bytes,
+        } = self.assemble()?;
         let bytes = archive.to_bytes(self.mtime)?;
         let compressed =
             self.compression
@@ -186,6 +215,7 @@ impl MiniInitramfs {
         let report = MiniInitramfsReport {
             module_list,
             notes,
+            module_bytes,
             entries: archive.len(),
             bytes: bytes.len() as u64,
             compressed_bytes: compressed.len() as u64,

@@ -168,22 +168,8 @@ pub fn filesystem_modules(
         }
     };
     for fstype in boot_fstype.into_iter().chain([image_fstype]) {
-        match fstype {
-            "ext2" | "ext3" | "ext4" => add("ext4".into()),
-            "vfat" | "fat" | "msdos" => {
-                add("vfat".into());
-                let codepage = kernel
-                    .value("CONFIG_FAT_DEFAULT_CODEPAGE")
-                    .unwrap_or("437")
-                    .to_owned();
-                add(format!("nls_cp{codepage}"));
-                let charset = kernel
-                    .value("CONFIG_FAT_DEFAULT_IOCHARSET")
-                    .unwrap_or("iso8859-1")
-                    .replace('-', "_");
-                add(format!("nls_{charset}"));
-            }
-            other => add(other.to_owned()),
+        for module in fstype_modules(kernel, fstype) {
+            add(module);
         }
     }
     add("overlay".into());
@@ -192,6 +178,65 @@ pub fn filesystem_modules(
     }
     if verified {
         add("dm_verity".into());
+    }
+    modules
+}
+
+/// The modules that mount a filesystem of type `fstype` on `kernel`: ext2 and ext3 through
+/// ext4's driver (which registers them), vfat with the codepage and charset the kernel's FAT
+/// defaults name (it would ask modprobe for them, which the mini initramfs does not have).
+fn fstype_modules(kernel: &KernelConfig, fstype: &str) -> Vec<String> {
+    match fstype {
+        "ext2" | "ext3" | "ext4" => vec!["ext4".into()],
+        "vfat" | "fat" | "msdos" => {
+            let codepage = kernel.value("CONFIG_FAT_DEFAULT_CODEPAGE").unwrap_or("437");
+            let charset = kernel
+                .value("CONFIG_FAT_DEFAULT_IOCHARSET")
+                .unwrap_or("iso8859-1")
+                .replace('-', "_");
+            vec![
+                "vfat".into(),
+                format!("nls_cp{codepage}"),
+                format!("nls_{charset}"),
+            ]
+        }
+        other => vec![other.to_owned()],
+    }
+}
+
+/// The filesystems storage-init's superblock probe recognises (`storage_init::probe`), each
+/// with the kernel option of its driver: ext2 and ext3 are mounted by ext4's.
+pub const PROBED_FILESYSTEMS: [(&str, &str); 5] = [
+    ("ext4", "CONFIG_EXT4_FS"),
+    ("vfat", "CONFIG_VFAT_FS"),
+    ("xfs", "CONFIG_XFS_FS"),
+    ("btrfs", "CONFIG_BTRFS_FS"),
+    ("erofs", "CONFIG_EROFS_FS"),
+];
+
+/// The filesystems storage-init probes that `kernel` can mount (its config builds their driver
+/// in or as a module), in [`PROBED_FILESYSTEMS`] order.
+pub fn probed_filesystems(kernel: &KernelConfig) -> Vec<&'static str> {
+    PROBED_FILESYSTEMS
+        .iter()
+        .filter(|(_, option)| kernel.enabled(option))
+        .map(|(fstype, _)| *fstype)
+        .collect()
+}
+
+/// The modules of every filesystem storage-init probes that `kernel` can mount, each once: what
+/// a mini initramfs ships when the type of /boot is not known at build time, so that the type
+/// storage-init reads from the device's superblock at boot can be mounted. A driver built into
+/// the kernel needs no module (the module closure skips it with a note), nor does a filesystem
+/// the kernel's config leaves out.
+pub fn probed_filesystem_modules(kernel: &KernelConfig) -> Vec<String> {
+    let mut modules: Vec<String> = Vec::new();
+    for fstype in probed_filesystems(kernel) {
+        for module in fstype_modules(kernel, fstype) {
+            if !modules.contains(&module) {
+                modules.push(module);
+            }
+        }
     }
     modules
 }
@@ -255,5 +300,56 @@ mod tests {
             filesystem_modules(&debian61, Some("xfs"), "erofs", false),
             ["xfs", "erofs", "overlay", "loop"]
         );
+    }
+    /// Every type storage-init's probe can return is one of [`PROBED_FILESYSTEMS`] or mounted
+    /// by one of their drivers: read from its source, so a filesystem added there and not here
+    /// fails this test.
+    #[test]
+    fn probed_filesystems_follow_storage_init() {
+        let source = include_str!("../../storage-init/src/probe.rs");
+        let mut returned: Vec<&str> = source
+            .split("fstype: \"")
+            .skip(1)
+            .filter_map(|rest| rest.split('"').next())
+            .collect();
+        assert!(source.contains("\"ext2\"") && source.contains("\"ext3\""));
+        returned.extend(["ext2", "ext3"]);
+        let all = KernelConfig::parse(
+            "CONFIG_EXT4_FS=m\nCONFIG_VFAT_FS=m\nCONFIG_XFS_FS=m\nCONFIG_BTRFS_FS=m\nCONFIG_EROFS_FS=m\n",
+            Path::new("config"),
+        );
+        let shipped = probed_filesystem_modules(&all);
+        for fstype in returned {
+            for module in fstype_modules(&all, fstype) {
+                assert!(shipped.contains(&module), "{fstype}: {module} not shipped");
+            }
+        }
+    }
+
+    #[test]
+    fn probed_filesystems_the_kernel_has() {
+        let debian612 = KernelConfig::parse(
+            "CONFIG_EXT4_FS=m\nCONFIG_VFAT_FS=m\nCONFIG_XFS_FS=m\nCONFIG_BTRFS_FS=m\nCONFIG_EROFS_FS=m\nCONFIG_FAT_DEFAULT_CODEPAGE=437\nCONFIG_FAT_DEFAULT_IOCHARSET=\"ascii\"\n",
+            Path::new("config-6.12"),
+        );
+        assert_eq!(
+            probed_filesystem_modules(&debian612),
+            [
+                "ext4",
+                "vfat",
+                "nls_cp437",
+                "nls_ascii",
+                "xfs",
+                "btrfs",
+                "erofs"
+            ]
+        );
+        // Built in: still asked for (the closure skips it); left out: not asked for.
+        let fedora_like = KernelConfig::parse(
+            "CONFIG_EXT4_FS=y\nCONFIG_XFS_FS=m\n# CONFIG_BTRFS_FS is not set\n",
+            Path::new("config"),
+        );
+        assert_eq!(probed_filesystems(&fedora_like), ["ext4", "xfs"]);
+        assert_eq!(probed_filesystem_modules(&fedora_like), ["ext4", "xfs"]);
     }
 }

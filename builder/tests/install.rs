@@ -614,3 +614,91 @@ fn missing_pieces_are_named() {
         "{stderr}"
     );
 }
+
+/// The boot filesystem's driver follows the same rule as `builder initramfs`: the fstab line's
+/// type, else (a `--bootfs` of its own, or an fstab type of `auto`) the device when this
+/// machine has it, else every probed filesystem's; `--bootfstype` first, and kept by the hooks.
+#[test]
+fn install_ships_the_boot_filesystem_driver() {
+    if !have_mkfs() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("root");
+    let initramfs = make_root(&root, Distro::Debian);
+    write(
+        &root.join(format!("boot/config-{KVER}")),
+        "CONFIG_EXT4_FS=m\nCONFIG_XFS_FS=m\nCONFIG_EROFS_FS=m\nCONFIG_EROFS_FS_ZIP=y\nCONFIG_EROFS_FS_BACKED_BY_FILE=y\nCONFIG_RD_ZSTD=y\n",
+    );
+    let modules = root.join("lib/modules").join(KVER);
+    write(&modules.join("kernel/xfs.ko"), b"\x7fELF module");
+    let mut dep = fs::read_to_string(modules.join("modules.dep")).unwrap();
+    dep.push_str("kernel/xfs.ko:\n");
+    write(&modules.join("modules.dep"), dep);
+    let fstab = root.join("etc/fstab");
+    let run = |extra: &[&str]| {
+        let output = install(&root, extra);
+        assert!(output.status.success(), "{output:?}");
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        let listing = list(&initramfs);
+        let shipped = |module: &str| listing.contains(&format!("/{module}.ko\n"));
+        (
+            stderr,
+            shipped("ext4"),
+            shipped("xfs"),
+            mini_config(&initramfs).bootfstype,
+        )
+    };
+
+    // The fstab's line for /boot says ext4.
+    let (stderr, ext4, xfs, bootfstype) = run(&["--no-hooks"]);
+    assert_eq!(
+        stderr,
+        format!("builder: boot filesystem ext4 (from {})\n", fstab.display())
+    );
+    assert!(ext4 && !xfs);
+    assert_eq!(bootfstype.as_deref(), Some("ext4"));
+
+    // A --bootfs this machine does not have, no type: both drivers, no type in the config.
+    let (stderr, ext4, xfs, bootfstype) =
+        run(&["--no-hooks", "--bootfs", "LABEL=not on this machine"]);
+    assert!(
+        stderr.starts_with(
+            "builder: boot filesystem not known (--bootfs LABEL=not on this machine is not on this machine (no /dev/disk/by-label/not\\x20on\\x20this\\x20machine)): shipping the drivers of every filesystem storage-init probes that this kernel has (ext4, xfs, erofs): +2 modules"
+        ),
+        "{stderr}"
+    );
+    assert!(ext4 && xfs);
+    assert_eq!(bootfstype, None);
+
+    // fstab's `auto` names no type: the same.
+    let text = fs::read_to_string(&fstab).unwrap();
+    write(&fstab, text.replace("/boot ext4", "/boot auto"));
+    let (stderr, ext4, xfs, _) = run(&["--no-hooks"]);
+    assert!(
+        stderr.starts_with(&format!(
+            "builder: boot filesystem not known (UUID=aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee of {} is not on this machine",
+            fstab.display()
+        )),
+        "{stderr}"
+    );
+    assert!(ext4 && xfs);
+
+    // --bootfstype decides, and the hooks keep it.
+    let (stderr, ext4, xfs, bootfstype) = run(&[
+        "--bootfs",
+        "LABEL=boot",
+        "--bootfstype",
+        "xfs",
+        "--builder-path",
+        env!("CARGO_BIN_EXE_builder"),
+    ]);
+    assert_eq!(stderr, "builder: boot filesystem xfs (from --bootfstype)\n");
+    assert!(!ext4 && xfs);
+    assert_eq!(bootfstype.as_deref(), Some("xfs"));
+    let hook = fs::read_to_string(root.join("etc/initramfs/post-update.d/initoverlayfs")).unwrap();
+    assert!(
+        hook.contains("--no-hooks --bootfs LABEL=boot --bootfstype xfs\n"),
+        "{hook}"
+    );
+}
