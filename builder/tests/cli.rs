@@ -35,7 +35,7 @@ fn initramfs_then_list() {
             .args(["--kver", "1.0", "--module", "virtio-blk"])
             .args([
                 "--bootfs",
-                "UUID=ABCD",
+                "UUID=ABCD-1234",
                 "--bootfstype",
                 "ext4",
                 "--timeout",
@@ -332,7 +332,7 @@ fn config_prints_what_storage_init_reads() {
     assert_eq!(config.bootfs.unwrap().to_string(), "PARTLABEL=boot");
 
     let bad = builder()
-        .args(["config", "--bootfs", "UUID=x", "--emergency", "explode"])
+        .args(["config", "--bootfs", "LABEL=x", "--emergency", "explode"])
         .output()
         .unwrap();
     assert_eq!(bad.status.code(), Some(1));
