@@ -303,8 +303,30 @@ fn in_dependency_order(deps: &[Vec<usize>], workers: usize, work: impl Fn(usize)
 fn finit(path: &Path) -> Result<Duration, String> {
     let file = File::open(path).map_err(|e| e.to_string())?;
     let start = Instant::now();
-    rustix::system::finit_module(&file, c"", 0).map_err(errno_text)?;
+    rustix::system::finit_module(&file, c"", 0).map_err(|errno| {
+        let text = errno_text(errno);
+        match refusal_advice(errno) {
+            Some(advice) => format!("{text}: {advice}"),
+            None => text,
+        }
+    })?;
     Ok(start.elapsed())
+}
+
+/// What to do when the kernel refuses a module file itself, rather than the device it drives.
+fn refusal_advice(errno: Errno) -> Option<&'static str> {
+    match errno {
+        Errno::NOEXEC => Some(
+            "the kernel refuses the file as a module (damaged, or built for another kernel); \
+             rebuild the mini initramfs for the running kernel with \
+             `builder initramfs --kver $(uname -r) …`",
+        ),
+        Errno::KEYREJECTED | Errno::NOKEY => Some(
+            "the kernel accepts signed modules only and this one's signature is missing or not \
+             trusted; build the mini initramfs from the distribution's signed modules",
+        ),
+        _ => None,
+    }
 }
 
 /// The errno with its name, e.g. "ENOEXEC (Exec format error)": the name is what people search.
@@ -317,6 +339,25 @@ pub fn errno_text(errno: Errno) -> String {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A file the kernel refuses as a module says what to rebuild; other failures keep the
+    /// kernel's word alone.
+    #[test]
+    fn refused_modules_say_what_to_do() {
+        let advice = refusal_advice(Errno::NOEXEC).unwrap();
+        assert!(
+            advice.contains("`builder initramfs --kver $(uname -r)"),
+            "{advice}"
+        );
+        assert!(
+            refusal_advice(Errno::KEYREJECTED)
+                .unwrap()
+                .contains("signed")
+        );
+        for errno in [Errno::NODEV, Errno::INVAL, Errno::NOMEM, Errno::EXIST] {
+            assert_eq!(refusal_advice(errno), None, "{errno}");
+        }
+    }
     use std::time::Duration;
 
     /// Runs the scheduler with work that takes a few milliseconds; returns the order of

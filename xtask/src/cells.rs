@@ -458,6 +458,15 @@ pub struct Cell {
     /// Set on every cell a `[[matrix]]` generates.
     #[serde(default)]
     pub prove_drivers: bool,
+    /// A guest reboot restarts the machine (firmware and kernel again) instead of ending the
+    /// boot: for storage-init's `reboot` emergency action. The dogfood flow always restarts.
+    #[serde(default)]
+    pub guest_reboots: bool,
+    /// A module of the mini initramfs (its name, `ext4`) replaced by bytes that are no module,
+    /// in a second archive (the mini initramfs then uncompressed): the kernel refuses to load
+    /// it. Flows busybox and dracut, booted directly.
+    #[serde(default)]
+    pub broken_module: Option<String>,
     pub milestones: Vec<MilestoneSpec>,
 }
 
@@ -621,6 +630,8 @@ impl MatrixSpec {
             fatal: self.fatal.clone(),
             console: self.console.clone(),
             prove_drivers: self.prove_drivers,
+            guest_reboots: false,
+            broken_module: None,
             milestones: self
                 .milestones
                 .iter()
@@ -837,7 +848,8 @@ pub fn read_cells(root: &Path) -> Result<Vec<Cell>> {
                 && cell.end == CellEnd::PowerOff)
         {
             bail!(
-                "{}: cell {}: flow dogfood boots a real root through firmware and powers off                  by itself: it needs firmware = \"uefi\", boot_fs = \"vfat\", real_root = true \
+                "{}: cell {}: flow dogfood boots a real root through firmware and powers off \
+                 by itself: it needs firmware = \"uefi\", boot_fs = \"vfat\", real_root = true \
                  and the default end",
                 path.display(),
                 cell.name
@@ -872,6 +884,17 @@ pub fn read_cells(root: &Path) -> Result<Vec<Cell>> {
         }
         if let Err(why) = check_pid1(cell) {
             bail!("{}: cell {}: {why}", path.display(), cell.name);
+        }
+        if cell.broken_module.is_some()
+            && !(matches!(cell.flow, Flow::Busybox | Flow::Dracut)
+                && cell.firmware == Firmware::Direct)
+        {
+            bail!(
+                "{}: cell {}: broken_module replaces a module of a mini initramfs QEMU loads \
+                 itself: it needs flow busybox or dracut and direct boot",
+                path.display(),
+                cell.name
+            );
         }
         if cell.empty_cdrom && cell.machine != MachineKind::Q35 {
             bail!(

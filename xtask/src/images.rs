@@ -125,7 +125,7 @@ impl Layout {
             image_fs: cell.image_fs,
             verity: cell.verity,
             empty_cdrom: cell.empty_cdrom,
-            uncompressed: cell.flow == Flow::PrepareOnly,
+            uncompressed: cell.flow == Flow::PrepareOnly || cell.broken_module.is_some(),
             bus: cell.bus,
             boot_min_mib: if cell.flow == Flow::Dogfood {
                 DOGFOOD_ESP_MIB
@@ -644,6 +644,30 @@ fn append_archive(mini_initramfs: &Path, archive: &builder::cpio::Archive) -> Re
     std::io::Write::write_all(&mut file, &bytes)
         .with_context(|| format!("appending to {}", mini_initramfs.display()))?;
     Ok(())
+}
+
+/// Replaces module `name` of an uncompressed mini initramfs with bytes that are no module, in
+/// a second archive at the path the module list names: the kernel refuses it (a fault cell's
+/// module that fails to load).
+pub fn break_module(mini_initramfs: &Path, name: &str) -> Result<()> {
+    let bytes = std::fs::read(mini_initramfs)
+        .with_context(|| format!("reading {}", mini_initramfs.display()))?;
+    let entries = builder::cpio::read_archive(&bytes)
+        .with_context(|| format!("reading {} (uncompressed?)", mini_initramfs.display()))?;
+    let file = format!("/{name}.ko");
+    let path = entries
+        .iter()
+        .map(|e| e.name.trim_start_matches('/'))
+        .find(|n| n.starts_with("lib/modules/") && n.ends_with(&file))
+        .with_context(|| format!("{} ships no module {name}", mini_initramfs.display()))?
+        .to_owned();
+    let mut archive = builder::cpio::Archive::new();
+    archive.add_file(
+        &format!("/{path}"),
+        0o644,
+        b"not a kernel module\n".to_vec(),
+    )?;
+    append_archive(mini_initramfs, &archive)
 }
 
 /// Builds an erofs image of `content`; returns its UUID.

@@ -149,7 +149,7 @@ pub fn plan(
         dtb: artefacts.dtb.clone(),
         hotplug_ports: u32::from(hotplugged),
         empty_cdroms: u32::from(cell.empty_cdrom),
-        on_reboot: if cell.flow.reboots() {
+        on_reboot: if cell.flow.reboots() || cell.guest_reboots {
             GuestReboot::Restart
         } else {
             GuestReboot::ExitQemu

@@ -676,6 +676,9 @@ fn build_cell(
             if cell.flow == Flow::PrepareOnly {
                 images::add_service_stand_in(&built.mini_initramfs, &storage_init, &busybox)?;
             }
+            if let Some(module) = &cell.broken_module {
+                images::break_module(&built.mini_initramfs, module)?;
+            }
             (built.mini_initramfs, built.disk)
         }
         Flow::Dracut => {
@@ -690,6 +693,9 @@ fn build_cell(
                 shell,
                 &build,
             )?;
+            if let Some(module) = &cell.broken_module {
+                images::break_module(&built.mini_initramfs, module)?;
+            }
             (built.mini_initramfs, built.disk)
         }
         Flow::DracutClassic => {
