@@ -106,6 +106,11 @@ pub enum InstallError {
     )]
     NoSpace { dir: PathBuf, need: u64, have: u64 },
     #[error(
+        "{dir} cannot be written ({why}): install writes the image and the mini initramfs there; remount it read-write (`mount -o remount,rw {dir}`) and run again: nothing was changed",
+        dir = .dir.display()
+    )]
+    ReadOnly { dir: PathBuf, why: String },
+    #[error(
         "running dracut for {kver}: {why}; install dracut (initramfs-tools images cannot hand over from an overlay) or give --initramfs FILE"
     )]
     Dracut { kver: String, why: String },
@@ -406,6 +411,7 @@ pub fn install(options: &InstallOptions) -> Result<InstallReport, InstallError> 
         0
     };
     let need = unpacked + classic_bytes + fallback + scratch;
+    check_writable(&boot_dir)?;
     let have = free_bytes(&boot_dir)?;
     if have < need + SPARE_BYTES {
         return Err(InstallError::NoSpace {
@@ -900,6 +906,25 @@ fn same_device(a: &Path, b: &Path) -> bool {
         (Ok(a), Ok(b)) => a.dev() == b.dev(),
         _ => false,
     }
+}
+
+/// Refuses a /boot this process cannot write (mounted read-only, or not ours to write) before
+/// anything is written there.
+fn check_writable(dir: &Path) -> Result<(), InstallError> {
+    let stat = rustix::fs::statvfs(dir).map_err(|e| InstallError::Io {
+        path: dir.to_owned(),
+        error: e.into(),
+    })?;
+    if stat.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY) {
+        return Err(InstallError::ReadOnly {
+            dir: dir.to_owned(),
+            why: "mounted read-only".to_owned(),
+        });
+    }
+    rustix::fs::access(dir, rustix::fs::Access::WRITE_OK).map_err(|errno| InstallError::ReadOnly {
+        dir: dir.to_owned(),
+        why: io::Error::from(errno).to_string(),
+    })
 }
 
 fn free_bytes(dir: &Path) -> Result<u64, InstallError> {

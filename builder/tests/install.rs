@@ -582,6 +582,44 @@ fn a_full_boot_is_refused_before_anything_changes() {
     assert!(initramfs.is_file());
 }
 
+/// A read-only /boot (mounted so, or a firmware partition the system keeps read-only): refused
+/// before anything is written, saying so. Needs root to mount it.
+#[test]
+fn a_read_only_boot_is_refused_before_anything_changes() {
+    if !common::have_root("mounting a read-only /boot") {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("root");
+    let initramfs = make_root(&root, Distro::Debian);
+    let boot = root.join("boot");
+    // The populated /boot bound onto itself, then made read-only.
+    rustix::mount::mount_bind(&boot, &boot).unwrap();
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = rustix::mount::unmount(&self.0, rustix::mount::UnmountFlags::DETACH);
+        }
+    }
+    let _unmount = Unmount(boot.clone());
+    rustix::mount::mount_remount(
+        &boot,
+        rustix::mount::MountFlags::BIND | rustix::mount::MountFlags::RDONLY,
+        "",
+    )
+    .unwrap();
+    let before = snapshot(&root);
+    let output = install(&root, &[]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("read-only") && stderr.contains("nothing was changed"),
+        "{stderr}"
+    );
+    assert_eq!(snapshot(&root), before);
+    assert!(initramfs.is_file());
+}
+
 #[test]
 fn missing_pieces_are_named() {
     let work = tempfile::tempdir().unwrap();
