@@ -412,6 +412,10 @@ pub fn install(options: &InstallOptions) -> Result<InstallReport, InstallError> 
     };
     let need = unpacked + classic_bytes + fallback + scratch;
     check_writable(&boot_dir)?;
+    // What a run stopped dead (a power cut) left behind, before the space is counted.
+    for dir in [boot_dir.clone(), boot_dir.join("loader/entries")] {
+        remove_leftovers(&dir, &mut report)?;
+    }
     let have = free_bytes(&boot_dir)?;
     if have < need + SPARE_BYTES {
         return Err(InstallError::NoSpace {
@@ -730,6 +734,7 @@ fn install_hooks(
         let path = layout.root.join(relative);
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir).map_err(io_error(dir))?;
+            remove_leftovers(dir, &mut Default::default())?;
         }
         let text = text
             .replace("@BUILDER@", builder)
@@ -885,19 +890,62 @@ fn run_dracut(
 /// A second name for `from` at `to`: a hard link where both are on one filesystem, else a
 /// copy, replaced atomically either way.
 fn keep_copy(from: &Path, to: &Path) -> Result<(), InstallError> {
+    // Already a second name for it (an earlier run stopped after this step). The check is
+    // needed, not an optimisation: rename(2) of one hard link onto another of the same file
+    // does nothing and succeeds, which would leave the temporary name behind.
+    if is_same_file(from, to) {
+        return Ok(());
+    }
     let temporary = to.with_extension("initoverlayfs-tmp");
     let _ = fs::remove_file(&temporary);
     if fs::hard_link(from, &temporary).is_ok() {
+        crate::fault::point("after linking the fallback");
         fs::rename(&temporary, to).map_err(io_error(to))?;
-        return Ok(crate::replace::sync_parent(to)?);
+        crate::fault::point("after renaming the fallback");
+        crate::replace::sync_parent(to)?;
+        crate::fault::point("after the directory's fsync");
+        return Ok(());
     }
     let mut source = fs::File::open(from).map_err(io_error(from))?;
     replace_with(to, 0o600, |file| io::copy(&mut source, file).map(|_| ()))?;
     Ok(())
 }
 
+/// Removes the temporary files of an earlier run that was stopped dead in `dir`: builder's
+/// `.builder-*` files (the rename never happened) and a fallback's `*.initoverlayfs-tmp` link.
+/// Nothing reads them; an absent directory has none.
+fn remove_leftovers(dir: &Path, report: &mut InstallReport) -> Result<(), InstallError> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(crate::replace::TEMPORARY_PREFIX)
+            || name.ends_with(".initoverlayfs-tmp")
+        {
+            let path = entry.path();
+            fs::remove_file(&path).map_err(io_error(&path))?;
+            report.steps.push(format!(
+                "removed {}, left by a run that was stopped",
+                path.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn file_len(path: &Path) -> Result<u64, InstallError> {
     Ok(fs::metadata(path).map_err(io_error(path))?.len())
+}
+
+/// Whether `a` and `b` name one file (hard links of one inode).
+fn is_same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (fs::metadata(a), fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
 }
 
 fn same_device(a: &Path, b: &Path) -> bool {

@@ -10,6 +10,7 @@ pub mod compress;
 pub mod cpio;
 pub mod erofs;
 pub mod extract;
+pub mod fault;
 pub mod image;
 pub mod initramfs;
 pub mod install;

@@ -16,6 +16,9 @@ pub struct ReplaceError {
     pub error: io::Error,
 }
 
+/// How the temporary files are named: what a run that was stopped dead leaves behind.
+pub const TEMPORARY_PREFIX: &str = ".builder-";
+
 /// Writes `bytes` to `path` with permission bits `mode`, atomically.
 pub fn replace_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), ReplaceError> {
     replace_with(path, mode, |file| file.write_all(bytes))
@@ -44,7 +47,7 @@ pub fn replace_with(
 /// deleted when dropped: for content another program writes by path (mkfs.erofs).
 pub fn temporary_beside(path: &Path) -> Result<tempfile::NamedTempFile, ReplaceError> {
     tempfile::Builder::new()
-        .prefix(".builder-")
+        .prefix(TEMPORARY_PREFIX)
         .tempfile_in(parent(path))
         .map_err(|error| ReplaceError {
             path: path.to_owned(),
@@ -59,11 +62,16 @@ pub fn commit(temporary: tempfile::NamedTempFile, path: &Path) -> Result<(), Rep
         error,
     };
     // By path: a program that wrote it may have replaced the file the handle opened.
+    crate::fault::point("after writing the temporary file");
     File::open(temporary.path())
         .and_then(|f| f.sync_all())
         .map_err(error)?;
+    crate::fault::point("after its fsync");
     temporary.persist(path).map_err(|e| error(e.error))?;
-    sync_parent(path)
+    crate::fault::point("after its rename");
+    sync_parent(path)?;
+    crate::fault::point("after the directory's fsync");
+    Ok(())
 }
 
 /// fsyncs the directory holding `path`, so a rename into it survives a crash.

@@ -1,7 +1,7 @@
 //! `builder install` / `uninstall` on `--root` trees laid out as Fedora and as Debian: what
 //! changes in /boot, the fallback, the hooks (run for real with sh), a failure midway that
-//! leaves the old initramfs bootable, a full /boot, and the undo command that restores the
-//! tree exactly.
+//! leaves the old initramfs bootable, a full or read-only /boot, an install stopped dead at every
+//! write, fsync and rename, and the undo command that restores the tree exactly.
 
 mod common;
 
@@ -48,7 +48,7 @@ fn classic_initramfs() -> Vec<u8> {
         .unwrap()
 }
 
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy, PartialEq, Debug)]
 enum Distro {
     Fedora,
     Debian,
@@ -541,6 +541,119 @@ fn a_failure_midway_leaves_the_old_initramfs_bootable() {
         .unwrap());
     assert!(!boot.join(format!("initoverlayfs-{KVER}.img")).exists());
     assert_eq!(fs::read(&initramfs).unwrap(), classic_bytes);
+}
+
+/// What a boot from the tree would run: the classic chain (the bootloader's initramfs is the
+/// classic one) or the new one (a mini initramfs whose recorded image is on /boot, with the
+/// classic one kept as the fallback beside it). Anything else is a machine that cannot boot.
+fn boots(root: &Path, distro: Distro, classic_bytes: &[u8]) -> Result<&'static str, String> {
+    let boot = root.join("boot");
+    let (initramfs, classic) = match distro {
+        Distro::Fedora => (
+            boot.join(format!("initramfs-{KVER}.img")),
+            boot.join(format!("initramfs-{KVER}.classic.img")),
+        ),
+        Distro::Debian => (
+            boot.join(format!("initrd.img-{KVER}")),
+            boot.join(format!("initrd.img-{KVER}.classic")),
+        ),
+    };
+    let bytes = fs::read(&initramfs).map_err(|e| format!("{}: {e}", initramfs.display()))?;
+    if bytes == classic_bytes {
+        return Ok("classic");
+    }
+    let config = mini_config(&initramfs);
+    let name = config
+        .fs
+        .clone()
+        .unwrap_or_else(|| format!("initoverlayfs-{KVER}.img"));
+    let image = boot.join(name);
+    let head = fs::read(&image).map_err(|e| format!("{}: {e}", image.display()))?;
+    let uuid = head
+        .get(..storage_init::probe::PROBE_LEN)
+        .and_then(storage_init::probe::probe)
+        .ok_or_else(|| format!("{} is no filesystem storage-init knows", image.display()))?
+        .uuid;
+    if config.image_uuid.as_deref() != Some(uuid.as_str()) {
+        return Err(format!(
+            "the mini initramfs records image {:?}, /boot holds {uuid}",
+            config.image_uuid
+        ));
+    }
+    if fs::read(&classic).ok().as_deref() != Some(classic_bytes) {
+        return Err(format!("no classic fallback at {}", classic.display()));
+    }
+    Ok("initoverlayfs")
+}
+
+/// An install stopped dead (`abort`, as a power cut stops it) after each of its writes,
+/// fsyncs and renames in turn: the tree left behind always boots the old chain or the new
+/// one, and `install` run again finishes with the same tree a clean install makes.
+#[test]
+fn an_install_stopped_anywhere_leaves_a_bootable_machine() {
+    if !have_mkfs() {
+        return;
+    }
+    for distro in [Distro::Debian, Distro::Fedora] {
+        let work = tempfile::tempdir().unwrap();
+        let clean = work.path().join("clean");
+        let initramfs = make_root(&clean, distro);
+        let classic_bytes = fs::read(&initramfs).unwrap();
+        ok(install(&clean, &[]));
+        let finished = snapshot(&clean);
+
+        let mut seen = BTreeMap::new();
+        let mut point = 1;
+        loop {
+            let root = work.path().join(format!("stopped-{point}"));
+            make_root(&root, distro);
+            let output = install_stopped_at(&root, point);
+            let stopped = !output.status.success();
+            if stopped {
+                let stderr = String::from_utf8_lossy(&output.stderr);
+                assert!(
+                    stderr.contains(&format!("BUILDER_FAULT_AT={point}: stopping dead")),
+                    "{distro:?} point {point}: not stopped at a crash point: {output:?}"
+                );
+                let chain = boots(&root, distro, &classic_bytes).unwrap_or_else(|why| {
+                    panic!("{distro:?}: stopped at point {point}, the machine cannot boot: {why}")
+                });
+                *seen.entry(chain).or_insert(0) += 1;
+            }
+            ok(install(&root, &[]));
+            assert_eq!(
+                snapshot(&root),
+                finished,
+                "{distro:?}: install run again after point {point} did not finish the job"
+            );
+            fs::remove_dir_all(&root).unwrap();
+            if !stopped {
+                break;
+            }
+            point += 1;
+            assert!(
+                point < 200,
+                "{distro:?}: an install has fewer crash points than this"
+            );
+        }
+        eprintln!("{distro:?}: {} crash points: {seen:?}", point - 1);
+        assert!(point > 10, "{distro:?}: only {} crash points", point - 1);
+        assert!(
+            seen.contains_key("classic") && seen.contains_key("initoverlayfs"),
+            "{distro:?}: the points fall on both sides of the switch: {seen:?}"
+        );
+    }
+}
+
+fn install_stopped_at(root: &Path, point: u32) -> Output {
+    let mut command = builder();
+    command
+        .arg("install")
+        .args(["--kver", KVER, "--root"])
+        .arg(root)
+        .args(["--builder-path", "/usr/local/sbin/initoverlayfs-builder"])
+        .env(builder::fault::FAULT_AT_ENV, point.to_string());
+    command.output().unwrap()
 }
 
 /// A /boot too small for the image: refused before anything is written. Needs root to mount
