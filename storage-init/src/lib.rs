@@ -21,6 +21,8 @@ pub mod probe;
 pub mod switch_root;
 #[cfg(test)]
 mod test_tools;
+#[cfg(test)]
+mod test_tools_tests;
 pub mod uevent;
 pub mod verified_image;
 pub mod verity;
