@@ -235,17 +235,30 @@ pub const TASKS: &[TaskDoc] = &[
     TaskDoc {
         name: "fuzz",
         arguments: "[OPTIONS]",
-        summary: "run storage-init's cargo-fuzz targets N seconds each",
+        summary: "run storage-init's cargo-fuzz targets for N seconds or N executions each",
         options: &[
-            option("--seconds N", "how long each target runs (default 60)"),
+            option(
+                "--seconds N",
+                "how long each target runs (default 60 when --runs is not given)",
+            ),
+            option(
+                "--runs N",
+                "how many executions each target runs (libFuzzer's -runs); with --seconds too, \
+                 a target stops at whichever limit it reaches first",
+            ),
             option(
                 "--target T",
                 "only this target: config, cmdline, module_list, modalias, superblock or \
-                 initramfs (default: each in turn)",
+                 initramfs (default: each in turn, one at a time)",
             ),
         ],
         details: "Needs a nightly toolchain; installs cargo-fuzz where it is missing. New \
-                  inputs grow the corpus in storage-init/fuzz/corpus.",
+                  inputs grow the corpus in storage-init/fuzz/corpus; a crashing input stops \
+                  the run and lands in storage-init/fuzz/artifacts/<target>.\n\n\
+                  Each target's libFuzzer log goes to target/fuzz/<target>.log. The closing \
+                  table gives per target the executions, the time taken, the corpus files \
+                  before and after, and libFuzzer's last coverage figure (cov: the code edges \
+                  reached).",
     },
     TaskDoc {
         name: "provision",
@@ -404,7 +417,7 @@ pub enum Task {
     },
     BenchBoot(crate::bench_boot::Options),
     Fuzz {
-        seconds: u64,
+        limits: crate::fuzz::Limits,
         target: Option<String>,
     },
     Provision,
@@ -512,16 +525,29 @@ fn parse_bench_storage_init(args: &[String]) -> Result<Task> {
 }
 
 fn parse_fuzz(args: &[String]) -> Result<Task> {
-    let (mut seconds, mut target) = (60, None);
+    let (mut seconds, mut runs, mut target) = (None, None, None);
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "--seconds" => seconds = number(&mut args, "--seconds")?,
+            "--seconds" => seconds = Some(positive(&mut args, "--seconds")?),
+            "--runs" => runs = Some(positive(&mut args, "--runs")?),
             "--target" => target = Some(value(&mut args, "--target")?),
             other => return Err(unknown("fuzz", other)),
         }
     }
-    Ok(Task::Fuzz { seconds, target })
+    let limits = match (seconds, runs) {
+        (None, None) => crate::fuzz::Limits::default(),
+        (seconds, runs) => crate::fuzz::Limits { seconds, runs },
+    };
+    Ok(Task::Fuzz { limits, target })
+}
+
+/// A number of at least 1: libFuzzer reads 0 seconds as no limit at all.
+fn positive(args: &mut std::slice::Iter<'_, String>, flag: &str) -> Result<u64> {
+    match number(args, flag)? {
+        0 => bail!("{flag} 0: expected at least 1"),
+        n => Ok(n),
+    }
 }
 
 fn parse_matrix_doc(args: &[String]) -> Result<matrix_doc::Options> {
@@ -798,6 +824,50 @@ mod tests {
         }
     }
 
+    #[test]
+    fn fuzz_options() {
+        use crate::fuzz::Limits;
+        let limits = |line: &str| match parse_line(line) {
+            Ok(Task::Fuzz { limits, .. }) => limits,
+            other => panic!("{line}: {other:?}"),
+        };
+        assert_eq!(limits("fuzz"), Limits::default());
+        assert_eq!(
+            limits("fuzz --runs 10000000"),
+            Limits {
+                seconds: None,
+                runs: Some(10_000_000)
+            }
+        );
+        assert_eq!(
+            limits("fuzz --seconds 30"),
+            Limits {
+                seconds: Some(30),
+                runs: None
+            }
+        );
+        assert_eq!(
+            limits("fuzz --runs 5 --seconds 30"),
+            Limits {
+                seconds: Some(30),
+                runs: Some(5)
+            }
+        );
+        let Ok(Task::Fuzz { target, .. }) = parse_line("fuzz --target superblock") else {
+            panic!("not fuzz");
+        };
+        assert_eq!(target.as_deref(), Some("superblock"));
+        for bad in [
+            "fuzz --runs 0",
+            "fuzz --seconds 0",
+            "fuzz --runs many",
+            "fuzz --runs -1",
+            "fuzz --runs",
+        ] {
+            assert!(parse_line(bad).is_err(), "{bad} was accepted");
+        }
+    }
+
     fn is_help_of(task: &Result<Task>, topic: &str) -> bool {
         matches!(task, Ok(Task::Help(Some(t))) if t == topic)
     }
@@ -848,7 +918,7 @@ mod tests {
             ],
         ),
         ("test", &[]),
-        ("fuzz", &["--seconds 5", "--target config"]),
+        ("fuzz", &["--seconds 5", "--runs 1000", "--target config"]),
         ("provision", &[]),
         ("fixtures fetch", &[]),
         ("fixtures update", &[]),
@@ -1054,6 +1124,11 @@ mod tests {
             );
         }
         let fuzz = help("fuzz");
+        assert!(
+            fuzz.contains(&format!("(default {} when", crate::fuzz::DEFAULT_SECONDS)),
+            "{fuzz}"
+        );
+        assert!(fuzz.contains(crate::fuzz::LOG_DIR), "{fuzz}");
         for target in crate::fuzz::TARGETS {
             assert!(fuzz.contains(target), "{target}");
         }

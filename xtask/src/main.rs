@@ -57,7 +57,7 @@ fn run(task: Task) -> Result<()> {
         Task::BenchStorageInit { cell, runs } => bench_storage_init::run(&sh, &root, &cell, runs),
         Task::BenchBoot(options) => xtask::bench_boot::run(&sh, &root, &options),
         Task::Provision => provision::ensure(&sh),
-        Task::Fuzz { seconds, target } => fuzz::run(&sh, &root, seconds, target.as_deref()),
+        Task::Fuzz { limits, target } => fuzz::run(&sh, &root, limits, target.as_deref()),
         Task::FixturesUpdate => fixtures::update(&sh, &root),
         Task::FixturesFetch => {
             for pin in fixtures::read_kernels(&root)?.kernel {
