@@ -74,7 +74,7 @@ pub struct Phases {
     /// Each module's own time (file name without `.ko`), in load order.
     pub module_loads: Vec<(String, f64)>,
     /// storage-init's own work: its first instruction to the exec of init, less module
-    /// loading and the wait for the boot device (the 80 ms budget). The search counts
+    /// loading and the wait for the boot device (an 80 ms budget). The search counts
     /// as a wait only when the device was not there at coldplug. For the floor: less its
     /// `untimed` step (config, modules, device search).
     pub own: f64,

@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use xshell::{Shell, cmd};
 
-// The fixture layer's front door: callers above it name pins, cache and download helpers here.
+// The fixture layer's front door: callers above it name the pins, the cache and the downloads here.
 pub use crate::download::{Unavailable, sha256_file};
 pub use crate::fixture_cache::{CACHE_ENV, cache_dir};
 pub(crate) use crate::fixture_cache::{COMPLETE, RemoveDirOnDrop, single_dir_name};
