@@ -7,6 +7,7 @@ pub mod coldplug;
 pub mod config;
 pub mod contract;
 pub mod device_mapper;
+pub mod efi_vars;
 pub mod emergency;
 pub mod error;
 pub mod fs_context;
