@@ -36,7 +36,7 @@ fn main() {
     let Err(fatal) = boot(&mut log);
     let line = fatal.to_string();
     log.fatal(&line);
-    storage_init::emergency::act(Emergency::PowerOff, &mut log, &line)
+    storage_init::emergency::act(&Emergency::PowerOff.into(), &mut log, &line)
 }
 
 fn boot(log: &mut Log) -> Result<std::convert::Infallible, Fatal> {

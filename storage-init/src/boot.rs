@@ -10,8 +10,9 @@ use rustix::mount::MountFlags;
 
 use crate::blockdev::{self, Found, Hotplug};
 use crate::coldplug::{self, Coldplugged};
-use crate::config::{self, CONFIG_PATH, Config, Emergency, Prefetch};
+use crate::config::{self, CONFIG_PATH, Config, Prefetch};
 use crate::contract::{MODULE_LIST_PATH, ModuleList};
+use crate::emergency::EmergencyPlan;
 use crate::error::{Context, Fatal};
 use crate::log::Log;
 use crate::modules::Drivers;
@@ -60,9 +61,9 @@ const API_MOUNTS: [(&str, &str, &str, &str); 4] = [
 ];
 
 /// Runs the whole boot; returns only on failure (on success the process image is replaced),
-/// with the emergency action configured as far as the boot got.
-pub fn run(log: &mut Log) -> (Fatal, Emergency) {
-    let mut emergency = Emergency::default();
+/// with the emergency action (and its fallback entry) configured as far as the boot got.
+pub fn run(log: &mut Log) -> (Fatal, EmergencyPlan) {
+    let mut emergency = EmergencyPlan::default();
     match boot(log, &mut emergency) {
         Ok(never) => match never {},
         Err(fatal) => (fatal, emergency),
@@ -87,7 +88,7 @@ pub fn prepare_only(log: &mut Log) -> Result<(), Fatal> {
         ));
     }
     log.open_kmsg();
-    let mut emergency = Emergency::default();
+    let mut emergency = EmergencyPlan::default();
     let (_, verified) = prepare(log, &mut emergency, SERVICE)?;
     // The service has read all it reads of the image; systemd's switch-root and the second
     // stage come next.
@@ -123,7 +124,7 @@ pub fn move_api_filesystems(sysroot: &Path) -> Result<(), Fatal> {
     Ok(())
 }
 
-fn boot(log: &mut Log, emergency: &mut Emergency) -> Result<std::convert::Infallible, Fatal> {
+fn boot(log: &mut Log, emergency: &mut EmergencyPlan) -> Result<std::convert::Infallible, Fatal> {
     mount_api_filesystems()?;
     log.open_kmsg();
     // PID 1's CPU time so far includes the kernel's own start-up (initcalls run as PID 1).
@@ -169,7 +170,7 @@ fn arm(verified: &VerifiedImage, log: &mut Log) -> Result<(), Fatal> {
 /// verified image, its dm-verity device (still answering a bad block with EIO).
 fn prepare(
     log: &mut Log,
-    emergency: &mut Emergency,
+    emergency: &mut EmergencyPlan,
     layout: Layout,
 ) -> Result<(Config, Option<VerifiedImage>), Fatal> {
     let config = read_config(log, emergency)?;
@@ -499,7 +500,7 @@ fn set_read_ahead(device: &Path, kb: u32) -> Result<String, String> {
 
 /// Reads the config file and the command line; sets `emergency` as soon as it is known, so a
 /// malformed value still ends in the configured action (the command line's, else the file's).
-fn read_config(log: &mut Log, emergency: &mut Emergency) -> Result<Config, Fatal> {
+fn read_config(log: &mut Log, emergency: &mut EmergencyPlan) -> Result<Config, Fatal> {
     let cmdline =
         std::fs::read_to_string("/proc/cmdline").context(|| "reading /proc/cmdline".to_owned())?;
     let text = match std::fs::read_to_string(CONFIG_PATH) {
@@ -507,18 +508,20 @@ fn read_config(log: &mut Log, emergency: &mut Emergency) -> Result<Config, Fatal
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => {
             if let Some(action) = config::emergency_from_cmdline(&cmdline) {
-                *emergency = action;
+                emergency.action = action;
             }
+            emergency.fallback_entry = config::fallback_entry_for(None, &cmdline);
             return Err(e).context(|| format!("reading {CONFIG_PATH}"));
         }
     };
     // A malformed value still ends in the action the command line chose (unless the file
     // demands dm-verity and the command line asks for a shell); looked for only then.
-    let malformed = |error: config::ConfigError, emergency: &mut Emergency| {
+    let malformed = |error: config::ConfigError, emergency: &mut EmergencyPlan| {
         let file = text.as_deref().unwrap_or("");
         if let Some(action) = config::emergency_from_cmdline_for(file, &cmdline) {
-            *emergency = action;
+            emergency.action = action;
         }
+        emergency.fallback_entry = config::fallback_entry_for(text.as_deref(), &cmdline);
         Fatal::new("reading the configuration", error)
     };
     let (mut config, mut warnings) = match &text {
@@ -530,11 +533,11 @@ fn read_config(log: &mut Log, emergency: &mut Emergency) -> Result<Config, Fatal
             (Config::default(), Vec::new())
         }
     };
-    *emergency = config.emergency;
+    *emergency = EmergencyPlan::of(&config);
     warnings
         .extend(config::apply_cmdline(&mut config, &cmdline).map_err(|e| malformed(e, emergency))?);
     // The file's action, or the command line's where it may override it.
-    *emergency = config.emergency;
+    *emergency = EmergencyPlan::of(&config);
     for warning in warnings {
         log.warn(&warning.0);
     }

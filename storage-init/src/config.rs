@@ -124,10 +124,13 @@ pub enum Emergency {
     Reboot,
     /// Exec `/bin/sh` if the mini initramfs has one, else halt.
     Shell,
+    /// Make systemd-boot start `fallback_entry` (the classic initramfs) once, then reboot; halt
+    /// when that cannot be arranged (see `emergency.rs`).
+    Fallback,
 }
 
 impl Emergency {
-    const FORMS: &'static str = "halt, poweroff, reboot, shell";
+    const FORMS: &'static str = "halt, poweroff, reboot, shell, fallback";
 
     fn parse(value: &str) -> Option<Emergency> {
         match value {
@@ -135,6 +138,7 @@ impl Emergency {
             "poweroff" => Some(Emergency::PowerOff),
             "reboot" => Some(Emergency::Reboot),
             "shell" => Some(Emergency::Shell),
+            "fallback" => Some(Emergency::Fallback),
             _ => None,
         }
     }
@@ -147,6 +151,7 @@ impl fmt::Display for Emergency {
             Emergency::PowerOff => "poweroff",
             Emergency::Reboot => "reboot",
             Emergency::Shell => "shell",
+            Emergency::Fallback => "fallback",
         })
     }
 }
@@ -192,6 +197,10 @@ pub struct Config {
     pub init: Option<PathBuf>,
     /// `emergency`: what follows a FATAL line (ours); default `halt`.
     pub emergency: Emergency,
+    /// `fallback_entry`: the Boot Loader Specification id (the entry's file name, e.g.
+    /// `debian-6.12.95+deb12-amd64~initoverlayfs-classic.conf`) of the entry booting the classic
+    /// initramfs, which `emergency fallback` makes systemd-boot start once (ours).
+    pub fallback_entry: Option<String>,
     /// `overlay_size`: the size of the tmpfs holding the overlay's writable layer, in tmpfs'
     /// `size=` syntax (`512M`, `2G`, `25%`); default: tmpfs' own (half of RAM).
     pub overlay_size: Option<String>,
@@ -232,6 +241,7 @@ impl Default for Config {
             timeout: DEFAULT_TIMEOUT,
             init: None,
             emergency: Emergency::default(),
+            fallback_entry: None,
             overlay_size: None,
             overlay: true,
             read_ahead_kb: None,
@@ -440,6 +450,12 @@ impl Config {
                 self.emergency = Emergency::parse(value)
                     .ok_or_else(|| error("not an emergency action".to_owned(), Emergency::FORMS))?;
             }
+            "fallback_entry" => {
+                if let Some(problem) = fallback_entry_problem(value) {
+                    return Err(error(problem.to_owned(), FALLBACK_ENTRY_FORMS));
+                }
+                self.fallback_entry = Some(value.to_owned());
+            }
             k if BUILD_TIME_KEYS.contains(&k) => {
                 self.build_time.push((k.to_owned(), value.to_owned()));
             }
@@ -481,13 +497,17 @@ impl Config {
 
     /// When the config file demands dm-verity, the kernel command line (which a bootloader
     /// prompt can edit) may not turn verification off, point at another image, or ask for a
-    /// shell: the mini initramfs, covered by the signature, wins.
+    /// shell: the mini initramfs, covered by the signature, wins. `emergency=fallback` and
+    /// `fallback_entry=` stay allowed: they only pick the boot entry of the next boot, which
+    /// whoever edits the command line at the boot loader's prompt can pick there anyway.
     fn refuses_from_cmdline(&self, key: &str, value: &str) -> bool {
         self.demands_verity()
             && (VERITY_LOCKED_KEYS.contains(&key) || (key == "emergency" && value == "shell"))
     }
 
-    /// Renders the file storage-init reads; `parse_config(render())` gives back `self`.
+    /// Renders the file storage-init reads; `parse_config(render())` gives back `self`. (A
+    /// config with `emergency fallback` but no `fallback_entry` renders a file storage-init
+    /// refuses, as it would refuse the same file written by hand.)
     pub fn render(&self) -> String {
         let mut out = String::from("# initoverlayfs configuration, read by storage-init\n");
         let mut line = |k: &str, v: &dyn fmt::Display| out.push_str(&format!("{k} {v}\n"));
@@ -509,6 +529,9 @@ impl Config {
             line("init", &v.display());
         }
         line("emergency", &self.emergency);
+        if let Some(v) = &self.fallback_entry {
+            line("fallback_entry", v);
+        }
         if let Some(v) = &self.overlay_size {
             line("overlay_size", v);
         }
@@ -579,6 +602,25 @@ fn is_partition_uuid(value: &str) -> bool {
 
 const FSTYPE_FORMS: &str = "a filesystem type name such as ext4, vfat, xfs, erofs";
 
+const FALLBACK_ENTRY_FORMS: &str = "a Boot Loader Specification entry id: the entry's file name under loader/entries/, ending in .conf, without / or \\, whitespace or control characters, e.g. debian-6.12.95+deb12-amd64~initoverlayfs-classic.conf";
+
+/// What is wrong with a `fallback_entry` value, if anything. systemd-boot names a Type #1 entry
+/// by its file name, and `LoaderEntryOneShot` must match that name exactly: a path, or a name
+/// the config file's whitespace-separated syntax cannot carry, can never match.
+fn fallback_entry_problem(value: &str) -> Option<&'static str> {
+    if value.is_empty() {
+        Some("it is empty")
+    } else if value.contains(['/', '\\']) {
+        Some("an entry id is a file name, not a path")
+    } else if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        Some("it contains whitespace or control characters")
+    } else if !value.ends_with(".conf") || value == ".conf" {
+        Some("it does not name a .conf entry file")
+    } else {
+        None
+    }
+}
+
 fn fs_type(value: &str) -> Result<String, String> {
     if !value.is_empty()
         && value
@@ -595,6 +637,8 @@ fn fs_type(value: &str) -> Result<String, String> {
 pub fn parse_config(text: &str) -> Result<(Config, Vec<ConfigWarning>), ConfigError> {
     let mut config = Config::default();
     let mut warnings = Vec::new();
+    // The line of the last `emergency` key, for the error of a fallback without its entry.
+    let mut emergency_line = None;
     // `lines()` handles a missing final newline and strips one `\r` before each `\n`.
     for (index, raw) in text.lines().enumerate() {
         let line = raw.trim();
@@ -607,6 +651,24 @@ pub fn parse_config(text: &str) -> Result<(Config, Vec<ConfigWarning>), ConfigEr
             None => (line, ""),
         };
         warnings.extend(config.set(source, key, value)?);
+        if key == "emergency" {
+            emergency_line = Some((source, value));
+        }
+    }
+    // The file is written at build time, next to the boot entries: a fallback without its
+    // entry there is a mistake to refuse now, not a halt to discover on the failing boot.
+    if config.emergency == Emergency::Fallback
+        && config.fallback_entry.is_none()
+        && let Some((source, value)) = emergency_line
+    {
+        return Err(ConfigError {
+            source,
+            key: "emergency".to_owned(),
+            value: value.to_owned(),
+            problem: "fallback needs the entry to fall back to: add `fallback_entry <id>`"
+                .to_owned(),
+            accepted: FALLBACK_ENTRY_FORMS,
+        });
     }
     Ok((config, warnings))
 }
@@ -675,6 +737,34 @@ pub fn emergency_from_cmdline_for(text: &str, cmdline: &str) -> Option<Emergency
         .lines()
         .any(|l| l.trim_start().starts_with("verity_root_hash"));
     emergency_from_cmdline(cmdline).filter(|&e| !(demands_verity && e == Emergency::Shell))
+}
+
+/// The fallback entry for a config file whose text is `text` (`None`: unreadable), when that
+/// file does not parse as a whole: the command line's last valid `initoverlayfs.fallback_entry=`,
+/// else the file's last valid `fallback_entry` line, so a command-line `emergency=fallback`
+/// still has its entry.
+pub fn fallback_entry_for(text: Option<&str>, cmdline: &str) -> Option<String> {
+    let valid = |v: &&str| fallback_entry_problem(v).is_none();
+    let from_cmdline = split_cmdline(cmdline)
+        .iter()
+        .filter_map(|p| {
+            p.strip_prefix(CMDLINE_PREFIX)?
+                .strip_prefix("fallback_entry=")
+        })
+        .filter(valid)
+        .map(str::to_owned)
+        .next_back();
+    from_cmdline.or_else(|| {
+        text?
+            .lines()
+            .filter_map(|l| {
+                let (key, value) = l.trim().split_once(|c: char| c.is_ascii_whitespace())?;
+                (key == "fallback_entry").then(|| value.trim())
+            })
+            .filter(valid)
+            .map(str::to_owned)
+            .next_back()
+    })
 }
 
 /// The last valid `initoverlayfs.emergency=` of the command line: what to do when the config
@@ -776,7 +866,7 @@ mod tests {
         check_error(
             "emergency panic",
             "emergency",
-            "halt, poweroff, reboot, shell",
+            "halt, poweroff, reboot, shell, fallback",
         );
         check_error("verity_root_hash abc", "verity_root_hash", "64 hexadecimal");
         check_error(
@@ -1041,6 +1131,134 @@ mod tests {
         );
     }
 
+    const ENTRY: &str = "debian-6.12.95+deb12-amd64~initoverlayfs-classic.conf";
+
+    #[test]
+    fn fallback_entry_values() {
+        for entry in [ENTRY, "a.conf", "fedora-42~fallback.conf", "é.conf"] {
+            let (config, _) =
+                parse_config(&format!("emergency fallback\nfallback_entry {entry}\n"))
+                    .unwrap_or_else(|e| panic!("{entry:?}: {e}"));
+            assert_eq!(config.emergency, Emergency::Fallback);
+            assert_eq!(config.fallback_entry.as_deref(), Some(entry));
+            let (again, warnings) = parse_config(&config.render()).unwrap();
+            assert_eq!(again, config);
+            assert!(warnings.is_empty());
+            let mut from_cmdline = Config::default();
+            apply_cmdline(
+                &mut from_cmdline,
+                &format!("initoverlayfs.fallback_entry={entry}"),
+            )
+            .unwrap();
+            assert_eq!(from_cmdline.fallback_entry.as_deref(), Some(entry));
+        }
+        // (value, what the error says is wrong); quoted on the command line, which can carry
+        // whitespace the file cannot.
+        let bad = [
+            ("", "empty"),
+            ("entries/a.conf", "not a path"),
+            ("/loader/entries/a.conf", "not a path"),
+            ("a\\b.conf", "not a path"),
+            ("a b.conf", "whitespace"),
+            ("a\tb.conf", "whitespace"),
+            ("a\u{1}b.conf", "control"),
+            ("a\u{7f}.conf", "control"),
+            ("a.efi", "does not name a .conf"),
+            ("a.conf.bak", "does not name a .conf"),
+            (".conf", "does not name a .conf"),
+        ];
+        for (value, problem) in bad {
+            let mut config = Config::default();
+            let err = apply_cmdline(
+                &mut config,
+                &format!("initoverlayfs.fallback_entry=\"{value}\""),
+            )
+            .expect_err(value);
+            assert_eq!(err.key, "fallback_entry");
+            let shown = err.to_string();
+            assert!(
+                shown.contains(&format!("{value:?}"))
+                    && shown.contains("'fallback_entry'")
+                    && shown.contains(problem)
+                    && shown.contains("Boot Loader Specification entry id"),
+                "{value:?}: {shown}"
+            );
+            if !value.contains(char::is_whitespace) {
+                let err = parse_config(&format!("fallback_entry {value}\n")).expect_err(value);
+                assert!(err.to_string().contains(problem), "{value:?}: {err}");
+            }
+        }
+    }
+
+    /// The file is written with the boot entries: `emergency fallback` there needs its entry.
+    #[test]
+    fn a_fallback_in_the_file_needs_its_entry() {
+        let err = parse_config("bootfs UUID=1234-aaaa\nemergency fallback\n").unwrap_err();
+        assert_eq!(
+            (err.key.as_str(), err.source),
+            ("emergency", Source::File { line: 2 })
+        );
+        let shown = err.to_string();
+        assert!(
+            shown.contains("\"fallback\"") && shown.contains("add `fallback_entry <id>`"),
+            "{shown}"
+        );
+        // In either order; and a later action replaces the fallback.
+        for text in [
+            format!("fallback_entry {ENTRY}\nemergency fallback\n"),
+            format!("emergency fallback\nfallback_entry {ENTRY}\n"),
+        ] {
+            let (config, _) = parse_config(&text).unwrap();
+            assert_eq!(config.emergency, Emergency::Fallback);
+        }
+        assert!(parse_config("emergency fallback\nemergency halt\n").is_ok());
+        // The command line may ask for it without an entry: the action then halts.
+        let (mut config, _) = parse_config("bootfs UUID=1234-aaaa\n").unwrap();
+        apply_cmdline(&mut config, "initoverlayfs.emergency=fallback").unwrap();
+        assert_eq!(
+            (config.emergency, config.fallback_entry),
+            (Emergency::Fallback, None)
+        );
+    }
+
+    /// Falling back picks the next boot's entry, which the boot loader's prompt can pick
+    /// anyway: a verity config lets the command line choose it.
+    #[test]
+    fn a_verity_config_allows_a_fallback() {
+        let (mut config, _) = parse_config(VERITY_FILE).unwrap();
+        let warnings = apply_cmdline(
+            &mut config,
+            &format!("initoverlayfs.emergency=fallback initoverlayfs.fallback_entry={ENTRY}"),
+        )
+        .unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(config.emergency, Emergency::Fallback);
+        assert_eq!(config.fallback_entry.as_deref(), Some(ENTRY));
+        assert_eq!(
+            emergency_from_cmdline_for(VERITY_FILE, "initoverlayfs.emergency=fallback"),
+            Some(Emergency::Fallback)
+        );
+    }
+
+    #[test]
+    fn fallback_entry_of_an_unparsed_file() {
+        let file = format!("fallback_entry {ENTRY}\ntimeout soon\n");
+        assert!(parse_config(&file).is_err());
+        assert_eq!(
+            fallback_entry_for(Some(&file), "quiet").as_deref(),
+            Some(ENTRY)
+        );
+        // The command line's valid value wins; an invalid one is passed over.
+        let cmdline = "initoverlayfs.fallback_entry=b.conf initoverlayfs.fallback_entry=a/b.conf";
+        assert_eq!(
+            fallback_entry_for(Some(&file), cmdline).as_deref(),
+            Some("b.conf")
+        );
+        assert_eq!(fallback_entry_for(None, cmdline).as_deref(), Some("b.conf"));
+        assert_eq!(fallback_entry_for(None, "quiet"), None);
+        assert_eq!(fallback_entry_for(Some("fallback_entry x.efi\n"), ""), None);
+    }
+
     #[test]
     fn cmdline_splits_like_the_kernel() {
         let check =
@@ -1106,7 +1324,8 @@ mod tests {
             fstype: "erofs".into(),
             timeout: Duration::from_secs(7),
             init: Some("/init".into()),
-            emergency: Emergency::PowerOff,
+            emergency: Emergency::Fallback,
+            fallback_entry: Some("debian-6.12.95+deb12-amd64~initoverlayfs-classic.conf".into()),
             overlay_size: Some("25%".into()),
             overlay: false,
             read_ahead_kb: Some(4096),

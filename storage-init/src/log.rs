@@ -77,7 +77,7 @@ impl Log {
     /// prints unless its log level is 2 or lower; only then, or without /dev/kmsg, is it written
     /// to /dev/console directly, so the console shows it exactly once.
     pub fn fatal(&mut self, message: &str) {
-        let line = format!("{}: FATAL: {message}", self.name);
+        let line = self.fatal_line(message);
         let logged = self.kmsg_line(KERN_CRIT, &line) && !kmsg_switched_off();
         if (!logged || console_loglevel().is_some_and(|level| level <= KERN_CRIT))
             && let Ok(mut console) = OpenOptions::new().write(true).open(CONSOLE)
@@ -85,6 +85,11 @@ impl Log {
             // Best effort: this is the last channel there is.
             let _ = console.write_all(format!("{line}\n").as_bytes());
         }
+    }
+
+    /// The FATAL line for `message`, as [`Log::fatal`] prints it.
+    pub fn fatal_line(&self, message: &str) -> String {
+        format!("{}: FATAL: {message}", self.name)
     }
 
     fn kmsg_line(&mut self, priority: u8, line: &str) -> bool {

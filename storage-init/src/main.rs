@@ -18,7 +18,7 @@ fn main() {
         let (fatal, emergency) = storage_init::boot::run(&mut log);
         let line = fatal.to_string();
         log.fatal(&line);
-        storage_init::emergency::act(emergency, &mut log, &line)
+        storage_init::emergency::act(&emergency, &mut log, &line)
     }
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
