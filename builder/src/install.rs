@@ -12,8 +12,12 @@
 //! 2. build the erofs image into a temporary file in /boot, fsync, rename;
 //! 3. build the mini initramfs into a temporary file in /boot, fsync (not yet renamed);
 //! 4. link (or copy) the classic initramfs to its fallback name;
-//! 5. rename the mini initramfs over the classic one;
-//! 6. write the fallback boot entry where the bootloader reads BLS entries.
+//! 5. write the fallback boot entry where the boot loader reads BLS entries;
+//! 6. rename the mini initramfs over the classic one;
+//! 7. on systemd-boot, count the kernel's entry (`<entry>+<tries>.conf`, see [`crate::bls`]).
+//!
+//! The fallback entry exists before anything can name it: the mini initramfs's `emergency
+//! fallback` (systemd-boot only) reboots into it once after a FATAL line.
 
 use std::fmt;
 use std::fs;
@@ -21,6 +25,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::bls::{BootLoader, Counter, EntryName};
 use crate::compress::InitramfsCompression;
 use crate::erofs::ErofsOptions;
 use crate::kernel_config::{KernelConfig, KernelConfigError};
@@ -267,7 +272,8 @@ impl BootLayout {
         self.boot_dir().join(self.image_name())
     }
 
-    /// The BLS entries of this kernel (`$BOOT/loader/entries/*<kver>.conf`), not our fallbacks.
+    /// The BLS entries of this kernel (`$BOOT/loader/entries/<stem>[+<counter>].conf` whose stem
+    /// ends with the release), not our fallbacks.
     fn entries(&self) -> Vec<PathBuf> {
         let dir = self.boot_dir().join("loader/entries");
         let Ok(read) = fs::read_dir(&dir) else {
@@ -277,23 +283,24 @@ impl BootLayout {
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| {
                 let name = p.file_name().unwrap_or_default().to_string_lossy();
-                name.ends_with(&format!("{}.conf", self.kver))
+                !EntryName::is_fallback(&name)
+                    && EntryName::parse(&name).is_some_and(|n| n.stem.ends_with(&self.kver))
             })
             .collect();
         entries.sort();
         entries
     }
 
-    /// The fallback entry written beside `entry`.
-    fn fallback_entry(entry: &Path) -> PathBuf {
-        let stem = entry.file_stem().unwrap_or_default().to_string_lossy();
-        entry.with_file_name(format!("{stem}{FALLBACK_ENTRY_SUFFIX}"))
+    /// The fallback entries of `entry`: the one `install` writes, then the older name.
+    fn fallback_entries(entry: &Path) -> [PathBuf; 2] {
+        let name = entry.file_name().unwrap_or_default().to_string_lossy();
+        let stem = EntryName::parse(&name).map_or_else(|| name.to_string(), |n| n.stem);
+        [
+            entry.with_file_name(format!("{stem}{}", crate::bls::FALLBACK_SUFFIX)),
+            entry.with_file_name(format!("{stem}{}", crate::bls::OLD_FALLBACK_SUFFIX)),
+        ]
     }
 }
-
-/// Fallback BLS entries end so; an entry's name ends with `<kver>.conf`, so a fallback is never
-/// taken for a kernel's own entry.
-const FALLBACK_ENTRY_SUFFIX: &str = ".initoverlayfs-classic.conf";
 
 /// kernel-install's entry token: /etc/kernel/entry-token, else the machine ID.
 fn entry_token(root: &Path) -> Option<String> {
@@ -333,6 +340,9 @@ pub struct InstallOptions {
     /// keep it for every later kernel and initramfs update: an update never turns
     /// verification off.
     pub verity: bool,
+    /// How many times systemd-boot tries the entry before it prefers the fallback (0: no
+    /// counting); default kernel-install's `/etc/kernel/tries`, else [`crate::bls::DEFAULT_TRIES`].
+    pub tries: Option<u32>,
 }
 
 /// What an install did, step by step, for the user.
@@ -502,6 +512,11 @@ pub fn install(options: &InstallOptions) -> Result<InstallReport, InstallError> 
         config.verity_salt = Some(verity.salt);
         config.verity_data_blocks = Some(verity.data_blocks);
     }
+    let fallback = plan_fallback(&layout, options)?;
+    if let Some(id) = fallback.one_shot_entry() {
+        config.emergency = storage_init::config::Emergency::Fallback;
+        config.fallback_entry = Some(id);
+    }
     let presets = if options.presets.is_empty() {
         vec![StoragePreset::AllStorage]
     } else {
@@ -519,6 +534,10 @@ pub fn install(options: &InstallOptions) -> Result<InstallReport, InstallError> 
         if !wanted_modules.contains(&module) {
             wanted_modules.push(module);
         }
+    }
+    if fallback.one_shot_entry().is_some() {
+        // storage-init writes LoaderEntryOneShot through efivarfs (a module on Debian).
+        wanted_modules.push("efivarfs".to_owned());
     }
     let mini = MiniInitramfs {
         storage_init,
@@ -554,7 +573,19 @@ pub fn install(options: &InstallOptions) -> Result<InstallReport, InstallError> 
         ));
     }
 
-    // 5. The switch: one rename.
+    // 5. A way back in the boot menu, before anything names it.
+    for (entry, text) in &fallback.entries {
+        let [path, old_name] = BootLayout::fallback_entries(entry);
+        replace_file(&path, text.as_bytes(), 0o644)?;
+        report
+            .steps
+            .push(format!("wrote the fallback entry {}", path.display()));
+        if crate::replace::remove_if_present(&old_name).map_err(io_error(&old_name))? {
+            report.steps.push(format!("removed {}", old_name.display()));
+        }
+    }
+
+    // 6. The switch: one rename.
     replace_file(&layout.initramfs(), &mini_bytes, 0o600)?;
     report.steps.push(format!(
         "wrote {} (mini initramfs, {} entries, {} bytes)",
@@ -563,16 +594,37 @@ pub fn install(options: &InstallOptions) -> Result<InstallReport, InstallError> 
         mini_report.compressed_bytes
     ));
 
-    // 6. A way back in the boot menu.
-    for entry in layout.entries() {
-        let fallback = BootLayout::fallback_entry(&entry);
-        let text = fs::read_to_string(&entry).map_err(io_error(&entry))?;
-        if let Some(fallback_text) = fallback_entry_text(&text, &layout) {
-            replace_file(&fallback, fallback_text.as_bytes(), 0o644)?;
-            report
-                .steps
-                .push(format!("wrote the fallback entry {}", fallback.display()));
+    // 7. A fresh trial for the entry: the boot loader counts its tries from here.
+    match &fallback.counting {
+        Ok(tries) => {
+            for (entry, _) in &fallback.entries {
+                let counted = count_entry(entry, *tries)?;
+                report.steps.push(format!(
+                    "boot counting: {} (systemd-boot tries it {tries} times before it prefers the fallback; systemd-bless-boot marks it good at boot-complete.target)",
+                    counted.display()
+                ));
+            }
         }
+        Err(why) => {
+            report.steps.push(format!("boot counting: off ({why})"));
+            if options.tries == Some(0) {
+                for (entry, _) in &fallback.entries {
+                    if let Some(plain) = uncount_entry(entry)? {
+                        report
+                            .steps
+                            .push(format!("stopped counting {}", plain.display()));
+                    }
+                }
+            }
+        }
+    }
+    report.steps.push(fallback.on_failure(&layout));
+    if options.root == Path::new("/")
+        && let Ok(true) = crate::efi::clear_last_fatal()
+    {
+        report
+            .steps
+            .push("cleared the FATAL line the last failed boot left".to_owned());
     }
 
     if options.hooks {
@@ -581,6 +633,116 @@ pub fn install(options: &InstallOptions) -> Result<InstallReport, InstallError> 
         }
     }
     Ok(report)
+}
+
+/// How a failed initoverlayfs boot of one kernel gets back to its classic initramfs.
+struct FallbackPlan {
+    /// The kernel's entries that load its initramfs, each with its fallback entry's text.
+    entries: Vec<(PathBuf, String)>,
+    boot_loader: BootLoader,
+    /// The tries systemd-boot counts for the entries, or why nothing is counted.
+    counting: Result<u32, String>,
+}
+
+fn plan_fallback(
+    layout: &BootLayout,
+    options: &InstallOptions,
+) -> Result<FallbackPlan, InstallError> {
+    let mut entries = Vec::new();
+    for entry in layout.entries() {
+        let text = fs::read_to_string(&entry).map_err(io_error(&entry))?;
+        if let Some(fallback) =
+            crate::bls::fallback_entry_text(&text, &layout.initramfs_name(), &layout.classic_name())
+        {
+            entries.push((entry, fallback));
+        }
+    }
+    let boot_loader = BootLoader::detect(&layout.boot_dir(), options.root == Path::new("/"));
+    let tries = options
+        .tries
+        .or_else(|| crate::bls::kernel_install_tries(&layout.root))
+        .unwrap_or(crate::bls::DEFAULT_TRIES);
+    let counting = if entries.is_empty() {
+        Err("no boot loader entry loads this initramfs".to_owned())
+    } else if boot_loader == BootLoader::Other {
+        Err("the boot loader is not systemd-boot".to_owned())
+    } else if tries == 0 {
+        Err("--tries 0".to_owned())
+    } else if crate::bls::bless_boot(&layout.root).is_none() {
+        Err("systemd-bless-boot is not installed, so no boot would ever be marked good (Debian: install the systemd-boot package)".to_owned())
+    } else {
+        Ok(tries)
+    };
+    Ok(FallbackPlan {
+        entries,
+        boot_loader,
+        counting,
+    })
+}
+
+impl FallbackPlan {
+    /// The entry storage-init reboots into after a FATAL line: only under systemd-boot, which
+    /// honours `LoaderEntryOneShot` (any other loader would boot the failing entry again).
+    fn one_shot_entry(&self) -> Option<String> {
+        let (entry, _) = self.entries.first()?;
+        let BootLoader::SystemdBoot { .. } = self.boot_loader else {
+            return None;
+        };
+        let [fallback, _] = BootLayout::fallback_entries(entry);
+        Some(fallback.file_name()?.to_string_lossy().into_owned())
+    }
+
+    /// What a failed boot will do, for the user.
+    fn on_failure(&self, layout: &BootLayout) -> String {
+        match (
+            self.one_shot_entry(),
+            &self.boot_loader,
+            self.entries.first(),
+        ) {
+            (Some(id), BootLoader::SystemdBoot { evidence }, _) => format!(
+                "on a failed boot: storage-init prints its FATAL line, leaves it for `status`, and reboots once into {id} (systemd-boot: {evidence})"
+            ),
+            (_, _, Some(_)) => format!(
+                "on a failed boot: storage-init halts with its FATAL line on the console (the boot loader is not systemd-boot, and a reboot would only fail again); choose the entry marked \"(classic initramfs)\" in the boot menu to boot {}",
+                layout.classic_name()
+            ),
+            _ => format!(
+                "on a failed boot: storage-init halts with its FATAL line on the console (no boot loader entry here to fall back through); to boot the classic initramfs, edit the entry in the boot menu to load {} instead of {}",
+                layout.classic_name(),
+                layout.initramfs_name()
+            ),
+        }
+    }
+}
+
+/// Renames `entry` to its name with `tries` tries left and none done; returns the new path.
+fn count_entry(entry: &Path, tries: u32) -> Result<PathBuf, InstallError> {
+    let name = entry.file_name().unwrap_or_default().to_string_lossy();
+    let Some(parsed) = EntryName::parse(&name) else {
+        return Ok(entry.to_owned());
+    };
+    let counted = entry.with_file_name(parsed.with_counter(Some(Counter {
+        left: tries,
+        done: 0,
+    })));
+    if counted != entry {
+        fs::rename(entry, &counted).map_err(io_error(&counted))?;
+        crate::replace::sync_parent(&counted)?;
+        crate::fault::point("after counting the entry");
+    }
+    Ok(counted)
+}
+
+/// Renames a counted `entry` back to its plain name (what a good boot's blessing leaves).
+fn uncount_entry(entry: &Path) -> Result<Option<PathBuf>, InstallError> {
+    let name = entry.file_name().unwrap_or_default().to_string_lossy();
+    let Some(parsed) = EntryName::parse(&name).filter(|n| n.counter.is_some()) else {
+        return Ok(None);
+    };
+    let plain = entry.with_file_name(parsed.with_counter(None));
+    fs::rename(entry, &plain).map_err(io_error(&plain))?;
+    crate::replace::sync_parent(&plain)?;
+    Ok(Some(plain))
 }
 
 /// What `install` tells the user to run to undo everything: `program` as they invoked it
@@ -625,9 +787,13 @@ pub fn uninstall(
         }
     }
     for entry in layout.entries() {
-        let fallback = BootLayout::fallback_entry(&entry);
-        if crate::replace::remove_if_present(&fallback).map_err(io_error(&fallback))? {
-            steps.push(format!("removed {}", fallback.display()));
+        for fallback in BootLayout::fallback_entries(&entry) {
+            if crate::replace::remove_if_present(&fallback).map_err(io_error(&fallback))? {
+                steps.push(format!("removed {}", fallback.display()));
+            }
+        }
+        if let Some(plain) = uncount_entry(&entry)? {
+            steps.push(format!("stopped counting {}", plain.display()));
         }
     }
     let image = layout.image();
@@ -664,36 +830,6 @@ pub fn remove_hooks(root: &Path) -> Result<Vec<String>, InstallError> {
         }
     }
     Ok(steps)
-}
-
-/// A BLS entry for the classic initramfs: the same entry with its title marked and its initrd
-/// line pointing at the fallback. None if the entry does not load this initramfs.
-fn fallback_entry_text(entry: &str, layout: &BootLayout) -> Option<String> {
-    let initramfs = layout.initramfs_name();
-    let classic = layout.classic_name();
-    let mut found = false;
-    let lines: Vec<String> = entry
-        .lines()
-        .map(|line| {
-            let trimmed = line.trim_start();
-            if let Some(value) = trimmed.strip_prefix("title") {
-                format!("title {} (classic initramfs)", value.trim())
-            } else if let Some(value) = trimmed.strip_prefix("initrd")
-                && value.trim().trim_start_matches('/') == initramfs
-            {
-                found = true;
-                let slash = if value.trim().starts_with('/') {
-                    "/"
-                } else {
-                    ""
-                };
-                format!("initrd {slash}{classic}")
-            } else {
-                line.to_owned()
-            }
-        })
-        .collect();
-    found.then(|| lines.join("\n") + "\n")
 }
 
 /// The hooks, by path under the root, and their text (`@BUILDER@` is the program's path,
@@ -767,6 +903,9 @@ pub fn kept_options(options: &InstallOptions) -> String {
     }
     if options.verity {
         words.push("--verity".to_owned());
+    }
+    if let Some(tries) = options.tries {
+        words.extend(["--tries".to_owned(), tries.to_string()]);
     }
     words
         .iter()
@@ -1051,28 +1190,31 @@ mod tests {
 
     #[test]
     fn fallback_entries() {
-        let fedora = layout(LayoutKind::Fedora);
+        let text = |layout: &BootLayout, entry: &str| {
+            crate::bls::fallback_entry_text(entry, &layout.initramfs_name(), &layout.classic_name())
+        };
         let entry = "title Fedora Linux (6.1.0) 40\nversion 6.1.0\nlinux /vmlinuz-6.1.0\ninitrd /initramfs-6.1.0.img\noptions root=UUID=x ro\n";
-        let fallback = fallback_entry_text(entry, &fedora).unwrap();
-        assert_eq!(
-            fallback,
-            "title Fedora Linux (6.1.0) 40 (classic initramfs)\nversion 6.1.0\nlinux /vmlinuz-6.1.0\ninitrd /initramfs-6.1.0.classic.img\noptions root=UUID=x ro\n"
+        assert!(
+            text(&layout(LayoutKind::Fedora), entry)
+                .unwrap()
+                .contains("initrd /initramfs-6.1.0.classic.img\n")
         );
-        assert_eq!(
-            fallback_entry_text("title x\ninitrd /other.img\n", &fedora),
-            None
-        );
-        let bls = layout(LayoutKind::Bls);
         let entry = "title Debian\ninitrd /abc/6.1.0/initrd\n";
         assert!(
-            fallback_entry_text(entry, &bls)
+            text(&layout(LayoutKind::Bls), entry)
                 .unwrap()
                 .contains("initrd /abc/6.1.0/initrd.classic")
         );
-        assert_eq!(
-            BootLayout::fallback_entry(Path::new("/b/loader/entries/abc-6.1.0.conf")),
-            Path::new("/b/loader/entries/abc-6.1.0.initoverlayfs-classic.conf")
-        );
+        // Counted or not, an entry's fallback is named from its stem.
+        for entry in ["abc-6.1.0.conf", "abc-6.1.0+3.conf", "abc-6.1.0+0-3.conf"] {
+            assert_eq!(
+                BootLayout::fallback_entries(&Path::new("/b/loader/entries").join(entry)),
+                [
+                    PathBuf::from("/b/loader/entries/abc-6.1.0~initoverlayfs-classic.conf"),
+                    PathBuf::from("/b/loader/entries/abc-6.1.0.initoverlayfs-classic.conf")
+                ]
+            );
+        }
     }
 
     #[test]

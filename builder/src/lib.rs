@@ -5,9 +5,11 @@
 //! types (`storage_init::config::Config`, `storage_init::contract::ModuleList`), and has no
 //! network code: inputs are files and directories the caller already has.
 
+pub mod bls;
 pub mod bootfs;
 pub mod compress;
 pub mod cpio;
+pub mod efi;
 pub mod erofs;
 pub mod extract;
 pub mod fault;
@@ -21,6 +23,7 @@ pub mod modinfo;
 pub mod modules;
 pub mod presets;
 pub mod replace;
+pub mod status;
 #[cfg(test)]
 #[path = "../../storage-init/src/test_tools.rs"]
 pub(crate) mod test_tools;

@@ -69,8 +69,20 @@ enum Command {
     /// Install initoverlayfs for a kernel on this machine (or a tree with --root): the image,
     /// the mini initramfs in the place the bootloader loads, the classic initramfs kept as a
     /// fallback (with a boot entry where the bootloader reads BLS entries), and the hooks that
-    /// redo it after every kernel or initramfs update.
+    /// redo it after every kernel or initramfs update. Under systemd-boot a failed boot falls
+    /// back by itself: the entry is counted (--tries) and storage-init reboots into the
+    /// fallback entry once.
     Install(InstallArgs),
+    /// Say which boot entry this boot came from and why, the FATAL line the last failed
+    /// initoverlayfs boot left, and each installed kernel's entries with their boot counters.
+    Status {
+        /// The tree to look at instead of the live system (no firmware variables then).
+        #[arg(long, default_value = "/", env = "INITOVERLAYFS_ROOT")]
+        root: PathBuf,
+        /// fedora, debian or bls; default: detected.
+        #[arg(long)]
+        layout: Option<LayoutKind>,
+    },
     /// Undo `install`: the classic initramfs back in place, the image, fallback entries and
     /// (without --kver) the hooks removed.
     Uninstall(UninstallArgs),
@@ -157,6 +169,12 @@ struct InstallArgs {
     /// kernel and initramfs update.
     #[arg(long)]
     verity: bool,
+    /// Boot counting under systemd-boot: how many times the boot loader tries the
+    /// initoverlayfs entry before it prefers the classic fallback entry; 0 turns counting off.
+    /// Default: kernel-install's /etc/kernel/tries, else 3. Needs systemd-bless-boot, which
+    /// marks the entry good once a boot reaches boot-complete.target.
+    #[arg(long)]
+    tries: Option<u32>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -224,9 +242,13 @@ struct ConfigArgs {
     /// Program to exec in the new root.
     #[arg(long)]
     init: Option<String>,
-    /// What storage-init does after a FATAL error: halt (default), poweroff, reboot, shell.
+    /// What storage-init does after a FATAL error: halt (default), poweroff, reboot, shell, or
+    /// fallback (systemd-boot boots --fallback-entry once, then reboot; `install` sets it up).
     #[arg(long)]
     emergency: Option<String>,
+    /// The classic fallback's boot entry id (its file name) for `--emergency fallback`.
+    #[arg(long)]
+    fallback_entry: Option<String>,
     /// Size of the tmpfs under the overlay's upper layer (tmpfs size=, e.g. 50% or 256M).
     #[arg(long)]
     overlay_size: Option<String>,
@@ -347,6 +369,7 @@ fn config(
         ("timeout", timeout.as_ref()),
         ("init", args.init.as_ref()),
         ("emergency", args.emergency.as_ref()),
+        ("fallback_entry", args.fallback_entry.as_ref()),
         ("overlay_size", args.overlay_size.as_ref()),
         ("kernel_release", kver),
         ("image_uuid", image_uuid.as_ref()),
@@ -439,6 +462,7 @@ fn run(cli: Cli) -> Result<()> {
                 hooks: !args.no_hooks,
                 builder_path: args.builder_path,
                 verity: args.verity,
+                tries: args.tries,
             };
             let report = builder::install::install(&options)?;
             eprintln!("builder: {}", report.boot_filesystem);
@@ -473,6 +497,10 @@ fn run(cli: Cli) -> Result<()> {
                 }
             }
             println!("uninstalled initoverlayfs for {} kernel(s)", kvers.len());
+            Ok(())
+        }
+        Command::Status { root, layout } => {
+            print!("{}", builder::status::Status::read(&root, layout).render());
             Ok(())
         }
         Command::List { path } => {

@@ -231,7 +231,7 @@ fn fedora_install_then_undo() {
     // A boot entry for the fallback, beside the kernel's own.
     let entries = boot.join("loader/entries");
     let fallback =
-        fs::read_to_string(entries.join(format!("{MACHINE_ID}-{KVER}.initoverlayfs-classic.conf")))
+        fs::read_to_string(entries.join(format!("{MACHINE_ID}-{KVER}~initoverlayfs-classic.conf")))
             .unwrap();
     assert!(
         fallback.contains(&format!("initrd /initramfs-{KVER}.classic.img")),
@@ -243,6 +243,16 @@ fn fedora_install_then_undo() {
         own.contains(&format!("initrd /initramfs-{KVER}.img")),
         "unchanged: {own}"
     );
+    // GRUB (no systemd-boot here): nothing counted, a failed boot halts.
+    assert!(
+        stdout.contains("boot counting: off (the boot loader is not systemd-boot)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("on a failed boot: storage-init halts"),
+        "{stdout}"
+    );
+    assert_eq!(config.emergency, storage_init::config::Emergency::Halt);
     // The kernel-install plugin, calling this program where the user put it.
     let plugin = root.join("etc/kernel/install.d/95-initoverlayfs.install");
     let text = fs::read_to_string(&plugin).unwrap();
@@ -268,6 +278,110 @@ fn fedora_install_then_undo() {
         "{stdout}"
     );
     assert_eq!(snapshot(&root), before, "{stdout}");
+}
+
+/// Under systemd-boot with systemd-bless-boot: the kernel's entry is counted, the fallback
+/// entry sorts after it, the mini initramfs reboots into the fallback on a FATAL line, an
+/// install re-arms an entry whose tries are used up, `status` says so, and the undo restores
+/// the tree exactly.
+#[test]
+fn systemd_boot_install_counts_the_entry_and_arms_the_fallback() {
+    if !have_mkfs() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("root");
+    let initramfs = make_root(&root, Distro::Fedora);
+    write(&root.join("boot/loader/loader.conf"), "timeout 0\n");
+    let before_blesser = snapshot(&root);
+    let entries = root.join("boot/loader/entries");
+    let plain = entries.join(format!("{MACHINE_ID}-{KVER}.conf"));
+    let counted = entries.join(format!("{MACHINE_ID}-{KVER}+3.conf"));
+    let fallback_id = format!("{MACHINE_ID}-{KVER}~initoverlayfs-classic.conf");
+
+    // No systemd-bless-boot: no boot would ever be marked good, so nothing is counted; the
+    // one-shot fallback needs no blessing and is armed all the same.
+    let stdout = ok(install(&root, &["--no-hooks"]));
+    assert!(
+        stdout.contains("boot counting: off (systemd-bless-boot is not installed"),
+        "{stdout}"
+    );
+    assert!(plain.is_file());
+    let config = mini_config(&initramfs);
+    assert_eq!(config.emergency, storage_init::config::Emergency::Fallback);
+    assert_eq!(config.fallback_entry.as_deref(), Some(fallback_id.as_str()));
+    ok(builder()
+        .args(["uninstall", "--root"])
+        .arg(&root)
+        .output()
+        .unwrap());
+    assert_eq!(snapshot(&root), before_blesser);
+
+    write(&root.join("usr/lib/systemd/systemd-bless-boot"), b"\x7fELF");
+    let before = snapshot(&root);
+    let stdout = ok(install(&root, &["--no-hooks"]));
+    assert!(
+        stdout.contains(&format!(
+            "boot counting: {} (systemd-boot tries it 3 times",
+            counted.display()
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("reboots once into {fallback_id} (systemd-boot:")),
+        "{stdout}"
+    );
+    assert!(counted.is_file() && !plain.exists());
+    let fallback = fs::read_to_string(entries.join(&fallback_id)).unwrap();
+    assert!(
+        fallback.contains(&format!("initrd /initramfs-{KVER}.classic.img")),
+        "{fallback}"
+    );
+
+    // The boot loader used up the tries; an install (a kernel update's hook, or by hand)
+    // gives the entry a fresh trial.
+    let used_up = entries.join(format!("{MACHINE_ID}-{KVER}+0-3.conf"));
+    fs::rename(&counted, &used_up).unwrap();
+    let status = ok(builder()
+        .args(["status", "--root"])
+        .arg(&root)
+        .output()
+        .unwrap());
+    assert!(
+        status.contains(&format!(
+            "entry {MACHINE_ID}-{KVER}+0-3.conf: bad: 3 tries failed"
+        )),
+        "{status}"
+    );
+    assert!(
+        status.contains(&format!("fallback {fallback_id}")),
+        "{status}"
+    );
+    ok(install(&root, &["--no-hooks", "--tries", "5"]));
+    assert!(!used_up.exists());
+    assert!(
+        entries
+            .join(format!("{MACHINE_ID}-{KVER}+5.conf"))
+            .is_file()
+    );
+
+    // --tries 0: counting off, the entry blessed as it was.
+    let stdout = ok(install(&root, &["--no-hooks", "--tries", "0"]));
+    assert!(
+        stdout.contains("boot counting: off (--tries 0)"),
+        "{stdout}"
+    );
+
+    ok(builder()
+        .args(["uninstall", "--root"])
+        .arg(&root)
+        .output()
+        .unwrap());
+    assert_eq!(
+        snapshot(&root),
+        before,
+        "the undo restores the tree exactly"
+    );
 }
 
 /// The kernel-install plugin, run by sh the way kernel-install runs it: `add` installs,
@@ -305,7 +419,7 @@ fn kernel_install_plugin_add_and_remove() {
     assert!(
         !boot
             .join(format!(
-                "loader/entries/{MACHINE_ID}-{KVER}.initoverlayfs-classic.conf"
+                "loader/entries/{MACHINE_ID}-{KVER}~initoverlayfs-classic.conf"
             ))
             .exists()
     );
@@ -583,7 +697,40 @@ fn boots(root: &Path, distro: Distro, classic_bytes: &[u8]) -> Result<&'static s
     if fs::read(&classic).ok().as_deref() != Some(classic_bytes) {
         return Err(format!("no classic fallback at {}", classic.display()));
     }
+    // The entry storage-init reboots into after a FATAL line must be there, loading the
+    // classic initramfs, and the kernel's own entry under one name, counted or not.
+    if let Some(id) = &config.fallback_entry {
+        let entries = boot.join("loader/entries");
+        let text = fs::read_to_string(entries.join(id))
+            .map_err(|e| format!("the fallback entry {id} the mini initramfs names: {e}"))?;
+        let classic_name = classic.file_name().unwrap().to_string_lossy();
+        if !text.contains(&format!("initrd /{classic_name}\n")) {
+            return Err(format!(
+                "the fallback entry {id} does not load {classic_name}"
+            ));
+        }
+        let own = fs::read_dir(&entries)
+            .unwrap()
+            .filter(|e| {
+                let name = e.as_ref().unwrap().file_name();
+                let name = name.to_string_lossy();
+                name.starts_with(&format!("{MACHINE_ID}-{KVER}")) && !name.contains("classic")
+            })
+            .count();
+        if own != 1 {
+            return Err(format!(
+                "{own} entries of the kernel's own in {}",
+                entries.display()
+            ));
+        }
+    }
     Ok("initoverlayfs")
+}
+
+/// Makes `root` a systemd-boot machine with systemd-bless-boot: install counts its entry.
+fn add_systemd_boot(root: &Path) {
+    write(&root.join("boot/loader/loader.conf"), "timeout 0\n");
+    write(&root.join("usr/lib/systemd/systemd-bless-boot"), b"\x7fELF");
 }
 
 /// An install stopped dead (`abort`, as a power cut stops it) after each of its writes,
@@ -594,10 +741,17 @@ fn an_install_stopped_anywhere_leaves_a_bootable_machine() {
     if !have_mkfs() {
         return;
     }
-    for distro in [Distro::Debian, Distro::Fedora] {
+    for (distro, systemd_boot) in [
+        (Distro::Debian, false),
+        (Distro::Fedora, false),
+        (Distro::Fedora, true),
+    ] {
         let work = tempfile::tempdir().unwrap();
         let clean = work.path().join("clean");
         let initramfs = make_root(&clean, distro);
+        if systemd_boot {
+            add_systemd_boot(&clean);
+        }
         let classic_bytes = fs::read(&initramfs).unwrap();
         ok(install(&clean, &[]));
         let finished = snapshot(&clean);
@@ -607,6 +761,9 @@ fn an_install_stopped_anywhere_leaves_a_bootable_machine() {
         loop {
             let root = work.path().join(format!("stopped-{point}"));
             make_root(&root, distro);
+            if systemd_boot {
+                add_systemd_boot(&root);
+            }
             let output = install_stopped_at(&root, point);
             let stopped = !output.status.success();
             if stopped {
@@ -636,7 +793,10 @@ fn an_install_stopped_anywhere_leaves_a_bootable_machine() {
                 "{distro:?}: an install has fewer crash points than this"
             );
         }
-        eprintln!("{distro:?}: {} crash points: {seen:?}", point - 1);
+        eprintln!(
+            "{distro:?} (systemd-boot: {systemd_boot}): {} crash points: {seen:?}",
+            point - 1
+        );
         assert!(point > 10, "{distro:?}: only {} crash points", point - 1);
         assert!(
             seen.contains_key("classic") && seen.contains_key("initoverlayfs"),
