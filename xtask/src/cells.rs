@@ -51,6 +51,19 @@ pub enum Flow {
     PrepareOnly,
 }
 
+/// What the dogfood flow's guest runs, one stage per boot (`xtask::dogfood`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GuestDriver {
+    /// The README's install, a kernel update, the undo, the kernel purged through apt.
+    #[default]
+    Install,
+    /// Automatic fallback: install under systemd-boot, break the image, come back on the
+    /// classic entry by itself (once through storage-init's one-shot entry, once through the
+    /// boot counter), install again to re-arm.
+    Fallback,
+}
+
 /// The emulated machine, and so the guest architecture.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -467,6 +480,11 @@ pub struct Cell {
     /// it. Flows busybox and dracut, booted directly.
     #[serde(default)]
     pub broken_module: Option<String>,
+    /// What the dogfood flow's guest does, one stage per boot (`xtask::dogfood`): `install`
+    /// (the default: install, update, undo, purge) or `fallback` (install, break the image,
+    /// come back on the classic entry by itself, re-arm).
+    #[serde(default)]
+    pub guest_driver: GuestDriver,
     pub milestones: Vec<MilestoneSpec>,
 }
 
@@ -632,6 +650,7 @@ impl MatrixSpec {
             prove_drivers: self.prove_drivers,
             guest_reboots: false,
             broken_module: None,
+            guest_driver: GuestDriver::default(),
             milestones: self
                 .milestones
                 .iter()
@@ -892,6 +911,14 @@ pub fn read_cells(root: &Path) -> Result<Vec<Cell>> {
             bail!(
                 "{}: cell {}: broken_module replaces a module of a mini initramfs QEMU loads \
                  itself: it needs flow busybox or dracut and direct boot",
+                path.display(),
+                cell.name
+            );
+        }
+        if cell.guest_driver != GuestDriver::Install && cell.flow != Flow::Dogfood {
+            bail!(
+                "{}: cell {}: guest_driver chooses what the dogfood flow's guest does: it needs \
+                 flow = \"dogfood\"",
                 path.display(),
                 cell.name
             );

@@ -26,13 +26,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use xshell::{Shell, cmd};
 
+use crate::cells::GuestDriver;
 use crate::debian_tree::{
     RootSpec, debian_tree, fill_once, hash, in_chroot, replace_file, root_key,
 };
 use crate::fixtures::{Kernel, cache_dir};
 
 /// Bumped whenever what [`dogfood_root`] makes changes, so the cache is rebuilt.
-const DOGFOOD_RECIPE: &str = "v2 full copy of the tree, linux-base and the kernel .deb installed with dpkg -i, /boot moved out, real root files";
+const DOGFOOD_RECIPE: &str = "v3 full copy of the tree, linux-base, systemd-boot and the kernel .deb installed with dpkg -i, /boot moved out, real root files";
 
 /// Where the README installs the builder (`builder::install::DEFAULT_BUILDER_PATH`, where the
 /// hooks look for it).
@@ -61,9 +62,11 @@ StandardError=journal+console
 WantedBy=multi-user.target
 ";
 
-/// The guest's driver, one stage per boot. The install and undo commands are the README's, verbatim (without
-/// `sudo`: the unit runs as root); a test checks the README still says so.
-pub const GUEST_SCRIPT: &str = r#"#!/bin/sh
+/// What both guest drivers start with: the stage kept on the root's disk, evidence to the
+/// kernel log, what this boot went through, `timed`.
+macro_rules! guest_prelude {
+    () => {
+        r#"#!/bin/sh
 # initoverlayfs-rs dogfood cell (xtask/src/dogfood.rs): one stage per boot, the stage kept in
 # /var/lib/initoverlayfs-dogfood/stage on the root's disk.
 set -u
@@ -97,7 +100,15 @@ timed() {
     ms=$(( ($(date +%s%N) - start) / 1000000 ))
 }
 
-case "$stage" in
+"#
+    };
+}
+
+/// The guest's driver, one stage per boot. The install and undo commands are the README's, verbatim (without
+/// `sudo`: the unit runs as root); a test checks the README still says so.
+pub const GUEST_SCRIPT: &str = concat!(
+    guest_prelude!(),
+    r#"case "$stage" in
 1)
     say "boot 1 classic storage-init=$storage_init multi-user=$multi_user"
     [ "$storage_init" = no ] || fail "boot 1 went through storage-init"
@@ -146,7 +157,7 @@ case "$stage" in
     left=
     for f in "initoverlayfs-$kver.img" "initrd.img-$kver.classic" "initrd.img-$kver" \
         "vmlinuz-$kver" "config-$kver" "System.map-$kver" \
-        "loader/entries/debian-$kver.initoverlayfs-classic.conf"; do
+        "loader/entries/debian-$kver~initoverlayfs-classic.conf"; do
         [ -e "/boot/$f" ] && left="$left,$f"
     done
     left=${left#,}
@@ -159,7 +170,87 @@ case "$stage" in
     say "stage $stage: nothing left to do"
     ;;
 esac
-"#;
+"#
+);
+
+/// The fallback cell's driver (`guest_driver = "fallback"`), one stage per boot:
+///
+/// 1. classic: the README's install (under systemd-boot: the entry counted, the fallback entry
+///    beside it, `emergency fallback` in the mini initramfs), reboot;
+/// 2. through storage-init: wait for systemd-bless-boot to mark the entry good, then break
+///    the image (its superblock zeroed, as a bad write would), reboot. storage-init's FATAL
+///    line and its one-shot reboot into the fallback entry follow;
+/// 3. classic through the fallback entry: `status` says which entry and why; use the entry's
+///    tries up as three failed boots would (`+0-3`), reboot;
+/// 4. classic again, now by systemd-boot's own order (no storage-init attempt): install again,
+///    which rebuilds the image and re-arms the entry, reboot;
+/// 5. through storage-init again, no failure recorded: power off.
+pub const FALLBACK_SCRIPT: &str = concat!(
+    guest_prelude!(),
+    r#"entries() { (cd /boot/loader/entries && ls | tr '\n' ' '); }
+# systemd-bless-boot runs once boot-complete.target is reached, not necessarily before us.
+wait_for_blessing() {
+    for _ in $(seq 60); do
+        [ "$(systemctl is-active systemd-bless-boot.service)" = active ] && break
+        sleep 1
+    done
+}
+status() { initoverlayfs-builder status | while IFS= read -r line; do say "$1 status: $line"; done; }
+entry=/boot/loader/entries/debian-$kver
+case "$stage" in
+1)
+    say "boot 1 classic storage-init=$storage_init multi-user=$multi_user"
+    [ "$storage_init" = no ] || fail "boot 1 went through storage-init"
+    timed initoverlayfs-builder install --kver $(uname -r)
+    [ "$rc" = 0 ] || fail "boot 1: install exited $rc"
+    say "boot 1 installed exit=$rc entries: $(entries)"
+    next 2
+    systemctl --no-block reboot
+    ;;
+2)
+    say "boot 2 storage-init=$storage_init multi-user=$multi_user"
+    [ "$storage_init" = yes ] || fail "boot 2 did not go through storage-init"
+    wait_for_blessing
+    say "boot 2 bless-boot=$(systemctl is-active systemd-bless-boot.service) entries: $(entries)"
+    status "boot 2"
+    dd if=/dev/zero of="/boot/initoverlayfs-$kver.img" bs=4096 count=1 conv=notrunc,fsync 2>/dev/null
+    say "boot 2 broke the image"
+    next 3
+    systemctl --no-block reboot
+    ;;
+3)
+    say "boot 3 classic storage-init=$storage_init multi-user=$multi_user"
+    [ "$storage_init" = no ] || fail "boot 3 went through storage-init"
+    status "boot 3"
+    mv "$entry.conf" "$entry+0-3.conf" && sync
+    say "boot 3 used up the tries entries: $(entries)"
+    next 4
+    systemctl --no-block reboot
+    ;;
+4)
+    say "boot 4 classic storage-init=$storage_init multi-user=$multi_user"
+    [ "$storage_init" = no ] || fail "boot 4 went through storage-init"
+    timed initoverlayfs-builder install --kver $(uname -r)
+    [ "$rc" = 0 ] || fail "boot 4: install exited $rc"
+    say "boot 4 installed again exit=$rc entries: $(entries)"
+    status "boot 4"
+    next 5
+    systemctl --no-block reboot
+    ;;
+5)
+    say "boot 5 storage-init=$storage_init multi-user=$multi_user"
+    [ "$storage_init" = yes ] || fail "boot 5 did not go through storage-init"
+    wait_for_blessing
+    status "boot 5"
+    next done
+    systemctl --no-block poweroff
+    ;;
+*)
+    say "stage $stage: nothing left to do"
+    ;;
+esac
+"#
+);
 
 /// A Debian root with the fixture kernel installed as a package, its /boot moved out.
 #[derive(Debug, Clone)]
@@ -220,12 +311,38 @@ fn build(sh: &Shell, tree: &Path, kernel: &Kernel, spec: &RootSpec, work: &Path)
         .context("apt-get download linux-base")?;
     }
     let linux_base = single_deb_named(&debs, "linux-base_")?;
+    // systemd-boot's OS side (bootctl, systemd-bless-boot and its generator), as a machine
+    // booting systemd-boot has it: the version of the tree's systemd, which it depends on
+    // exactly. Its hooks stay idle (`bootctl is-installed` finds no EFI/systemd/ on the ESP).
+    let version = "${Version}";
+    let systemd = cmd!(sh, "chroot {root} dpkg-query -W -f {version} systemd")
+        .quiet()
+        .read()
+        .context("reading the tree's systemd version")?;
+    {
+        let _cd = sh.push_dir(&debs);
+        for package in ["systemd-boot", "systemd-boot-efi"] {
+            let wanted = format!("{package}={systemd}");
+            cmd!(
+                sh,
+                "apt-get download -q -o APT::Sandbox::User=root {wanted}"
+            )
+            .quiet()
+            .ignore_stdout()
+            .run()
+            .with_context(|| format!("apt-get download {wanted}"))?;
+        }
+    }
+    let systemd_boot = [
+        single_deb_named(&debs, "systemd-boot-efi_")?,
+        single_deb_named(&debs, "systemd-boot_")?,
+    ];
     eprintln!(
         "dogfood: installing {} in a copy of the Debian tree (its postinst runs dracut)",
         kernel.fetched.package
     );
     let started = std::time::Instant::now();
-    for deb in [&linux_base, &kernel_deb] {
+    for deb in [&linux_base, &systemd_boot[0], &systemd_boot[1], &kernel_deb] {
         let inside = Path::new("/").join(deb.strip_prefix(&root)?);
         in_chroot(
             sh,
@@ -273,9 +390,15 @@ fn build(sh: &Shell, tree: &Path, kernel: &Kernel, spec: &RootSpec, work: &Path)
 /// Puts the guest's driver into a cell's copy of the dogfood root (not into the cache: editing
 /// the script costs no rebuild): [`GUEST_SCRIPT`] and its unit, enabled. Every file is written
 /// fresh, never through a hard link into the cache.
-pub fn add_guest_driver(root: &Path) -> Result<()> {
+pub fn add_guest_driver(root: &Path, driver: GuestDriver) -> Result<()> {
     let script = root.join(SCRIPT_PATH);
-    replace_file(&script, GUEST_SCRIPT)?;
+    replace_file(
+        &script,
+        match driver {
+            GuestDriver::Install => GUEST_SCRIPT,
+            GuestDriver::Fallback => FALLBACK_SCRIPT,
+        },
+    )?;
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
         .with_context(|| format!("making {} executable", script.display()))?;
     let units = root.join("etc/systemd/system");

@@ -523,6 +523,15 @@ fn boot_disk(
     Ok(disk)
 }
 
+/// What goes into the dogfood root for one run: this run's builder and storage-init, where the
+/// README installs them, and the guest's driver.
+#[derive(Debug, Clone, Copy)]
+pub struct DogfoodGuest<'a> {
+    pub builder: &'a Path,
+    pub storage_init: &'a Path,
+    pub driver: crate::cells::GuestDriver,
+}
+
 /// Builds the dogfood cell's disk into `work` (see `xtask::dogfood`): the ESP holds what the
 /// kernel package and dracut's hook put in /boot (`vmlinuz-`, `config-`, `System.map-`,
 /// `initrd.img-<kver>`: the classic initramfs, whole) and systemd-boot with the entry that
@@ -531,12 +540,16 @@ fn boot_disk(
 pub fn build_dogfood_cell(
     kernel: &Kernel,
     dogfood: &crate::dogfood::DogfoodRoot,
-    builder: &Path,
-    storage_init: &Path,
+    guest: &DogfoodGuest<'_>,
     layout: Layout,
     esp: &EspBoot,
     work: &Path,
 ) -> Result<PathBuf> {
+    let DogfoodGuest {
+        builder,
+        storage_init,
+        driver,
+    } = *guest;
     let (boot, _) = empty_boot(work, kernel)?;
     for entry in std::fs::read_dir(&dogfood.boot)
         .with_context(|| format!("listing {}", dogfood.boot.display()))?
@@ -563,7 +576,7 @@ pub fn build_dogfood_cell(
             root.display()
         );
     }
-    crate::dogfood::add_guest_driver(&root)?;
+    crate::dogfood::add_guest_driver(&root, driver)?;
     // Fresh files (never written through a link into the cache), as `install -m755` makes them.
     for (from, to) in [
         (builder, crate::dogfood::GUEST_BUILDER),

@@ -718,8 +718,11 @@ fn build_cell(
             let disk = images::build_dogfood_cell(
                 &kernel,
                 &dogfood,
-                &builder,
-                &storage_init,
+                &images::DogfoodGuest {
+                    builder: &builder,
+                    storage_init: &storage_init,
+                    driver: cell.guest_driver,
+                },
                 layout,
                 esp,
                 &build,
