@@ -236,7 +236,13 @@ struct Series {
     ends: Vec<f64>,
 }
 
-pub fn run(sh: &Shell, root: &Path, cell_name: &str, runs: usize) -> Result<()> {
+pub fn run(
+    sh: &Shell,
+    root: &Path,
+    cell_name: &str,
+    runs: usize,
+    icount: Option<u8>,
+) -> Result<()> {
     let cells = read_cells(root)?;
     let find = |name: &str| cells.iter().find(|c| c.name == name);
     let cell = find(cell_name).with_context(|| format!("no cell named {cell_name}"))?;
@@ -248,7 +254,15 @@ pub fn run(sh: &Shell, root: &Path, cell_name: &str, runs: usize) -> Result<()> 
         ),
     }
     crate::provision::ensure(sh)?;
-    let shared = crate::vm_test::RunShared::new(crate::accel::AccelChoice::from_env()?);
+    let mut shared = crate::vm_test::RunShared::new(crate::accel::AccelChoice::from_env()?);
+    if let Some(shift) = icount {
+        // Instructions are counted by TCG alone.
+        if shared.accel != crate::accel::AccelChoice::Tcg {
+            eprintln!("bench-storage-init: --icount {shift}: booting under TCG");
+        }
+        shared.accel = crate::accel::AccelChoice::Tcg;
+        shared.icount = Some(testvm::machine::Icount { shift });
+    }
     let mut accel_used = String::new();
     let mut series: Vec<Series> = subjects
         .iter()
@@ -318,6 +332,9 @@ pub fn run(sh: &Shell, root: &Path, cell_name: &str, runs: usize) -> Result<()> 
             series.phases.push(phases);
         }
     }
+    if let Some(shift) = icount {
+        accel_used.push_str(&format!(" (-icount shift={shift})"));
+    }
     let report = render(&accel_used, &series);
     print!("{report}");
     let path = root.join(REPORT);
@@ -333,7 +350,9 @@ pub fn run(sh: &Shell, root: &Path, cell_name: &str, runs: usize) -> Result<()> 
 /// The report: a row per phase, a column per program and, beside the floor, storage-init's
 /// difference from it.
 fn render(accel: &str, series: &[Series]) -> String {
-    let caveat = if accel == "tcg" {
+    let caveat = if accel.contains("icount") {
+        ": the guest's clock counts its instructions, so neither QEMU's translation of new code nor the host's other load is in these figures"
+    } else if accel == "tcg" {
         ": CPU work such as module loading is far slower than on KVM or hardware"
     } else {
         ""
@@ -659,6 +678,18 @@ mod tests {
         // Alone, no difference column.
         let alone = render("kvm", &[series(Program::StorageInit, CONSOLE, "quiet")]);
         assert!(alone.contains("| phase | storage-init |\n"), "{alone}");
+        // Each clock says what its figures leave out.
+        assert!(report.contains("accelerator tcg: CPU work such as module loading is far slower"));
+        let counted = render(
+            "tcg (-icount shift=1)",
+            &[series(Program::StorageInit, CONSOLE, "quiet")],
+        );
+        assert!(
+            counted.contains(
+                "accelerator tcg (-icount shift=1): the guest's clock counts its instructions"
+            ),
+            "{counted}"
+        );
     }
 
     #[test]

@@ -134,6 +134,13 @@ pub const TASKS: &[TaskDoc] = &[
                  whose quiet console does not dominate what is measured)",
             ),
             option("--runs N", "boots of the cell (default 5)"),
+            option(
+                "--icount SHIFT",
+                "under TCG, the guest's clock counts instructions (2^SHIFT ns each) instead of \
+                 following the host's: the first translation of code and the host's other \
+                 load cost no guest time (needs TCG: it sets INITOVERLAYFS_ACCEL's choice to \
+                 tcg)",
+            ),
         ],
         details: "The cell's `-floor` sibling, where it has one, boots beside it: the same \
                   syscalls without storage-init's decisions. The report goes to \
@@ -414,6 +421,8 @@ pub enum Task {
     BenchStorageInit {
         cell: String,
         runs: usize,
+        /// `-icount shift=N` for every boot (TCG only).
+        icount: Option<u8>,
     },
     BenchBoot(crate::bench_boot::Options),
     Fuzz {
@@ -512,16 +521,26 @@ fn unknown(task: &str, arg: &str) -> anyhow::Error {
 }
 
 fn parse_bench_storage_init(args: &[String]) -> Result<Task> {
-    let (mut cell, mut runs) = (BENCH_DEFAULT_CELL.to_owned(), 5);
+    let (mut cell, mut runs, mut icount) = (BENCH_DEFAULT_CELL.to_owned(), 5, None);
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--cell" => cell = value(&mut args, "--cell")?,
             "--runs" => runs = number(&mut args, "--runs")?,
+            "--icount" => icount = Some(icount_shift(&mut args)?),
             other => return Err(unknown("bench-storage-init", other)),
         }
     }
-    Ok(Task::BenchStorageInit { cell, runs })
+    Ok(Task::BenchStorageInit { cell, runs, icount })
+}
+
+/// `--icount SHIFT`'s value, in QEMU's range.
+fn icount_shift(args: &mut std::slice::Iter<'_, String>) -> Result<u8> {
+    let shift: u8 = number(args, "--icount")?;
+    if shift > testvm::machine::Icount::MAX_SHIFT {
+        bail!("--icount {shift}: QEMU takes 0 to 10 (2^shift ns per instruction)");
+    }
+    Ok(shift)
 }
 
 fn parse_fuzz(args: &[String]) -> Result<Task> {
@@ -681,13 +700,7 @@ fn parse_bench_boot(args: &[String]) -> Result<crate::bench_boot::Options> {
             "--report-only" => options.report_only = true,
             "--analyze" => options.analyze = true,
             "--profile-kernel" => options.profile_kernel = true,
-            "--icount" => {
-                let shift: u8 = number(&mut args, "--icount")?;
-                if shift > testvm::machine::Icount::MAX_SHIFT {
-                    bail!("--icount {shift}: QEMU takes 0 to 10 (2^shift ns per instruction)");
-                }
-                options.icount = Some(shift);
-            }
+            "--icount" => options.icount = Some(icount_shift(&mut args)?),
             "--prefetch" => {
                 options.prefetch = match value(&mut args, "--prefetch")?.as_str() {
                     "off" => storage_init::config::Prefetch::Off,
@@ -893,7 +906,10 @@ mod tests {
             ],
         ),
         ("matrix-doc", &["--summary none", "--output target/m.md"]),
-        ("bench-storage-init", &["--cell x86_64-q35", "--runs 9"]),
+        (
+            "bench-storage-init",
+            &["--cell x86_64-q35", "--runs 9", "--icount 1"],
+        ),
         (
             "bench-boot",
             &[

@@ -54,7 +54,9 @@ fn run(task: Task) -> Result<()> {
         Task::VmTest(options) => vm_test::run(&sh, &root, &options),
         Task::MatrixDoc(options) => matrix_doc::run(&root, &options),
         Task::Test(nextest_args) => test::run(&sh, &root, &nextest_args),
-        Task::BenchStorageInit { cell, runs } => bench_storage_init::run(&sh, &root, &cell, runs),
+        Task::BenchStorageInit { cell, runs, icount } => {
+            bench_storage_init::run(&sh, &root, &cell, runs, icount)
+        }
         Task::BenchBoot(options) => xtask::bench_boot::run(&sh, &root, &options),
         Task::Provision => provision::ensure(&sh),
         Task::Fuzz { limits, target } => fuzz::run(&sh, &root, limits, target.as_deref()),

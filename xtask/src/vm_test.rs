@@ -467,6 +467,8 @@ enum CellError {
 #[derive(Debug, Default)]
 pub struct RunShared {
     pub accel: crate::accel::AccelChoice,
+    /// Every boot's guest clock from its instructions (`-icount`), as bench-storage-init asks.
+    pub icount: Option<testvm::machine::Icount>,
     unreachable_kernels: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
 }
 
@@ -524,7 +526,8 @@ fn boot_cell(
     let purpose = crate::plan::Purpose::Test;
     let (built, accel) = build_cell(sh, root, cell, shared, artifacts, &nonce, purpose, result)?;
     result.accel = accel.name().to_owned();
-    let plan = crate::plan::plan(cell, &built, accel, &nonce, purpose)?;
+    let mut plan = crate::plan::plan(cell, &built, accel, &nonce, purpose)?;
+    plan.machine.icount = shared.icount;
     let mut progress = |event: &testvm::run::Event| match event {
         testvm::run::Event::QemuStarted { pid } => {
             eprintln!("vm-test: {}: QEMU started (pid {pid})", cell.name)
