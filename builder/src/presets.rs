@@ -183,22 +183,16 @@ pub fn filesystem_modules(
 }
 
 /// The modules that mount a filesystem of type `fstype` on `kernel`: ext2 and ext3 through
-/// ext4's driver (which registers them), vfat with the codepage and charset the kernel's FAT
-/// defaults name (it would ask modprobe for them, which the mini initramfs does not have).
+/// ext4's driver (which registers them), vfat with the codepage the kernel's FAT default names
+/// (it would ask modprobe for it, which the mini initramfs does not have). No charset module:
+/// storage-init mounts vfat with the kernel's built-in table
+/// ([`storage_init::mounts::boot_fs_options`]).
 fn fstype_modules(kernel: &KernelConfig, fstype: &str) -> Vec<String> {
     match fstype {
         "ext2" | "ext3" | "ext4" => vec!["ext4".into()],
         "vfat" | "fat" | "msdos" => {
             let codepage = kernel.value("CONFIG_FAT_DEFAULT_CODEPAGE").unwrap_or("437");
-            let charset = kernel
-                .value("CONFIG_FAT_DEFAULT_IOCHARSET")
-                .unwrap_or("iso8859-1")
-                .replace('-', "_");
-            vec![
-                "vfat".into(),
-                format!("nls_cp{codepage}"),
-                format!("nls_{charset}"),
-            ]
+            vec!["vfat".into(), format!("nls_cp{codepage}")]
         }
         other => vec![other.to_owned()],
     }
@@ -288,7 +282,7 @@ mod tests {
         );
         assert_eq!(
             filesystem_modules(&debian612, Some("vfat"), "erofs", false),
-            ["vfat", "nls_cp437", "nls_ascii", "erofs", "overlay"]
+            ["vfat", "nls_cp437", "erofs", "overlay"]
         );
         assert_eq!(
             filesystem_modules(&debian612, None, "ext4", false),
@@ -334,15 +328,7 @@ mod tests {
         );
         assert_eq!(
             probed_filesystem_modules(&debian612),
-            [
-                "ext4",
-                "vfat",
-                "nls_cp437",
-                "nls_ascii",
-                "xfs",
-                "btrfs",
-                "erofs"
-            ]
+            ["ext4", "vfat", "nls_cp437", "xfs", "btrfs", "erofs"]
         );
         // Built in: still asked for (the closure skips it); left out: not asked for.
         let fedora_like = KernelConfig::parse(

@@ -26,7 +26,7 @@ use storage_init::contract::{MODULE_LIST_PATH, ModuleList};
 use storage_init::error::{Context, Fatal};
 use storage_init::log::Log;
 use storage_init::modules::Drivers;
-use storage_init::mounts::{detach, mount_fs, mount_image, move_mount};
+use storage_init::mounts::{boot_fs_options, detach, mount_fs, mount_image, move_mount};
 
 const SYSROOT: &str = "/sysroot";
 
@@ -59,7 +59,7 @@ fn boot(log: &mut Log) -> Result<std::convert::Infallible, Fatal> {
         Path::new("/boot"),
         &fstype,
         MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV,
-        "",
+        boot_fs_options(&fstype),
     )?;
     log.step(&format!("mounted {device} ({fstype}) read-only on /boot"));
 

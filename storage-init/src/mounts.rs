@@ -34,12 +34,25 @@ pub fn mount_boot_fs(
     let what = || format!("mounting {fstype} {device} on {}", target.display());
     std::fs::create_dir_all(target).context(what)?;
     let flags = MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV;
-    mount(device, target, fstype, flags, "").map_err(|failure| {
+    mount(device, target, fstype, flags, boot_fs_options(fstype)).map_err(|failure| {
         Fatal::new(
             what(),
             explain(&failure, fstype, Role::Boot { device, probed }),
         )
     })
+}
+
+/// The mount options of the boot filesystem. vfat: the kernel's built-in character table
+/// (`iocharset=default`, registered by nls_base on every kernel) instead of the
+/// `CONFIG_FAT_DEFAULT_IOCHARSET` one, which is a module on most distribution kernels (Debian:
+/// nls_ascii). The names storage-init opens on /boot are ASCII, which every table maps alike,
+/// and each module load costs the kernel a signature check (about 0.1 s of instructions for a
+/// P-384 key): one module fewer before systemd starts.
+pub fn boot_fs_options(fstype: &str) -> &'static str {
+    match fstype {
+        "vfat" => "iocharset=default",
+        _ => "",
+    }
 }
 
 /// Which of the boot's filesystems a mount is: what a failure of it can be blamed on, and which
@@ -230,6 +243,14 @@ fn errno_text(e: Errno) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vfat_takes_the_built_in_charset_and_nothing_else_takes_options() {
+        assert_eq!(boot_fs_options("vfat"), "iocharset=default");
+        for fstype in ["ext4", "xfs", "btrfs", "erofs", "msdos"] {
+            assert_eq!(boot_fs_options(fstype), "", "{fstype}");
+        }
+    }
 
     fn nodev() -> MountFailure {
         MountFailure::from(Errno::NODEV)
