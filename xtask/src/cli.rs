@@ -261,6 +261,22 @@ pub const TASKS: &[TaskDoc] = &[
                   reached).",
     },
     TaskDoc {
+        name: "dist",
+        arguments: "",
+        summary: "build the Debian package target/dist/initoverlayfs_<version>_amd64.deb, \
+                  reproducibly",
+        options: &[],
+        details: "Builds storage-init (static: musl where its toolchain is installed, else \
+                  glibc) and builder (release), then the package with dpkg-deb: builder as \
+                  /usr/sbin/initoverlayfs, storage-init as /usr/lib/initoverlayfs/storage-init, \
+                  a man page per command, bash, zsh and fish completions, the copyright file \
+                  and changelog. Install it with `apt install ./target/dist/<file>`.\n\n\
+                  Every timestamp in it is SOURCE_DATE_EPOCH (default: the last commit's \
+                  time) and every owner root: two builds of one commit give the same bytes. \
+                  Needs dpkg-dev (dpkg-shlibdeps) and binutils (strip); cargo xtask \
+                  provision installs them.",
+    },
+    TaskDoc {
         name: "provision",
         arguments: "",
         summary: "install the host tools the VM tests need (apt; root or sudo)",
@@ -420,6 +436,7 @@ pub enum Task {
         limits: crate::fuzz::Limits,
         target: Option<String>,
     },
+    Dist,
     Provision,
     FixturesFetch,
     FixturesUpdate,
@@ -472,11 +489,12 @@ pub fn parse(args: &[String]) -> Result<Task> {
         "bench-storage-init" => parse_bench_storage_init(rest)?,
         "bench-boot" => Task::BenchBoot(parse_bench_boot(rest)?),
         "fuzz" => parse_fuzz(rest)?,
-        "provision" | "fixtures fetch" | "fixtures update" => {
+        "dist" | "provision" | "fixtures fetch" | "fixtures update" => {
             if let Some(arg) = rest.first() {
                 return Err(unknown(task.name, arg));
             }
             match task.name {
+                "dist" => Task::Dist,
                 "provision" => Task::Provision,
                 "fixtures fetch" => Task::FixturesFetch,
                 _ => Task::FixturesUpdate,
@@ -919,6 +937,7 @@ mod tests {
         ),
         ("test", &[]),
         ("fuzz", &["--seconds 5", "--runs 1000", "--target config"]),
+        ("dist", &[]),
         ("provision", &[]),
         ("fixtures fetch", &[]),
         ("fixtures update", &[]),

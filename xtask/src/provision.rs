@@ -17,7 +17,7 @@ struct Tool {
     backports: bool,
 }
 
-const TOOLS: [Tool; 35] = [
+const TOOLS: [Tool; 37] = [
     Tool {
         command: "qemu-system-x86_64",
         package: "qemu-system-x86",
@@ -46,6 +46,18 @@ const TOOLS: [Tool; 35] = [
     Tool {
         command: "apt-get",
         package: "apt",
+        backports: false,
+    },
+    // `cargo xtask dist`: the package's library dependencies (dpkg-shlibdeps), and the check
+    // of the package its tests run.
+    Tool {
+        command: "dpkg-shlibdeps",
+        package: "dpkg-dev",
+        backports: false,
+    },
+    Tool {
+        command: "lintian",
+        package: "lintian",
         backports: false,
     },
     // Used by the tests to check what we write: disk images (sfdisk, sgdisk) and cpio archives.

@@ -1,0 +1,172 @@
+//! The Debian package `cargo xtask dist` builds, built here from the real binaries: what it
+//! holds and its control file (a snapshot), byte-identical builds, and lintian's verdict.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use xshell::{Shell, cmd};
+use xtask::dist::{self, Binaries, Metadata};
+use xtask::provision::{find_in_path, skip_or_fail};
+use xtask::vm_test::project_root;
+
+/// A fixed build time, so the snapshot does not follow the last commit.
+const EPOCH: u64 = 1_700_000_000;
+
+/// The tools a package build runs, with the Debian package of each.
+const BUILD_TOOLS: [(&str, &str); 5] = [
+    ("dpkg-deb", "dpkg"),
+    ("dpkg-shlibdeps", "dpkg-dev"),
+    ("strip", "binutils"),
+    ("gzip", "gzip"),
+    ("md5sum", "coreutils"),
+];
+
+/// Whether every tool in `tools` is here; if not, the test skips (fails under CI), naming the
+/// package to install.
+fn have(tools: &[(&str, &str)]) -> bool {
+    for (tool, package) in tools {
+        if find_in_path(tool).is_none() {
+            skip_or_fail(&format!(
+                "{tool} is missing: install {package} (cargo xtask provision does)"
+            ));
+            return false;
+        }
+    }
+    true
+}
+
+/// The binaries, built once per test process (cargo has nothing to do after the first build).
+fn binaries() -> &'static Binaries {
+    static BINARIES: OnceLock<Binaries> = OnceLock::new();
+    BINARIES.get_or_init(|| {
+        let sh = Shell::new().unwrap();
+        dist::build_binaries(&sh, &project_root()).unwrap()
+    })
+}
+
+/// Builds the package into `out_dir` with [`EPOCH`] as its time.
+fn package(out_dir: &Path) -> PathBuf {
+    let root = project_root();
+    let sh = Shell::new().unwrap();
+    let meta = Metadata::read(&root).unwrap();
+    dist::build_deb(&sh, &root, &meta, EPOCH, binaries(), out_dir).unwrap()
+}
+
+/// The package's data, one line per entry: type and mode, owner, path, link target; sizes and
+/// contents left out, so a change to the code does not change the listing.
+fn listing(deb: &Path) -> String {
+    let sh = Shell::new().unwrap();
+    let tar = cmd!(sh, "dpkg-deb --fsys-tarfile {deb}")
+        .quiet()
+        .output()
+        .unwrap()
+        .stdout;
+    let mut archive = tar::Archive::new(tar.as_slice());
+    let mut lines = Vec::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let header = entry.header();
+        let path = entry.path().unwrap().display().to_string();
+        assert_eq!(
+            header.mtime().unwrap(),
+            EPOCH,
+            "{path}: every entry has the build's time"
+        );
+        let kind = match header.entry_type() {
+            tar::EntryType::Directory => 'd',
+            tar::EntryType::Symlink => 'l',
+            tar::EntryType::Regular => '-',
+            other => panic!("{path}: unexpected entry type {other:?}"),
+        };
+        let mut line = format!(
+            "{kind}{:04o} {}:{} {}:{} {path}",
+            header.mode().unwrap(),
+            header.uid().unwrap(),
+            header.gid().unwrap(),
+            header.username().unwrap().unwrap_or(""),
+            header.groupname().unwrap().unwrap_or(""),
+        );
+        if let Some(target) = entry.link_name().unwrap() {
+            line.push_str(&format!(" -> {}", target.display()));
+        }
+        lines.push(line);
+        // Read to the end: the next header follows the data.
+        std::io::copy(&mut entry.by_ref(), &mut std::io::sink()).unwrap();
+    }
+    lines.join("\n") + "\n"
+}
+
+/// The control file with what follows the binaries' bytes masked: the installed size and the
+/// library versions dpkg-shlibdeps reads from the host's glibc.
+fn control(deb: &Path) -> String {
+    let sh = Shell::new().unwrap();
+    let text = cmd!(sh, "dpkg-deb --field {deb}").quiet().read().unwrap();
+    let size = regex::Regex::new(r"(?m)^Installed-Size: \d+$").unwrap();
+    let version = regex::Regex::new(r"\(>= [^)]+\)").unwrap();
+    let text = size.replace(&text, "Installed-Size: [KiB]");
+    version.replace_all(&text, "(>= [version])").into_owned() + "\n"
+}
+
+#[test]
+fn package_contents_and_control() {
+    if !have(&BUILD_TOOLS) {
+        return;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let deb = package(out.path());
+    let meta = Metadata::read(&project_root()).unwrap();
+    assert_eq!(
+        deb.file_name().unwrap().to_str(),
+        Some(meta.file_name().as_str())
+    );
+    insta::assert_snapshot!("package_contents", listing(&deb));
+    // The version line is kept: a new version is a reviewed change of the snapshot.
+    insta::assert_snapshot!("package_control", control(&deb));
+}
+
+#[test]
+fn package_builds_are_byte_identical() {
+    if !have(&BUILD_TOOLS) {
+        return;
+    }
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let first = std::fs::read(package(a.path())).unwrap();
+    // Later file times in the staging tree must not reach the package.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let second = std::fs::read(package(b.path())).unwrap();
+    assert!(
+        first == second,
+        "two builds with SOURCE_DATE_EPOCH={EPOCH} differ ({} and {} bytes)",
+        first.len(),
+        second.len()
+    );
+}
+
+/// lintian finds no error and no warning; the overrides the package ships are all used (an
+/// override left behind after its cause went would hide the next real finding).
+#[test]
+fn lintian_finds_nothing() {
+    if !have(&BUILD_TOOLS) || !have(&[("lintian", "lintian")]) {
+        return;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let deb = package(out.path());
+    let sh = Shell::new().unwrap();
+    let output = cmd!(sh, "lintian --display-info --tag-display-limit 0 {deb}")
+        .quiet()
+        .ignore_status()
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    let findings: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("E:") || l.starts_with("W:") || l.contains("unused-override"))
+        .collect();
+    assert!(
+        output.status.success() && findings.is_empty(),
+        "lintian {}:\n{text}{}",
+        deb.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
