@@ -39,6 +39,18 @@ const ZSH_COMPLETION: &str = "usr/share/zsh/vendor-completions/_initoverlayfs";
 const FISH_COMPLETION: &str = "usr/share/fish/vendor_completions.d/initoverlayfs.fish";
 const LINTIAN_OVERRIDES: &str = "usr/share/lintian/overrides/initoverlayfs";
 
+/// The host tools a package build runs, each with its Debian package (dpkg, gzip and coreutils
+/// are Essential: on every Debian system).
+pub const HOST_TOOLS: [(&str, &str); 5] = [
+    ("dpkg-deb", "dpkg"),
+    ("dpkg-shlibdeps", "dpkg-dev"),
+    ("strip", "binutils"),
+    ("gzip", "gzip"),
+    ("md5sum", "coreutils"),
+];
+/// The package's checker, which its tests run.
+pub const LINTIAN: (&str, &str) = ("lintian", "lintian");
+
 /// What builder needs on the machine beyond its libraries: `mkfs.erofs` writes every image.
 const DEPENDS: &str = "erofs-utils";
 /// The live install converts a dracut initramfs only (initramfs-tools' cannot leave the

@@ -696,6 +696,23 @@ mod tests {
         }
     }
 
+    /// What `cargo xtask dist` and its tests run comes from provisioning, but for what
+    /// Debian's Essential packages hold.
+    #[test]
+    fn the_package_tools_are_provisioned() {
+        const ESSENTIAL: [&str; 3] = ["dpkg", "gzip", "coreutils"];
+        for (command, package) in crate::dist::HOST_TOOLS
+            .iter()
+            .chain([&crate::dist::LINTIAN])
+            .filter(|(_, package)| !ESSENTIAL.contains(package))
+        {
+            assert!(
+                all_tools().any(|t| t.package == *package),
+                "{command} ({package}) is not provisioned"
+            );
+        }
+    }
+
     /// What the UKI and Secure Boot cells run on the host comes from provisioning, the
     /// firmware tools from backports (bookworm has no python3-virt-firmware).
     #[test]

@@ -13,15 +13,6 @@ use xtask::vm_test::project_root;
 /// A fixed build time, so the snapshot does not follow the last commit.
 const EPOCH: u64 = 1_700_000_000;
 
-/// The tools a package build runs, with the Debian package of each.
-const BUILD_TOOLS: [(&str, &str); 5] = [
-    ("dpkg-deb", "dpkg"),
-    ("dpkg-shlibdeps", "dpkg-dev"),
-    ("strip", "binutils"),
-    ("gzip", "gzip"),
-    ("md5sum", "coreutils"),
-];
-
 /// Whether every tool in `tools` is here; if not, the test skips (fails under CI), naming the
 /// package to install.
 fn have(tools: &[(&str, &str)]) -> bool {
@@ -110,7 +101,7 @@ fn control(deb: &Path) -> String {
 
 #[test]
 fn package_contents_and_control() {
-    if !have(&BUILD_TOOLS) {
+    if !have(&dist::HOST_TOOLS) {
         return;
     }
     let out = tempfile::tempdir().unwrap();
@@ -127,7 +118,7 @@ fn package_contents_and_control() {
 
 #[test]
 fn package_builds_are_byte_identical() {
-    if !have(&BUILD_TOOLS) {
+    if !have(&dist::HOST_TOOLS) {
         return;
     }
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -147,7 +138,7 @@ fn package_builds_are_byte_identical() {
 /// override left behind after its cause went would hide the next real finding).
 #[test]
 fn lintian_finds_nothing() {
-    if !have(&BUILD_TOOLS) || !have(&[("lintian", "lintian")]) {
+    if !have(&dist::HOST_TOOLS) || !have(&[dist::LINTIAN]) {
         return;
     }
     let out = tempfile::tempdir().unwrap();
