@@ -489,6 +489,9 @@ pub fn build_deb(
         fs::remove_dir_all(&work).with_context(|| format!("removing {}", work.display()))?;
     }
     let stage = work.join("debian").join(PACKAGE);
+    // DEBIAN first: dpkg-shlibdeps finds the package's root by it.
+    let debian = stage.join("DEBIAN");
+    fs::create_dir_all(&debian).with_context(|| format!("creating {}", debian.display()))?;
     let write = |relative: &str, mode: u32, bytes: &[u8]| -> Result<PathBuf> {
         let path = stage.join(relative);
         fs::create_dir_all(path.parent().unwrap())?;
@@ -530,7 +533,10 @@ pub fn build_deb(
         cmd!(sh, "gzip -9n {plain}").quiet().run()?;
         fs::set_permissions(path, fs::Permissions::from_mode(0o644))?;
     }
-    let files = walk(&stage)?;
+    let files: Vec<PathBuf> = walk(&stage)?
+        .into_iter()
+        .filter(|p| !p.starts_with(&debian))
+        .collect();
     let mut installed_kib = 0;
     // The root's mode too: created under the builder's umask, it is the package's `./`.
     fs::set_permissions(&stage, fs::Permissions::from_mode(0o755))?;
@@ -547,8 +553,6 @@ pub fn build_deb(
             fs::set_permissions(path, fs::Permissions::from_mode(0o755))?;
         }
     }
-    let debian = stage.join("DEBIAN");
-    fs::create_dir(&debian)?;
     fs::set_permissions(&debian, fs::Permissions::from_mode(0o755))?;
     write(
         "DEBIAN/control",
