@@ -262,10 +262,14 @@ pub const TASKS: &[TaskDoc] = &[
     },
     TaskDoc {
         name: "dist",
-        arguments: "",
-        summary: "build the Debian package target/dist/initoverlayfs_<version>_amd64.deb, \
+        arguments: "[OPTIONS]",
+        summary: "build the Debian package target/dist/initoverlayfs_<version>_<arch>.deb, \
                   reproducibly",
-        options: &[],
+        options: &[option(
+            "--arch amd64|arm64",
+            "the package's architecture (default: amd64); arm64's programs are cross-built \
+             with the aarch64 toolchain cargo xtask provision installs",
+        )],
         details: "Builds storage-init (static: musl where its toolchain is installed, else \
                   glibc) and builder (release), then the package with dpkg-deb: builder as \
                   /usr/sbin/initoverlayfs, storage-init as /usr/lib/initoverlayfs/storage-init, \
@@ -436,7 +440,7 @@ pub enum Task {
         limits: crate::fuzz::Limits,
         target: Option<String>,
     },
-    Dist,
+    Dist(crate::dist::Arch),
     Provision,
     FixturesFetch,
     FixturesUpdate,
@@ -489,12 +493,12 @@ pub fn parse(args: &[String]) -> Result<Task> {
         "bench-storage-init" => parse_bench_storage_init(rest)?,
         "bench-boot" => Task::BenchBoot(parse_bench_boot(rest)?),
         "fuzz" => parse_fuzz(rest)?,
-        "dist" | "provision" | "fixtures fetch" | "fixtures update" => {
+        "dist" => Task::Dist(parse_dist(rest)?),
+        "provision" | "fixtures fetch" | "fixtures update" => {
             if let Some(arg) = rest.first() {
                 return Err(unknown(task.name, arg));
             }
             match task.name {
-                "dist" => Task::Dist,
                 "provision" => Task::Provision,
                 "fixtures fetch" => Task::FixturesFetch,
                 _ => Task::FixturesUpdate,
@@ -540,6 +544,18 @@ fn parse_bench_storage_init(args: &[String]) -> Result<Task> {
         }
     }
     Ok(Task::BenchStorageInit { cell, runs })
+}
+
+fn parse_dist(args: &[String]) -> Result<crate::dist::Arch> {
+    let mut arch = crate::dist::Arch::default();
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--arch" => arch = crate::dist::Arch::parse(&value(&mut args, "--arch")?)?,
+            other => return Err(unknown("dist", other)),
+        }
+    }
+    Ok(arch)
 }
 
 fn parse_fuzz(args: &[String]) -> Result<Task> {
@@ -886,6 +902,21 @@ mod tests {
         }
     }
 
+    #[test]
+    fn dist_options() {
+        use crate::dist::Arch;
+        let arch = |line: &str| match parse_line(line) {
+            Ok(Task::Dist(arch)) => arch,
+            other => panic!("{line}: {other:?}"),
+        };
+        assert_eq!(arch("dist"), Arch::Amd64);
+        assert_eq!(arch("dist --arch amd64"), Arch::Amd64);
+        assert_eq!(arch("dist --arch arm64"), Arch::Arm64);
+        for bad in ["dist --arch x86_64", "dist --arch", "dist amd64"] {
+            assert!(parse_line(bad).is_err(), "{bad} was accepted");
+        }
+    }
+
     fn is_help_of(task: &Result<Task>, topic: &str) -> bool {
         matches!(task, Ok(Task::Help(Some(t))) if t == topic)
     }
@@ -937,7 +968,7 @@ mod tests {
         ),
         ("test", &[]),
         ("fuzz", &["--seconds 5", "--runs 1000", "--target config"]),
-        ("dist", &[]),
+        ("dist", &["--arch arm64"]),
         ("provision", &[]),
         ("fixtures fetch", &[]),
         ("fixtures update", &[]),

@@ -1,5 +1,5 @@
-//! `cargo xtask dist`: the Debian package `target/dist/initoverlayfs_<version>_amd64.deb`,
-//! reproducibly. It holds the builder as `/usr/sbin/initoverlayfs`, the static storage-init at
+//! `cargo xtask dist`: the Debian package `target/dist/initoverlayfs_<version>_<arch>.deb`
+//! (amd64, or arm64 cross-built), reproducibly. It holds the builder as `/usr/sbin/initoverlayfs`, the static storage-init at
 //! builder's default path, man pages and shell completions made from builder's clap
 //! definitions, and the documentation Debian asks for (copyright, changelog). Every timestamp
 //! is `SOURCE_DATE_EPOCH` (default: the last commit's time), every owner root, and dpkg-deb
@@ -22,8 +22,51 @@ use crate::static_build;
 pub const PACKAGE: &str = "initoverlayfs";
 /// Where `cargo xtask dist` writes the package, under the project root.
 pub const DIST_DIR: &str = "target/dist";
-/// The one architecture built so far: the binaries are built for the host, x86_64.
-pub const ARCH: &str = "amd64";
+/// A Debian architecture the package is built for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Arch {
+    /// x86_64, the host's: built natively.
+    #[default]
+    Amd64,
+    /// aarch64: cross-built with the toolchain of the aarch64 VM cells ([`static_build`]).
+    Arm64,
+}
+
+impl Arch {
+    pub const ALL: [Arch; 2] = [Arch::Amd64, Arch::Arm64];
+
+    /// Debian's name, in the control file and the package's file name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Amd64 => "amd64",
+            Arch::Arm64 => "arm64",
+        }
+    }
+
+    pub fn parse(name: &str) -> Result<Arch> {
+        Arch::ALL
+            .into_iter()
+            .find(|a| a.name() == name)
+            .with_context(|| format!("--arch {name:?}: expected amd64 or arm64"))
+    }
+
+    /// The machine's name as static_build (and QEMU) spell it.
+    fn machine(self) -> &'static str {
+        match self {
+            Arch::Amd64 => "x86_64",
+            Arch::Arm64 => "aarch64",
+        }
+    }
+
+    /// The binutils that read this architecture's ELF files (binutils-aarch64-linux-gnu comes
+    /// with the cross gcc).
+    fn strip(self) -> &'static str {
+        match self {
+            Arch::Amd64 => "strip",
+            Arch::Arm64 => "aarch64-linux-gnu-strip",
+        }
+    }
+}
 /// The builder in the package (the crate and `cargo run -p builder` keep the name `builder`).
 pub const PROGRAM_PATH: &str = "usr/sbin/initoverlayfs";
 /// storage-init in the package: `builder install`'s default (`install::DEFAULT_STORAGE_INIT`).
@@ -166,9 +209,9 @@ impl Metadata {
         })
     }
 
-    /// `initoverlayfs_<version>_amd64.deb`, Debian's file name for the package.
-    pub fn file_name(&self) -> String {
-        format!("{PACKAGE}_{}_{ARCH}.deb", self.version)
+    /// `initoverlayfs_<version>_<arch>.deb`, Debian's file name for the package.
+    pub fn file_name(&self, arch: Arch) -> String {
+        format!("{PACKAGE}_{}_{}.deb", self.version, arch.name())
     }
 }
 
@@ -200,17 +243,26 @@ pub fn source_date_epoch(sh: &Shell, root: &Path) -> Result<u64> {
 /// The two programs the package ships, as built.
 #[derive(Debug, Clone)]
 pub struct Binaries {
-    /// builder, release build, linked against the host's glibc.
+    /// What they run on.
+    pub arch: Arch,
+    /// builder, release build, linked against glibc.
     pub builder: PathBuf,
     /// storage-init, static (musl where its toolchain is installed, else glibc).
     pub storage_init: PathBuf,
 }
 
 /// Builds storage-init with [`static_build`] (the build the VM cells boot) and builder in
-/// release mode. builder stays a normal glibc program: it runs on the installed system, where
-/// Debian's libraries are, and [`library_depends`] names them.
-pub fn build_binaries(sh: &Shell, root: &Path) -> Result<Binaries> {
-    let (storage_init, _) = static_build::build_preferred(sh, root)?;
+/// release mode, for `arch`. builder stays a normal glibc program: it runs on the installed
+/// system, where Debian's libraries are, and [`library_depends`] names them.
+pub fn build_binaries(sh: &Shell, root: &Path, arch: Arch) -> Result<Binaries> {
+    let storage_init = static_build::build_for_arch(sh, root, arch.machine())?;
+    if arch == Arch::Arm64 {
+        return Ok(Binaries {
+            arch,
+            builder: static_build::build_builder_aarch64(sh, root)?,
+            storage_init,
+        });
+    }
     let _dir = sh.push_dir(root);
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     // As static_build: a set CARGO_ENCODED_RUSTFLAGS (even empty) would override the user's
@@ -222,6 +274,7 @@ pub fn build_binaries(sh: &Shell, root: &Path) -> Result<Binaries> {
     let target_dir =
         std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
     Ok(Binaries {
+        arch,
         builder: target_dir.join("release/builder"),
         storage_init,
     })
@@ -377,13 +430,15 @@ fn changelog(meta: &Metadata, epoch: u64) -> String {
 }
 
 /// The control file; `depends` is the library part ([`library_depends`]).
-pub fn control(meta: &Metadata, depends: &str, installed_size_kib: u64) -> String {
+pub fn control(meta: &Metadata, arch: Arch, depends: &str, installed_size_kib: u64) -> String {
     let mut text = format!(
-        "Package: {PACKAGE}\nVersion: {}\nArchitecture: {ARCH}\nMaintainer: {}\n\
+        "Package: {PACKAGE}\nVersion: {}\nArchitecture: {}\nMaintainer: {}\n\
          Installed-Size: {installed_size_kib}\nDepends: {depends}, {DEPENDS}\n\
          Recommends: {RECOMMENDS}\nSuggests: {SUGGESTS}\nSection: admin\nPriority: optional\n\
          Description: {SYNOPSIS}\n",
-        meta.version, meta.maintainer
+        meta.version,
+        arch.name(),
+        meta.maintainer
     );
     for (index, paragraph) in DESCRIPTION.iter().enumerate() {
         if index > 0 {
@@ -484,7 +539,8 @@ pub fn build_deb(
 ) -> Result<PathBuf> {
     // The tree a Debian source package stages its binary package in, as dpkg-shlibdeps
     // expects.
-    let work = out_dir.join(format!(".build-{PACKAGE}_{}_{ARCH}", meta.version));
+    let arch = binaries.arch;
+    let work = out_dir.join(format!(".build-{PACKAGE}_{}_{}", meta.version, arch.name()));
     if work.exists() {
         fs::remove_dir_all(&work).with_context(|| format!("removing {}", work.display()))?;
     }
@@ -503,13 +559,14 @@ pub fn build_deb(
         .with_context(|| format!("reading {}", binaries.builder.display()))?;
     let program = write(PROGRAM_PATH, 0o755, &builder)?;
     // What dh_strip does: the symbols serve no one on the installed system.
+    let strip = arch.strip();
     cmd!(
         sh,
-        "strip --strip-unneeded --remove-section=.comment --remove-section=.note {program}"
+        "{strip} --strip-unneeded --remove-section=.comment --remove-section=.note {program}"
     )
     .quiet()
     .run()
-    .context("stripping builder (binutils)")?;
+    .with_context(|| format!("stripping builder ({strip}, from binutils)"))?;
     let depends = library_depends(sh, &program, &work)?;
     let storage_init = fs::read(&binaries.storage_init)
         .with_context(|| format!("reading {}", binaries.storage_init.display()))?;
@@ -557,7 +614,7 @@ pub fn build_deb(
     write(
         "DEBIAN/control",
         0o644,
-        control(meta, &depends, installed_kib).as_bytes(),
+        control(meta, arch, &depends, installed_kib).as_bytes(),
     )?;
     let regular: Vec<String> = files
         .iter()
@@ -577,7 +634,7 @@ pub fn build_deb(
             .and_then(|file| file.set_modified(time))
             .with_context(|| format!("setting the time of {}", path.display()))?;
     }
-    let deb = out_dir.join(meta.file_name());
+    let deb = out_dir.join(meta.file_name(arch));
     // --root-owner-group: every entry root:root whoever builds. One xz thread: liblzma's
     // multi-threaded encoder writes other bytes than its single-threaded one, and the number
     // of threads would otherwise follow the host's cores.
@@ -612,11 +669,11 @@ fn walk(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(found)
 }
 
-/// `cargo xtask dist`.
-pub fn run(sh: &Shell, root: &Path) -> Result<()> {
+/// `cargo xtask dist [--arch amd64|arm64]`.
+pub fn run(sh: &Shell, root: &Path, arch: Arch) -> Result<()> {
     let meta = Metadata::read(root)?;
     let epoch = source_date_epoch(sh, root)?;
-    let binaries = build_binaries(sh, root)?;
+    let binaries = build_binaries(sh, root, arch)?;
     let out_dir = root.join(DIST_DIR);
     fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let deb = build_deb(sh, root, &meta, epoch, &binaries, &out_dir)?;
@@ -648,8 +705,12 @@ mod tests {
         let read = Metadata::read(&root).unwrap();
         assert!(read.maintainer.ends_with('>'), "{read:?}");
         assert_eq!(
-            read.file_name(),
+            read.file_name(Arch::Amd64),
             format!("initoverlayfs_{}_amd64.deb", read.version)
+        );
+        assert_eq!(
+            read.file_name(Arch::Arm64),
+            format!("initoverlayfs_{}_arm64.deb", read.version)
         );
         for (manifest, error) in [
             ("[workspace]\n", "no [workspace.package]"),
@@ -665,6 +726,18 @@ mod tests {
             let message = format!("{:#}", Metadata::parse(manifest).unwrap_err());
             assert!(message.contains(error), "{manifest}: {message}");
         }
+    }
+
+    #[test]
+    fn architectures_by_debian_name() {
+        for arch in Arch::ALL {
+            assert_eq!(Arch::parse(arch.name()).unwrap(), arch);
+        }
+        let error = format!("{:#}", Arch::parse("x86_64").unwrap_err());
+        assert!(
+            error.contains("x86_64") && error.contains("amd64 or arm64"),
+            "{error}"
+        );
     }
 
     #[test]
@@ -744,7 +817,8 @@ mod tests {
 
     #[test]
     fn control_lines_fit_and_describe() {
-        let text = control(&meta(), "libc6 (>= 2.34)", 1234);
+        let text = control(&meta(), Arch::Arm64, "libc6 (>= 2.34)", 1234);
+        assert!(text.contains("\nArchitecture: arm64\n"), "{text}");
         assert!(
             text.contains("Depends: libc6 (>= 2.34), erofs-utils\n"),
             "{text}"

@@ -56,7 +56,7 @@ fn run(task: Task) -> Result<()> {
         Task::Test(nextest_args) => test::run(&sh, &root, &nextest_args),
         Task::BenchStorageInit { cell, runs } => bench_storage_init::run(&sh, &root, &cell, runs),
         Task::BenchBoot(options) => xtask::bench_boot::run(&sh, &root, &options),
-        Task::Dist => dist::run(&sh, &root),
+        Task::Dist(arch) => dist::run(&sh, &root, arch),
         Task::Provision => provision::ensure(&sh),
         Task::Fuzz { limits, target } => fuzz::run(&sh, &root, limits, target.as_deref()),
         Task::FixturesUpdate => fixtures::update(&sh, &root),
