@@ -36,8 +36,44 @@ use crate::replace::{ReplaceError, replace_file, replace_with};
 
 /// Where storage-init is installed on the target, unless `--storage-init` says otherwise.
 pub const DEFAULT_STORAGE_INIT: &str = "/usr/lib/initoverlayfs/storage-init";
-/// Where the hooks expect this program on the target, unless `--builder-path` says otherwise.
+/// Where the hooks expect this program on the target, unless `--builder-path` says otherwise
+/// or it runs from a system program directory ([`default_builder_path`]): the README's
+/// hand-installed path.
 pub const DEFAULT_BUILDER_PATH: &str = "/usr/local/sbin/initoverlayfs-builder";
+/// The directories a program installed on the machine runs from (`/sbin` and `/bin` for
+/// systems whose /usr is not merged).
+const SYSTEM_PROGRAM_DIRS: [&str; 6] = [
+    "/usr/sbin",
+    "/usr/bin",
+    "/usr/local/sbin",
+    "/usr/local/bin",
+    "/sbin",
+    "/bin",
+];
+/// What Linux appends to `/proc/self/exe` once the running file is unlinked, as a package
+/// upgrade does when it replaces the program: the new one is at the same path.
+const DELETED_SUFFIX: &str = " (deleted)";
+
+/// Where the hooks call this program when `--builder-path` is not given: `running` (the path
+/// it runs from, `std::env::current_exe()`) when that is a plain file name in a system program
+/// directory, so the packaged `/usr/sbin/initoverlayfs` and the hand-installed
+/// `/usr/local/sbin/initoverlayfs-builder` each write hooks that call themselves; else (a build
+/// tree, `cargo run`) [`DEFAULT_BUILDER_PATH`]. The name must need no shell quoting: the hooks
+/// hold it in double quotes.
+pub fn default_builder_path(running: Option<&Path>) -> String {
+    let installed = running
+        .and_then(Path::to_str)
+        .map(|path| path.strip_suffix(DELETED_SUFFIX).unwrap_or(path))
+        .and_then(|path| {
+            let (dir, name) = path.rsplit_once('/')?;
+            let plain = !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+'));
+            (plain && SYSTEM_PROGRAM_DIRS.contains(&dir)).then(|| path.to_owned())
+        });
+    installed.unwrap_or_else(|| DEFAULT_BUILDER_PATH.to_owned())
+}
 /// Room kept free on /boot beyond what the files need: a full /boot breaks the next kernel
 /// update.
 const SPARE_BYTES: u64 = 8 << 20;
@@ -1133,6 +1169,41 @@ mod tests {
             boot_mount: "/boot".into(),
             kver: "6.1.0".into(),
             entry_token: (kind == LayoutKind::Bls).then(|| "abc".to_owned()),
+        }
+    }
+
+    /// The hooks call the program that installed them when it runs from a system program
+    /// directory (the package's, a hand install's), the README's path otherwise.
+    #[test]
+    fn hooks_call_the_installed_program() {
+        let check = |running: Option<&str>, expected: &str| {
+            assert_eq!(
+                default_builder_path(running.map(Path::new)),
+                expected,
+                "{running:?}"
+            );
+        };
+        check(Some("/usr/sbin/initoverlayfs"), "/usr/sbin/initoverlayfs");
+        check(
+            Some("/usr/local/sbin/initoverlayfs-builder"),
+            "/usr/local/sbin/initoverlayfs-builder",
+        );
+        check(Some("/sbin/initoverlayfs"), "/sbin/initoverlayfs");
+        // Replaced by an upgrade while it runs: the new program is at the same path.
+        check(
+            Some("/usr/sbin/initoverlayfs (deleted)"),
+            "/usr/sbin/initoverlayfs",
+        );
+        for elsewhere in [
+            None,
+            Some("/home/me/initoverlayfs-rs/target/release/builder"),
+            Some("/usr/sbin/sub/initoverlayfs"),
+            Some("/usr/sbin/"),
+            Some("/usr/sbin/a\"b"),
+            Some("/usr/sbin/$(reboot)"),
+            Some("builder"),
+        ] {
+            check(elsewhere, DEFAULT_BUILDER_PATH);
         }
     }
 

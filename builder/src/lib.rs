@@ -7,6 +7,7 @@
 
 pub mod bls;
 pub mod bootfs;
+pub mod cli;
 pub mod compress;
 pub mod cpio;
 pub mod efi;

@@ -1,7 +1,8 @@
 //! `builder install` / `uninstall` on `--root` trees laid out as Fedora and as Debian: what
 //! changes in /boot, the fallback, the hooks (run for real with sh), a failure midway that
 //! leaves the old initramfs bootable, a full or read-only /boot, an install stopped dead at every
-//! write, fsync and rename, and the undo command that restores the tree exactly.
+//! write, fsync and rename, the undo command that restores the tree exactly, and hooks that call
+//! the installed program that wrote them.
 
 mod common;
 
@@ -426,6 +427,61 @@ fn kernel_install_plugin_add_and_remove() {
     assert!(
         initramfs.exists(),
         "the kernel's own initramfs is kernel-install's to remove"
+    );
+}
+
+/// Without --builder-path the hooks call the program that wrote them when it runs from a system
+/// program directory, as the Debian package's /usr/sbin/initoverlayfs does. The binary runs as
+/// /usr/local/sbin/initoverlayfs (not the default name, so the default cannot pass for it) from
+/// a tmpfs mounted there in a mount namespace of its own: the host's directory stays as it was.
+#[test]
+fn the_hooks_call_the_program_that_installed_them() {
+    if !have_mkfs()
+        || !common::have_root("mounting over /usr/local/sbin in a mount namespace")
+        || !common::have_tool("unshare", "util-linux")
+    {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("root");
+    make_root(&root, Distro::Debian);
+    let script = format!(
+        "set -e\n\
+         mount -t tmpfs -o size=64m,mode=0755 initoverlayfs-test /usr/local/sbin\n\
+         cp \"$1\" /usr/local/sbin/initoverlayfs\n\
+         exec /usr/local/sbin/initoverlayfs install --kver {KVER} --root \"$2\" --preset virtio\n"
+    );
+    let output = Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &script,
+            "sh",
+        ])
+        .arg(env!("CARGO_BIN_EXE_builder"))
+        .arg(&root)
+        .env_remove("SOURCE_DATE_EPOCH")
+        .env_remove("INITOVERLAYFS_ROOT")
+        .output()
+        .unwrap();
+    ok(output);
+    for hook in [
+        "etc/kernel/postinst.d/zz-initoverlayfs",
+        "etc/kernel/postrm.d/zz-initoverlayfs",
+        "etc/initramfs/post-update.d/initoverlayfs",
+    ] {
+        let text = fs::read_to_string(root.join(hook)).unwrap();
+        assert!(
+            text.contains("BUILDER=\"/usr/local/sbin/initoverlayfs\"\n"),
+            "{hook}:\n{text}"
+        );
+    }
+    assert!(
+        !Path::new("/usr/local/sbin/initoverlayfs").exists(),
+        "the namespace's tmpfs leaked onto the host"
     );
 }
 

@@ -268,6 +268,26 @@ pub const TASKS: &[TaskDoc] = &[
                   reached).",
     },
     TaskDoc {
+        name: "dist",
+        arguments: "[OPTIONS]",
+        summary: "build the Debian package target/dist/initoverlayfs_<version>_<arch>.deb, \
+                  reproducibly",
+        options: &[option(
+            "--arch amd64|arm64",
+            "the package's architecture (default: amd64); arm64's programs are cross-built \
+             with the aarch64 toolchain cargo xtask provision installs",
+        )],
+        details: "Builds storage-init (static: musl where its toolchain is installed, else \
+                  glibc) and builder (release), then the package with dpkg-deb: builder as \
+                  /usr/sbin/initoverlayfs, storage-init as /usr/lib/initoverlayfs/storage-init, \
+                  a man page per command, bash, zsh and fish completions, the copyright file \
+                  and changelog. Install it with `apt install ./target/dist/<file>`.\n\n\
+                  Every timestamp in it is SOURCE_DATE_EPOCH (default: the last commit's \
+                  time) and every owner root: two builds of one commit give the same bytes. \
+                  Needs dpkg-dev (dpkg-shlibdeps) and binutils (strip); cargo xtask \
+                  provision installs them.",
+    },
+    TaskDoc {
         name: "provision",
         arguments: "",
         summary: "install the host tools the VM tests need (apt; root or sudo)",
@@ -429,6 +449,7 @@ pub enum Task {
         limits: crate::fuzz::Limits,
         target: Option<String>,
     },
+    Dist(crate::dist::Arch),
     Provision,
     FixturesFetch,
     FixturesUpdate,
@@ -481,6 +502,7 @@ pub fn parse(args: &[String]) -> Result<Task> {
         "bench-storage-init" => parse_bench_storage_init(rest)?,
         "bench-boot" => Task::BenchBoot(parse_bench_boot(rest)?),
         "fuzz" => parse_fuzz(rest)?,
+        "dist" => Task::Dist(parse_dist(rest)?),
         "provision" | "fixtures fetch" | "fixtures update" => {
             if let Some(arg) = rest.first() {
                 return Err(unknown(task.name, arg));
@@ -541,6 +563,18 @@ fn icount_shift(args: &mut std::slice::Iter<'_, String>) -> Result<u8> {
         bail!("--icount {shift}: QEMU takes 0 to 10 (2^shift ns per instruction)");
     }
     Ok(shift)
+}
+
+fn parse_dist(args: &[String]) -> Result<crate::dist::Arch> {
+    let mut arch = crate::dist::Arch::default();
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--arch" => arch = crate::dist::Arch::parse(&value(&mut args, "--arch")?)?,
+            other => return Err(unknown("dist", other)),
+        }
+    }
+    Ok(arch)
 }
 
 fn parse_fuzz(args: &[String]) -> Result<Task> {
@@ -881,6 +915,21 @@ mod tests {
         }
     }
 
+    #[test]
+    fn dist_options() {
+        use crate::dist::Arch;
+        let arch = |line: &str| match parse_line(line) {
+            Ok(Task::Dist(arch)) => arch,
+            other => panic!("{line}: {other:?}"),
+        };
+        assert_eq!(arch("dist"), Arch::Amd64);
+        assert_eq!(arch("dist --arch amd64"), Arch::Amd64);
+        assert_eq!(arch("dist --arch arm64"), Arch::Arm64);
+        for bad in ["dist --arch x86_64", "dist --arch", "dist amd64"] {
+            assert!(parse_line(bad).is_err(), "{bad} was accepted");
+        }
+    }
+
     fn is_help_of(task: &Result<Task>, topic: &str) -> bool {
         matches!(task, Ok(Task::Help(Some(t))) if t == topic)
     }
@@ -935,6 +984,7 @@ mod tests {
         ),
         ("test", &[]),
         ("fuzz", &["--seconds 5", "--runs 1000", "--target config"]),
+        ("dist", &["--arch arm64"]),
         ("provision", &[]),
         ("fixtures fetch", &[]),
         ("fixtures update", &[]),

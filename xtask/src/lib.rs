@@ -51,6 +51,7 @@ pub mod vm_report;
 pub mod bench_boot;
 pub mod bench_storage_init;
 pub mod cli;
+pub mod dist;
 pub mod fuzz;
 pub mod matrix_doc;
 pub mod test;

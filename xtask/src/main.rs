@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use xshell::Shell;
 use xtask::cli::{self, Task};
-use xtask::{bench_storage_init, fixtures, fuzz, matrix_doc, provision, test, vm_test};
+use xtask::{bench_storage_init, dist, fixtures, fuzz, matrix_doc, provision, test, vm_test};
 
 /// A wrong command line.
 const EXIT_USAGE: u8 = 2;
@@ -58,6 +58,7 @@ fn run(task: Task) -> Result<()> {
             bench_storage_init::run(&sh, &root, &cell, runs, icount)
         }
         Task::BenchBoot(options) => xtask::bench_boot::run(&sh, &root, &options),
+        Task::Dist(arch) => dist::run(&sh, &root, arch),
         Task::Provision => provision::ensure(&sh),
         Task::Fuzz { limits, target } => fuzz::run(&sh, &root, limits, target.as_deref()),
         Task::FixturesUpdate => fixtures::update(&sh, &root),

@@ -17,7 +17,7 @@ struct Tool {
     backports: bool,
 }
 
-const TOOLS: [Tool; 35] = [
+const TOOLS: [Tool; 37] = [
     Tool {
         command: "qemu-system-x86_64",
         package: "qemu-system-x86",
@@ -46,6 +46,18 @@ const TOOLS: [Tool; 35] = [
     Tool {
         command: "apt-get",
         package: "apt",
+        backports: false,
+    },
+    // `cargo xtask dist`: the package's library dependencies (dpkg-shlibdeps), and the check
+    // of the package its tests run.
+    Tool {
+        command: "dpkg-shlibdeps",
+        package: "dpkg-dev",
+        backports: false,
+    },
+    Tool {
+        command: "lintian",
+        package: "lintian",
         backports: false,
     },
     // Used by the tests to check what we write: disk images (sfdisk, sgdisk) and cpio archives.
@@ -680,6 +692,23 @@ mod tests {
             assert!(
                 TOOLS.iter().any(|t| t.command == *file),
                 "{file} is not provisioned"
+            );
+        }
+    }
+
+    /// What `cargo xtask dist` and its tests run comes from provisioning, but for what
+    /// Debian's Essential packages hold.
+    #[test]
+    fn the_package_tools_are_provisioned() {
+        const ESSENTIAL: [&str; 3] = ["dpkg", "gzip", "coreutils"];
+        for (command, package) in crate::dist::HOST_TOOLS
+            .iter()
+            .chain([&crate::dist::LINTIAN])
+            .filter(|(_, package)| !ESSENTIAL.contains(package))
+        {
+            assert!(
+                all_tools().any(|t| t.package == *package),
+                "{command} ({package}) is not provisioned"
             );
         }
     }

@@ -2,7 +2,8 @@
 //! production build: ~320 KiB on x86_64 and aarch64) where the toolchain for it is installed,
 //! else with glibc (static, ~1.2 MiB). rustup cannot fetch a musl target here, so the musl builds
 //! use Debian's rustc-web with `-Z build-std` against its rust-web-src (BRIEF §6), for aarch64
-//! with arm64's musl (musl-dev:arm64) behind the cross gcc.
+//! with arm64's musl (musl-dev:arm64) behind the cross gcc. The same aarch64 toolchain
+//! cross-builds builder for the arm64 Debian package.
 
 use std::path::{Path, PathBuf};
 
@@ -307,6 +308,47 @@ fn build_aarch64_glibc(sh: &Shell, root: &Path) -> Result<PathBuf> {
             .join("initrd")
             .join("storage-init"),
     )
+}
+
+/// builder for aarch64 in release mode, for the arm64 Debian package (`cargo xtask dist`): a
+/// normal glibc program, as it runs on the installed system, cross-built with the toolchain of
+/// the aarch64 storage-init (rustup's aarch64 target where it is installed, else Debian's
+/// rustc-web and its arm64 std) and linked by the cross gcc.
+pub fn build_builder_aarch64(sh: &Shell, root: &Path) -> Result<PathBuf> {
+    let _dir = sh.push_dir(root);
+    let linker_env = "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER";
+    if rustup_has_target(sh, AARCH64_TRIPLE) {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let target_dir =
+            std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+        cmd!(
+            sh,
+            "{cargo} build --quiet --release --package builder --target {AARCH64_TRIPLE}"
+        )
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env(linker_env, "aarch64-linux-gnu-gcc")
+        .run()
+        .context("building the aarch64 builder (rustup's aarch64 target)")?;
+        return Ok(target_dir.join(AARCH64_TRIPLE).join("release/builder"));
+    }
+    if let Some(missing) = AARCH64_BUILD_FILES.iter().find(|f| !Path::new(f).exists()) {
+        bail!(
+            "the aarch64 builder needs {missing}: cargo xtask provision installs cargo-web, libstd-rust-web-dev:arm64, gcc-aarch64-linux-gnu and libc6-dev-arm64-cross"
+        );
+    }
+    let target_dir = root.join(AARCH64_TARGET_DIR);
+    cmd!(
+        sh,
+        "{DEBIAN_CARGO} build --quiet --release --package builder --target {AARCH64_TRIPLE}"
+    )
+    .env_remove("CARGO_ENCODED_RUSTFLAGS")
+    .env_remove("RUSTUP_TOOLCHAIN")
+    .env("RUSTC", DEBIAN_RUSTC)
+    .env("CARGO_TARGET_DIR", &target_dir)
+    .env(linker_env, "aarch64-linux-gnu-gcc")
+    .run()
+    .context("building the aarch64 builder (Debian's rustc-web)")?;
+    Ok(target_dir.join(AARCH64_TRIPLE).join("release/builder"))
 }
 
 /// `binary`, if it is static: a dynamically linked PID 1 cannot start.

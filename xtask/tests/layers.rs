@@ -62,6 +62,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "test",
             "fuzz",
             "matrix_doc",
+            "dist",
             "cli",
         ],
     ),
