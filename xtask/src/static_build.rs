@@ -261,94 +261,108 @@ fn build_aarch64_musl(sh: &Shell, root: &Path, binary: Pid1Binary) -> Result<Pat
 /// Debian's rustc-web and its arm64 std (rustup has only the x86_64 std here; BRIEF §6). Both
 /// link with Debian's cross gcc. About 1 MiB.
 fn build_aarch64_glibc(sh: &Shell, root: &Path) -> Result<PathBuf> {
-    let _dir = sh.push_dir(root);
-    let rustflags = "-C target-feature=+crt-static -C relocation-model=static";
-    let linker_env = "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER";
-    if rustup_has_target(sh, AARCH64_TRIPLE) {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let target_dir =
-            std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-        cmd!(
-            sh,
-            "{cargo} build --quiet --package storage-init --profile initrd --target {AARCH64_TRIPLE}"
-        )
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env(linker_env, "aarch64-linux-gnu-gcc")
-        .env("RUSTFLAGS", rustflags)
-        .run()
-        .context("building the static aarch64 storage-init (rustup's aarch64 target)")?;
-        return checked_static(
-            target_dir
-                .join(AARCH64_TRIPLE)
-                .join("initrd")
-                .join("storage-init"),
-        );
-    }
-    if let Some(missing) = AARCH64_BUILD_FILES.iter().find(|f| !Path::new(f).exists()) {
-        bail!(
-            "the aarch64 storage-init needs {missing}: cargo xtask provision installs cargo-web, libstd-rust-web-dev:arm64, gcc-aarch64-linux-gnu and libc6-dev-arm64-cross"
-        );
-    }
-    let target_dir = root.join(AARCH64_TARGET_DIR);
-    cmd!(
+    let binary = cross_build_aarch64(
         sh,
-        "{DEBIAN_CARGO} build --quiet --package storage-init --profile initrd --target {AARCH64_TRIPLE}"
-    )
-    .env_remove("CARGO_ENCODED_RUSTFLAGS")
-    .env_remove("RUSTUP_TOOLCHAIN")
-    .env("RUSTC", DEBIAN_RUSTC)
-    .env("CARGO_TARGET_DIR", &target_dir)
-    .env(linker_env, "aarch64-linux-gnu-gcc")
-    .env("RUSTFLAGS", rustflags)
-    .run()
-    .context("building the static aarch64 storage-init (Debian's rustc-web)")?;
-    checked_static(
-        target_dir
-            .join(AARCH64_TRIPLE)
-            .join("initrd")
-            .join("storage-init"),
-    )
+        root,
+        &AarchBuild {
+            what: "the static aarch64 storage-init",
+            args: &["--package", "storage-init", "--profile", "initrd"],
+            rustflags: Some("-C target-feature=+crt-static -C relocation-model=static"),
+            output: "initrd/storage-init",
+        },
+    )?;
+    checked_static(binary)
 }
 
 /// builder for aarch64 in release mode, for the arm64 Debian package (`cargo xtask dist`): a
 /// normal glibc program, as it runs on the installed system, cross-built with the toolchain of
-/// the aarch64 storage-init (rustup's aarch64 target where it is installed, else Debian's
-/// rustc-web and its arm64 std) and linked by the cross gcc.
+/// the aarch64 storage-init and linked by the cross gcc.
 pub fn build_builder_aarch64(sh: &Shell, root: &Path) -> Result<PathBuf> {
+    cross_build_aarch64(
+        sh,
+        root,
+        &AarchBuild {
+            what: "the aarch64 builder",
+            args: &["--release", "--package", "builder"],
+            rustflags: None,
+            output: "release/builder",
+        },
+    )
+}
+
+/// One cargo build for aarch64.
+struct AarchBuild<'a> {
+    /// What is built, for messages.
+    what: &'a str,
+    /// cargo's arguments besides the target.
+    args: &'a [&'a str],
+    /// RUSTFLAGS, replacing the caller's.
+    rustflags: Option<&'a str>,
+    /// The built file under `<target dir>/<triple>/`.
+    output: &'a str,
+}
+
+/// Cross-builds `build` for aarch64 with rustup's aarch64 std where it is installed, else with
+/// Debian's rustc-web and its arm64 std, linking with Debian's cross gcc; returns the built file.
+fn cross_build_aarch64(sh: &Shell, root: &Path, build: &AarchBuild<'_>) -> Result<PathBuf> {
     let _dir = sh.push_dir(root);
     let linker_env = "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER";
-    if rustup_has_target(sh, AARCH64_TRIPLE) {
+    let args = build.args;
+    fn with_flags<'s>(command: xshell::Cmd<'s>, rustflags: Option<&str>) -> xshell::Cmd<'s> {
+        match rustflags {
+            Some(flags) => command.env("RUSTFLAGS", flags),
+            None => command,
+        }
+    }
+    let (target_dir, toolchain) = if rustup_has_target(sh, AARCH64_TRIPLE) {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
         let target_dir =
             std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-        cmd!(
-            sh,
-            "{cargo} build --quiet --release --package builder --target {AARCH64_TRIPLE}"
+        with_flags(
+            cmd!(
+                sh,
+                "{cargo} build --quiet {args...} --target {AARCH64_TRIPLE}"
+            ),
+            build.rustflags,
         )
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .env(linker_env, "aarch64-linux-gnu-gcc")
         .run()
-        .context("building the aarch64 builder (rustup's aarch64 target)")?;
-        return Ok(target_dir.join(AARCH64_TRIPLE).join("release/builder"));
-    }
-    if let Some(missing) = AARCH64_BUILD_FILES.iter().find(|f| !Path::new(f).exists()) {
+        .with_context(|| format!("building {} (rustup's aarch64 target)", build.what))?;
+        (target_dir, "rustup's aarch64 target")
+    } else {
+        if let Some(missing) = AARCH64_BUILD_FILES.iter().find(|f| !Path::new(f).exists()) {
+            bail!(
+                "{} needs {missing}: cargo xtask provision installs cargo-web, libstd-rust-web-dev:arm64, gcc-aarch64-linux-gnu and libc6-dev-arm64-cross",
+                build.what
+            );
+        }
+        let target_dir = root.join(AARCH64_TARGET_DIR);
+        with_flags(
+            cmd!(
+                sh,
+                "{DEBIAN_CARGO} build --quiet {args...} --target {AARCH64_TRIPLE}"
+            ),
+            build.rustflags,
+        )
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .env("RUSTC", DEBIAN_RUSTC)
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .env(linker_env, "aarch64-linux-gnu-gcc")
+        .run()
+        .with_context(|| format!("building {} (Debian's rustc-web)", build.what))?;
+        (target_dir, "Debian's rustc-web")
+    };
+    let binary = target_dir.join(AARCH64_TRIPLE).join(build.output);
+    if !binary.is_file() {
         bail!(
-            "the aarch64 builder needs {missing}: cargo xtask provision installs cargo-web, libstd-rust-web-dev:arm64, gcc-aarch64-linux-gnu and libc6-dev-arm64-cross"
+            "cargo built {} with {toolchain} but {} is not there",
+            build.what,
+            binary.display()
         );
     }
-    let target_dir = root.join(AARCH64_TARGET_DIR);
-    cmd!(
-        sh,
-        "{DEBIAN_CARGO} build --quiet --release --package builder --target {AARCH64_TRIPLE}"
-    )
-    .env_remove("CARGO_ENCODED_RUSTFLAGS")
-    .env_remove("RUSTUP_TOOLCHAIN")
-    .env("RUSTC", DEBIAN_RUSTC)
-    .env("CARGO_TARGET_DIR", &target_dir)
-    .env(linker_env, "aarch64-linux-gnu-gcc")
-    .run()
-    .context("building the aarch64 builder (Debian's rustc-web)")?;
-    Ok(target_dir.join(AARCH64_TRIPLE).join("release/builder"))
+    Ok(binary)
 }
 
 /// `binary`, if it is static: a dynamically linked PID 1 cannot start.
