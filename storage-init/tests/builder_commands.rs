@@ -1,6 +1,6 @@
 //! The commands storage-init's messages tell a user to run exist: every `` `builder <subcommand>
 //! …` `` in its source names a subcommand of builder's CLI (not an alias kept for old scripts),
-//! and every `--option` there is an option builder's CLI has. builder/src/main.rs is read as
+//! and every `--option` there is an option builder's CLI has. builder/src/cli.rs is read as
 //! text: storage-init depends on no other workspace crate.
 
 use std::collections::BTreeSet;
@@ -70,7 +70,10 @@ fn builder_cli(source: &str) -> BuilderCli {
     let mut long: Option<Option<String>> = None;
     for line in source.lines() {
         let trimmed = line.trim();
-        if trimmed.starts_with("enum Command {") {
+        if trimmed
+            .trim_start_matches("pub ")
+            .starts_with("enum Command {")
+        {
             in_command_enum = true;
             continue;
         }
@@ -140,7 +143,7 @@ fn builder_spans(text: &str) -> Vec<&str> {
 
 #[test]
 fn builder_commands_in_messages_exist() {
-    let main = manifest_dir().join("../builder/src/main.rs");
+    let main = manifest_dir().join("../builder/src/cli.rs");
     let source = std::fs::read_to_string(&main)
         .unwrap_or_else(|e| panic!("{}: {e} (builder's CLI, read as text)", main.display()));
     let cli = builder_cli(&source);
