@@ -263,19 +263,10 @@ pub fn build_binaries(sh: &Shell, root: &Path, arch: Arch) -> Result<Binaries> {
             storage_init,
         });
     }
-    let _dir = sh.push_dir(root);
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    // As static_build: a set CARGO_ENCODED_RUSTFLAGS (even empty) would override the user's
-    // RUSTFLAGS and change what the release build is.
-    cmd!(sh, "{cargo} build --quiet --release --package builder")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .run()
-        .context("building builder (cargo build --release --package builder)")?;
-    let target_dir =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    // The README's build: a normal glibc program.
     Ok(Binaries {
         arch,
-        builder: target_dir.join("release/builder"),
+        builder: crate::dogfood::builder_binary(sh, root)?,
         storage_init,
     })
 }

@@ -452,13 +452,12 @@ fn single_deb_named(dir: &Path, prefix: &str) -> Result<PathBuf> {
 /// the host's glibc is not newer (the project's hosts are Debian 12 too).
 pub fn builder_binary(sh: &Shell, project: &Path) -> Result<PathBuf> {
     let _dir = sh.push_dir(project);
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let cargo = crate::static_build::cargo();
     cmd!(sh, "{cargo} build --quiet --release -p builder")
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .run()
         .context("building the builder (cargo build --release -p builder)")?;
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| project.join("target"), PathBuf::from);
+    let target = crate::static_build::target_dir(project);
     let binary = target.join("release/builder");
     if !binary.is_file() {
         bail!("cargo built no {}", binary.display());

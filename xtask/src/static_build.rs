@@ -159,6 +159,17 @@ pub fn aarch64_musl_available() -> bool {
         .all(|f| Path::new(f).is_file())
 }
 
+/// The cargo that runs this xtask (`CARGO`), so builds use its toolchain.
+pub fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
+}
+
+/// Where cargo writes its builds for the project at `root`: `CARGO_TARGET_DIR`, else
+/// `root/target`.
+pub fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from)
+}
+
 /// The static storage-init for a guest architecture (QEMU's name: `x86_64`, `aarch64`).
 pub fn build_for_arch(sh: &Shell, root: &Path, arch: &str) -> Result<PathBuf> {
     build_binary_for_arch(sh, root, arch, Pid1Binary::StorageInit)
@@ -209,9 +220,8 @@ fn build_aarch64(sh: &Shell, root: &Path) -> Result<PathBuf> {
 fn build_aarch64_musl(sh: &Shell, root: &Path, binary: Pid1Binary) -> Result<PathBuf> {
     let _dir = sh.push_dir(root);
     if rustup_has_target(sh, AARCH64_MUSL_TRIPLE) {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let target_dir =
-            std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+        let cargo = cargo();
+        let target_dir = target_dir(root);
         let extra = binary.cargo_args();
         cmd!(
             sh,
@@ -315,9 +325,8 @@ fn cross_build_aarch64(sh: &Shell, root: &Path, build: &AarchBuild<'_>) -> Resul
         }
     }
     let (target_dir, toolchain) = if rustup_has_target(sh, AARCH64_TRIPLE) {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let target_dir =
-            std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+        let cargo = cargo();
+        let target_dir = target_dir(root);
         with_flags(
             cmd!(
                 sh,
@@ -396,7 +405,7 @@ pub fn build_binary(sh: &Shell, root: &Path, libc: Libc, binary: Pid1Binary) -> 
     }
     let extra = binary.cargo_args();
     let _dir = sh.push_dir(root);
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let cargo = cargo();
     // An explicit --target keeps these flags off build scripts and proc macros. A set
     // CARGO_ENCODED_RUSTFLAGS (even empty) would override RUSTFLAGS, so it goes.
     cmd!(
@@ -410,8 +419,7 @@ pub fn build_binary(sh: &Shell, root: &Path, libc: Libc, binary: Pid1Binary) -> 
     )
     .run()
     .context("building the static storage-init (glibc)")?;
-    let target_dir =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let target_dir = target_dir(root);
     checked_static(
         target_dir
             .join(triple)
