@@ -14,6 +14,48 @@ pub fn command() -> clap::Command {
     Cli::command()
 }
 
+/// The name upstream initoverlayfs's install command has, which the packages link to this
+/// program: run under it, the program takes [`UpstreamInstallCli`].
+pub const UPSTREAM_INSTALL: &str = "initoverlayfs-install";
+
+/// What `install --help` says of the upstream command (its man page is install's).
+const UPSTREAM_INSTALL_HELP: &str = "Invoked as initoverlayfs-install (upstream initoverlayfs's command, a link to this program in the packages), it takes upstream's invocation: initoverlayfs-install [--kver KVER] [-f|--force] [--initoverlayfs-init], and does what `install --kver KVER` does (default: the running kernel). -f and --initoverlayfs-init are accepted and change nothing: the initramfs is always replaced, and storage-init is always the mini initramfs's init.";
+
+/// `initoverlayfs-install` as upstream initoverlayfs is invoked (by people, scripts and its
+/// kernel-install plugin): it does what `install --kver <kver>` does.
+#[derive(Debug, Parser)]
+#[command(
+    name = UPSTREAM_INSTALL,
+    about = "Install initoverlayfs for a kernel, invoked as upstream initoverlayfs is: the same as `initoverlayfs install --kver KVER`",
+    after_help = "Options of upstream's dracut invocation that change nothing here are accepted: -f/--force (the initramfs is always replaced) and --initoverlayfs-init (storage-init is always the mini initramfs's init). The options `initoverlayfs install` was given last are kept in /etc/initoverlayfs/install.conf."
+)]
+pub struct UpstreamInstallCli {
+    /// The kernel release (default: the running kernel's, as `uname -r` prints it).
+    #[arg(long)]
+    pub kver: Option<String>,
+    /// Accepted: the initramfs is always replaced.
+    #[arg(short, long)]
+    pub force: bool,
+    /// Accepted: storage-init, this implementation's own init, is always the mini
+    /// initramfs's PID 1.
+    #[arg(long)]
+    pub initoverlayfs_init: bool,
+}
+
+/// [`UpstreamInstallCli`] as clap sees it.
+pub fn upstream_install_command() -> clap::Command {
+    UpstreamInstallCli::command()
+}
+
+impl UpstreamInstallCli {
+    /// The `install` command line this invocation stands for; `running` is the running
+    /// kernel's release, the default.
+    pub fn to_install(&self, running: &str) -> Cli {
+        let kver = self.kver.as_deref().unwrap_or(running);
+        Cli::parse_from(["initoverlayfs", "install", "--kver", kver])
+    }
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "builder",
@@ -64,6 +106,7 @@ pub enum Command {
     /// redo it after every kernel or initramfs update. Under systemd-boot a failed boot falls
     /// back by itself: the entry is counted (--tries) and storage-init reboots into the
     /// fallback entry once.
+    #[command(after_long_help = UPSTREAM_INSTALL_HELP)]
     Install(InstallArgs),
     /// Say which boot entry this boot came from and why, the FATAL line the last failed
     /// initoverlayfs boot left, and each installed kernel's entries with their boot counters.
@@ -118,8 +161,13 @@ pub struct UkiArgs {
 #[derive(Debug, clap::Args)]
 pub struct InstallArgs {
     /// The kernel release to install for (`uname -r` for the running one).
-    #[arg(long)]
-    pub kver: String,
+    #[arg(long, required_unless_present = "all")]
+    pub kver: Option<String>,
+    /// Every kernel that has a classic initramfs where its boot loader loads it (what the
+    /// package runs when it is installed or upgraded). A kernel that fails is reported and the
+    /// others are still done; it keeps its classic initramfs.
+    #[arg(long, conflicts_with_all = ["kver", "initramfs"])]
+    pub all: bool,
     /// The tree to install into instead of the live system.
     #[arg(long, default_value = "/", env = "INITOVERLAYFS_ROOT")]
     pub root: PathBuf,
@@ -150,7 +198,9 @@ pub struct InstallArgs {
     /// of every filesystem storage-init probes. One stderr line says which.
     #[arg(long)]
     pub bootfstype: Option<String>,
-    /// Do not write the kernel-install plugin or the Debian hooks.
+    /// Do not write the kernel-install plugin or the Debian hooks (nor the install options
+    /// they reuse, /etc/initoverlayfs/install.conf): what the hooks themselves run. Hooks a
+    /// package installed are never written over.
     #[arg(long)]
     pub no_hooks: bool,
     /// This program's path on the target, which the hooks call (default: the path it runs
@@ -332,4 +382,41 @@ pub struct ImageArgs {
 pub struct ModulesArgs {
     #[command(flatten)]
     pub kernel: KernelArgs,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_s_invocations_install_one_kernel() {
+        for (argv, kver) in [
+            (
+                &["initoverlayfs-install", "-f", "--kver", "6.12.1"][..],
+                "6.12.1",
+            ),
+            (
+                &[
+                    "initoverlayfs-install",
+                    "--kver",
+                    "6.12.1",
+                    "--initoverlayfs-init",
+                ],
+                "6.12.1",
+            ),
+            (&["initoverlayfs-install"], "6.1.0-running"),
+        ] {
+            let upstream = UpstreamInstallCli::try_parse_from(argv).unwrap();
+            match upstream.to_install("6.1.0-running").command {
+                Command::Install(args) => {
+                    assert_eq!(args.kver.as_deref(), Some(kver), "{argv:?}");
+                    assert!(!args.all && !args.no_hooks && !args.dracut, "{argv:?}");
+                }
+                other => panic!("{argv:?}: {other:?}"),
+            }
+        }
+        let error = UpstreamInstallCli::try_parse_from(["initoverlayfs-install", "--kernel", "x"])
+            .unwrap_err();
+        assert_eq!(error.kind(), clap::error::ErrorKind::UnknownArgument);
+    }
 }

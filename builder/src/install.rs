@@ -28,6 +28,8 @@ use std::process::Command;
 use crate::bls::{BootLoader, Counter, EntryName};
 use crate::compress::InitramfsCompression;
 use crate::erofs::ErofsOptions;
+use crate::hooks::Written;
+use crate::install_conf::{INSTALL_CONF, InstallConfError, KeptOptions};
 use crate::kernel_config::{KernelConfig, KernelConfigError};
 use crate::mini_initramfs::{MiniInitramfs, MiniInitramfsError};
 use crate::modules::KernelModules;
@@ -174,6 +176,16 @@ pub enum InstallError {
     Verity(#[from] crate::verity::VerityError),
     #[error("the storage-init config: {0}")]
     Config(String),
+    #[error(
+        "{path}, {error}: fix that line or delete the file (the next install writes it again from its options); nothing was changed",
+        path = .path.display()
+    )]
+    InstallConf {
+        path: PathBuf,
+        error: InstallConfError,
+    },
+    #[error(transparent)]
+    Hook(#[from] crate::hooks::HookError),
 }
 
 fn io_error(path: &Path) -> impl FnOnce(io::Error) -> InstallError + '_ {
@@ -381,6 +393,35 @@ pub struct InstallOptions {
     pub tries: Option<u32>,
 }
 
+impl InstallOptions {
+    /// The options of this install that every later one keeps (see [`crate::install_conf`]).
+    /// Not kept: `--root` (the hooks run on the target), `--initramfs` and `--dracut` (an
+    /// update has just made the initramfs), `--storage-init` (a path on the machine that ran
+    /// this install).
+    pub fn kept(&self) -> KeptOptions {
+        KeptOptions {
+            layout: self.layout,
+            presets: self.presets.clone(),
+            bootfs: self.bootfs.clone(),
+            bootfstype: self.bootfstype.clone(),
+            verity: self.verity,
+            tries: self.tries,
+        }
+    }
+}
+
+/// The options the last install under `root` kept, or none.
+pub fn recorded_options(root: &Path) -> Result<KeptOptions, InstallError> {
+    let path = root.join(INSTALL_CONF);
+    match fs::read_to_string(&path) {
+        Ok(text) => {
+            KeptOptions::parse(&text).map_err(|error| InstallError::InstallConf { path, error })
+        }
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(KeptOptions::default()),
+        Err(error) => Err(InstallError::Io { path, error }),
+    }
+}
+
 /// What an install did, step by step, for the user.
 #[derive(Debug, Default)]
 pub struct InstallReport {
@@ -392,6 +433,16 @@ pub struct InstallReport {
 
 /// Installs initoverlayfs for one kernel. See the module docs for the order of the steps.
 pub fn install(options: &InstallOptions) -> Result<InstallReport, InstallError> {
+    let kept = options.kept().or(&recorded_options(&options.root)?);
+    let options = &InstallOptions {
+        layout: kept.layout,
+        presets: kept.presets.clone(),
+        bootfs: kept.bootfs.clone(),
+        bootfstype: kept.bootfstype.clone(),
+        verity: kept.verity,
+        tries: kept.tries,
+        ..options.clone()
+    };
     let layout = BootLayout::detect(&options.root, &options.kver, options.layout)?;
     let mut report = InstallReport::default();
     report.steps.push(format!(
@@ -664,8 +715,29 @@ pub fn install(options: &InstallOptions) -> Result<InstallReport, InstallError> 
     }
 
     if options.hooks {
-        for path in install_hooks(&layout, &options.builder_path, &kept_options(options))? {
-            report.steps.push(format!("hook {}", path.display()));
+        // What a run stopped dead left beside the hooks and the options.
+        let written = crate::hooks::HOOKS.iter().map(|h| h.written);
+        for file in written.chain([INSTALL_CONF]) {
+            if let Some(dir) = layout.root.join(file).parent() {
+                remove_leftovers(dir, &mut report)?;
+            }
+        }
+        for hook in crate::hooks::write(&layout.root, layout.kind, &options.builder_path)? {
+            report.steps.push(match hook {
+                Written::Wrote(path) => format!("hook {}", path.display()),
+                Written::Packaged(path) => format!("hook {} (the package's)", path.display()),
+            });
+        }
+        let conf = layout.root.join(INSTALL_CONF);
+        let text = kept.to_string();
+        if fs::read_to_string(&conf).ok().as_deref() != Some(text.as_str()) {
+            if let Some(dir) = conf.parent() {
+                fs::create_dir_all(dir).map_err(io_error(dir))?;
+            }
+            replace_file(&conf, text.as_bytes(), 0o644)?;
+            report
+                .steps
+                .push(format!("kept the install options in {}", conf.display()));
         }
     }
     Ok(report)
@@ -839,128 +911,35 @@ pub fn uninstall(
     Ok(steps)
 }
 
-/// The kernels of `root` that have an install to undo.
-pub fn installed_kernels(root: &Path) -> Vec<String> {
+/// The kernels of `root` that `install --all` converts: those with an initramfs where their
+/// boot loader loads it (classic, or a mini one with its classic kept), sorted. A kernel whose
+/// initramfs is missing (its package half removed, modules left behind) is not one.
+pub fn convertible_kernels(root: &Path, layout: Option<LayoutKind>) -> Vec<String> {
+    kernels_where(root, |kver| {
+        BootLayout::detect(root, kver, layout)
+            .is_ok_and(|l| l.initramfs().is_file() || l.classic().is_file())
+    })
+}
+
+fn kernels_where(root: &Path, keep: impl Fn(&str) -> bool) -> Vec<String> {
     let Ok(read) = fs::read_dir(root.join("lib/modules")) else {
         return Vec::new();
     };
     let mut kvers: Vec<String> = read
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|kver| {
-            BootLayout::detect(root, kver, None)
-                .is_ok_and(|l| l.image().is_file() || l.classic().is_file())
-        })
+        .filter(|kver| keep(kver))
         .collect();
     kvers.sort();
     kvers
 }
 
-/// Removes the hooks `install` wrote.
-pub fn remove_hooks(root: &Path) -> Result<Vec<String>, InstallError> {
-    let mut steps = Vec::new();
-    for (relative, _) in HOOKS {
-        let path = root.join(relative);
-        if crate::replace::remove_if_present(&path).map_err(io_error(&path))? {
-            steps.push(format!("removed {}", path.display()));
-        }
-    }
-    Ok(steps)
-}
-
-/// The hooks, by path under the root, and their text (`@BUILDER@` is the program's path,
-/// `@INSTALL_OPTIONS@` the options every later install keeps, see [`kept_options`]).
-const HOOKS: [(&str, &str); 4] = [
-    (
-        "etc/kernel/install.d/95-initoverlayfs.install",
-        include_str!("../hooks/95-initoverlayfs.install"),
-    ),
-    (
-        "etc/kernel/postinst.d/zz-initoverlayfs",
-        include_str!("../hooks/postinst.d-zz-initoverlayfs"),
-    ),
-    (
-        "etc/kernel/postrm.d/zz-initoverlayfs",
-        include_str!("../hooks/postrm.d-zz-initoverlayfs"),
-    ),
-    (
-        "etc/initramfs/post-update.d/initoverlayfs",
-        include_str!("../hooks/post-update.d-initoverlayfs"),
-    ),
-];
-
-/// Writes the hooks of the layout: the kernel-install plugin for Fedora and BLS, the Debian
-/// kernel and initramfs hooks for Debian.
-fn install_hooks(
-    layout: &BootLayout,
-    builder: &str,
-    options: &str,
-) -> Result<Vec<PathBuf>, InstallError> {
-    let wanted: &[usize] = match layout.kind {
-        LayoutKind::Fedora | LayoutKind::Bls => &[0],
-        LayoutKind::Debian => &[1, 2, 3],
-    };
-    let mut written = Vec::new();
-    for &index in wanted {
-        let (relative, text) = HOOKS[index];
-        let path = layout.root.join(relative);
-        if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir).map_err(io_error(dir))?;
-            remove_leftovers(dir, &mut Default::default())?;
-        }
-        let text = text
-            .replace("@BUILDER@", builder)
-            .replace("@INSTALL_OPTIONS@", options);
-        replace_file(&path, text.as_bytes(), 0o755)?;
-        written.push(path);
-    }
-    Ok(written)
-}
-
-/// The options of this install that the hooks pass to every later one, each word shell-quoted
-/// and preceded by a space: what the owner chose must survive a kernel or initramfs update (an
-/// update that fell back to `all-storage`, the fstab's bootfs and its type or no verification
-/// would build another boot than the one installed). Not kept: `--root` (the hooks run on the
-/// target), `--initramfs` and `--dracut` (the update has just made the initramfs),
-/// `--storage-init` (a path on the machine that ran this install).
-pub fn kept_options(options: &InstallOptions) -> String {
-    let mut words: Vec<String> = Vec::new();
-    if let Some(layout) = options.layout {
-        words.extend(["--layout".to_owned(), layout.name().to_owned()]);
-    }
-    for preset in &options.presets {
-        words.extend(["--preset".to_owned(), preset.name().to_owned()]);
-    }
-    if let Some(bootfs) = &options.bootfs {
-        words.extend(["--bootfs".to_owned(), bootfs.clone()]);
-    }
-    if let Some(bootfstype) = &options.bootfstype {
-        words.extend(["--bootfstype".to_owned(), bootfstype.clone()]);
-    }
-    if options.verity {
-        words.push("--verity".to_owned());
-    }
-    if let Some(tries) = options.tries {
-        words.extend(["--tries".to_owned(), tries.to_string()]);
-    }
-    words
-        .iter()
-        .map(|w| format!(" {}", shell_word(w)))
-        .collect()
-}
-
-/// `word` as one word of a POSIX shell command: as it is when it holds only characters no shell
-/// treats specially, else in single quotes (a quote inside as `'\''`).
-fn shell_word(word: &str) -> String {
-    let plain = !word.is_empty()
-        && word
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_=./:,+@%".contains(c));
-    if plain {
-        word.to_owned()
-    } else {
-        format!("'{}'", word.replace('\'', "'\\''"))
-    }
+/// The kernels of `root` that have an install to undo.
+pub fn installed_kernels(root: &Path) -> Vec<String> {
+    kernels_where(root, |kver| {
+        BootLayout::detect(root, kver, None)
+            .is_ok_and(|l| l.image().is_file() || l.classic().is_file())
+    })
 }
 
 /// Where the target's fstab mounts `$BOOT` (or `/`, when `$BOOT` is a directory of the root
@@ -1205,35 +1184,6 @@ mod tests {
         ] {
             check(elsewhere, DEFAULT_BUILDER_PATH);
         }
-    }
-
-    #[test]
-    fn kept_options_survive_the_shell_word_for_word() {
-        let words = [
-            "--bootfs",
-            "LABEL=it's boot",
-            "UUID=3f1b2c4d-5e6f",
-            "",
-            "$(reboot)",
-            "a\\b \"c\"",
-        ];
-        let quoted: String = words
-            .iter()
-            .map(|w| format!(" {}", shell_word(w)))
-            .collect();
-        let output = Command::new("sh")
-            .arg("-c")
-            .arg(format!("printf '%s\\n' {quoted}"))
-            .output()
-            .unwrap();
-        assert!(output.status.success(), "{output:?}");
-        let expected: String = words.iter().map(|w| format!("{w}\n")).collect();
-        assert_eq!(String::from_utf8(output.stdout).unwrap(), expected);
-        assert_eq!(
-            shell_word("UUID=3f1b-2c4d"),
-            "UUID=3f1b-2c4d",
-            "plain words stay plain"
-        );
     }
 
     #[test]

@@ -94,8 +94,81 @@ fn image_uuid(image: &Path) -> Result<String> {
     }
 }
 
+/// `install`: one kernel, or with `--all` every kernel with a classic initramfs, each to the
+/// end whatever another's outcome.
+fn install(args: builder::cli::InstallArgs) -> Result<()> {
+    let options = builder::install::InstallOptions {
+        root: args.root,
+        kver: args.kver.unwrap_or_default(),
+        layout: args.layout,
+        initramfs: args.initramfs,
+        dracut: args.dracut,
+        storage_init: args.storage_init,
+        presets: args.presets,
+        bootfs: args.bootfs,
+        bootfstype: args.bootfstype,
+        mtime: build_time()?,
+        hooks: !args.no_hooks,
+        builder_path: args.builder_path.unwrap_or_else(|| {
+            builder::install::default_builder_path(std::env::current_exe().ok().as_deref())
+        }),
+        verity: args.verity,
+        tries: args.tries,
+    };
+    let kvers = if args.all {
+        builder::install::convertible_kernels(&options.root, options.layout)
+    } else {
+        vec![options.kver.clone()]
+    };
+    let program = std::env::args().next().unwrap_or_default();
+    let undo = builder::install::undo_hint(&program, &options.root);
+    let mut failed = Vec::new();
+    for kver in &kvers {
+        let options = builder::install::InstallOptions {
+            kver: kver.clone(),
+            ..options.clone()
+        };
+        match builder::install::install(&options) {
+            Ok(report) => {
+                eprintln!("builder: {}", report.boot_filesystem);
+                for step in report.steps {
+                    println!("{step}");
+                }
+                println!("installed initoverlayfs for {kver}; undo with `{undo}`");
+            }
+            Err(error) if args.all => {
+                eprintln!("builder: error: {kver}: {error:#}; it boots with its classic initramfs");
+                failed.push(kver.as_str());
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+    if args.all && kvers.is_empty() {
+        println!("no kernel with a classic initramfs to install for");
+    }
+    if !failed.is_empty() {
+        bail!(
+            "{} of {} kernels not installed ({}): see the errors above",
+            failed.len(),
+            kvers.len(),
+            failed.join(", ")
+        );
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let invoked_as = std::env::args_os()
+        .next()
+        .map(PathBuf::from)
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+    let cli = if invoked_as.as_deref() == Some(builder::cli::UPSTREAM_INSTALL) {
+        let running = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        builder::cli::UpstreamInstallCli::parse().to_install(running.trim())
+    } else {
+        Cli::parse()
+    };
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             // `{:#}` prints the whole cause chain on one line, without a backtrace.
@@ -126,38 +199,7 @@ fn run(cli: Cli) -> Result<()> {
             print!("{}", kernel.resolve(&args.kernel.modules)?);
             Ok(())
         }
-        Command::Install(args) => {
-            let options = builder::install::InstallOptions {
-                root: args.root,
-                kver: args.kver,
-                layout: args.layout,
-                initramfs: args.initramfs,
-                dracut: args.dracut,
-                storage_init: args.storage_init,
-                presets: args.presets,
-                bootfs: args.bootfs,
-                bootfstype: args.bootfstype,
-                mtime: build_time()?,
-                hooks: !args.no_hooks,
-                builder_path: args.builder_path.unwrap_or_else(|| {
-                    builder::install::default_builder_path(std::env::current_exe().ok().as_deref())
-                }),
-                verity: args.verity,
-                tries: args.tries,
-            };
-            let report = builder::install::install(&options)?;
-            eprintln!("builder: {}", report.boot_filesystem);
-            for step in report.steps {
-                println!("{step}");
-            }
-            let program = std::env::args().next().unwrap_or_default();
-            println!(
-                "installed initoverlayfs for {}; undo with `{}`",
-                options.kver,
-                builder::install::undo_hint(&program, &options.root)
-            );
-            Ok(())
-        }
+        Command::Install(args) => install(args),
         Command::Uninstall(args) => {
             let all = args.kver.is_empty();
             let kvers = if all {
@@ -173,8 +215,8 @@ fn run(cli: Cli) -> Result<()> {
                 }
             }
             if all {
-                for step in builder::install::remove_hooks(&args.root)? {
-                    println!("{step}");
+                for path in builder::hooks::remove(&args.root)? {
+                    println!("removed {}", path.display());
                 }
             }
             println!("uninstalled initoverlayfs for {} kernel(s)", kvers.len());

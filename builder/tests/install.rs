@@ -637,10 +637,10 @@ fn a_verity_install_stays_verified_across_updates() {
     };
     let first = check(&stdout);
     let hook = root.join("etc/initramfs/post-update.d/initoverlayfs");
-    let text = fs::read_to_string(&hook).unwrap();
+    let conf = fs::read_to_string(root.join("etc/initoverlayfs/install.conf")).unwrap();
     assert!(
-        text.contains("--no-hooks --preset virtio --bootfs 'LABEL=it'\\''s boot' --verity\n"),
-        "{text}"
+        conf.ends_with("\npreset = virtio\nbootfs = LABEL=it's boot\nverity = yes\n"),
+        "{conf}"
     );
 
     // update-initramfs writes new content; its hook rebuilds both, verified again.
@@ -662,12 +662,15 @@ fn a_verity_install_stays_verified_across_updates() {
     let second = check(&ok(output));
     assert_ne!(first.root_hash, second.root_hash);
 
-    // Without --verity the hooks carry no option.
+    // Without options the file keeps none: every update takes the defaults.
     let plain = work.path().join("plain");
     make_root(&plain, Distro::Debian);
     ok(install(&plain, &["--builder-path", builder_path]));
-    let text = fs::read_to_string(plain.join("etc/initramfs/post-update.d/initoverlayfs")).unwrap();
-    assert!(text.contains("--no-hooks\n"), "{text}");
+    let conf = fs::read_to_string(plain.join("etc/initoverlayfs/install.conf")).unwrap();
+    assert!(
+        conf.lines().all(|l| l.starts_with('#')),
+        "no option chosen: {conf}"
+    );
 }
 
 /// A failure after the image is written (a filesystem module the kernel tree lacks): the
@@ -1063,9 +1066,118 @@ fn install_ships_the_boot_filesystem_driver() {
     assert_eq!(stderr, "builder: boot filesystem xfs (from --bootfstype)\n");
     assert!(!ext4 && xfs);
     assert_eq!(bootfstype.as_deref(), Some("xfs"));
-    let hook = fs::read_to_string(root.join("etc/initramfs/post-update.d/initoverlayfs")).unwrap();
+    let conf = fs::read_to_string(root.join("etc/initoverlayfs/install.conf")).unwrap();
     assert!(
-        hook.contains("--no-hooks --bootfs LABEL=boot --bootfstype xfs\n"),
-        "{hook}"
+        conf.ends_with("\nbootfs = LABEL=boot\nbootfstype = xfs\n"),
+        "{conf}"
     );
+}
+
+/// An update hook whose install fails (here: storage-init was deleted) does not fail the
+/// kernel's installation: it exits 0, says what failed and what to run, and the fresh classic
+/// initramfs update-initramfs wrote stays where the boot loader loads it.
+#[test]
+fn a_failing_update_hook_leaves_the_kernel_booting_classic_and_says_so() {
+    if !have_mkfs() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("root");
+    let initramfs = make_root(&root, Distro::Debian);
+    let builder_path = env!("CARGO_BIN_EXE_builder");
+    ok(install(&root, &["--builder-path", builder_path]));
+    fs::remove_file(root.join("usr/lib/initoverlayfs/storage-init")).unwrap();
+    // update-initramfs writes a fresh classic initramfs, then runs its post-update hooks.
+    let fresh = classic_initramfs();
+    fs::write(&initramfs, &fresh).unwrap();
+    let output = Command::new("sh")
+        .arg(root.join("etc/initramfs/post-update.d/initoverlayfs"))
+        .args([KVER, initramfs.to_str().unwrap()])
+        .env("INITOVERLAYFS_ROOT", &root)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("storage-init binary") && stderr.contains("is missing"),
+        "the install's own error first: {stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "initoverlayfs: could not make the initoverlayfs boot of {KVER} (the error is above); it boots with its classic initramfs. Fix the cause, then run: {builder_path} install --kver {KVER}"
+        )),
+        "{stderr}"
+    );
+    assert_eq!(
+        fs::read(&initramfs).unwrap(),
+        fresh,
+        "the classic initramfs boots"
+    );
+    assert_eq!(boots(&root, Distro::Debian, &fresh), Ok("classic"));
+}
+
+/// `install --all` (what the package runs): every kernel with an initramfs, each to the end;
+/// one that fails is named, keeps its classic initramfs, and makes the exit status 1; a kernel
+/// without an initramfs is not one.
+#[test]
+fn install_all_does_every_kernel_and_names_the_ones_that_failed() {
+    if !have_mkfs() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("root");
+    make_root(&root, Distro::Debian);
+    let modules = root.join("lib/modules");
+    // A second kernel whose install fails: its build configuration is missing.
+    let broken = "6.9.1-test";
+    copy_dir(&modules.join(KVER), &modules.join(broken));
+    let broken_initrd = root.join(format!("boot/initrd.img-{broken}"));
+    fs::write(&broken_initrd, classic_initramfs()).unwrap();
+    // Modules left by a removed kernel, without an initramfs.
+    copy_dir(&modules.join(KVER), &modules.join("6.8.0-gone"));
+    let output = builder()
+        .args(["install", "--all", "--root"])
+        .arg(&root)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stdout.contains(&format!("installed initoverlayfs for {KVER}")),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("6.8.0-gone") && !stderr.contains("6.8.0-gone"));
+    assert!(
+        stderr.contains(&format!("builder: error: {broken}: "))
+            && stderr.contains("it boots with its classic initramfs"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.ends_with(&format!(
+            "builder: error: 1 of 2 kernels not installed ({broken}): see the errors above\n"
+        )),
+        "{stderr}"
+    );
+    assert_eq!(
+        fs::read(&broken_initrd).unwrap(),
+        classic_initramfs(),
+        "untouched"
+    );
+    assert!(
+        root.join(format!("boot/initoverlayfs-{KVER}.img"))
+            .is_file()
+    );
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            write(&target, fs::read(entry.path()).unwrap());
+        }
+    }
 }

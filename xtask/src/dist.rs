@@ -5,8 +5,10 @@
 //! is `SOURCE_DATE_EPOCH` (default: the last commit's time), every owner root, and dpkg-deb
 //! writes the entries sorted, so two builds of one commit give the same bytes.
 //!
-//! The package writes no hooks and runs no maintainer scripts: `initoverlayfs install` writes
-//! the hooks where they belong on each machine, as it does for a hand install.
+//! It ships Debian's kernel and initramfs hooks as conffiles (`builder::hooks::packaged`), and
+//! maintainer scripts ([`MAINTAINER_SCRIPTS`]) that convert every kernel when the package is
+//! configured, undo that when it is removed, and forget the recorded install options when it
+//! is purged, so `apt purge` leaves /boot and /etc as they were.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -111,6 +113,52 @@ const LINTIAN_OVERRIDES_TEXT: &str = "\
 # libraries: it must be static.
 initoverlayfs: statically-linked-binary [usr/lib/initoverlayfs/storage-init]
 ";
+
+/// The upstream command's name, a link to the program (`builder::cli::UPSTREAM_INSTALL`).
+const UPSTREAM_INSTALL_PATH: &str = "usr/sbin/initoverlayfs-install";
+
+/// The maintainer scripts, by name in DEBIAN/. None of them fails for a kernel that cannot be
+/// converted: that kernel keeps its classic initramfs and the reason is printed, and a failed
+/// configure would leave every later apt run stuck on this package.
+pub const MAINTAINER_SCRIPTS: [(&str, &str); 3] = [
+    (
+        "postinst",
+        "#!/bin/sh
+# Every installed kernel boots through initoverlayfs, converted with the options in
+# /etc/initoverlayfs/install.conf; on upgrade again, so each mini initramfs gets the new
+# storage-init.
+set -e
+if [ \"$1\" = configure ]; then
+    initoverlayfs install --all || echo \"initoverlayfs: the kernels named above boot with their classic initramfs; fix the cause, then run: initoverlayfs install --all\" >&2
+fi
+exit 0
+",
+    ),
+    (
+        "prerm",
+        "#!/bin/sh
+# Removed (not upgraded): every kernel boots its classic initramfs again, and the fallback
+# entries and images go.
+set -e
+if [ \"$1\" = remove ]; then
+    initoverlayfs uninstall || echo \"initoverlayfs: some kernels still boot through initoverlayfs (see above); their classic initramfs is kept beside them\" >&2
+fi
+exit 0
+",
+    ),
+    (
+        "postrm",
+        "#!/bin/sh
+# Purged: the install options go too (dpkg removes the hooks, which are conffiles).
+set -e
+if [ \"$1\" = purge ]; then
+    rm -f /etc/initoverlayfs/install.conf
+    rmdir /etc/initoverlayfs 2>/dev/null || true
+fi
+exit 0
+",
+    ),
+];
 
 /// The package's description: a synopsis line, then the long text (wrapped when rendered).
 const SYNOPSIS: &str = "faster early boot: the initramfs as an EROFS image read on demand";
@@ -341,7 +389,8 @@ fn program_command() -> clap::Command {
 }
 
 /// One man page per command: `initoverlayfs.8` and `initoverlayfs-<subcommand>.8` for each
-/// subcommand, in roff (gzipped when staged). The date is the build's, so the pages change
+/// subcommand (`initoverlayfs-install.8` also covers upstream's `initoverlayfs-install`, the
+/// link to the program), in roff (gzipped when staged). The date is the build's, so the pages change
 /// only with the source.
 fn man_pages(version: &str, epoch: u64) -> Result<Vec<(String, Vec<u8>)>> {
     let date = Civil::from_epoch(epoch).date();
@@ -558,6 +607,10 @@ pub fn build_deb(
     .quiet()
     .run()
     .with_context(|| format!("stripping builder ({strip}, from binutils)"))?;
+    std::os::unix::fs::symlink(
+        Path::new(PROGRAM_PATH).file_name().unwrap(),
+        stage.join(UPSTREAM_INSTALL_PATH),
+    )?;
     let depends = library_depends(sh, &program, &work)?;
     let storage_init = fs::read(&binaries.storage_init)
         .with_context(|| format!("reading {}", binaries.storage_init.display()))?;
@@ -569,6 +622,10 @@ pub fn build_deb(
     write(&format!("{DOC_DIR}/README.md.gz"), 0o644, &readme)?;
     for (relative, mode, bytes) in generated_files(meta, epoch)? {
         write(&relative, mode, &bytes)?;
+    }
+    let hooks = builder::hooks::packaged(builder::hooks::PackageFormat::Deb);
+    for (relative, mode, bytes) in &hooks {
+        write(relative, *mode, bytes)?;
     }
     // gzip -n: no name or time in the header, so the bytes depend on the content alone.
     let to_compress: Vec<PathBuf> = walk(&stage)?
@@ -607,9 +664,21 @@ pub fn build_deb(
         0o644,
         control(meta, arch, &depends, installed_kib).as_bytes(),
     )?;
+    // Everything under /etc is a conffile (policy 10.7.2): dpkg keeps the owner's changes and
+    // removes them on purge.
+    let conffiles: String = hooks
+        .iter()
+        .filter(|(relative, _, _)| relative.starts_with("etc/"))
+        .map(|(relative, _, _)| format!("/{relative}\n"))
+        .collect();
+    write("DEBIAN/conffiles", 0o644, conffiles.as_bytes())?;
+    for (name, text) in MAINTAINER_SCRIPTS {
+        write(&format!("DEBIAN/{name}"), 0o755, text.as_bytes())?;
+    }
+    // md5sums lists regular files, not the links.
     let regular: Vec<String> = files
         .iter()
-        .filter(|p| p.is_file())
+        .filter(|p| p.symlink_metadata().is_ok_and(|m| m.is_file()))
         .map(|p| p.strip_prefix(&stage).unwrap().display().to_string())
         .collect();
     let md5sums = {
@@ -804,6 +873,7 @@ mod tests {
             install.contains(".TH initoverlayfs-install 8 1970-01-01 \"initoverlayfs 0.1.0\""),
             "{install}"
         );
+        assert!(install.contains("upstream initoverlayfs"), "{install}");
     }
 
     #[test]

@@ -96,6 +96,28 @@ fn control(deb: &Path) -> String {
     version.replace_all(&text, "(>= [version])").into_owned() + "\n"
 }
 
+/// The control archive: each member with its mode, then the conffiles it lists.
+fn control_members(deb: &Path) -> String {
+    let sh = Shell::new().unwrap();
+    let tar = cmd!(sh, "dpkg-deb --ctrl-tarfile {deb}")
+        .quiet()
+        .output()
+        .unwrap()
+        .stdout;
+    let mut archive = tar::Archive::new(tar.as_slice());
+    let mut lines = Vec::new();
+    let mut conffiles = String::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let path = entry.path().unwrap().display().to_string();
+        lines.push(format!("{:04o} {path}", entry.header().mode().unwrap()));
+        if path == "./conffiles" {
+            entry.read_to_string(&mut conffiles).unwrap();
+        }
+    }
+    format!("{}\n\nconffiles:\n{conffiles}", lines.join("\n"))
+}
+
 #[test]
 fn package_contents_and_control() {
     if !have(&dist::HOST_TOOLS) {
@@ -104,6 +126,7 @@ fn package_contents_and_control() {
     let out = tempfile::tempdir().unwrap();
     let deb = package(Arch::Amd64, out.path());
     insta::assert_snapshot!("package_contents", listing(&deb));
+    insta::assert_snapshot!("package_control_members", control_members(&deb));
     // The version line is kept: a new version is a reviewed change of the snapshot.
     insta::assert_snapshot!("package_control", control(&deb));
 }
