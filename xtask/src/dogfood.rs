@@ -455,6 +455,7 @@ pub fn builder_binary(sh: &Shell, project: &Path) -> Result<PathBuf> {
     let cargo = crate::static_build::cargo();
     cmd!(sh, "{cargo} build --quiet --release -p builder")
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env("RUSTFLAGS", crate::static_build::shipped_rustflags(""))
         .run()
         .context("building the builder (cargo build --release -p builder)")?;
     let target = crate::static_build::target_dir(project);

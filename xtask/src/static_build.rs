@@ -84,6 +84,30 @@ const MUSL_BUILD_STD: [&str; 4] = [
 const MUSL_RUSTFLAGS: &str =
     "-C link-self-contained=no -C target-feature=+crt-static -C relocation-model=static";
 
+/// `RUSTFLAGS` for a shipped binary: `base`, then the remapping that keeps this machine's
+/// paths out of it. Panic locations of dependencies name their sources under `CARGO_HOME`
+/// (`/root/.cargo` here, `/home/runner/.cargo` on a CI runner), so without it the package's
+/// bytes would follow the build machine; the standard library's are `/rustc/<commit>/`
+/// already, the workspace's relative.
+pub fn shipped_rustflags(base: &str) -> String {
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cargo")))
+        .unwrap_or_else(|| PathBuf::from("/root/.cargo"));
+    let remap = format!(
+        "--remap-path-prefix={}={CARGO_HOME_REMAPPED}",
+        cargo_home.display()
+    );
+    if base.is_empty() {
+        remap
+    } else {
+        format!("{base} {remap}")
+    }
+}
+
+/// What [`shipped_rustflags`] writes in place of `CARGO_HOME`.
+pub const CARGO_HOME_REMAPPED: &str = "/cargo";
+
 /// Whether this machine can make the musl build.
 pub fn musl_available() -> bool {
     MUSL_BUILD_FILES.iter().all(|f| Path::new(f).is_file())
@@ -234,7 +258,7 @@ fn build_aarch64_musl(sh: &Shell, root: &Path, binary: Pid1Binary) -> Result<Pat
         )
         .env(
             "RUSTFLAGS",
-            "-C target-feature=+crt-static -C relocation-model=static",
+            shipped_rustflags("-C target-feature=+crt-static -C relocation-model=static"),
         )
         .run()
         .context("building the static aarch64 storage-init (rustup's aarch64 musl target)")?;
@@ -277,7 +301,9 @@ fn build_aarch64_glibc(sh: &Shell, root: &Path) -> Result<PathBuf> {
         &AarchBuild {
             what: "the static aarch64 storage-init",
             args: &["--package", "storage-init", "--profile", "initrd"],
-            rustflags: Some("-C target-feature=+crt-static -C relocation-model=static"),
+            rustflags: shipped_rustflags(
+                "-C target-feature=+crt-static -C relocation-model=static",
+            ),
             output: "initrd/storage-init",
         },
     )?;
@@ -294,7 +320,7 @@ pub fn build_builder_aarch64(sh: &Shell, root: &Path) -> Result<PathBuf> {
         &AarchBuild {
             what: "the aarch64 builder",
             args: &["--release", "--package", "builder"],
-            rustflags: None,
+            rustflags: shipped_rustflags(""),
             output: "release/builder",
         },
     )
@@ -307,7 +333,7 @@ struct AarchBuild<'a> {
     /// cargo's arguments besides the target.
     args: &'a [&'a str],
     /// RUSTFLAGS, replacing the caller's.
-    rustflags: Option<&'a str>,
+    rustflags: String,
     /// The built file under `<target dir>/<triple>/`.
     output: &'a str,
 }
@@ -318,22 +344,14 @@ fn cross_build_aarch64(sh: &Shell, root: &Path, build: &AarchBuild<'_>) -> Resul
     let _dir = sh.push_dir(root);
     let linker_env = "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER";
     let args = build.args;
-    fn with_flags<'s>(command: xshell::Cmd<'s>, rustflags: Option<&str>) -> xshell::Cmd<'s> {
-        match rustflags {
-            Some(flags) => command.env("RUSTFLAGS", flags),
-            None => command,
-        }
-    }
     let (target_dir, toolchain) = if rustup_has_target(sh, AARCH64_TRIPLE) {
         let cargo = cargo();
         let target_dir = target_dir(root);
-        with_flags(
-            cmd!(
-                sh,
-                "{cargo} build --quiet {args...} --target {AARCH64_TRIPLE}"
-            ),
-            build.rustflags,
+        cmd!(
+            sh,
+            "{cargo} build --quiet {args...} --target {AARCH64_TRIPLE}"
         )
+        .env("RUSTFLAGS", &build.rustflags)
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .env(linker_env, "aarch64-linux-gnu-gcc")
         .run()
@@ -347,13 +365,11 @@ fn cross_build_aarch64(sh: &Shell, root: &Path, build: &AarchBuild<'_>) -> Resul
             );
         }
         let target_dir = root.join(AARCH64_TARGET_DIR);
-        with_flags(
-            cmd!(
-                sh,
-                "{DEBIAN_CARGO} build --quiet {args...} --target {AARCH64_TRIPLE}"
-            ),
-            build.rustflags,
+        cmd!(
+            sh,
+            "{DEBIAN_CARGO} build --quiet {args...} --target {AARCH64_TRIPLE}"
         )
+        .env("RUSTFLAGS", &build.rustflags)
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .env_remove("RUSTUP_TOOLCHAIN")
         .env("RUSTC", DEBIAN_RUSTC)
@@ -415,7 +431,7 @@ pub fn build_binary(sh: &Shell, root: &Path, libc: Libc, binary: Pid1Binary) -> 
     .env_remove("CARGO_ENCODED_RUSTFLAGS")
     .env(
         "RUSTFLAGS",
-        "-C target-feature=+crt-static -C relocation-model=static",
+        shipped_rustflags("-C target-feature=+crt-static -C relocation-model=static"),
     )
     .run()
     .context("building the static storage-init (glibc)")?;
@@ -454,7 +470,9 @@ fn debian_musl_build(
     .env("CARGO_TARGET_DIR", &target_dir)
     .env(
         "RUSTFLAGS",
-        format!("{MUSL_RUSTFLAGS} -C linker={linker} -L {unwind_dir}"),
+        shipped_rustflags(&format!(
+            "{MUSL_RUSTFLAGS} -C linker={linker} -L {unwind_dir}"
+        )),
     )
     .run()
     .with_context(|| format!("building the static storage-init ({triple}, Debian's rustc-web)"))?;

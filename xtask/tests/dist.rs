@@ -149,6 +149,41 @@ fn package_builds_are_byte_identical() {
     );
 }
 
+/// The programs carry no path of the machine that built them (`CARGO_HOME`, the checkout), so a
+/// build elsewhere gives the same bytes: the sources of dependencies are named under
+/// `/cargo`.
+#[test]
+fn the_programs_name_no_path_of_the_build_machine() {
+    if !have(&dist::HOST_TOOLS) {
+        return;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let deb = package(Arch::Amd64, out.path());
+    let tree = out.path().join("tree");
+    let sh = Shell::new().unwrap();
+    cmd!(sh, "dpkg-deb -x {deb} {tree}").quiet().run().unwrap();
+    let cargo_home = std::env::var("CARGO_HOME")
+        .unwrap_or_else(|_| format!("{}/.cargo", std::env::var("HOME").unwrap()));
+    let checkout = project_root().display().to_string();
+    for program in [dist::PROGRAM_PATH, dist::STORAGE_INIT_PATH] {
+        let bytes = std::fs::read(tree.join(program)).unwrap();
+        for path in [&cargo_home, &checkout] {
+            assert!(
+                !bytes.windows(path.len()).any(|w| w == path.as_bytes()),
+                "{program} names {path}"
+            );
+        }
+    }
+    let builder = std::fs::read(tree.join(dist::PROGRAM_PATH)).unwrap();
+    let remapped = format!("{}/registry/", xtask::static_build::CARGO_HOME_REMAPPED);
+    assert!(
+        builder
+            .windows(remapped.len())
+            .any(|w| w == remapped.as_bytes()),
+        "the dependencies' sources are named under {remapped}"
+    );
+}
+
 /// lintian finds no error and no warning in `deb`; the overrides the package ships are all
 /// used (an override left behind after its cause went would hide the next real finding).
 fn check_lintian(deb: &Path) {
