@@ -62,6 +62,11 @@ pub enum GuestDriver {
     /// classic entry by itself (once through storage-init's one-shot entry, once through the
     /// boot counter), install again to re-arm.
     Fallback,
+    /// The Debian package's life cycle through apt: installed (every kernel converted), a
+    /// second kernel package installed and purged through the package's hooks (once with a
+    /// failing install, which must leave it classic and say so), then the package purged, with
+    /// /boot and /etc compared to the machine before the package, file by file.
+    Package,
 }
 
 /// The emulated machine, and so the guest architecture.

@@ -52,6 +52,14 @@ impl Arch {
             .with_context(|| format!("--arch {name:?}: expected amd64 or arm64"))
     }
 
+    /// The package architecture of a machine as static_build (and QEMU) spell it.
+    pub fn for_machine(machine: &str) -> Result<Arch> {
+        Arch::ALL
+            .into_iter()
+            .find(|a| a.machine() == machine)
+            .with_context(|| format!("no Debian package for {machine}: amd64 and arm64 only"))
+    }
+
     /// The machine's name as static_build (and QEMU) spell it.
     fn machine(self) -> &'static str {
         match self {

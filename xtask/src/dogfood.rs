@@ -92,6 +92,13 @@ hooks() {
     ls /etc/kernel/postinst.d/zz-initoverlayfs /etc/kernel/postrm.d/zz-initoverlayfs \
         /etc/initramfs/post-update.d/initoverlayfs 2>/dev/null | wc -l
 }
+# systemd-bless-boot runs once boot-complete.target is reached, not necessarily before us.
+wait_for_blessing() {
+    for _ in $(seq 60); do
+        [ "$(systemctl is-active systemd-bless-boot.service)" = active ] && break
+        sleep 1
+    done
+}
 # Runs "$@", leaving its exit status in $rc and its duration in $ms.
 timed() {
     start=$(date +%s%N)
@@ -188,13 +195,6 @@ esac
 pub const FALLBACK_SCRIPT: &str = concat!(
     guest_prelude!(),
     r#"entries() { (cd /boot/loader/entries && ls | tr '\n' ' '); }
-# systemd-bless-boot runs once boot-complete.target is reached, not necessarily before us.
-wait_for_blessing() {
-    for _ in $(seq 60); do
-        [ "$(systemctl is-active systemd-bless-boot.service)" = active ] && break
-        sleep 1
-    done
-}
 status() { initoverlayfs-builder status | while IFS= read -r line; do say "$1 status: $line"; done; }
 entry=/boot/loader/entries/debian-$kver
 case "$stage" in
@@ -242,6 +242,111 @@ case "$stage" in
     [ "$storage_init" = yes ] || fail "boot 5 did not go through storage-init"
     wait_for_blessing
     status "boot 5"
+    next done
+    systemctl --no-block poweroff
+    ;;
+*)
+    say "stage $stage: nothing left to do"
+    ;;
+esac
+"#
+);
+
+/// Where the package cell's .debs are put in the root: the package and a second kernel's.
+pub const GUEST_DEBS: &str = "var/cache/initoverlayfs-dogfood";
+/// The file in [`GUEST_DEBS`] naming the second kernel's release.
+pub const SECOND_KERNEL_FILE: &str = "second-kernel";
+/// The second kernel the package cell installs, per architecture: the other Debian 12 kernel.
+pub const SECOND_KERNEL: [(&str, &str); 2] = [
+    ("x86_64", "debian12-6.1-amd64"),
+    ("aarch64", "debian12-6.1-arm64"),
+];
+
+/// The package cell's driver (`guest_driver = "package"`), one stage per boot:
+///
+/// 1. classic: /boot and /etc recorded; the package installed with apt (its postinst converts
+///    every kernel), reboot;
+/// 2. through storage-init: upstream's `initoverlayfs-install -f --kver`; a second kernel
+///    package installed while every install fails (storage-init moved away): the kernel
+///    installs, keeps its classic initramfs, and the hook says why; the cause mended, the
+///    second kernel converted and then purged through the package's hooks; the package purged
+///    and /boot and /etc compared with boot 1's record, file by file; reboot;
+/// 3. classic, the program gone: power off.
+pub const PACKAGE_SCRIPT: &str = concat!(
+    guest_prelude!(),
+    r#"debs=/var/cache/initoverlayfs-dogfood
+second=$(cat "$debs/second-kernel")
+storage_init_binary=/usr/lib/initoverlayfs/storage-init
+# /boot and /etc, every entry with its type, mode and link target, and every file's sha256.
+# Left out: systemd-boot's random seed on the ESP, which it renews at every boot.
+state() {
+    find /boot /etc -xdev -printf '%y %m %p %l
+' | grep -v '^f [0-9]* /boot/loader/random-seed ' | sort
+    find /boot /etc -xdev -type f ! -path /boot/loader/random-seed -print0 | sort -z | xargs -0 sha256sum
+}
+# yes when kernel $1 boots through initoverlayfs: its initrd is a mini initramfs, smaller than
+# the classic one kept beside it, and its image is there.
+converted() {
+    if [ -f "/boot/initrd.img-$1.classic" ] && [ -f "/boot/initoverlayfs-$1.img" ]         && [ "$(stat -c %s "/boot/initrd.img-$1")" -lt "$(stat -c %s "/boot/initrd.img-$1.classic")" ]; then
+        echo yes
+    else
+        echo no
+    fi
+}
+# Runs apt-get "$@" non-interactively, its output to the console and to $dir/apt.log.
+apt_get() {
+    { DEBIAN_FRONTEND=noninteractive apt-get -y --no-install-recommends "$@"; echo $? > "$dir/apt.rc"; } 2>&1 | tee "$dir/apt.log"
+    return "$(cat "$dir/apt.rc")"
+}
+case "$stage" in
+1)
+    say "boot 1 classic storage-init=$storage_init multi-user=$multi_user"
+    [ "$storage_init" = no ] || fail "boot 1 went through storage-init"
+    state > "$dir/before"
+    timed apt_get install "$debs"/initoverlayfs_*.deb
+    [ "$rc" = 0 ] || fail "boot 1: apt-get install of the package exited $rc"
+    say "boot 1 package installed exit=$rc in $ms ms hooks=$(hooks) converted=$(converted "$kver")"
+    next 2
+    systemctl --no-block reboot
+    ;;
+2)
+    image=$(has "storage-init: mounted /boot/initoverlayfs-$kver.img (erofs")
+    overlay=$(has 'storage-init: mounted overlay on /sysroot')
+    say "boot 2 storage-init=$storage_init image=$image overlay=$overlay multi-user=$multi_user"
+    [ "$storage_init$image$overlay" = yesyesyes ] || fail "boot 2 did not go through storage-init"
+    wait_for_blessing
+    timed initoverlayfs-install -f --kver "$kver"
+    say "boot 2 initoverlayfs-install exit=$rc converted=$(converted "$kver")"
+    # Every install fails while storage-init is away: the kernel package must still install.
+    mv "$storage_init_binary" "$storage_init_binary.away"
+    timed apt_get install "$debs"/linux-image-*.deb
+    said=no
+    grep -F "initoverlayfs: could not make the initoverlayfs boot of $second (the error is above)" "$dir/apt.log" > /dev/null && said=yes
+    classic=no
+    [ -f "/boot/initrd.img-$second" ] && [ ! -e "/boot/initrd.img-$second.classic" ]         && [ ! -e "/boot/initoverlayfs-$second.img" ] && classic=yes
+    say "boot 2 second kernel $second installed with every install failing exit=$rc said=$said classic=$classic"
+    mv "$storage_init_binary.away" "$storage_init_binary"
+    timed initoverlayfs install --kver "$second"
+    say "boot 2 second kernel converted exit=$rc converted=$(converted "$second")"
+    timed apt_get purge "linux-image-$second"
+    left=
+    for f in "initoverlayfs-$second.img" "initrd.img-$second.classic" "initrd.img-$second"         "vmlinuz-$second" "config-$second" "System.map-$second"; do
+        [ -e "/boot/$f" ] && left="$left,$f"
+    done
+    left=${left#,}
+    say "boot 2 second kernel purged exit=$rc left=${left:-none}"
+    timed apt_get purge initoverlayfs
+    purged=$rc
+    state > "$dir/after"
+    diff "$dir/before" "$dir/after" | grep '^[<>]' > "$dir/differences"
+    head -n 40 "$dir/differences" | while IFS= read -r line; do say "boot 2 difference: $line"; done
+    say "boot 2 package purged exit=$purged converted=$(converted "$kver") differences=$(wc -l < "$dir/differences")"
+    next 3
+    systemctl --no-block reboot
+    ;;
+3)
+    say "boot 3 classic storage-init=$storage_init multi-user=$multi_user program=$(command -v initoverlayfs || echo none)"
+    [ "$storage_init" = no ] || fail "boot 3 went through storage-init"
     next done
     systemctl --no-block poweroff
     ;;
@@ -397,6 +502,7 @@ pub fn add_guest_driver(root: &Path, driver: GuestDriver) -> Result<()> {
         match driver {
             GuestDriver::Install => GUEST_SCRIPT,
             GuestDriver::Fallback => FALLBACK_SCRIPT,
+            GuestDriver::Package => PACKAGE_SCRIPT,
         },
     )?;
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
@@ -408,6 +514,24 @@ pub fn add_guest_driver(root: &Path, driver: GuestDriver) -> Result<()> {
     std::os::unix::fs::symlink(format!("../{UNIT_NAME}"), &link)
         .with_context(|| format!("enabling {}", link.display()))?;
     Ok(())
+}
+
+/// The package cell's second kernel for `arch` (a kernel fixture's id, [`SECOND_KERNEL`]): its
+/// own .deb, fetched into `dir`, and its release.
+pub fn second_kernel_deb(
+    sh: &Shell,
+    project: &Path,
+    arch: &str,
+    dir: &Path,
+) -> Result<(PathBuf, String)> {
+    let id = SECOND_KERNEL
+        .iter()
+        .find(|(a, _)| *a == arch)
+        .map(|(_, id)| *id)
+        .with_context(|| format!("the package cell has no second kernel for {arch}"))?;
+    let kernel = crate::fixtures::fetch_kernel_by_id(sh, project, id)?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok((fetch_kernel_deb(sh, &kernel, dir)?, kernel.release))
 }
 
 /// The kernel fixture's own .deb, downloaded again (the fixture cache keeps only its unpacked
@@ -447,7 +571,8 @@ fn single_deb_named(dir: &Path, prefix: &str) -> Result<PathBuf> {
         })
 }
 
-/// The builder exactly as the README builds it (`cargo build --release -p builder`): a
+/// The builder as the README builds it (`cargo build --release -p builder`, with this machine's
+/// paths remapped as in every shipped binary, [`crate::static_build::shipped_rustflags`]): a
 /// binary linked against the host's glibc, which runs in the guest's Debian 12 root as long as
 /// the host's glibc is not newer (the project's hosts are Debian 12 too).
 pub fn builder_binary(sh: &Shell, project: &Path) -> Result<PathBuf> {

@@ -523,13 +523,27 @@ fn boot_disk(
     Ok(disk)
 }
 
-/// What goes into the dogfood root for one run: this run's builder and storage-init, where the
-/// README installs them, and the guest's driver.
+/// What goes into the dogfood root for one run: this run's programs and the guest's driver.
 #[derive(Debug, Clone, Copy)]
 pub struct DogfoodGuest<'a> {
-    pub builder: &'a Path,
-    pub storage_init: &'a Path,
+    pub programs: GuestPrograms<'a>,
     pub driver: crate::cells::GuestDriver,
+}
+
+/// How this run's programs reach the dogfood root.
+#[derive(Debug, Clone, Copy)]
+pub enum GuestPrograms<'a> {
+    /// builder and storage-init, installed where the README installs them by hand.
+    HandInstalled {
+        builder: &'a Path,
+        storage_init: &'a Path,
+    },
+    /// .deb files (the package, a second kernel) and the second kernel's release, put in
+    /// `dogfood::GUEST_DEBS` for the guest to install with apt.
+    Packages {
+        debs: &'a [PathBuf],
+        second_kernel: &'a str,
+    },
 }
 
 /// Builds the dogfood cell's disk into `work` (see `xtask::dogfood`): the ESP holds what the
@@ -545,11 +559,7 @@ pub fn build_dogfood_cell(
     esp: &EspBoot,
     work: &Path,
 ) -> Result<PathBuf> {
-    let DogfoodGuest {
-        builder,
-        storage_init,
-        driver,
-    } = *guest;
+    let DogfoodGuest { programs, driver } = *guest;
     let (boot, _) = empty_boot(work, kernel)?;
     for entry in std::fs::read_dir(&dogfood.boot)
         .with_context(|| format!("listing {}", dogfood.boot.display()))?
@@ -577,15 +587,36 @@ pub fn build_dogfood_cell(
         );
     }
     crate::dogfood::add_guest_driver(&root, driver)?;
-    // Fresh files (never written through a link into the cache), as `install -m755` makes them.
-    for (from, to) in [
-        (builder, crate::dogfood::GUEST_BUILDER),
-        (storage_init, crate::dogfood::GUEST_STORAGE_INIT),
-    ] {
-        let target = root.join(to);
-        let _ = std::fs::remove_file(&target); // absent in the root: fine
-        copy_into(&root, from, to)?;
-        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755))?;
+    // Fresh files (never written through a link into the cache).
+    match programs {
+        GuestPrograms::HandInstalled {
+            builder,
+            storage_init,
+        } => {
+            // As `install -m755` makes them.
+            for (from, to) in [
+                (builder, crate::dogfood::GUEST_BUILDER),
+                (storage_init, crate::dogfood::GUEST_STORAGE_INIT),
+            ] {
+                let target = root.join(to);
+                let _ = std::fs::remove_file(&target); // absent in the root: fine
+                copy_into(&root, from, to)?;
+                std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755))?;
+            }
+        }
+        GuestPrograms::Packages {
+            debs,
+            second_kernel,
+        } => {
+            let dir = Path::new(crate::dogfood::GUEST_DEBS);
+            for deb in debs {
+                let name = deb.file_name().context("a .deb path without a file name")?;
+                copy_into(&root, deb, &dir.join(name).to_string_lossy())?;
+            }
+            let release = root.join(dir).join(crate::dogfood::SECOND_KERNEL_FILE);
+            std::fs::write(&release, format!("{second_kernel}\n"))
+                .with_context(|| format!("writing {}", release.display()))?;
+        }
     }
     let disk = work.join("disk.img");
     build_boot_disk(&boot, layout, Some(RootPartition::Ext4(&root)), &disk)?;

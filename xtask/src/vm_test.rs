@@ -717,13 +717,34 @@ fn build_cell(
             let esp = esp.context("flow dogfood boots through UEFI firmware")?;
             let spec = images::root_spec(cell.boot_fs, cell.root_storage);
             let dogfood = crate::dogfood::dogfood_root(sh, &kernel, &spec)?;
-            let builder = crate::dogfood::builder_binary(sh, root)?;
+            let (builder, debs, second_kernel);
+            let programs = if cell.guest_driver == crate::cells::GuestDriver::Package {
+                // The package as `cargo xtask dist` builds it, and a second kernel's .deb.
+                let meta = crate::dist::Metadata::read(root)?;
+                let epoch = crate::dist::source_date_epoch(sh, root)?;
+                let arch = crate::dist::Arch::for_machine(&pin.arch)?;
+                let binaries = crate::dist::build_binaries(sh, root, arch)?;
+                let deb = crate::dist::build_deb(sh, root, &meta, epoch, &binaries, &build)?;
+                let second;
+                (second, second_kernel) =
+                    crate::dogfood::second_kernel_deb(sh, root, &pin.arch, &build.join("debs"))?;
+                debs = [deb, second];
+                images::GuestPrograms::Packages {
+                    debs: &debs,
+                    second_kernel: &second_kernel,
+                }
+            } else {
+                builder = crate::dogfood::builder_binary(sh, root)?;
+                images::GuestPrograms::HandInstalled {
+                    builder: &builder,
+                    storage_init: &storage_init,
+                }
+            };
             let disk = images::build_dogfood_cell(
                 &kernel,
                 &dogfood,
                 &images::DogfoodGuest {
-                    builder: &builder,
-                    storage_init: &storage_init,
+                    programs,
                     driver: cell.guest_driver,
                 },
                 layout,
