@@ -273,3 +273,193 @@ fn aarch64_rpm_matches_x86_64_and_rpmlint_finds_nothing() {
     );
     check_rpmlint(&package);
 }
+
+/// The kernel release of the Fedora tree [`kernel_install_runs_the_packaged_plugin`] installs.
+const KVER: &str = "6.9.0-test";
+const MACHINE_ID: &str = "0123456789abcdef0123456789abcdef";
+
+/// A Fedora tree with one kernel: os-release, machine-id, an fstab mounting /boot by UUID, the
+/// kernel, its config, modules and a classic initramfs as dracut makes it (gzip, systemd as
+/// /init), and its boot entry. The package's files are installed into it separately.
+fn fedora_tree(root: &Path) {
+    let write = |relative: &str, bytes: &[u8]| {
+        let path = root.join(relative);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    };
+    write("etc/os-release", b"NAME=\"Fedora Linux\"\nID=fedora\n");
+    write("etc/machine-id", format!("{MACHINE_ID}\n").as_bytes());
+    write(
+        "etc/fstab",
+        b"UUID=11111111-2222-3333-4444-555555555555 / ext4 defaults 0 1\n\
+          UUID=aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee /boot ext4 defaults 0 2\n",
+    );
+    let mut archive = builder::cpio::Archive::new();
+    archive
+        .add_file(
+            "/usr/lib/systemd/systemd",
+            0o755,
+            b"\x7fELF systemd".to_vec(),
+        )
+        .unwrap();
+    archive
+        .add_symlink("/init", "usr/lib/systemd/systemd")
+        .unwrap();
+    archive
+        .add_file("/etc/initrd-release", 0o644, b"NAME=dracut\n".to_vec())
+        .unwrap();
+    let classic = builder::compress::InitramfsCompression::Gzip
+        .compress(&archive.to_bytes(0).unwrap())
+        .unwrap();
+    write(&format!("boot/initramfs-{KVER}.img"), &classic);
+    write(&format!("boot/vmlinuz-{KVER}"), b"kernel");
+    write(
+        &format!("boot/config-{KVER}"),
+        b"CONFIG_EROFS_FS=m\nCONFIG_EROFS_FS_ZIP=y\nCONFIG_RD_GZIP=y\n",
+    );
+    let mut dep = String::new();
+    for name in ["ext4", "erofs", "overlay", "virtio_blk", "nvme", "loop"] {
+        write(
+            &format!("lib/modules/{KVER}/kernel/{name}.ko"),
+            b"\x7fELF module",
+        );
+        dep.push_str(&format!("kernel/{name}.ko:\n"));
+    }
+    write(&format!("lib/modules/{KVER}/modules.dep"), dep.as_bytes());
+    write(
+        &format!("lib/modules/{KVER}/modules.alias"),
+        b"alias virtio:d00000002v* virtio_blk\n",
+    );
+    write(&format!("lib/modules/{KVER}/modules.softdep"), b"");
+    write(&format!("lib/modules/{KVER}/modules.builtin"), b"");
+    write(
+        &format!("boot/loader/entries/{MACHINE_ID}-{KVER}.conf"),
+        format!(
+            "title Fedora Linux ({KVER})\nversion {KVER}\nlinux /vmlinuz-{KVER}\n\
+             initrd /initramfs-{KVER}.img\noptions root=UUID=11111111-2222-3333-4444-555555555555 ro\n"
+        )
+        .as_bytes(),
+    );
+}
+
+/// Every file under `dir`, relative, sorted.
+fn files_under(dir: &Path) -> String {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(next) = pending.pop() {
+        for entry in std::fs::read_dir(&next).unwrap() {
+            let path = entry.unwrap().path();
+            if std::fs::symlink_metadata(&path).unwrap().is_dir() {
+                pending.push(path);
+            } else {
+                found.push(path.strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    found.sort();
+    found.join("\n") + "\n"
+}
+
+/// systemd's kernel-install runs the packaged plugin, as it does on Fedora when a kernel
+/// package is installed and removed: `add` converts the kernel (the image, the mini initramfs,
+/// the classic one kept with its own entry), `remove` deletes what `add` made. The plugin calls
+/// `/usr/sbin/initoverlayfs`: the packaged one is put there in a mount namespace of the test's
+/// own (an overlay over the host's /usr/sbin), and `INITOVERLAYFS_ROOT` points it at the tree.
+#[test]
+fn kernel_install_runs_the_packaged_plugin() {
+    if !have(&rpm::HOST_TOOLS)
+        || !have(&[
+            ("kernel-install", "systemd"),
+            ("unshare", "util-linux"),
+            ("mkfs.erofs", "erofs-utils"),
+        ])
+    {
+        return;
+    }
+    if !rustix::process::geteuid().is_root() {
+        skip_or_fail("mounting over /usr/sbin in a mount namespace needs root (run as root)");
+        return;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let (package, _) = package(Arch::Amd64, out.path());
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("root");
+    fedora_tree(&tree);
+    let sh = Shell::new().unwrap();
+    cmd!(
+        sh,
+        "rpm --root {tree} --dbpath /var/lib/rpm -i --nodeps --noscripts {package}"
+    )
+    .quiet()
+    .ignore_stderr()
+    .run()
+    .unwrap();
+    let boot = tree.join("boot");
+    let before = files_under(&boot);
+    let initramfs = boot.join(format!("initramfs-{KVER}.img"));
+    let classic = std::fs::read(&initramfs).unwrap();
+    let kernel_install = |args: &[&str]| {
+        let script = "set -e\n\
+             mount -t overlay initoverlayfs-test -o \"lowerdir=$1/usr/sbin:/usr/sbin\" /usr/sbin\n\
+             shift\n\
+             exec kernel-install \"$@\"\n";
+        let output = std::process::Command::new("unshare")
+            .args([
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                script,
+                "sh",
+            ])
+            .arg(&tree)
+            .args(args)
+            .env(
+                "KERNEL_INSTALL_PLUGINS",
+                tree.join(rpm::KERNEL_INSTALL_PLUGIN_PATH),
+            )
+            .env("KERNEL_INSTALL_CONF_ROOT", tree.join("etc/kernel"))
+            .env("BOOT_ROOT", &boot)
+            .env("MACHINE_ID", MACHINE_ID)
+            .env("INITOVERLAYFS_ROOT", &tree)
+            .env_remove("SOURCE_DATE_EPOCH")
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "kernel-install {args:?}: {}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let vmlinuz = boot.join(format!("vmlinuz-{KVER}"));
+    let stderr = kernel_install(&["add", KVER, vmlinuz.to_str().unwrap()]);
+    let added = files_under(&boot);
+    insta::assert_snapshot!("kernel_install_add", added);
+    assert!(
+        !stderr.contains("is missing"),
+        "the plugin found the packaged program: {stderr}"
+    );
+    assert_eq!(
+        std::fs::read(boot.join(format!("initramfs-{KVER}.classic.img"))).unwrap(),
+        classic,
+        "the classic initramfs is kept as is"
+    );
+    assert_ne!(
+        std::fs::read(&initramfs).unwrap(),
+        classic,
+        "the bootloader's initramfs is now the mini one"
+    );
+    kernel_install(&["remove", KVER]);
+    let removed = files_under(&boot);
+    assert_eq!(
+        removed, before,
+        "remove deletes what add made; the kernel's own files are its package's"
+    );
+    assert!(
+        !Path::new("/usr/sbin/initoverlayfs").exists(),
+        "the namespace's overlay leaked onto the host"
+    );
+}

@@ -100,7 +100,8 @@ const REPRODUCIBLE_MACROS: &[(&str, &str, &str)] = &[
     (
         "__spec_install_post",
         "%{nil}",
-        "no brp scripts: strip, compress and friends run on the host, for the host's ELF",
+        "no brp scripts: they run the host's strip, which cannot read a foreign ELF; the tree is \
+         stripped and gzipped when staged",
     ),
 ];
 
@@ -484,6 +485,14 @@ mod tests {
         };
         let error = format!("{:#}", spec(&dashed, 0, &[], &[]).unwrap_err());
         assert!(error.contains("not an RPM version"), "{error}");
+    }
+
+    /// The whole spec, for review: a change to the package's header or file list shows here.
+    #[test]
+    fn spec_text() {
+        let files = payload_files(&meta(), 1_700_000_000, b"readme").unwrap();
+        let requires = ["libc.so.6()(64bit)".to_owned()];
+        insta::assert_snapshot!(spec(&meta(), 1_700_000_000, &requires, &files).unwrap());
     }
 
     #[test]
