@@ -17,7 +17,7 @@ struct Tool {
     backports: bool,
 }
 
-const TOOLS: [Tool; 38] = [
+const TOOLS: [Tool; 39] = [
     Tool {
         command: "qemu-system-x86_64",
         package: "qemu-system-x86",
@@ -63,6 +63,12 @@ const TOOLS: [Tool; 38] = [
     Tool {
         command: "rpmlint",
         package: "rpmlint",
+        backports: false,
+    },
+    // The RPM's kernel-install plugin is run by systemd's kernel-install in its test.
+    Tool {
+        command: "kernel-install",
+        package: "systemd",
         backports: false,
     },
     // Used by the tests to check what we write: disk images (sfdisk, sgdisk) and cpio archives.
