@@ -6,8 +6,8 @@
 //! Reproducible as the Debian package is: every time in it is `SOURCE_DATE_EPOCH` (the build
 //! time too), the build host is a fixed name, the payload's compressor is single-threaded, and
 //! no host tool reads the programs inside rpmbuild (no strip, no debuginfo, no build-id links,
-//! no dependency generator), so two builds of one commit give the same bytes, on any host and
-//! for either architecture.
+//! no dependency generator), so two builds of one commit give the same bytes, for either
+//! architecture, wherever the same rpm version builds them (the header records rpm's version).
 
 use std::fmt::Write as _;
 use std::fs;
