@@ -270,22 +270,32 @@ pub const TASKS: &[TaskDoc] = &[
     TaskDoc {
         name: "dist",
         arguments: "[OPTIONS]",
-        summary: "build the Debian package target/dist/initoverlayfs_<version>_<arch>.deb, \
-                  reproducibly",
-        options: &[option(
-            "--arch amd64|arm64",
-            "the package's architecture (default: amd64); arm64's programs are cross-built \
-             with the aarch64 toolchain cargo xtask provision installs",
-        )],
+        summary: "build the Debian package target/dist/initoverlayfs_<version>_<arch>.deb and \
+                  the RPM target/dist/initoverlayfs-<version>-1.<arch>.rpm, reproducibly",
+        options: &[
+            option(
+                "--arch amd64|arm64",
+                "the packages' architecture (default: amd64, the RPM's x86_64); arm64's \
+                 (the RPM's aarch64) programs are cross-built with the aarch64 toolchain \
+                 cargo xtask provision installs",
+            ),
+            option(
+                "--format deb|rpm",
+                "build this package only (default: both)",
+            ),
+        ],
         details: "Builds storage-init (static: musl where its toolchain is installed, else \
-                  glibc) and builder (release), then the package with dpkg-deb: builder as \
-                  /usr/sbin/initoverlayfs, storage-init as /usr/lib/initoverlayfs/storage-init, \
-                  a man page per command, bash, zsh and fish completions, the copyright file \
-                  and changelog. Install it with `apt install ./target/dist/<file>`.\n\n\
-                  Every timestamp in it is SOURCE_DATE_EPOCH (default: the last commit's \
+                  glibc) and builder (release), then the packages, dpkg-deb's and rpmbuild's: \
+                  builder as /usr/sbin/initoverlayfs, storage-init as \
+                  /usr/lib/initoverlayfs/storage-init, a man page per command, bash, zsh and \
+                  fish completions, the licence and documentation each distribution asks \
+                  for; the RPM also the kernel-install plugin, and scriptlets that convert \
+                  every kernel on install and undo it on erase. Install them with `apt \
+                  install ./target/dist/<file>.deb` or `dnf install ./target/dist/<file>.rpm`.\n\n\
+                  Every timestamp in them is SOURCE_DATE_EPOCH (default: the last commit's \
                   time) and every owner root: two builds of one commit give the same bytes. \
-                  Needs dpkg-dev (dpkg-shlibdeps) and binutils (strip); cargo xtask \
-                  provision installs them.",
+                  Needs dpkg-dev (dpkg-shlibdeps), rpm (rpmbuild) and binutils (strip); cargo \
+                  xtask provision installs them.",
     },
     TaskDoc {
         name: "provision",
@@ -449,7 +459,10 @@ pub enum Task {
         limits: crate::fuzz::Limits,
         target: Option<String>,
     },
-    Dist(crate::dist::Arch),
+    Dist {
+        arch: crate::dist::Arch,
+        formats: Vec<crate::dist::Format>,
+    },
     Provision,
     FixturesFetch,
     FixturesUpdate,
@@ -502,7 +515,7 @@ pub fn parse(args: &[String]) -> Result<Task> {
         "bench-storage-init" => parse_bench_storage_init(rest)?,
         "bench-boot" => Task::BenchBoot(parse_bench_boot(rest)?),
         "fuzz" => parse_fuzz(rest)?,
-        "dist" => Task::Dist(parse_dist(rest)?),
+        "dist" => parse_dist(rest)?,
         "provision" | "fixtures fetch" | "fixtures update" => {
             if let Some(arg) = rest.first() {
                 return Err(unknown(task.name, arg));
@@ -565,16 +578,20 @@ fn icount_shift(args: &mut std::slice::Iter<'_, String>) -> Result<u8> {
     Ok(shift)
 }
 
-fn parse_dist(args: &[String]) -> Result<crate::dist::Arch> {
+fn parse_dist(args: &[String]) -> Result<Task> {
     let mut arch = crate::dist::Arch::default();
+    let mut formats = crate::dist::Format::ALL.to_vec();
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--arch" => arch = crate::dist::Arch::parse(&value(&mut args, "--arch")?)?,
+            "--format" => {
+                formats = vec![crate::dist::Format::parse(&value(&mut args, "--format")?)?]
+            }
             other => return Err(unknown("dist", other)),
         }
     }
-    Ok(arch)
+    Ok(Task::Dist { arch, formats })
 }
 
 fn parse_fuzz(args: &[String]) -> Result<Task> {
@@ -917,15 +934,27 @@ mod tests {
 
     #[test]
     fn dist_options() {
-        use crate::dist::Arch;
-        let arch = |line: &str| match parse_line(line) {
-            Ok(Task::Dist(arch)) => arch,
+        use crate::dist::{Arch, Format};
+        let dist = |line: &str| match parse_line(line) {
+            Ok(Task::Dist { arch, formats }) => (arch, formats),
             other => panic!("{line}: {other:?}"),
         };
-        assert_eq!(arch("dist"), Arch::Amd64);
-        assert_eq!(arch("dist --arch amd64"), Arch::Amd64);
-        assert_eq!(arch("dist --arch arm64"), Arch::Arm64);
-        for bad in ["dist --arch x86_64", "dist --arch", "dist amd64"] {
+        let both = Format::ALL.to_vec();
+        assert_eq!(dist("dist"), (Arch::Amd64, both.clone()));
+        assert_eq!(dist("dist --arch amd64"), (Arch::Amd64, both.clone()));
+        assert_eq!(dist("dist --arch arm64"), (Arch::Arm64, both));
+        assert_eq!(
+            dist("dist --format rpm --arch arm64"),
+            (Arch::Arm64, vec![Format::Rpm])
+        );
+        assert_eq!(dist("dist --format deb"), (Arch::Amd64, vec![Format::Deb]));
+        for bad in [
+            "dist --arch x86_64",
+            "dist --arch",
+            "dist amd64",
+            "dist --format",
+            "dist --format tar",
+        ] {
             assert!(parse_line(bad).is_err(), "{bad} was accepted");
         }
     }
@@ -984,7 +1013,7 @@ mod tests {
         ),
         ("test", &[]),
         ("fuzz", &["--seconds 5", "--runs 1000", "--target config"]),
-        ("dist", &["--arch arm64"]),
+        ("dist", &["--arch arm64", "--format rpm"]),
         ("provision", &[]),
         ("fixtures fetch", &[]),
         ("fixtures update", &[]),

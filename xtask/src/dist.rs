@@ -1,5 +1,6 @@
 //! `cargo xtask dist`: the Debian package `target/dist/initoverlayfs_<version>_<arch>.deb`
-//! (amd64, or arm64 cross-built), reproducibly. It holds the builder as `/usr/sbin/initoverlayfs`, the static storage-init at
+//! (amd64, or arm64 cross-built), reproducibly, and beside it the RPM ([`rpm`]) from the same
+//! programs. It holds the builder as `/usr/sbin/initoverlayfs`, the static storage-init at
 //! builder's default path, man pages and shell completions made from builder's clap
 //! definitions, and the documentation Debian asks for (copyright, changelog). Every timestamp
 //! is `SOURCE_DATE_EPOCH` (default: the last commit's time), every owner root, and dpkg-deb
@@ -19,6 +20,8 @@ use anyhow::{Context, Result, bail};
 use xshell::{Shell, cmd};
 
 use crate::static_build;
+
+pub mod rpm;
 
 /// The package's name, and the name the builder is installed and documented under.
 pub const PACKAGE: &str = "initoverlayfs";
@@ -737,20 +740,59 @@ fn walk(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(found)
 }
 
-/// `cargo xtask dist [--arch amd64|arm64]`.
-pub fn run(sh: &Shell, root: &Path, arch: Arch) -> Result<()> {
+/// A package format `cargo xtask dist` builds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `initoverlayfs_<version>_<arch>.deb`, for Debian and Ubuntu.
+    Deb,
+    /// `initoverlayfs-<version>-1.<arch>.rpm`, for Fedora, CentOS and RHEL ([`rpm`]).
+    Rpm,
+}
+
+impl Format {
+    pub const ALL: [Format; 2] = [Format::Deb, Format::Rpm];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Deb => "deb",
+            Format::Rpm => "rpm",
+        }
+    }
+
+    pub fn parse(name: &str) -> Result<Format> {
+        Format::ALL
+            .into_iter()
+            .find(|f| f.name() == name)
+            .with_context(|| format!("--format {name:?}: expected deb or rpm"))
+    }
+}
+
+/// `cargo xtask dist [--arch amd64|arm64] [--format deb|rpm]`: each format in `formats`, from
+/// one build of the programs.
+pub fn run(sh: &Shell, root: &Path, arch: Arch, formats: &[Format]) -> Result<()> {
     let meta = Metadata::read(root)?;
     let epoch = source_date_epoch(sh, root)?;
     let binaries = build_binaries(sh, root, arch)?;
     let out_dir = root.join(DIST_DIR);
     fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
-    let deb = build_deb(sh, root, &meta, epoch, &binaries, &out_dir)?;
-    let size = fs::metadata(&deb)?.len();
-    println!(
-        "{} ({size} bytes, {EPOCH_ENV}={epoch}); install it with `apt install ./{}`",
-        deb.display(),
-        deb.strip_prefix(root).unwrap_or(&deb).display()
-    );
+    for format in formats {
+        let (package, installer) = match format {
+            Format::Deb => (
+                build_deb(sh, root, &meta, epoch, &binaries, &out_dir)?,
+                "apt",
+            ),
+            Format::Rpm => (
+                rpm::build_rpm(sh, root, &meta, epoch, &binaries, &out_dir)?,
+                "dnf",
+            ),
+        };
+        let size = fs::metadata(&package)?.len();
+        println!(
+            "{} ({size} bytes, {EPOCH_ENV}={epoch}); install it with `{installer} install ./{}`",
+            package.display(),
+            package.strip_prefix(root).unwrap_or(&package).display()
+        );
+    }
     Ok(())
 }
 

@@ -58,7 +58,7 @@ fn run(task: Task) -> Result<()> {
             bench_storage_init::run(&sh, &root, &cell, runs, icount)
         }
         Task::BenchBoot(options) => xtask::bench_boot::run(&sh, &root, &options),
-        Task::Dist(arch) => dist::run(&sh, &root, arch),
+        Task::Dist { arch, formats } => dist::run(&sh, &root, arch, &formats),
         Task::Provision => provision::ensure(&sh),
         Task::Fuzz { limits, target } => fuzz::run(&sh, &root, limits, target.as_deref()),
         Task::FixturesUpdate => fixtures::update(&sh, &root),

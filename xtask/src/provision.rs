@@ -17,7 +17,7 @@ struct Tool {
     backports: bool,
 }
 
-const TOOLS: [Tool; 37] = [
+const TOOLS: [Tool; 39] = [
     Tool {
         command: "qemu-system-x86_64",
         package: "qemu-system-x86",
@@ -48,8 +48,8 @@ const TOOLS: [Tool; 37] = [
         package: "apt",
         backports: false,
     },
-    // `cargo xtask dist`: the package's library dependencies (dpkg-shlibdeps), and the check
-    // of the package its tests run.
+    // `cargo xtask dist`: the Debian package's library dependencies (dpkg-shlibdeps), and the
+    // checks of the packages its tests run (the RPM is built with rpmbuild, below).
     Tool {
         command: "dpkg-shlibdeps",
         package: "dpkg-dev",
@@ -58,6 +58,17 @@ const TOOLS: [Tool; 37] = [
     Tool {
         command: "lintian",
         package: "lintian",
+        backports: false,
+    },
+    Tool {
+        command: "rpmlint",
+        package: "rpmlint",
+        backports: false,
+    },
+    // The RPM's kernel-install plugin is run by systemd's kernel-install in its test.
+    Tool {
+        command: "kernel-install",
+        package: "systemd",
         backports: false,
     },
     // Used by the tests to check what we write: disk images (sfdisk, sgdisk) and cpio archives.
@@ -165,7 +176,8 @@ const TOOLS: [Tool; 37] = [
         backports: false,
     },
     // The RPM fixture tests build Fedora-style kernel packages and a repository of them, and
-    // check our RPM reader against rpm2cpio (xtask/tests/rpm_fixtures.rs).
+    // check our RPM reader against rpm2cpio (xtask/tests/rpm_fixtures.rs); `cargo xtask dist`
+    // builds the RPM with it.
     Tool {
         command: "rpmbuild",
         package: "rpm",
@@ -703,7 +715,8 @@ mod tests {
         const ESSENTIAL: [&str; 3] = ["dpkg", "gzip", "coreutils"];
         for (command, package) in crate::dist::HOST_TOOLS
             .iter()
-            .chain([&crate::dist::LINTIAN])
+            .chain(&crate::dist::rpm::HOST_TOOLS)
+            .chain([&crate::dist::LINTIAN, &crate::dist::rpm::RPMLINT])
             .filter(|(_, package)| !ESSENTIAL.contains(package))
         {
             assert!(
