@@ -141,6 +141,8 @@ impl Layout {
 pub enum RootPartition<'a> {
     /// An ext4 filesystem made here from this directory, owners kept.
     Ext4(&'a Path),
+    /// As `Ext4`, with `room_mib` more free space: for a guest that installs packages.
+    Ext4WithRoom { dir: &'a Path, room_mib: u64 },
     /// A partition image made elsewhere (`root_storage`'s LUKS2 container or LVM physical
     /// volume), laid in as it is.
     Image {
@@ -530,6 +532,13 @@ pub struct DogfoodGuest<'a> {
     pub driver: crate::cells::GuestDriver,
 }
 
+/// The package cell's ESP: the kernel's files, its converted pair and a second kernel's (about
+/// 60 MiB each) with room to spare.
+const PACKAGE_CELL_BOOT_MIB: u64 = 512;
+/// The package cell's room in the root for a second kernel: its .deb (70 MiB) and its modules
+/// (400 MiB unpacked for Debian's 6.1).
+const PACKAGE_CELL_ROOT_ROOM_MIB: u64 = 1024;
+
 /// How this run's programs reach the dogfood root.
 #[derive(Debug, Clone, Copy)]
 pub enum GuestPrograms<'a> {
@@ -618,8 +627,23 @@ pub fn build_dogfood_cell(
                 .with_context(|| format!("writing {}", release.display()))?;
         }
     }
+    // A second kernel takes room on both: its modules in the root, its kernel, classic
+    // initramfs, image and mini initramfs on the ESP.
+    let (layout, real_root) = match programs {
+        GuestPrograms::HandInstalled { .. } => (layout, RootPartition::Ext4(&root)),
+        GuestPrograms::Packages { .. } => (
+            Layout {
+                boot_min_mib: layout.boot_min_mib.max(PACKAGE_CELL_BOOT_MIB),
+                ..layout
+            },
+            RootPartition::Ext4WithRoom {
+                dir: &root,
+                room_mib: PACKAGE_CELL_ROOT_ROOM_MIB,
+            },
+        ),
+    };
     let disk = work.join("disk.img");
-    build_boot_disk(&boot, layout, Some(RootPartition::Ext4(&root)), &disk)?;
+    build_boot_disk(&boot, layout, Some(real_root), &disk)?;
     Ok(disk)
 }
 
@@ -867,6 +891,22 @@ fn boot_partition(boot: &Path, boot_fs: BootFsKind) -> Result<testvm::disk::Part
     })
 }
 
+/// A distribution's root as an ext4 partition (its owners and setuid bits matter), with
+/// `room_mib` beyond [`boot_partition_mib`]'s room.
+fn ext4_root(dir: &Path, room_mib: u64) -> Result<testvm::disk::Partition> {
+    Ok(testvm::disk::Partition {
+        name: "root".to_owned(),
+        part_guid: guid(ROOT_PART_GUID)?,
+        filesystem: testvm::disk::Filesystem::Ext4 {
+            uuid: guid(ROOT_FS_UUID)?,
+        },
+        label: "root".to_owned(),
+        size_mib: boot_partition_mib(dir)? + room_mib,
+        contents: dir.to_path_buf(),
+        keep_owners: true,
+    })
+}
+
 /// Writes `partitions`, then the real root's, as a GPT disk shaped for `layout.bus`.
 fn write_gpt_disk(
     mut partitions: Vec<testvm::disk::Partition>,
@@ -882,18 +922,10 @@ fn write_gpt_disk(
     }
     match real_root {
         None => {}
-        // A distribution's root: its owners and setuid bits matter.
-        Some(RootPartition::Ext4(root)) => partitions.push(testvm::disk::Partition {
-            name: "root".to_owned(),
-            part_guid: guid(ROOT_PART_GUID)?,
-            filesystem: testvm::disk::Filesystem::Ext4 {
-                uuid: guid(ROOT_FS_UUID)?,
-            },
-            label: "root".to_owned(),
-            size_mib: boot_partition_mib(root)?,
-            contents: root.to_path_buf(),
-            keep_owners: true,
-        }),
+        Some(RootPartition::Ext4(dir)) => partitions.push(ext4_root(dir, 0)?),
+        Some(RootPartition::Ext4WithRoom { dir, room_mib }) => {
+            partitions.push(ext4_root(dir, room_mib)?)
+        }
         Some(RootPartition::Image { path, type_guid }) => {
             let bytes = std::fs::metadata(path)
                 .with_context(|| format!("reading {}", path.display()))?
