@@ -219,6 +219,11 @@ pub struct InstallArgs {
     /// marks the entry good once a boot reaches boot-complete.target.
     #[arg(long)]
     pub tries: Option<u32>,
+    /// kernel-install's staging area under layout=uki (what its uki plugin passes): convert
+    /// its initrd, write the image to $BOOT/<entry-token>/<kver>/ and put the mini initramfs
+    /// in the initrd's place, for 60-ukify to bake into the UKI.
+    #[arg(long, conflicts_with_all = ["all", "initramfs", "dracut"])]
+    pub uki_staging: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]

@@ -2,8 +2,12 @@
 //! plugin (Fedora, CentOS, kernel-install's bls layout) and Debian's kernel and initramfs
 //! hooks.
 //!
+//! Under kernel-install's `layout=uki` the work moves before the UKI is baked:
+//! `59-initoverlayfs.install` converts the staged initramfs (`install --uki-staging`) and
+//! `95-initoverlayfs.install`, which works on the bls layout's entry directory, stands aside.
+//!
 //! They reach a machine one of two ways, as the same scripts:
-//! * a package ships them ([`packaged`]) where a package puts them: the plugin in
+//! * a package ships them ([`packaged`]) where a package puts them: the plugins in
 //!   `/usr/lib/kernel/install.d`, Debian's hooks in `/etc/kernel/post{inst,rm}.d` and
 //!   `/etc/initramfs/post-update.d` as conffiles;
 //! * `install` writes them ([`write`]) for a hand install, all under `/etc`, unless the
@@ -50,7 +54,14 @@ pub struct Hook {
 const WRITTEN_ORIGIN: &str = "Written by `install`, removed by `uninstall`";
 const PACKAGED_ORIGIN: &str = "Shipped by the initoverlayfs package";
 
-pub const HOOKS: [Hook; 4] = [
+pub const HOOKS: [Hook; 5] = [
+    Hook {
+        written: "etc/kernel/install.d/59-initoverlayfs.install",
+        packaged: "usr/lib/kernel/install.d/59-initoverlayfs.install",
+        template: include_str!("../hooks/59-initoverlayfs.install"),
+        layouts: &[LayoutKind::Fedora, LayoutKind::Bls],
+        format: PackageFormat::Rpm,
+    },
     Hook {
         written: "etc/kernel/install.d/95-initoverlayfs.install",
         packaged: "usr/lib/kernel/install.d/95-initoverlayfs.install",
@@ -210,10 +221,13 @@ mod tests {
             ]
         );
         let rpm = packaged(PackageFormat::Rpm);
-        assert_eq!(rpm.len(), 1);
+        let paths: Vec<&str> = rpm.iter().map(|(p, _, _)| p.as_str()).collect();
         assert_eq!(
-            rpm[0].0,
-            "usr/lib/kernel/install.d/95-initoverlayfs.install"
+            paths,
+            [
+                "usr/lib/kernel/install.d/59-initoverlayfs.install",
+                "usr/lib/kernel/install.d/95-initoverlayfs.install",
+            ]
         );
         for (path, mode, text) in deb.iter().chain(&rpm) {
             let text = String::from_utf8(text.clone()).unwrap();
@@ -240,13 +254,16 @@ mod tests {
             replace_file(&path, &text, mode).unwrap();
         }
         let done = write(root, LayoutKind::Fedora, "/usr/sbin/initoverlayfs").unwrap();
+        let plugins = root.join("usr/lib/kernel/install.d");
         assert_eq!(
             done,
-            [Written::Packaged(root.join(
-                "usr/lib/kernel/install.d/95-initoverlayfs.install"
-            ))]
+            [
+                Written::Packaged(plugins.join("59-initoverlayfs.install")),
+                Written::Packaged(plugins.join("95-initoverlayfs.install")),
+            ]
         );
         assert!(!root.join(HOOKS[0].written).exists());
+        assert!(!root.join(HOOKS[1].written).exists());
         // Debian's hooks are written by install beside a foreign (RPM) plugin.
         let done = write(root, LayoutKind::Debian, "/usr/local/sbin/x").unwrap();
         assert_eq!(done.len(), 3, "{done:?}");
@@ -255,7 +272,7 @@ mod tests {
         fs::write(&conf, "verity = yes\n").unwrap();
         let removed = remove(root).unwrap();
         assert_eq!(removed.len(), 3, "{removed:?}");
-        assert!(root.join(HOOKS[0].packaged).is_file());
+        assert!(root.join(HOOKS[1].packaged).is_file());
         assert!(conf.is_file(), "the package keeps the options until purged");
     }
 }

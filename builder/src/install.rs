@@ -391,6 +391,11 @@ pub struct InstallOptions {
     /// How many times systemd-boot tries the entry before it prefers the fallback (0: no
     /// counting); default kernel-install's `/etc/kernel/tries`, else [`crate::bls::DEFAULT_TRIES`].
     pub tries: Option<u32>,
+    /// kernel-install's staging area under `layout=uki` (`$KERNEL_INSTALL_STAGING_AREA`): the
+    /// classic initramfs is its `initrd`, the mini initramfs replaces it there for 60-ukify to
+    /// bake into the UKI, and the image goes to `$BOOT/<entry-token>/<kver>/`. No fallback is
+    /// kept (the UKI holds one initramfs) and no boot entry is touched.
+    pub uki_staging: Option<PathBuf>,
 }
 
 impl InstallOptions {
@@ -435,7 +440,12 @@ pub struct InstallReport {
 pub fn install(options: &InstallOptions) -> Result<InstallReport, InstallError> {
     let kept = options.kept().or(&recorded_options(&options.root)?);
     let options = &InstallOptions {
-        layout: kept.layout,
+        // The UKI's image lives in the entry directory of kernel-install's bls layout.
+        layout: if options.uki_staging.is_some() {
+            Some(LayoutKind::Bls)
+        } else {
+            kept.layout
+        },
         presets: kept.presets.clone(),
         bootfs: kept.bootfs.clone(),
         bootfstype: kept.bootfstype.clone(),
@@ -465,7 +475,10 @@ pub fn install(options: &InstallOptions) -> Result<InstallReport, InstallError> 
 
     // The classic initramfs to convert.
     let regenerated;
-    let classic_source = if options.dracut {
+    let uki_initrd = options.uki_staging.as_ref().map(|dir| dir.join("initrd"));
+    let classic_source = if let Some(initrd) = &uki_initrd {
+        initrd.clone()
+    } else if options.dracut {
         regenerated = run_dracut(&options.root, &options.kver, &scratch_parent)?;
         report
             .steps
@@ -649,6 +662,19 @@ pub fn install(options: &InstallOptions) -> Result<InstallReport, InstallError> 
         }
         _ => boot.to_string(),
     };
+
+    // Under kernel-install's layout=uki the mini initramfs goes where 60-ukify takes it from
+    // (replacing 55-initrd's link, not what it points to); the UKI is the switch.
+    if let Some(initrd) = &uki_initrd {
+        replace_file(initrd, &mini_bytes, 0o600)?;
+        report.steps.push(format!(
+            "wrote {} (mini initramfs, {} entries, {} bytes) for the UKI",
+            initrd.display(),
+            mini_report.entries,
+            mini_report.compressed_bytes
+        ));
+        return Ok(report);
+    }
 
     // 4. The fallback, before the classic initramfs is replaced.
     let classic = layout.classic();

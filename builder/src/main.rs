@@ -114,6 +114,7 @@ fn install(args: builder::cli::InstallArgs) -> Result<()> {
         }),
         verity: args.verity,
         tries: args.tries,
+        uki_staging: args.uki_staging,
     };
     let kvers = if args.all {
         builder::install::convertible_kernels(&options.root, options.layout)

@@ -31,6 +31,7 @@ pub mod bench_peers;
 pub mod boot_probe;
 pub mod dogfood;
 pub mod images;
+pub mod kernel_install;
 pub mod root_storage;
 pub mod secure_boot;
 pub mod static_build;

@@ -244,8 +244,14 @@ const TOOLS: [Tool; 39] = [
 
 /// The signed-UKI and Secure Boot cells' tools (xtask::secure_boot, builder::uki): a key pair,
 /// the signature, the firmware variable store with the key enrolled, and the tests' check of
-/// the PE layout. python3-virt-firmware is in bookworm-backports only.
-const UKI_TOOLS: [Tool; 4] = [
+/// the PE layout. python3-virt-firmware is in bookworm-backports only. pefile is what ukify
+/// (systemd 254's, run from its unpacked package by `xtask::kernel_install`) builds a UKI with.
+const UKI_TOOLS: [Tool; 5] = [
+    Tool {
+        command: "/usr/lib/python3/dist-packages/pefile.py",
+        package: "python3-pefile",
+        backports: false,
+    },
     Tool {
         command: "openssl",
         package: "openssl",

@@ -40,6 +40,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "static_build",
             "dogfood",
             "secure_boot",
+            "kernel_install",
             "images",
             "root_storage",
             "boot_probe",

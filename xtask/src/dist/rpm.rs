@@ -149,17 +149,13 @@ fn rpm_version(meta: &Metadata) -> Result<&str> {
     Ok(&meta.version)
 }
 
-/// The kernel-install plugin, as builder ships it in packages: calling the packaged program,
-/// which takes the owner's options from /etc/initoverlayfs/install.conf.
-fn kernel_install_plugin() -> (String, Vec<u8>) {
-    let mut hooks = builder::hooks::packaged(builder::hooks::PackageFormat::Rpm);
-    assert_eq!(
-        hooks.len(),
-        1,
-        "the RPM ships one hook, the kernel-install plugin"
-    );
-    let (path, _, text) = hooks.remove(0);
-    (path, text)
+/// The kernel-install plugins, as builder ships them in packages (by path, text): calling the
+/// packaged program, which takes the owner's options from /etc/initoverlayfs/install.conf.
+fn kernel_install_plugins() -> Vec<(String, Vec<u8>)> {
+    builder::hooks::packaged(builder::hooks::PackageFormat::Rpm)
+        .into_iter()
+        .map(|(path, _, text)| (path, text))
+        .collect()
 }
 
 /// Where Fedora wants a file the Debian package ships: `None` for what only Debian reads.
@@ -218,13 +214,14 @@ pub fn payload_files(meta: &Metadata, epoch: u64, readme: &[u8]) -> Result<Vec<P
             });
         }
     }
-    let (path, bytes) = kernel_install_plugin();
-    files.push(PayloadFile {
-        path,
-        mode: 0o755,
-        bytes,
-        kind: FileKind::Plain,
-    });
+    for (path, bytes) in kernel_install_plugins() {
+        files.push(PayloadFile {
+            path,
+            mode: 0o755,
+            bytes,
+            kind: FileKind::Plain,
+        });
+    }
     files.push(PayloadFile {
         path: format!("{DOC_DIR}/README.md"),
         mode: 0o644,
@@ -521,16 +518,19 @@ mod tests {
     }
 
     #[test]
-    fn the_plugin_calls_the_packaged_program() {
-        let (path, text) = kernel_install_plugin();
-        let text = String::from_utf8(text).unwrap();
-        assert_eq!(path, KERNEL_INSTALL_PLUGIN_PATH);
-        assert!(
-            text.contains("BUILDER=\"/usr/sbin/initoverlayfs\""),
-            "{text}"
-        );
-        assert!(!text.contains('@'), "{text}");
-        assert!(text.contains("--no-hooks && exit 0 ;;"), "{text}");
+    fn the_plugins_call_the_packaged_program() {
+        let plugins = kernel_install_plugins();
+        assert_eq!(plugins.len(), 2, "the bls and the uki layout's");
+        assert!(plugins.iter().any(|(p, _)| p == KERNEL_INSTALL_PLUGIN_PATH));
+        for (path, text) in plugins {
+            let text = String::from_utf8(text).unwrap();
+            assert!(
+                text.contains("BUILDER=\"/usr/sbin/initoverlayfs\""),
+                "{path}: {text}"
+            );
+            assert!(!text.contains('@'), "{path}: {text}");
+            assert!(text.contains("--no-hooks"), "{path}: {text}");
+        }
     }
 
     #[test]
