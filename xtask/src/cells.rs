@@ -201,6 +201,11 @@ pub enum UkiKind {
     /// Signed, then one byte of its kernel (`.linux`) flipped: the signature no longer
     /// matches, and Secure Boot firmware must refuse it.
     Modified,
+    /// Made by systemd's kernel-install (`layout=uki`, `xtask::kernel_install`) with
+    /// builder's plugins from the busybox content as the classic initramfs, signed by ukify
+    /// with the run's key, in `EFI/Linux/` beside its image; systemd-boot (signed too) at the
+    /// removable-media path starts it.
+    KernelInstall,
 }
 
 impl UkiKind {
@@ -982,6 +987,15 @@ fn check_uki_and_secure_boot(cell: &Cell) -> Result<(), String> {
     }
     if cell.uki.is_some() && cell.flow == Flow::Dogfood {
         return Err("the dogfood flow boots what its own install put on the ESP, not a UKI".into());
+    }
+    if cell.uki == Some(UkiKind::KernelInstall)
+        && (cell.flow != Flow::Busybox || cell.machine.arch() != "x86_64")
+    {
+        return Err(
+            "a kernel-install UKI is made from the busybox content with systemd 254's amd64 \
+             packages: flow = \"busybox\" on x86_64"
+                .into(),
+        );
     }
     if matches!(cell.uki, Some(UkiKind::Unsigned | UkiKind::Modified)) && !cell.secure_boot {
         return Err(

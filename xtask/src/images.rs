@@ -400,6 +400,116 @@ pub fn build_busybox_cell(
     )
 }
 
+/// The newc archive of `dir` (owners root, as a packaged initramfs has them): the classic
+/// initramfs a generator would make of that content.
+fn archive_of_dir(dir: &Path) -> Result<builder::cpio::Archive> {
+    fn add(archive: &mut builder::cpio::Archive, dir: &Path, inside: &str) -> Result<()> {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let path = entry.path();
+            let name = format!("{inside}/{}", entry.file_name().to_string_lossy());
+            let metadata = std::fs::symlink_metadata(&path)?;
+            let mode = metadata.permissions().mode() & 0o7777;
+            if metadata.is_symlink() {
+                let target = std::fs::read_link(&path)?;
+                archive.add_symlink(&name, &target.to_string_lossy())?;
+            } else if metadata.is_dir() {
+                archive.add_dir(&name, mode)?;
+                add(archive, &path, &name)?;
+            } else {
+                archive.add_file(&name, mode, std::fs::read(&path)?)?;
+            }
+        }
+        Ok(())
+    }
+    let mut archive = builder::cpio::Archive::new();
+    add(&mut archive, dir, "")?;
+    Ok(archive)
+}
+
+/// What a kernel-install UKI cell is made with besides the kernel: this run's programs.
+#[derive(Debug, Clone, Copy)]
+pub struct KernelInstallPrograms<'a> {
+    pub kernel_install: &'a crate::kernel_install::KernelInstall,
+    pub builder: &'a Path,
+    pub storage_init: &'a Path,
+}
+
+/// Builds a kernel-install UKI cell into `work` (`uki = "kernel-install"`): the busybox content
+/// archived as the classic initramfs, systemd's kernel-install (`layout=uki`) run with
+/// builder's plugins on a tree whose fstab names the ESP, so the UKI carries the mini
+/// initramfs and its image lands in `$BOOT/<entry-token>/<kver>/`; the ESP holds what
+/// kernel-install put in `$BOOT` and systemd-boot, signed with the run's key like the UKI.
+/// Returns the UKI and the disk.
+pub fn build_kernel_install_uki_cell(
+    sh: &xshell::Shell,
+    kernel: &Kernel,
+    busybox: &Fetched,
+    programs: KernelInstallPrograms<'_>,
+    esp: &EspBoot,
+    layout: Layout,
+    work: &Path,
+) -> Result<(PathBuf, PathBuf)> {
+    let keys = esp
+        .uki
+        .as_ref()
+        .and_then(|uki| uki.keys.as_ref())
+        .context("a kernel-install UKI is signed with the run's key")?;
+    let content = work.join("content");
+    busybox_content(busybox, &content)?;
+    let classic = work.join("classic-initramfs.img");
+    std::fs::write(
+        &classic,
+        archive_of_dir(&content)?.to_bytes(builder::source_date_epoch()?)?,
+    )?;
+    let config = kernel
+        .modules_root()
+        .join(format!("boot/config-{}", kernel.release));
+    let uki_kernel = crate::kernel_install::UkiKernel {
+        release: &kernel.release,
+        vmlinuz: &kernel.vmlinuz,
+        modules_root: kernel.modules_root(),
+        config: &config,
+        classic_initrd: &classic,
+    };
+    let tree = work.join("tree");
+    if tree.exists() {
+        std::fs::remove_dir_all(&tree).with_context(|| format!("emptying {}", tree.display()))?;
+    }
+    crate::kernel_install::make_tree(
+        &tree,
+        &uki_kernel,
+        programs.storage_init,
+        programs.builder,
+        &format!("UUID={}", layout.boot_fs.identity().0),
+        &esp.cmdline,
+        Some(keys),
+    )?;
+    let (uki, output) =
+        crate::kernel_install::add(sh, programs.kernel_install, &tree, &uki_kernel)?;
+    std::fs::write(work.join("kernel-install.log"), &output)?;
+    let (boot, _) = empty_boot(work, kernel)?;
+    let image = crate::kernel_install::image_path(&tree, &kernel.release);
+    for file in [&uki, &image] {
+        let relative = file.strip_prefix(tree.join("boot"))?;
+        copy_into(&boot, file, &relative.to_string_lossy())?;
+    }
+    let loader = boot.join(&esp.removable_path);
+    std::fs::create_dir_all(loader.parent().unwrap())?;
+    builder::uki::sign(&esp.loader, &keys.key, &keys.cert, &loader)?;
+    // systemd-boot finds the UKI in EFI/Linux by itself; `timeout 0` boots it at once.
+    std::fs::create_dir_all(boot.join("loader"))?;
+    std::fs::write(
+        boot.join("loader/loader.conf"),
+        "timeout 0
+",
+    )?;
+    let disk = work.join("disk.img");
+    build_boot_disk(&boot, layout, None, &disk)?;
+    Ok((uki, disk))
+}
+
 /// Builds the artefacts of a cell whose initoverlayfs is a real second stage: the dracut
 /// (systemd) initramfs `second_stage`, unpacked into an erofs image as `builder image` does,
 /// but uncompressed (`builder image` defaults to lz4hc). `shell` as for [`build_busybox_cell`].

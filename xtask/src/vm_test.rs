@@ -666,6 +666,24 @@ fn build_cell(
     let shell = (purpose == crate::plan::Purpose::Shell).then_some(busybox_binary.as_path());
     // What the machine boots: the initramfs the bootloader (or QEMU) loads, and the disk.
     let (initrd, disk) = match cell.flow {
+        Flow::Busybox if cell.uki == Some(crate::cells::UkiKind::KernelInstall) => {
+            let esp = esp.context("a kernel-install UKI boots through UEFI firmware")?;
+            let kernel_install = crate::kernel_install::KernelInstall::fetch(sh, root)?;
+            let builder = crate::dogfood::builder_binary(sh, root)?;
+            images::build_kernel_install_uki_cell(
+                sh,
+                &kernel,
+                &busybox,
+                images::KernelInstallPrograms {
+                    kernel_install: &kernel_install,
+                    builder: &builder,
+                    storage_init: &storage_init,
+                },
+                esp,
+                layout,
+                &build,
+            )?
+        }
         Flow::Busybox | Flow::PrepareOnly => {
             let built = images::build_busybox_cell(
                 &storage_init,
