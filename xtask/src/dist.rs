@@ -21,6 +21,7 @@ use xshell::{Shell, cmd};
 
 use crate::static_build;
 
+pub mod crates;
 pub mod rpm;
 
 /// The package's name, and the name the builder is installed and documented under.
@@ -217,15 +218,21 @@ pub struct Metadata {
     pub maintainer: String,
     /// An SPDX expression such as `MIT OR Apache-2.0`.
     pub license: String,
+    /// The crates the programs are linked with, which the copyright file names.
+    pub bundled: Vec<crates::BundledCrate>,
 }
 
 impl Metadata {
-    /// Reads `[workspace.package]` of `<root>/Cargo.toml`.
+    /// Reads `[workspace.package]` of `<root>/Cargo.toml`, and the crates the programs link
+    /// from Cargo.lock.
     pub fn read(root: &Path) -> Result<Metadata> {
         let path = root.join("Cargo.toml");
         let text =
             fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        Metadata::parse(&text).with_context(|| format!("{}: [workspace.package]", path.display()))
+        let mut meta = Metadata::parse(&text)
+            .with_context(|| format!("{}: [workspace.package]", path.display()))?;
+        meta.bundled = crates::bundled_crates(root)?;
+        Ok(meta)
     }
 
     fn parse(manifest: &str) -> Result<Metadata> {
@@ -265,6 +272,7 @@ impl Metadata {
             version,
             maintainer,
             license: field("license")?,
+            bundled: Vec::new(),
         })
     }
 
@@ -432,12 +440,26 @@ fn man_pages(version: &str, epoch: u64) -> Result<Vec<(String, Vec<u8>)>> {
 /// every file, the notice dated by the build (the year of the last commit, by default).
 fn copyright(meta: &Metadata, year: i64) -> Result<String> {
     let ids: Vec<&str> = meta.license.split(" OR ").map(str::trim).collect();
-    let mut text = format!(
-        "Format: {COPYRIGHT_FORMAT}\nUpstream-Name: initoverlayfs-rs\n\n\
-         Files: *\nCopyright: {year} {}\nLicense: {}\n",
+    let mut text = format!("Format: {COPYRIGHT_FORMAT}\nUpstream-Name: initoverlayfs-rs\n");
+    if !meta.bundled.is_empty() {
+        text.push_str(
+            "Comment: The programs are statically linked with these Rust crates, each under\n \
+             the licence its authors state (crate version: SPDX licence expression):\n",
+        );
+        for linked in &meta.bundled {
+            writeln!(
+                text,
+                " {} {}: {}",
+                linked.name, linked.version, linked.license
+            )?;
+        }
+    }
+    write!(
+        text,
+        "\nFiles: *\nCopyright: {year} {}\nLicense: {}\n",
         maintainer_name(meta),
         ids.join(" or ")
-    );
+    )?;
     for id in ids {
         let Some((_, body)) = LICENSES.iter().find(|(known, _)| *known == id) else {
             bail!(
@@ -806,6 +828,7 @@ mod tests {
             maintainer: "The initoverlayfs-rs developers <maintainers@initoverlayfs-rs.invalid>"
                 .into(),
             license: "MIT OR Apache-2.0".into(),
+            bundled: Vec::new(),
         }
     }
 
@@ -886,6 +909,21 @@ mod tests {
         );
         assert!(text.contains("Copyright: 2026 The initoverlayfs-rs developers\n"));
         assert!(text.lines().all(|l| l.len() <= 80), "{text}");
+        let linked = Metadata {
+            bundled: vec![crates::BundledCrate {
+                name: "rustix".into(),
+                version: "1.1.6".into(),
+                license: "Apache-2.0 WITH LLVM-exception OR Apache-2.0 OR MIT".into(),
+            }],
+            ..meta()
+        };
+        let text = copyright(&linked, 2026).unwrap();
+        assert!(
+            text.contains(
+                "crates, each under\n the licence its authors state (crate version: SPDX licence expression):\n rustix 1.1.6: Apache-2.0 WITH LLVM-exception OR Apache-2.0 OR MIT\n\nFiles: *\n"
+            ),
+            "{text}"
+        );
         let unknown = Metadata {
             license: "GPL-2.0-only".into(),
             ..meta()

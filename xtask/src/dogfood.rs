@@ -269,8 +269,10 @@ pub const SECOND_KERNEL: [(&str, &str); 2] = [
 /// 2. through storage-init: upstream's `initoverlayfs-install -f --kver`; a second kernel
 ///    package installed while every install fails (storage-init moved away): the kernel
 ///    installs, keeps its classic initramfs, and the hook says why; the cause mended, the
-///    second kernel converted and then purged through the package's hooks; the package purged
-///    and /boot and /etc compared with boot 1's record, file by file; reboot;
+///    second kernel converted and then purged through the package's hooks; the package
+///    upgraded (a later version: every kernel converted again), removed (every kernel
+///    classic, the hooks idle), purged, and /boot and /etc compared with boot 1's record,
+///    file by file; reboot;
 /// 3. classic, the program gone: power off.
 pub const PACKAGE_SCRIPT: &str = concat!(
     guest_prelude!(),
@@ -303,7 +305,7 @@ case "$stage" in
     say "boot 1 classic storage-init=$storage_init multi-user=$multi_user"
     [ "$storage_init" = no ] || fail "boot 1 went through storage-init"
     state > "$dir/before"
-    timed apt_get install "$debs"/initoverlayfs_*.deb
+    timed apt_get install "$debs"/package/initoverlayfs_*.deb
     [ "$rc" = 0 ] || fail "boot 1: apt-get install of the package exited $rc"
     say "boot 1 package installed exit=$rc in $ms ms hooks=$(hooks) converted=$(converted "$kver")"
     next 2
@@ -319,7 +321,7 @@ case "$stage" in
     say "boot 2 initoverlayfs-install exit=$rc converted=$(converted "$kver")"
     # Every install fails while storage-init is away: the kernel package must still install.
     mv "$storage_init_binary" "$storage_init_binary.away"
-    timed apt_get install "$debs"/linux-image-*.deb
+    timed apt_get install "$debs"/kernel/linux-image-*.deb
     said=no
     grep -F "initoverlayfs: could not make the initoverlayfs boot of $second (the error is above)" "$dir/apt.log" > /dev/null && said=yes
     classic=no
@@ -335,6 +337,14 @@ case "$stage" in
     done
     left=${left#,}
     say "boot 2 second kernel purged exit=$rc left=${left:-none}"
+    # An upgrade: the postinst converts every kernel again, with the new storage-init.
+    timed apt_get install "$debs"/upgrade/initoverlayfs_*.deb
+    again=no
+    grep -F "installed initoverlayfs for $kver;" "$dir/apt.log" > /dev/null && again=yes
+    say "boot 2 package upgraded exit=$rc version=$(dpkg-query -W -f '${Version}' initoverlayfs) converted-again=$again converted=$(converted "$kver")"
+    # Removed: every kernel classic again; the hooks (conffiles) stay, idle without the program.
+    timed apt_get remove initoverlayfs
+    say "boot 2 package removed exit=$rc converted=$(converted "$kver") hooks=$(hooks) program=$(command -v initoverlayfs || echo none)"
     timed apt_get purge initoverlayfs
     purged=$rc
     state > "$dir/after"

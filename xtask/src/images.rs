@@ -657,10 +657,16 @@ pub enum GuestPrograms<'a> {
         builder: &'a Path,
         storage_init: &'a Path,
     },
-    /// .deb files (the package, a second kernel) and the second kernel's release, put in
-    /// `dogfood::GUEST_DEBS` for the guest to install with apt.
+    /// .deb files for the guest to install with apt, each in its directory of
+    /// `dogfood::GUEST_DEBS` (`package/`, `upgrade/`, `kernel/`), and the second kernel's
+    /// release.
     Packages {
-        debs: &'a [PathBuf],
+        /// The package as `cargo xtask dist` builds it.
+        package: &'a Path,
+        /// The same, with a later version: what an upgrade installs.
+        upgrade: &'a Path,
+        /// A second kernel's package.
+        kernel: &'a Path,
         second_kernel: &'a str,
     },
 }
@@ -724,13 +730,19 @@ pub fn build_dogfood_cell(
             }
         }
         GuestPrograms::Packages {
-            debs,
+            package,
+            upgrade,
+            kernel,
             second_kernel,
         } => {
             let dir = Path::new(crate::dogfood::GUEST_DEBS);
-            for deb in debs {
+            for (sub, deb) in [
+                ("package", package),
+                ("upgrade", upgrade),
+                ("kernel", kernel),
+            ] {
                 let name = deb.file_name().context("a .deb path without a file name")?;
-                copy_into(&root, deb, &dir.join(name).to_string_lossy())?;
+                copy_into(&root, deb, &dir.join(sub).join(name).to_string_lossy())?;
             }
             let release = root.join(dir).join(crate::dogfood::SECOND_KERNEL_FILE);
             std::fs::write(&release, format!("{second_kernel}\n"))

@@ -737,18 +737,30 @@ fn build_cell(
             let dogfood = crate::dogfood::dogfood_root(sh, &kernel, &spec)?;
             let (builder, debs, second_kernel);
             let programs = if cell.guest_driver == crate::cells::GuestDriver::Package {
-                // The package as `cargo xtask dist` builds it, and a second kernel's .deb.
+                // The package as `cargo xtask dist` builds it, the same with a later version
+                // (an upgrade), and a second kernel's .deb.
                 let meta = crate::dist::Metadata::read(root)?;
                 let epoch = crate::dist::source_date_epoch(sh, root)?;
                 let arch = crate::dist::Arch::for_machine(&pin.arch)?;
                 let binaries = crate::dist::build_binaries(sh, root, arch)?;
                 let deb = crate::dist::build_deb(sh, root, &meta, epoch, &binaries, &build)?;
+                let later = crate::dist::Metadata {
+                    version: format!("{}+upgrade", meta.version),
+                    ..meta
+                };
+                let upgrade_dir = build.join("upgrade");
+                std::fs::create_dir_all(&upgrade_dir)
+                    .with_context(|| format!("creating {}", upgrade_dir.display()))?;
+                let upgrade =
+                    crate::dist::build_deb(sh, root, &later, epoch, &binaries, &upgrade_dir)?;
                 let second;
                 (second, second_kernel) =
                     crate::dogfood::second_kernel_deb(sh, root, &pin.arch, &build.join("debs"))?;
-                debs = [deb, second];
+                debs = [deb, upgrade, second];
                 images::GuestPrograms::Packages {
-                    debs: &debs,
+                    package: &debs[0],
+                    upgrade: &debs[1],
+                    kernel: &debs[2],
                     second_kernel: &second_kernel,
                 }
             } else {

@@ -471,6 +471,7 @@ mod tests {
             maintainer: "The initoverlayfs-rs developers <maintainers@initoverlayfs-rs.invalid>"
                 .into(),
             license: "MIT OR Apache-2.0".into(),
+            bundled: Vec::new(),
         }
     }
 
