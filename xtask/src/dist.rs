@@ -621,33 +621,9 @@ pub fn build_deb(
     // DEBIAN first: dpkg-shlibdeps finds the package's root by it.
     let debian = stage.join("DEBIAN");
     fs::create_dir_all(&debian).with_context(|| format!("creating {}", debian.display()))?;
-    let write = |relative: &str, mode: u32, bytes: &[u8]| -> Result<PathBuf> {
-        let path = stage.join(relative);
-        fs::create_dir_all(path.parent().unwrap())?;
-        fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
-        fs::set_permissions(&path, fs::Permissions::from_mode(mode))?;
-        Ok(path)
-    };
-    let builder = fs::read(&binaries.builder)
-        .with_context(|| format!("reading {}", binaries.builder.display()))?;
-    let program = write(PROGRAM_PATH, 0o755, &builder)?;
-    // What dh_strip does: the symbols serve no one on the installed system.
-    let strip = arch.strip();
-    cmd!(
-        sh,
-        "{strip} --strip-unneeded --remove-section=.comment --remove-section=.note {program}"
-    )
-    .quiet()
-    .run()
-    .with_context(|| format!("stripping builder ({strip}, from binutils)"))?;
-    std::os::unix::fs::symlink(
-        Path::new(PROGRAM_PATH).file_name().unwrap(),
-        stage.join(UPSTREAM_INSTALL_PATH),
-    )?;
+    let write = |relative: &str, mode: u32, bytes: &[u8]| stage_file(&stage, relative, mode, bytes);
+    let program = stage_programs(sh, &stage, binaries)?;
     let depends = library_depends(sh, &program, &work)?;
-    let storage_init = fs::read(&binaries.storage_init)
-        .with_context(|| format!("reading {}", binaries.storage_init.display()))?;
-    write(STORAGE_INIT_PATH, 0o755, &storage_init)?;
     let readme = root.join("README.md");
     let readme = fs::read(&readme).with_context(|| format!("reading {}", readme.display()))?;
     // Debian compresses documentation over 4 KiB (policy 12.3), as dh_compress does: staged
@@ -743,6 +719,41 @@ pub fn build_deb(
     .context("dpkg-deb --build")?;
     fs::remove_dir_all(&work)?;
     Ok(deb)
+}
+
+/// Writes `bytes` at `relative` under `stage` with permission bits `mode`, making its
+/// directories; returns the path.
+fn stage_file(stage: &Path, relative: &str, mode: u32, bytes: &[u8]) -> Result<PathBuf> {
+    let path = stage.join(relative);
+    fs::create_dir_all(path.parent().unwrap())?;
+    fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+    fs::set_permissions(&path, fs::Permissions::from_mode(mode))?;
+    Ok(path)
+}
+
+/// Stages the programs as both packages ship them under `stage`: builder at [`PROGRAM_PATH`],
+/// stripped (what dh_strip does: the symbols serve no one on the installed system), upstream's
+/// command as a link to it, storage-init as built. Returns the staged builder.
+fn stage_programs(sh: &Shell, stage: &Path, binaries: &Binaries) -> Result<PathBuf> {
+    let builder = fs::read(&binaries.builder)
+        .with_context(|| format!("reading {}", binaries.builder.display()))?;
+    let program = stage_file(stage, PROGRAM_PATH, 0o755, &builder)?;
+    let strip = binaries.arch.strip();
+    cmd!(
+        sh,
+        "{strip} --strip-unneeded --remove-section=.comment --remove-section=.note {program}"
+    )
+    .quiet()
+    .run()
+    .with_context(|| format!("stripping builder ({strip}, from binutils)"))?;
+    std::os::unix::fs::symlink(
+        Path::new(PROGRAM_PATH).file_name().unwrap(),
+        stage.join(UPSTREAM_INSTALL_PATH),
+    )?;
+    let storage_init = fs::read(&binaries.storage_init)
+        .with_context(|| format!("reading {}", binaries.storage_init.display()))?;
+    stage_file(stage, STORAGE_INIT_PATH, 0o755, &storage_init)?;
+    Ok(program)
 }
 
 /// Every path under `dir` (not `dir` itself), sorted.

@@ -360,33 +360,10 @@ pub fn build_rpm(
         fs::remove_dir_all(&work).with_context(|| format!("removing {}", work.display()))?;
     }
     let stage = work.join("SOURCES/root");
-    let write = |relative: &str, mode: u32, bytes: &[u8]| -> Result<PathBuf> {
-        let path = stage.join(relative);
-        fs::create_dir_all(path.parent().unwrap())?;
-        fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
-        fs::set_permissions(&path, fs::Permissions::from_mode(mode))?;
-        Ok(path)
-    };
-    let builder = fs::read(&binaries.builder)
-        .with_context(|| format!("reading {}", binaries.builder.display()))?;
-    let program = write(PROGRAM_PATH, 0o755, &builder)?;
-    // As the Debian package does: the symbols serve no one on the installed system.
-    let strip = arch.strip();
-    cmd!(
-        sh,
-        "{strip} --strip-unneeded --remove-section=.comment --remove-section=.note {program}"
-    )
-    .quiet()
-    .run()
-    .with_context(|| format!("stripping builder ({strip}, from binutils)"))?;
-    std::os::unix::fs::symlink(
-        Path::new(PROGRAM_PATH).file_name().unwrap(),
-        stage.join(super::UPSTREAM_INSTALL_PATH),
-    )?;
+    let write =
+        |relative: &str, mode: u32, bytes: &[u8]| super::stage_file(&stage, relative, mode, bytes);
+    let program = super::stage_programs(sh, &stage, binaries)?;
     let requires = library_requires(sh, &program)?;
-    let storage_init = fs::read(&binaries.storage_init)
-        .with_context(|| format!("reading {}", binaries.storage_init.display()))?;
-    write(STORAGE_INIT_PATH, 0o755, &storage_init)?;
     let readme = root.join("README.md");
     let readme = fs::read(&readme).with_context(|| format!("reading {}", readme.display()))?;
     let files = payload_files(meta, epoch, &readme)?;
