@@ -703,7 +703,7 @@ fn build_point(
                     .as_deref()
                     .context("initoverlayfs's chains need the image")?;
                 let mini = dir.join(format!("mini-initramfs-{}.img", chain.name()));
-                images::build_mini_initramfs(pid1, kernel, layout, uuid, None, &mini)?;
+                images::build_mini_initramfs(pid1, kernel, layout, uuid, None, None, &mini)?;
                 copy(&mini, &name)?
             }
         };
