@@ -324,6 +324,15 @@ pub struct InitramfsArgs {
     /// zstd, gzip, lz4, xz or bzip2. One the kernel cannot unpack is refused.
     #[arg(long, default_value = "auto")]
     pub compression: String,
+    /// The mini initramfs's PID 1: storage-init (as /init), or systemd (in initrd mode, with
+    /// storage-init as its `--prepare-only` service, then `systemctl switch-root`), for a
+    /// first stage that wants udev, Plymouth or TPM unlock. systemd needs --systemd-from.
+    #[arg(long, value_enum, default_value = "storage-init")]
+    pub pid1: crate::systemd_initramfs::Pid1,
+    /// With --pid1 systemd: a full systemd initramfs (e.g. dracut's, any compression) or a
+    /// root directory, from which systemd, systemctl and their shared libraries are taken.
+    #[arg(long, required_if_eq("pid1", "systemd"))]
+    pub systemd_from: Option<PathBuf>,
     /// Where to write the archive (replaced atomically).
     #[arg(short, long)]
     pub output: PathBuf,

@@ -230,6 +230,23 @@ impl Archive {
         Ok(())
     }
 
+    /// Removes the entry at `path` (a directory only when nothing lies under it); returns
+    /// what it was, if anything.
+    pub fn remove(&mut self, path: &str) -> Result<Option<EntryKind>, CpioError> {
+        let components = split_path(path)?;
+        let has_children = self
+            .entries
+            .keys()
+            .any(|key| key.len() > components.len() && key.starts_with(&components));
+        if has_children {
+            return Err(CpioError::InvalidPath {
+                path: path.to_owned(),
+                problem: "it is a directory with entries under it",
+            });
+        }
+        Ok(self.entries.remove(&components).map(|entry| entry.kind))
+    }
+
     /// Adds a directory (and its missing parents).
     pub fn add_dir(&mut self, path: &str, mode: u32) -> Result<(), CpioError> {
         self.insert(path, mode, EntryKind::Directory)
@@ -648,6 +665,30 @@ mod tests {
         archive.add_dir("/lib/modules/6.12", 0o700).unwrap();
         archive.add_file("/a-b", 0o644, vec![1, 2, 3]).unwrap();
         archive
+    }
+
+    #[test]
+    fn remove_takes_one_entry_never_a_directory_with_children() {
+        let mut archive = Archive::new();
+        archive.add_file("/etc/a", 0o644, b"a".to_vec()).unwrap();
+        archive.add_dir("/empty", 0o755).unwrap();
+        assert!(matches!(
+            archive.remove("/etc"),
+            Err(CpioError::InvalidPath { .. })
+        ));
+        assert_eq!(
+            archive.remove("etc/a").unwrap(),
+            Some(EntryKind::FileBytes(b"a".to_vec()))
+        );
+        assert_eq!(archive.remove("/etc/a").unwrap(), None);
+        assert_eq!(
+            archive.remove("/empty").unwrap(),
+            Some(EntryKind::Directory)
+        );
+        // Once empty, /etc goes too, and the path is free for another kind.
+        assert_eq!(archive.remove("/etc").unwrap(), Some(EntryKind::Directory));
+        archive.add_symlink("/etc", "usr/etc").unwrap();
+        assert_eq!(archive.len(), 1);
     }
 
     #[test]

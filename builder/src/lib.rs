@@ -11,6 +11,7 @@ pub mod cli;
 pub mod compress;
 pub mod cpio;
 pub mod efi;
+pub mod elf;
 pub mod erofs;
 pub mod extract;
 pub mod fault;
@@ -27,6 +28,7 @@ pub mod modules;
 pub mod presets;
 pub mod replace;
 pub mod status;
+pub mod systemd_initramfs;
 #[cfg(test)]
 #[path = "../../storage-init/src/test_tools.rs"]
 pub(crate) mod test_tools;

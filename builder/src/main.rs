@@ -18,6 +18,7 @@ use builder::erofs::{ErofsCompression, ErofsOptions, build_erofs};
 use builder::kernel_config::KernelConfig;
 use builder::mini_initramfs::MiniInitramfs;
 use builder::modules::KernelModules;
+use builder::systemd_initramfs::{Pid1, SystemdInitramfs};
 
 /// `SOURCE_DATE_EPOCH` if set, else 0.
 fn build_time() -> Result<u64> {
@@ -346,7 +347,16 @@ fn initramfs(args: &InitramfsArgs) -> Result<()> {
         mtime: build_time()?,
         compression,
     };
-    let report = inputs.write(&args.output)?;
+    let report = match (args.pid1, &args.systemd_from) {
+        (Pid1::Systemd, Some(systemd_from)) => SystemdInitramfs {
+            base: inputs.clone(),
+            systemd_from: systemd_from.clone(),
+        }
+        .write(&args.output)?,
+        (Pid1::Systemd, None) => bail!("--pid1 systemd needs --systemd-from"),
+        (Pid1::StorageInit, Some(_)) => bail!("--systemd-from is for --pid1 systemd"),
+        (Pid1::StorageInit, None) => inputs.write(&args.output)?,
+    };
     let line = match (&boot, probed_filesystems) {
         (BootFsType::Unknown { .. }, Some(filesystems)) => {
             let cost = builder::bootfs::probed_cost(

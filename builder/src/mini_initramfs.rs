@@ -95,11 +95,11 @@ pub struct MiniInitramfsReport {
 }
 
 /// The archive and what went into it.
-struct Assembled {
-    archive: Archive,
-    module_list: ModuleList,
-    notes: Vec<String>,
-    module_bytes: BTreeMap<String, u64>,
+pub(crate) struct Assembled {
+    pub(crate) archive: Archive,
+    pub(crate) module_list: ModuleList,
+    pub(crate) notes: Vec<String>,
+    pub(crate) module_bytes: BTreeMap<String, u64>,
 }
 
 impl MiniInitramfs {
@@ -110,7 +110,7 @@ impl MiniInitramfs {
     }
 
     /// [`MiniInitramfs::archive`], with the size of each module file it holds.
-    fn assemble(&self) -> Result<Assembled, MiniInitramfsError> {
+    pub(crate) fn assemble(&self) -> Result<Assembled, MiniInitramfsError> {
         let mut archive = Archive::new();
         for dir in DIRECTORIES {
             archive.add_dir(dir, DIRECTORY_MODE)?;

@@ -16,7 +16,9 @@ use crate::emergency::EmergencyPlan;
 use crate::error::{Context, Fatal};
 use crate::log::Log;
 use crate::modules::Drivers;
-use crate::mounts::{detach, mount_boot_fs, mount_fs, mount_image, mount_overlay, move_mount};
+use crate::mounts::{
+    detach, mount_boot_fs, mount_fs, mount_image, mount_overlay, mount_private_tmpfs, move_mount,
+};
 use crate::probe::{Superblock, probe_file};
 use crate::switch_root::switch_root;
 use crate::verified_image::{VerifiedImage, mount_verified};
@@ -41,6 +43,11 @@ const SERVICE: Layout = Layout {
     boot: "/run/initoverlayfs/boot",
     sysroot: "/initoverlayfs",
 };
+/// `--prepare-only`'s own private tmpfs, holding [`SERVICE`]`.boot`, [`LOWER`] and [`RW`]:
+/// systemd makes every mount shared, and the kernel refuses to move a mount out of a shared
+/// parent (`do_move_mount` in fs/namespace.c: EINVAL), so the boot filesystem could not be
+/// moved into the new root from systemd's /run. Detached once nothing is mounted in it.
+const SERVICE_RUN: &str = "/run/initoverlayfs";
 /// The read-only image mount (the overlay's lower layer), detached once the overlay holds it.
 pub const LOWER: &str = "/run/initoverlayfs/lower";
 /// The tmpfs holding the overlay's upper and work directories. Its own tmpfs, not the initramfs
@@ -88,8 +95,12 @@ pub fn prepare_only(log: &mut Log) -> Result<(), Fatal> {
         ));
     }
     log.open_kmsg();
+    mount_private_tmpfs(Path::new(SERVICE_RUN))?;
+    log.step(&format!("mounted a private tmpfs on {SERVICE_RUN}"));
     let mut emergency = EmergencyPlan::default();
     let (_, verified) = prepare(log, &mut emergency, SERVICE)?;
+    // Its mounts are detached or moved: it would only follow /run into the new root.
+    detach(Path::new(SERVICE_RUN))?;
     // The service has read all it reads of the image; systemd's switch-root and the second
     // stage come next.
     if let Some(verified) = &verified {

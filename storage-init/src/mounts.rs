@@ -4,7 +4,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use rustix::io::Errno;
-use rustix::mount::{MountFlags, UnmountFlags, mount_move, unmount};
+use rustix::mount::{
+    MountFlags, MountPropagationFlags, UnmountFlags, mount_change, mount_move, unmount,
+};
 
 use crate::config::CONFIG_PATH;
 use crate::error::{Context, Fatal};
@@ -21,6 +23,24 @@ pub fn mount_fs(
     let what = || format!("mounting {fstype} {source} on {}", target.display());
     std::fs::create_dir_all(target).context(what)?;
     mount(source, target, fstype, flags, data).map_err(|failure| Fatal::new(what(), failure))
+}
+
+/// Mounts a small tmpfs of our own at `target`, private: mounts under it can be moved out
+/// whatever the propagation of its parent (systemd makes every mount shared).
+pub fn mount_private_tmpfs(target: &Path) -> Result<(), Fatal> {
+    mount_fs(
+        "tmpfs",
+        target,
+        "tmpfs",
+        MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+        "mode=0700,size=64k",
+    )?;
+    mount_change(target, MountPropagationFlags::PRIVATE).map_err(|e| {
+        Fatal::new(
+            format!("making the mount on {} private", target.display()),
+            errno_text(e),
+        )
+    })
 }
 
 /// Mounts the boot filesystem on `device` read-only at `target` as `fstype`; `probed` is the

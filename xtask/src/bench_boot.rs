@@ -272,9 +272,12 @@ impl Options {
 
     /// Whether a chain that boots initoverlayfs's image is in the run.
     fn boots_the_image(&self) -> bool {
-        self.chains
-            .iter()
-            .any(|c| matches!(c, Chain::Initoverlayfs | Chain::Floor))
+        self.chains.iter().any(|c| {
+            matches!(
+                c,
+                Chain::Initoverlayfs | Chain::Floor | Chain::InitoverlayfsSystemd
+            )
+        })
     }
 }
 
@@ -691,7 +694,7 @@ fn build_point(
             Chain::ClassicGzip => copy(&content.gzip, &name)?,
             Chain::ClassicZstd => copy(&content.zstd, &name)?,
             Chain::SquashErofs => copy(&content.squash_erofs, &name)?,
-            Chain::Initoverlayfs | Chain::Floor => {
+            Chain::Initoverlayfs | Chain::Floor | Chain::InitoverlayfsSystemd => {
                 let pid1 = match chain {
                     Chain::Floor => parts
                         .floor
@@ -703,7 +706,18 @@ fn build_point(
                     .as_deref()
                     .context("initoverlayfs's chains need the image")?;
                 let mini = dir.join(format!("mini-initramfs-{}.img", chain.name()));
-                images::build_mini_initramfs(pid1, kernel, layout, uuid, None, &mini)?;
+                // The service flavour's systemd comes from the same dracut initramfs.
+                let systemd_from =
+                    (chain == Chain::InitoverlayfsSystemd).then_some(content.gzip.as_path());
+                images::build_mini_initramfs(
+                    pid1,
+                    kernel,
+                    layout,
+                    uuid,
+                    None,
+                    systemd_from,
+                    &mini,
+                )?;
                 copy(&mini, &name)?
             }
         };
@@ -812,7 +826,36 @@ fn boot_all(bench: &Bench, boots: &[Boot<'_>], jobs: usize) -> Result<Vec<BootSa
 
 /// The milestones of one boot: (figure name, pattern, TCG timeout in seconds). The last one
 /// comes after the measured boot: the instrumentation printing what the guest's sampler saw.
-fn milestones(release: &str) -> [(&'static str, String, u64); 7] {
+/// The milestones of a `chain`'s boot. The service flavour's stage-one systemd says `Running in
+/// initrd` and `Switching root` first: its `systemd` milestone is the image's systemd, as in the
+/// other initoverlayfs chains.
+fn milestones(release: &str, chain: Chain) -> Vec<(&'static str, String, u64)> {
+    let mut milestones = milestones_of_every_chain(release).to_vec();
+    if chain == Chain::InitoverlayfsSystemd {
+        let systemd = milestones
+            .iter()
+            .position(|(name, _, _)| *name == "systemd")
+            .unwrap_or(milestones.len());
+        milestones.splice(
+            systemd..systemd,
+            [
+                (
+                    "stage-one",
+                    r"systemd\[1\]: Running in initrd".to_owned(),
+                    300,
+                ),
+                (
+                    "switch-to-image",
+                    r"systemd\[1\]: Switching root".to_owned(),
+                    300,
+                ),
+            ],
+        );
+    }
+    milestones
+}
+
+fn milestones_of_every_chain(release: &str) -> [(&'static str, String, u64); 7] {
     let release = regex::escape(release);
     [
         (
@@ -889,7 +932,7 @@ fn boot_one(bench: &Bench, boot: &Boot<'_>) -> Result<BootSample> {
         )
     };
     let mut milestone_specs = Vec::new();
-    for (name, pattern, seconds) in milestones(&bench.kernel.release) {
+    for (name, pattern, seconds) in milestones(&bench.kernel.release, boot.chain) {
         let timeout = crate::plan::scaled_timeout(Duration::from_secs(seconds), bench.accel);
         milestone_specs.push(testvm::run::Milestone::new(name, &pattern, timeout)?);
     }
@@ -898,6 +941,8 @@ fn boot_one(bench: &Bench, boot: &Boot<'_>) -> Result<BootSample> {
     let pid1_fatal = match boot.chain {
         Chain::Initoverlayfs => "storage-init: FATAL|syscall-floor",
         Chain::Floor => "syscall-floor: FATAL|storage-init",
+        // storage-init runs as systemd's service: never as PID 1 (its `exec` line).
+        Chain::InitoverlayfsSystemd => "storage-init: FATAL|storage-init: exec|syscall-floor",
         Chain::ClassicGzip | Chain::ClassicZstd | Chain::SquashErofs => {
             "storage-init|syscall-floor"
         }
@@ -1110,6 +1155,42 @@ mod tests {
 
     /// Every milestone pattern compiles and matches the line it is meant for.
     #[test]
+    fn the_service_flavours_systemd_figure_is_the_images_systemd() {
+        // The service flavour's console (x86_64-q35-virtio-blk-debian12-6.12-dracut-service-uefi).
+        let lines = [
+            "[    2.101] Run /init as init process",
+            "[    6.519631] systemd[1]: Running in initrd.",
+            "[    7.802064] storage-init: prepared /initoverlayfs: ready for `systemctl switch-root /initoverlayfs` (789 ms)",
+            "[    8.112315] systemd[1]: Switching root.",
+            "[    9.862770] systemd[1]: Running in initrd.",
+        ];
+        let check = |chain: Chain, expected: &[(&str, usize)]| {
+            // As the harness reads them: each milestone on a line after the previous one's.
+            let mut next = 0;
+            let mut matched = Vec::new();
+            for (name, pattern, _) in milestones("6.12.95+deb12-amd64", chain) {
+                let regex = regex::Regex::new(&pattern).unwrap();
+                let Some(at) = (next..lines.len()).find(|&i| regex.is_match(lines[i])) else {
+                    continue;
+                };
+                matched.push((name, at));
+                next = at + 1;
+            }
+            assert_eq!(matched, expected, "{}", chain.name());
+        };
+        check(
+            Chain::InitoverlayfsSystemd,
+            &[
+                ("userspace", 0),
+                ("stage-one", 1),
+                ("switch-to-image", 3),
+                ("systemd", 4),
+            ],
+        );
+        check(Chain::Initoverlayfs, &[("userspace", 0), ("systemd", 1)]);
+    }
+
+    #[test]
     fn milestones_match_their_lines() {
         let lines = [
             "BdsDxe: starting Boot0001 \"UEFI Misc Device\" from PciRoot(0x0)",
@@ -1119,7 +1200,10 @@ mod tests {
             "[   50.123456] initoverlayfs-test: memory used=123456 kB",
             "[   98.924731] systemd[1]: Reached target multi-user.target - Multi-User System.",
         ];
-        for ((name, pattern, _), line) in milestones("6.12.95+deb12-amd64").iter().zip(lines) {
+        for ((name, pattern, _), line) in milestones("6.12.95+deb12-amd64", Chain::Initoverlayfs)
+            .iter()
+            .zip(lines)
+        {
             let regex = regex::Regex::new(pattern).unwrap();
             assert!(regex.is_match(line), "{name}: {pattern} vs {line}");
         }

@@ -1,7 +1,9 @@
 //! What a real-chain boot's console says about where its time went, read after the boot: the
 //! kernel's `Freeing initrd memory` line, systemd's marks between the harness's milestones
 //! (`initrd-root-fs.target`, `Switching root.`, the real root's start, `sysinit.target`,
-//! `basic.target`) and every unit's start and end, in the initrd and in the real root.
+//! `basic.target`) and every unit's start and end, in the initrd and in the real root. A
+//! switch into another initrd (the systemd of a mini initramfs entering the initoverlayfs,
+//! whose systemd says `Running in initrd.` again) keeps the boot in the initrd.
 //!
 //! systemd writes its log to the kernel's (`systemd.log_target=kmsg`), so each line carries the
 //! guest's printk timestamp: `[   12.904479] systemd[1]: Running in initrd.`. Lines without a
@@ -115,6 +117,12 @@ pub fn parse(console: &str) -> BootLog {
                 open.clear();
                 continue;
             }
+        } else if message == "Running in initrd." {
+            // The switch was into another initrd (a mini initramfs running systemd, switching
+            // to the initoverlayfs): the initrd goes on, and its switch is still to come.
+            switched = false;
+            phases.switch_root = None;
+            phases.real_root = None;
         } else if message.starts_with("systemd ") && message.contains(" running in system mode") {
             phases.real_root.get_or_insert(at);
         } else if message.starts_with("Reached target sysinit.target") {
@@ -213,6 +221,44 @@ BdsDxe: starting Boot0001 \"UEFI Misc Device\" from PciRoot(0x0)/Pci(0x3,0x0)
 [   13.250000] systemd[1]: Reached target basic.target - Basic System.
 [   20.000000] systemd[1]: Reached target multi-user.target - Multi-User System.
 ";
+
+    /// The service flavour: a mini initramfs's systemd switches to the initoverlayfs, whose
+    /// systemd runs in initrd mode too; the initrd ends at the second switch.
+    #[test]
+    fn a_switch_into_another_initrd_is_not_the_real_roots() {
+        let stage_one = "\
+[    1.000000] Run /init as init process
+[    1.500000] systemd[1]: systemd 252.39-1~deb12u2 running in system mode (+PAM +AUDIT)
+[    1.510000] systemd[1]: Running in initrd.
+[    2.000000] systemd[1]: Starting initoverlayfs-prepare.service - Mount the initoverlayfs image from /boot...
+[    2.800000] systemd[1]: Finished initoverlayfs-prepare.service - Mount the initoverlayfs image from /boot.
+[    3.100000] systemd[1]: Switching root.
+[    4.000000] systemd[1]: systemd 252.39-1~deb12u2 running in system mode (+PAM +AUDIT)
+";
+        let image = CONSOLE
+            .lines()
+            .skip_while(|line| !line.contains("Running in initrd."))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let log = parse(&format!("{stage_one}{image}"));
+        assert_eq!(
+            log.phases,
+            Phases {
+                initrd_root_fs: Some(8.0),
+                switch_root: Some(9.0),
+                real_root: Some(9.8),
+                sysinit: Some(12.0),
+                basic: Some(13.25),
+            }
+        );
+        assert_eq!(
+            log.initrd_units
+                .first()
+                .map(|u| (u.unit.as_str(), u.start, u.end)),
+            Some(("initoverlayfs-prepare.service", 2.0, 2.8))
+        );
+        assert_eq!(log.initrd_units.len(), 3);
+    }
 
     #[test]
     fn phases_units_and_the_held_initramfs() {

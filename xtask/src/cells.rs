@@ -45,6 +45,11 @@ pub enum Flow {
     /// purges the kernel through apt and checks its image is gone. The machine boots again on
     /// a guest reboot; needs `firmware = "uefi"`, `boot_fs = "vfat"`, `real_root = true`.
     Dogfood,
+    /// The real chain of `dracut`, with systemd as the mini initramfs's PID 1 (`builder
+    /// initramfs --pid1 systemd`, systemd taken from the same dracut initramfs): it runs in
+    /// initrd mode, starts `storage-init --prepare-only` as a service and switch-roots into
+    /// /initoverlayfs, where the image's systemd carries on as in `dracut`.
+    DracutService,
     /// The same content, but the mini initramfs runs `storage-init --prepare-only` as a service:
     /// its /init is a busybox script standing in for systemd (mount the API filesystems, run
     /// the service, `switch-root /initoverlayfs`).
@@ -621,6 +626,7 @@ impl MatrixSpec {
             Flow::Busybox => "busybox",
             Flow::Dracut => "dracut",
             Flow::DracutClassic => "dracut-classic",
+            Flow::DracutService => "dracut-service",
             Flow::PrepareOnly => "prepare-only",
             Flow::Dogfood => "dogfood",
         };

@@ -169,7 +169,7 @@ pub const TASKS: &[TaskDoc] = &[
             option(
                 "--chains CHAIN[,CHAIN…]",
                 "the chains each round boots, in order: classic-gzip, classic-zstd, \
-                 squash-erofs, initoverlayfs, floor (default: all)",
+                 squash-erofs, initoverlayfs, floor, initoverlayfs-systemd (default: all)",
             ),
             option("--memory MIB", "guest RAM (default 2048, at least 256)"),
             option("--jobs N", "boots at a time (default 2)"),

@@ -11,6 +11,7 @@ use crate::disk_spec::{
     ROOT_PART_GUID, RootStorage,
 };
 use crate::fixtures::{Fetched, Kernel};
+use builder::systemd_initramfs::Pid1;
 
 /// Fixed GUIDs keep the disk image byte-for-byte reproducible.
 const DISK_GUID: &str = "6e2b1c3a-7d4f-4a5b-9c8d-0e1f2a3b4c5d";
@@ -397,6 +398,7 @@ pub fn build_busybox_cell(
         work,
         image,
         &image_uuid,
+        None,
     )
 }
 
@@ -518,6 +520,7 @@ pub fn build_second_stage_cell(
     storage_init: &Path,
     kernel: &Kernel,
     second_stage: &Path,
+    pid1: Pid1,
     real_root: Option<RootPartition<'_>>,
     layout: Layout,
     esp: Option<&EspBoot>,
@@ -540,6 +543,10 @@ pub fn build_second_stage_cell(
                 second_stage.display()
             )
         })?;
+    let systemd_from = match pid1 {
+        Pid1::StorageInit => None,
+        Pid1::Systemd => Some(second_stage),
+    };
     finish_cell(
         storage_init,
         kernel,
@@ -550,6 +557,7 @@ pub fn build_second_stage_cell(
         work,
         image,
         &report.erofs.uuid,
+        systemd_from,
     )
 }
 
@@ -592,6 +600,7 @@ fn finish_cell(
     work: &Path,
     image: PathBuf,
     image_uuid: &str,
+    systemd_from: Option<&Path>,
 ) -> Result<BootArtefacts> {
     let verity = apply_verity(&image, layout.verity)?;
     let mini_initramfs = work.join("mini-initramfs.img");
@@ -603,6 +612,7 @@ fn finish_cell(
         layout,
         image_uuid,
         verity.as_ref(),
+        systemd_from,
         &mini_initramfs,
     )?;
     if let Some(shell) = shell {
@@ -873,12 +883,15 @@ pub fn build_erofs(content: &Path, image: &Path) -> Result<String> {
     Ok(report.uuid)
 }
 
+/// The cell's mini initramfs at `output`: storage-init as /init, or with `systemd_from`, systemd
+/// (taken from that initramfs) as /init and storage-init as its service.
 pub fn build_mini_initramfs(
     storage_init: &Path,
     kernel: &Kernel,
     layout: Layout,
     image_uuid: &str,
     verity: Option<&storage_init::verity::Verity>,
+    systemd_from: Option<&Path>,
     output: &Path,
 ) -> Result<()> {
     let (uuid, fstype) = layout.boot_fs.identity();
@@ -918,8 +931,25 @@ pub fn build_mini_initramfs(
         mtime: builder::source_date_epoch()?,
         compression,
     };
-    spec.write(output)
-        .with_context(|| format!("building {}", output.display()))?;
+    match systemd_from {
+        None => spec
+            .write(output)
+            .map(drop)
+            .with_context(|| format!("building {}", output.display()))?,
+        Some(systemd_from) => builder::systemd_initramfs::SystemdInitramfs {
+            base: spec,
+            systemd_from: systemd_from.to_owned(),
+        }
+        .write(output)
+        .map(drop)
+        .with_context(|| {
+            format!(
+                "building {} with systemd from {}",
+                output.display(),
+                systemd_from.display()
+            )
+        })?,
+    }
     Ok(())
 }
 

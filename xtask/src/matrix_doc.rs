@@ -142,6 +142,7 @@ fn flow_name(flow: Flow) -> &'static str {
         Flow::Busybox => "busybox",
         Flow::Dracut => "dracut",
         Flow::DracutClassic => "dracut-classic",
+        Flow::DracutService => "dracut-service",
         Flow::Dogfood => "dogfood",
         Flow::PrepareOnly => "prepare-only",
     }

@@ -702,12 +702,17 @@ fn build_cell(
             }
             (built.mini_initramfs, built.disk)
         }
-        Flow::Dracut => {
+        Flow::Dracut | Flow::DracutService => {
             let second_stage = crate::debian_tree::second_stage_initramfs(sh, &kernel)?;
+            let pid1 = match cell.flow {
+                Flow::DracutService => builder::systemd_initramfs::Pid1::Systemd,
+                _ => builder::systemd_initramfs::Pid1::StorageInit,
+            };
             let built = images::build_second_stage_cell(
                 &storage_init,
                 &kernel,
                 &second_stage,
+                pid1,
                 root_partition,
                 layout,
                 esp,

@@ -43,16 +43,22 @@ pub enum Chain {
     /// mounts and switch-root with none of storage-init's decisions.
     #[serde(rename = "floor")]
     Floor,
+    /// initoverlayfs's image with upstream's service flavour of the mini initramfs: systemd
+    /// (taken from the same dracut initramfs) as PID 1, storage-init as its `--prepare-only`
+    /// service, then `systemctl switch-root`.
+    #[serde(rename = "initoverlayfs-systemd")]
+    InitoverlayfsSystemd,
 }
 
 impl Chain {
     /// Every chain, in the order the reports show them.
-    pub const ALL: [Chain; 5] = [
+    pub const ALL: [Chain; 6] = [
         Chain::ClassicGzip,
         Chain::ClassicZstd,
         Chain::SquashErofs,
         Chain::Initoverlayfs,
         Chain::Floor,
+        Chain::InitoverlayfsSystemd,
     ];
 
     /// What every ratio divides by.
@@ -69,6 +75,7 @@ impl Chain {
             Chain::SquashErofs => "squash-erofs",
             Chain::Initoverlayfs => "initoverlayfs",
             Chain::Floor => "floor",
+            Chain::InitoverlayfsSystemd => "initoverlayfs-systemd",
         }
     }
 
@@ -95,6 +102,11 @@ an erofs image from /boot and reads it lazily"
                 "initoverlayfs's mini initramfs and image with the syscall floor as PID 1 (the \
 same mounts and switch-root, none of storage-init's decisions): what storage-init could at best \
 be"
+            }
+            Chain::InitoverlayfsSystemd => {
+                "initoverlayfs's image, with systemd as the mini initramfs's PID 1 (taken from \
+the same dracut initramfs) running storage-init as its `--prepare-only` service, then \
+`systemctl switch-root`: upstream's service flavour; its systemd figure is the image's systemd"
             }
         }
     }

@@ -24,6 +24,7 @@ fn chain_colour(chain: Chain) -> &'static str {
         Chain::SquashErofs => "#7b3fa0",
         Chain::Initoverlayfs => "#1f6fb4",
         Chain::Floor => "#2e9d5b",
+        Chain::InitoverlayfsSystemd => "#5aa9e6",
     }
 }
 

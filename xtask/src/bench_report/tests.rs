@@ -41,7 +41,10 @@ fn samples() -> Vec<BootSample> {
                 for run in 1..=3u32 {
                     let mb = bytes as f64 / 1e6;
                     let jitter = [0.0, 0.12, -0.07][run as usize - 1];
-                    let lazy = matches!(chain, Chain::Initoverlayfs | Chain::Floor);
+                    let lazy = matches!(
+                        chain,
+                        Chain::Initoverlayfs | Chain::Floor | Chain::InitoverlayfsSystemd
+                    );
                     let (mut systemd, boot_files, read) = match (lazy, profile) {
                         (true, "sd") => {
                             (3.4 + 0.003 * mb, 14_000_000u64, 20e6 + 0.15 * bytes as f64)
@@ -62,6 +65,7 @@ fn samples() -> Vec<BootSample> {
                         Chain::ClassicZstd => 0.4,
                         Chain::SquashErofs => -0.3,
                         Chain::Floor => -0.1,
+                        Chain::InitoverlayfsSystemd => 0.6,
                         _ => 0.0,
                     };
                     let host_kernel = 1.8
