@@ -40,8 +40,9 @@ const PROGRAMS: [&str; 2] = [SYSTEMD_PATH, "/usr/bin/systemctl"];
 const OPTIONAL_PROGRAMS: [&str; 1] = ["/usr/lib/systemd/systemd-executor"];
 /// Where systemd reads the distribution's units.
 const UNIT_DIR: &str = "/usr/lib/systemd/system";
-/// storage-init's units, as the repository ships them.
-const UNITS: [(&str, &str); 3] = [
+/// storage-init's units, as the repository ships them (the packages ship them too, for a
+/// distribution's own initramfs generator).
+pub const UNITS: [(&str, &str); 3] = [
     (
         "initoverlayfs-prepare.service",
         include_str!("../../storage-init/systemd/initoverlayfs-prepare.service"),

@@ -126,6 +126,8 @@ const LINTIAN_OVERRIDES_TEXT: &str = "\
 initoverlayfs: statically-linked-binary [usr/lib/initoverlayfs/storage-init]
 ";
 
+/// Where the packages put storage-init's service-mode units.
+const UNITS_DIR: &str = "usr/lib/initoverlayfs/units";
 /// The upstream command's name, a link to the program (`builder::cli::UPSTREAM_INSTALL`).
 const UPSTREAM_INSTALL_PATH: &str = "usr/sbin/initoverlayfs-install";
 
@@ -394,6 +396,15 @@ pub fn generated_files(meta: &Metadata, epoch: u64) -> Result<Vec<(String, u32, 
         0o644,
         changelog(meta, epoch).into_bytes(),
     ));
+    // Service mode's units, for a distribution's initramfs generator (a dracut module) to
+    // take; not the host's units, so not where systemd reads them.
+    for (name, text) in builder::systemd_initramfs::UNITS {
+        files.push((
+            format!("{UNITS_DIR}/{name}"),
+            0o644,
+            text.as_bytes().to_vec(),
+        ));
+    }
     files.push((
         LINTIAN_OVERRIDES.to_owned(),
         0o644,

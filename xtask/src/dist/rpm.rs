@@ -168,6 +168,7 @@ fn fedora_path(debian_path: &str) -> Result<Option<String>> {
     if debian_path == super::BASH_COMPLETION
         || debian_path == super::FISH_COMPLETION
         || debian_path.starts_with("usr/share/man/")
+        || debian_path.starts_with(&format!("{}/", super::UNITS_DIR))
     {
         return Ok(Some(debian_path.to_owned()));
     }
