@@ -295,6 +295,9 @@ converted() {
         echo no
     fi
 }
+# The package's program, if it is there (by its file: the shell remembers where a command it
+# ran was, after the file is gone).
+program() { ls /usr/sbin/initoverlayfs 2>/dev/null || echo none; }
 # Runs apt-get "$@" non-interactively, its output to the console and to $dir/apt.log.
 apt_get() {
     { DEBIAN_FRONTEND=noninteractive apt-get -y --no-install-recommends "$@"; echo $? > "$dir/apt.rc"; } 2>&1 | tee "$dir/apt.log"
@@ -344,7 +347,7 @@ case "$stage" in
     say "boot 2 package upgraded exit=$rc version=$(dpkg-query -W -f '${Version}' initoverlayfs) converted-again=$again converted=$(converted "$kver")"
     # Removed: every kernel classic again; the hooks (conffiles) stay, idle without the program.
     timed apt_get remove initoverlayfs
-    say "boot 2 package removed exit=$rc converted=$(converted "$kver") hooks=$(hooks) program=$(command -v initoverlayfs || echo none)"
+    say "boot 2 package removed exit=$rc converted=$(converted "$kver") hooks=$(hooks) program=$(program)"
     timed apt_get purge initoverlayfs
     purged=$rc
     state > "$dir/after"
@@ -355,7 +358,7 @@ case "$stage" in
     systemctl --no-block reboot
     ;;
 3)
-    say "boot 3 classic storage-init=$storage_init multi-user=$multi_user program=$(command -v initoverlayfs || echo none)"
+    say "boot 3 classic storage-init=$storage_init multi-user=$multi_user program=$(program)"
     [ "$storage_init" = no ] || fail "boot 3 went through storage-init"
     next done
     systemctl --no-block poweroff
