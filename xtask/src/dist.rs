@@ -844,7 +844,8 @@ pub fn run(sh: &Shell, root: &Path, arch: Arch, formats: &[Format]) -> Result<()
 mod tests {
     use super::*;
 
-    fn meta() -> Metadata {
+    /// The workspace's facts as a test states them (no cargo run), for dist's and rpm's tests.
+    pub(super) fn meta() -> Metadata {
         Metadata {
             version: "0.1.0".into(),
             maintainer: "The initoverlayfs-rs developers <maintainers@initoverlayfs-rs.invalid>"

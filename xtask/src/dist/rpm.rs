@@ -442,16 +442,7 @@ addFilter(\"no-packager-tag\")
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn meta() -> Metadata {
-        Metadata {
-            version: "0.1.0".into(),
-            maintainer: "The initoverlayfs-rs developers <maintainers@initoverlayfs-rs.invalid>"
-                .into(),
-            license: "MIT OR Apache-2.0".into(),
-            bundled: Vec::new(),
-        }
-    }
+    use crate::dist::tests::meta;
 
     #[test]
     fn file_names_are_fedoras() {
